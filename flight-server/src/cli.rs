@@ -1,0 +1,138 @@
+//! The `flight-server` command line — a contract other parts rely on
+//! (README documents it; docker-compose and tests use it).
+
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser};
+use tokio::net::TcpListener;
+
+use crate::error::{Error, Result};
+use crate::server::{serve, ServerConfig, SourceConfig};
+use crate::source::BatchLimits;
+
+/// Arrow Flight server over PostgreSQL segments, a Greenplum coordinator, or files.
+#[derive(Debug, Parser)]
+#[command(name = "flight-server", version, about)]
+#[command(group(ArgGroup::new("source").required(true).args(["segment", "greenplum", "files"])))]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub bind: String,
+
+    /// A PostgreSQL connection string; repeat for each segment.
+    #[arg(long, value_name = "URL")]
+    pub segment: Vec<String>,
+
+    /// A Greenplum coordinator's connection string (parallel retrieve cursors).
+    #[arg(long, value_name = "URL")]
+    pub greenplum: Option<String>,
+
+    /// A directory or glob of Parquet / CSV / Arrow IPC files.
+    #[arg(long, value_name = "PATH")]
+    pub files: Option<String>,
+
+    /// Endpoints per PostgreSQL segment (ctid ranges) for single-table queries.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub split: usize,
+
+    /// Endpoints per query for --files (DataFusion target partitions).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub file_partitions: usize,
+
+    /// Maximum rows per record batch.
+    #[arg(long, default_value_t = BatchLimits::default().rows)]
+    pub batch_rows: usize,
+
+    /// Maximum bytes per record batch (approximate).
+    #[arg(long, default_value_t = BatchLimits::default().bytes)]
+    pub batch_bytes: usize,
+
+    /// Location advertised in endpoints (default: grpc+tcp://<bound address>).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+
+    /// File holding the ticket signing key (share it between servers that
+    /// serve each other's tickets); env HOPPER_TICKET_KEY works too.
+    #[arg(long, value_name = "PATH")]
+    pub ticket_key_file: Option<String>,
+
+    /// Seconds a ticket stays valid.
+    #[arg(long, default_value_t = 3600)]
+    pub ticket_ttl: u64,
+}
+
+impl Args {
+    /// Turns the arguments into a server configuration.
+    pub fn config(&self) -> Result<ServerConfig> {
+        let source = if let Some(url) = &self.greenplum {
+            SourceConfig::Greenplum { url: url.clone() }
+        } else if let Some(path) = &self.files {
+            SourceConfig::Files {
+                path: path.clone(),
+                partitions: self.file_partitions,
+            }
+        } else {
+            SourceConfig::Postgres {
+                segments: self.segment.clone(),
+                split: self.split,
+            }
+        };
+        if self.batch_rows == 0 || self.batch_bytes == 0 {
+            return Err(Error::Config("--batch-rows and --batch-bytes must be > 0".into()));
+        }
+        let ticket_key = match (&self.ticket_key_file, std::env::var("HOPPER_TICKET_KEY")) {
+            (Some(path), _) => Some(std::fs::read(path).map_err(|e| {
+                Error::Config(format!("reading --ticket-key-file {path}: {e}"))
+            })?),
+            (None, Ok(key)) if !key.is_empty() => Some(key.into_bytes()),
+            _ => None,
+        };
+        let mut config = ServerConfig::new(source);
+        config.limits = BatchLimits {
+            rows: self.batch_rows,
+            bytes: self.batch_bytes,
+        };
+        config.advertise = self.advertise.clone();
+        config.ticket_key = ticket_key;
+        config.ticket_ttl = Duration::from_secs(self.ticket_ttl);
+        Ok(config)
+    }
+}
+
+/// Binds, prints the bound address, and serves until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> Result<()> {
+    let config = args.config()?;
+    let listener = TcpListener::bind(&args.bind)
+        .await
+        .map_err(|e| Error::Config(format!("cannot bind {}: {e}", args.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
+    // The first line on stdout is the address: scripts and tests read it.
+    println!("flight-server listening on grpc+tcp://{addr}");
+    serve(listener, config, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,140 @@
+//! The one error type of the flight-server crate, and its mapping to gRPC.
+//!
+//! Every failure a client can cause (bad SQL, an unknown table, a type hopper
+//! cannot carry, a bad ticket) is an `InvalidArgument` whose message names
+//! what was wrong and what to do; a segment that cannot be reached is
+//! `Unavailable` so that clients know a retry may help; `Internal` is kept
+//! for bugs.
+
+use tonic::{Code, Status};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while planning or streaming a query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The query was rejected by the database or the file engine (syntax,
+    /// unknown relation or column, missing privilege surfaced as text).
+    #[error("query rejected: {0}")]
+    InvalidQuery(String),
+
+    /// A result column has a type hopper does not stream.
+    #[error(
+        "column \"{column}\" has type {type_name}, which hopper cannot stream; \
+         cast it in the query (e.g. \"{column}\"::text or ::float8)"
+    )]
+    UnsupportedType {
+        /// Column name as the query returns it.
+        column: String,
+        /// The database's name for the type.
+        type_name: String,
+    },
+
+    /// A ticket that is malformed, forged, altered, expired or for another user.
+    #[error("bad ticket: {0}")]
+    BadTicket(String),
+
+    /// The caller is not allowed to do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    /// Credentials missing or wrong.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
+    /// Something the caller named does not exist (a flight, an endpoint).
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// A segment (database instance) or file could not be reached.
+    #[error("segment unavailable: {0}")]
+    Unavailable(String),
+
+    /// Malformed data from the database (a protocol or decoding bug).
+    #[error("decoding {context}: {message}")]
+    Decode {
+        /// Where decoding failed (column, type).
+        context: String,
+        /// What was wrong.
+        message: String,
+    },
+
+    /// Bad configuration given on the command line or in code.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// An error from Arrow itself.
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+
+    /// Anything else: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Classifies a `tokio_postgres` error: SQLSTATE classes that mean "the
+    /// query is wrong" become [`Error::InvalidQuery`], privilege errors
+    /// [`Error::PermissionDenied`], connection failures [`Error::Unavailable`].
+    pub fn from_pg(context: &str, err: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        if let Some(db) = err.as_db_error() {
+            let code = db.code();
+            let msg = match (db.detail(), db.hint()) {
+                (Some(d), Some(h)) => format!("{context}: {} (detail: {d}; hint: {h})", db.message()),
+                (Some(d), None) => format!("{context}: {} (detail: {d})", db.message()),
+                (None, Some(h)) => format!("{context}: {} (hint: {h})", db.message()),
+                (None, None) => format!("{context}: {}", db.message()),
+            };
+            if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+                return Error::PermissionDenied(msg);
+            }
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                return Error::Unauthenticated(msg);
+            }
+            let class = &code.code()[..2];
+            return match class {
+                // connection exception, operator intervention (shutdown, cancel), insufficient resources
+                "08" | "57" | "53" => Error::Unavailable(msg),
+                _ => Error::InvalidQuery(msg),
+            };
+        }
+        if err.is_closed() || std::error::Error::source(&err).is_some() {
+            return Error::Unavailable(format!("{context}: {err}"));
+        }
+        Error::Unavailable(format!("{context}: {err}"))
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        match e {
+            D::SQL(..) | D::Plan(..) | D::SchemaError(..) | D::NotImplemented(..) => {
+                Error::InvalidQuery(e.to_string())
+            }
+            D::IoError(..) | D::ObjectStore(..) => Error::Unavailable(e.to_string()),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::InvalidQuery(_) | Error::UnsupportedType { .. } | Error::BadTicket(_) => {
+                Code::InvalidArgument
+            }
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Config(_) => Code::FailedPrecondition,
+            Error::Decode { .. } | Error::Arrow(_) | Error::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}

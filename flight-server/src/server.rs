@@ -1,0 +1,118 @@
+//! Server assembly: which source, which limits, the tonic server, shutdown.
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future, so
+//! tests bind port 0, read the address, and stop the server cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::error::{Error, Result};
+use crate::service::HopperFlightService;
+use crate::source::files::FilesSource;
+use crate::source::greenplum::GreenplumSource;
+use crate::source::postgres::PostgresSource;
+use crate::source::{BatchLimits, Source};
+use crate::ticket::TicketSigner;
+
+/// Where the data comes from.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// PostgreSQL instances, each one segment; each split into `split` endpoints.
+    Postgres {
+        /// Connection strings, one per segment.
+        segments: Vec<String>,
+        /// Endpoints per segment (ctid ranges) for single-table queries.
+        split: usize,
+    },
+    /// A Greenplum coordinator: endpoints from parallel retrieve cursors.
+    Greenplum {
+        /// Connection string of the coordinator.
+        url: String,
+    },
+    /// Parquet / CSV / Arrow IPC files through DataFusion.
+    Files {
+        /// A directory or a glob.
+        path: String,
+        /// DataFusion's target partitions (endpoints per query, at most).
+        partitions: usize,
+    },
+}
+
+/// Everything a flight-server needs besides its listener.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The source.
+    pub source: SourceConfig,
+    /// Batch size limits.
+    pub limits: BatchLimits,
+    /// Location put in endpoints; defaults to `grpc+tcp://<bound address>`.
+    pub advertise: Option<String>,
+    /// Ticket signing key; random (tickets valid on this process only) if unset.
+    pub ticket_key: Option<Vec<u8>>,
+    /// How long tickets stay valid.
+    pub ticket_ttl: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with default limits, a random key and 1-hour tickets.
+    pub fn new(source: SourceConfig) -> Self {
+        Self {
+            source,
+            limits: BatchLimits::default(),
+            advertise: None,
+            ticket_key: None,
+            ticket_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Connects the configured source (checking that it is reachable).
+pub async fn open_source(config: &ServerConfig) -> Result<Arc<dyn Source>> {
+    Ok(match &config.source {
+        SourceConfig::Postgres { segments, split } => {
+            if segments.is_empty() {
+                return Err(Error::Config("give at least one --segment URL".into()));
+            }
+            Arc::new(PostgresSource::new(segments.clone(), (*split).max(1), config.limits).await?)
+        }
+        SourceConfig::Greenplum { url } => Arc::new(GreenplumSource::new(url, config.limits).await?),
+        SourceConfig::Files { path, partitions } => {
+            Arc::new(FilesSource::open(path, config.limits, (*partitions).max(1)).await?)
+        }
+    })
+}
+
+/// Serves Flight on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
+    let source = open_source(&config).await?;
+    let location = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("grpc+tcp://{addr}"));
+    let signer = match &config.ticket_key {
+        Some(key) => TicketSigner::new(key.clone(), config.ticket_ttl),
+        None => TicketSigner::random(config.ticket_ttl),
+    };
+    let service = HopperFlightService::new(source, signer, location);
+    let server = FlightServiceServer::new(service)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(server)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("server stopped: {e}")))
+}

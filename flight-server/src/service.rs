@@ -1,0 +1,268 @@
+//! The Arrow Flight service: `GetFlightInfo` plans, `DoGet` streams.
+//!
+//! The service is stateless for the PostgreSQL and file sources: a ticket
+//! is a signed [`Partition`], so any request can be served by any server
+//! that shares the ticket key, and a restart loses nothing but tickets'
+//! validity if the key was random.
+//!
+//! A query is named either by a command (`FlightDescriptor::new_cmd(sql)`)
+//! or by a path of one element, a table name (`new_path(["criteo"])`), which
+//! reads the whole table.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
+    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc,
+    SchemaResult, Ticket,
+};
+use arrow_ipc::writer::IpcWriteOptions;
+use arrow_schema::SchemaRef;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::source::{Partition, PartitionSpec, Source};
+use crate::ticket::TicketSigner;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Largest `FlightData` message the server sends; arrow-flight splits
+/// batches to stay under it (gRPC's default receive limit is 4 MiB).
+const MAX_FLIGHT_DATA: usize = 2 * 1024 * 1024;
+
+/// The Flight service over one [`Source`].
+pub struct HopperFlightService {
+    source: Arc<dyn Source>,
+    signer: TicketSigner,
+    location: String,
+}
+
+impl HopperFlightService {
+    /// A service over `source`; endpoints point clients at `location`
+    /// (e.g. `grpc+tcp://10.0.0.5:50051`).
+    pub fn new(source: Arc<dyn Source>, signer: TicketSigner, location: String) -> Self {
+        Self {
+            source,
+            signer,
+            location,
+        }
+    }
+
+    fn flight_info(
+        &self,
+        descriptor: FlightDescriptor,
+        schema: &SchemaRef,
+        partitions: &[Partition],
+    ) -> Result<FlightInfo, Status> {
+        let expires = SystemTime::now() + self.signer.ttl();
+        let expiration = prost_types_timestamp(expires);
+        let endpoints = partitions.iter().map(|p| {
+            FlightEndpoint::new()
+                .with_ticket(Ticket::new(self.signer.sign(p, None)))
+                .with_location(self.location.clone())
+                .with_expiration_time(expiration)
+        });
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+            .with_descriptor(descriptor)
+            .with_endpoints(endpoints.collect());
+        Ok(info)
+    }
+}
+
+fn prost_types_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The SQL a descriptor names: its command, or `SELECT * FROM <path>`.
+pub fn descriptor_sql(d: &FlightDescriptor) -> Result<String, Status> {
+    match DescriptorType::try_from(d.r#type) {
+        Ok(DescriptorType::Cmd) => String::from_utf8(d.cmd.to_vec()).map_err(|_| {
+            Status::invalid_argument("the descriptor's command must be UTF-8 SQL text")
+        }),
+        Ok(DescriptorType::Path) => match d.path.as_slice() {
+            [table] if !table.is_empty() => Ok(format!("SELECT * FROM {table}")),
+            _ => Err(Status::invalid_argument(
+                "a path descriptor names one table, e.g. [\"criteo\"] or [\"public.criteo\"]",
+            )),
+        },
+        _ => Err(Status::invalid_argument(
+            "descriptor must be a command (SQL) or a path (a table name)",
+        )),
+    }
+}
+
+fn schema_ipc(schema: &SchemaRef) -> Result<SchemaResult, Status> {
+    let options = IpcWriteOptions::default();
+    SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e: arrow_schema::ArrowError| Status::internal(format!("encoding schema: {e}")))
+}
+
+#[tonic::async_trait]
+impl FlightService for HopperFlightService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // Without authentication there is nothing to exchange: answer with
+        // an empty handshake so clients that always handshake still work.
+        let out = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let tables = self.source.list_tables().await.map_err(Status::from)?;
+        let mut infos = Vec::with_capacity(tables.len());
+        for t in tables {
+            let info = FlightInfo::new()
+                .try_with_schema(&t.schema)
+                .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+                .with_descriptor(FlightDescriptor::new_path(vec![t.name]))
+                .with_total_records(t.rows.unwrap_or(-1));
+            infos.push(Ok(info));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(infos))))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        let sql = descriptor_sql(&descriptor)?;
+        let plan = self.source.plan(&sql).await.map_err(Status::from)?;
+        tracing::info!(partitions = plan.partitions.len(), %sql, "planned");
+        let info = self.flight_info(descriptor, &plan.schema, &plan.partitions)?;
+        Ok(Response::new(info))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "PollFlightInfo is not supported: planning is fast, use GetFlightInfo",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let sql = descriptor_sql(request.get_ref())?;
+        let schema = self.source.describe(&sql).await.map_err(Status::from)?;
+        Ok(Response::new(schema_ipc(&schema)?))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let body = self
+            .signer
+            .verify(&request.get_ref().ticket, None)
+            .map_err(Status::from)?;
+        let partition = body.partition;
+        let stream = self.source.read(&partition).await.map_err(Status::from)?;
+
+        // Peek at the first batch: an empty partition still has to tell the
+        // client its schema, which only the source knows.
+        let mut stream = stream.peekable();
+        let schema = match Pin::new(&mut stream).peek().await {
+            Some(Ok(batch)) => batch.schema(),
+            Some(Err(_)) => {
+                let err = stream.next().await.and_then(Result::err);
+                return Err(err.map(Status::from).unwrap_or_else(|| Status::internal("lost error")));
+            }
+            None => self.partition_schema(&partition).await?,
+        };
+        tracing::debug!(segment = partition.segment, "streaming");
+
+        let batches = stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(MAX_FLIGHT_DATA)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("DoPut is not supported by this source"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("DoExchange is not supported"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        match request.get_ref().r#type.as_str() {
+            "health" => {
+                let ok = arrow_flight::Result::new("ok");
+                Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(ok)]))))
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown action {other:?}; ListActions shows the supported ones"
+            ))),
+        }
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = vec![Ok(ActionType {
+            r#type: "health".into(),
+            description: "answers \"ok\" when the server is up".into(),
+        })];
+        Ok(Response::new(Box::pin(futures::stream::iter(actions))))
+    }
+}
+
+impl HopperFlightService {
+    async fn partition_schema(&self, partition: &Partition) -> Result<SchemaRef, Status> {
+        match &partition.spec {
+            PartitionSpec::Postgres { sql } | PartitionSpec::Files { sql, .. } => {
+                self.source.describe(sql).await.map_err(Status::from)
+            }
+            PartitionSpec::Greenplum { .. } => Err(Status::from(Error::Internal(
+                "a Greenplum endpoint ended without a schema".into(),
+            ))),
+        }
+    }
+}

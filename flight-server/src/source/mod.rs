@@ -1,0 +1,123 @@
+//! Where record batches come from.
+//!
+//! A [`Source`] knows how to split a query into [`Partition`]s — one per
+//! database segment, or finer — and how to stream one partition as Arrow
+//! record batches. The Flight service turns each partition into a
+//! `FlightEndpoint` whose ticket carries the partition, so `DoGet` needs no
+//! server-side state for the PostgreSQL and file sources (a Greenplum
+//! cursor, which lives in a coordinator session, is the exception).
+//!
+//! Streams are produced by a task feeding a bounded channel: a client that
+//! reads slowly makes the producer wait instead of the server buffering the
+//! table, and a client that goes away makes the producer stop and release its
+//! database connection.
+
+use std::pin::Pin;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+pub mod files;
+pub mod greenplum;
+pub mod postgres;
+
+/// A stream of record batches, the unit that flows through the server.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// How big one record batch may grow before it is sent.
+///
+/// Whichever limit is hit first closes the batch. Small batches keep
+/// latency and memory low; large ones amortize per-batch overhead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Maximum rows per batch.
+    pub rows: usize,
+    /// Approximate maximum bytes of column data per batch.
+    pub bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            rows: 16 * 1024,
+            bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// How many finished batches a producer may run ahead of its client.
+pub const CHANNEL_DEPTH: usize = 2;
+
+/// What one endpoint reads. Serialized into the (signed) ticket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// The segment this partition lives on (index into the server's
+    /// segment list, `gp_segment_id` for Greenplum, plan partition for files).
+    pub segment: i32,
+    /// Source-specific description of the read.
+    pub spec: PartitionSpec,
+}
+
+/// Source-specific part of a [`Partition`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PartitionSpec {
+    /// `COPY (<sql>) TO STDOUT (FORMAT binary)` on one PostgreSQL segment;
+    /// `sql` may already be restricted to a ctid range by `--split`.
+    Postgres {
+        /// The statement to run on the segment.
+        sql: String,
+    },
+    /// One endpoint of a Greenplum parallel retrieve cursor held by the server.
+    Greenplum {
+        /// Server-side id of the cursor's coordinator session.
+        cursor: String,
+    },
+    /// One output partition of a DataFusion plan over files.
+    Files {
+        /// The query.
+        sql: String,
+        /// Output partition of the physical plan.
+        partition: usize,
+    },
+}
+
+/// A planned query: its schema and the partitions whose union is its result.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Arrow schema of every partition's batches.
+    pub schema: SchemaRef,
+    /// The partitions, in segment order.
+    pub partitions: Vec<Partition>,
+}
+
+/// A table a client may query, for `ListFlights`.
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    /// Qualified name (`schema.table`), usable in SQL as it stands.
+    pub name: String,
+    /// Columns as Arrow sees them (columns of unsupported types are left out).
+    pub schema: SchemaRef,
+    /// Estimated row count over all segments, if known.
+    pub rows: Option<i64>,
+}
+
+/// A place data can be read from: PostgreSQL segments, Greenplum, files.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// The schema `sql` would return, without reserving anything.
+    async fn describe(&self, sql: &str) -> Result<SchemaRef>;
+
+    /// Splits `sql` into partitions. For Greenplum this declares the cursor.
+    async fn plan(&self, sql: &str) -> Result<Plan>;
+
+    /// Streams one partition of an earlier plan.
+    async fn read(&self, partition: &Partition) -> Result<BatchStream>;
+
+    /// The tables a client can query.
+    async fn list_tables(&self) -> Result<Vec<TableInfo>>;
+}

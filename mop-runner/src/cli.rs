@@ -1,0 +1,137 @@
+//! The `mop` command line.
+//!
+//! `main.rs` only parses [`Cli`] and calls [`run`]; each subcommand is one
+//! variant of [`Command`] and one function here, so adding a subcommand
+//! touches nothing else.
+
+use std::io::{self, Write};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, Result};
+use crate::schedule::{Policy, Scheduler};
+use crate::simulate::{simulate, SimOptions, SimReport, UnitTimes};
+
+/// Model hopper parallelism: train a grid of models over database segments.
+#[derive(Debug, Parser)]
+#[command(name = "mop", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `mop`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate the MOP scheduler and report how close it gets to optimal.
+    Simulate(SimulateArgs),
+}
+
+/// Unit-time patterns for `mop simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimesArg {
+    /// Every unit takes the same time.
+    Equal,
+    /// 1–4× by model, as a grid over batch sizes 32, 64, 256, 512.
+    Mixed,
+    /// Independent uniform times in [1, 4) per (model, partition).
+    Random,
+}
+
+/// Policy selection for `mop simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Fixed visit orders, most remaining work first (the runner's default).
+    Reproducible,
+    /// Cerebro's randomized policy with an epoch barrier.
+    Cerebro,
+    /// Both, side by side.
+    All,
+}
+
+impl PolicyArg {
+    fn policies(self) -> Vec<Policy> {
+        match self {
+            PolicyArg::Reproducible => vec![Policy::Reproducible],
+            PolicyArg::Cerebro => vec![Policy::Cerebro],
+            PolicyArg::All => Policy::ALL.to_vec(),
+        }
+    }
+}
+
+/// Arguments of `mop simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Number of model configurations (S).
+    #[arg(long, short = 's', default_value_t = 16)]
+    pub models: usize,
+    /// Number of workers = partitions (W).
+    #[arg(long, short = 'w', default_value_t = 8)]
+    pub workers: usize,
+    /// Number of epochs (E).
+    #[arg(long, short = 'e', default_value_t = 10)]
+    pub epochs: usize,
+    /// How long each (model, partition) unit takes.
+    #[arg(long, value_enum, default_value_t = TimesArg::Mixed)]
+    pub times: TimesArg,
+    /// Scheduling policy, or `all` to compare them.
+    #[arg(long, value_enum, default_value_t = PolicyArg::All)]
+    pub policy: PolicyArg,
+    /// Seed of the schedule (and of `random` unit times).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Simulate(args) => run_simulate(&args, &mut io::stdout().lock()),
+    }
+}
+
+/// `mop simulate`: prints makespan, lower bound and efficiency per policy.
+pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<()> {
+    let (s, w, e) = (args.models, args.workers, args.epochs);
+    let times = match args.times {
+        TimesArg::Equal => UnitTimes::equal(s, w),
+        TimesArg::Mixed => UnitTimes::mixed(s, w),
+        TimesArg::Random => UnitTimes::random(s, w, args.seed),
+    }
+    .map_err(|_| Error::Config("--models and --workers must be at least 1".into()))?;
+    writeln!(
+        out,
+        "{s} models × {w} workers × {e} epochs, {} unit times, seed {}",
+        args.times.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
+        args.seed
+    )?;
+    writeln!(
+        out,
+        "lower bound {:.2} = E · max(total / W, busiest partition, longest model)",
+        times.lower_bound(e)
+    )?;
+    writeln!(
+        out,
+        "{:<13} {:>12} {:>11} {:>28}",
+        "policy", "makespan", "efficiency", "worker busy min/mean/max"
+    )?;
+    for policy in args.policy.policies() {
+        let scheduler = Scheduler::new(s, w, e, args.seed, policy)?;
+        let report = simulate(scheduler, &times, &SimOptions::default())?;
+        writeln!(out, "{}", format_row(policy, &report))?;
+    }
+    Ok(())
+}
+
+fn format_row(policy: Policy, r: &SimReport) -> String {
+    let min = r.busy.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = r.busy.iter().copied().fold(0.0, f64::max);
+    let mean = r.busy.iter().sum::<f64>() / r.busy.len().max(1) as f64;
+    format!(
+        "{:<13} {:>12.2} {:>11.4} {:>28}",
+        policy.name(),
+        r.makespan,
+        r.efficiency,
+        format!("{min:.1}/{mean:.1}/{max:.1}")
+    )
+}

@@ -1,0 +1,295 @@
+//! Model configurations: one point of a model-selection grid.
+//!
+//! A [`ModelConfig`] is everything needed to rebuild a model and its optimizer
+//! on any worker: architecture, optimizer and its hyper-parameters, batch size
+//! and the shape of the input. It is plain serde data (JSON or TOML) so the
+//! runner can ship it to trainers next to the model state, and
+//! [`ModelConfig::validate`] rejects nonsense before any tensor is allocated.
+//!
+//! ```toml
+//! lr = 1e-3
+//! l2 = 1e-4
+//! batch_size = 32
+//! classes = 2
+//! arch = { kind = "mlp", hidden = [1000, 500] }
+//! optimizer = { kind = "adam" }
+//! input = { kind = "criteo", sparse = true }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Buckets per numeric column of a Criteo-like table (bucket 0 is NULL/NaN).
+pub const NUMERIC_BUCKETS: usize = 50;
+/// Hash slots per categorical column of a Criteo-like table (slot 0 is NULL).
+pub const CATEGORICAL_SLOTS: usize = 256;
+
+/// One model configuration of a grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Network architecture.
+    pub arch: Arch,
+    /// Optimizer and its own hyper-parameters.
+    pub optimizer: OptimizerKind,
+    /// Learning rate (> 0).
+    pub lr: f64,
+    /// L2 regularization λ, PyTorch's `weight_decay` (≥ 0): added to the
+    /// gradient for SGD and Adam, decoupled for AdamW.
+    #[serde(default)]
+    pub l2: f64,
+    /// Mini-batch size (> 0).
+    pub batch_size: usize,
+    /// Shape of the input the featurizer produces.
+    pub input: InputSpec,
+    /// Number of classes (≥ 2); labels are `0..classes`.
+    pub classes: usize,
+}
+
+/// Network architectures of the model zoo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Arch {
+    /// Fully connected ReLU network; the paper's Criteo "confA" is
+    /// `hidden = [1000, 500]`.
+    Mlp {
+        /// Widths of the hidden layers, input side first.
+        hidden: Vec<usize>,
+    },
+    /// Multinomial logistic regression (an MLP without hidden layers).
+    LogReg,
+    /// A small convolutional net (two conv + pool stages, two dense layers)
+    /// for image input.
+    Cnn,
+    /// ResNet-18 in its CIFAR form (3×3 stem, no max-pool) for image input.
+    #[serde(rename = "resnet18")]
+    ResNet18,
+}
+
+/// Optimizers, with PyTorch's semantics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerKind {
+    /// SGD with (non-Nesterov, undampened) momentum.
+    Sgd {
+        /// Momentum factor in `[0, 1)`; 0 is plain SGD.
+        #[serde(default)]
+        momentum: f64,
+    },
+    /// Adam (β = 0.9, 0.999; ε = 1e-8), L2 added to the gradient.
+    Adam,
+    /// AdamW (β = 0.9, 0.999; ε = 1e-8), decoupled weight decay.
+    #[serde(rename = "adamw")]
+    AdamW,
+}
+
+/// The input a model consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputSpec {
+    /// A Criteo-like click table: numeric columns bucketed into
+    /// [`NUMERIC_BUCKETS`] one-hot slots each, categorical columns hashed into
+    /// [`CATEGORICAL_SLOTS`] slots each.
+    Criteo {
+        /// Compute the first layer as an `embedding_bag` over the active
+        /// indices instead of a dense one-hot matrix product (same function,
+        /// several times faster).
+        #[serde(default)]
+        sparse: bool,
+        /// Number of numeric columns (Criteo: 13).
+        #[serde(default = "default_numeric")]
+        numeric: usize,
+        /// Number of categorical columns (Criteo: 26).
+        #[serde(default = "default_categorical")]
+        categorical: usize,
+    },
+    /// Images as a `pixels` list column, `channels × height × width` floats
+    /// per row.
+    Image {
+        /// Colour channels.
+        channels: usize,
+        /// Height in pixels.
+        height: usize,
+        /// Width in pixels.
+        width: usize,
+    },
+}
+
+fn default_numeric() -> usize {
+    13
+}
+
+fn default_categorical() -> usize {
+    26
+}
+
+impl InputSpec {
+    /// The Criteo layout of the paper: 13 numeric and 26 categorical columns.
+    pub fn criteo(sparse: bool) -> Self {
+        InputSpec::Criteo {
+            sparse,
+            numeric: default_numeric(),
+            categorical: default_categorical(),
+        }
+    }
+
+    /// Width of the flattened (one-hot or pixel) feature vector: 7306 for
+    /// Criteo, `C·H·W` for images.
+    pub fn dims(&self) -> usize {
+        match *self {
+            InputSpec::Criteo {
+                numeric,
+                categorical,
+                ..
+            } => numeric * NUMERIC_BUCKETS + categorical * CATEGORICAL_SLOTS,
+            InputSpec::Image {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
+        }
+    }
+
+    /// Whether the first layer runs as an `embedding_bag` over active indices.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self, InputSpec::Criteo { sparse: true, .. })
+    }
+}
+
+impl ModelConfig {
+    /// The paper's Criteo "confA": 7306 → 1000 → 500 → 2 with Adam.
+    pub fn conf_a(lr: f64, l2: f64, batch_size: usize, sparse: bool) -> Self {
+        ModelConfig {
+            arch: Arch::Mlp {
+                hidden: vec![1000, 500],
+            },
+            optimizer: OptimizerKind::Adam,
+            lr,
+            l2,
+            batch_size,
+            input: InputSpec::criteo(sparse),
+            classes: 2,
+        }
+    }
+
+    /// Parses a configuration from JSON and validates it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let config: ModelConfig = serde_json::from_str(text)
+            .map_err(|e| Error::Config(format!("cannot parse model configuration JSON: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values a deserializer cannot: ranges, and that the
+    /// architecture can consume the input.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!(
+                "lr must be a positive finite number, got {}",
+                self.lr
+            ));
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return bad(format!(
+                "l2 (weight decay) must be ≥ 0 and finite, got {}",
+                self.l2
+            ));
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if self.classes < 2 {
+            return bad(format!("classes must be at least 2, got {}", self.classes));
+        }
+        if let OptimizerKind::Sgd { momentum } = self.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return bad(format!("SGD momentum must be in [0, 1), got {momentum}"));
+            }
+        }
+        if self.input.dims() == 0 {
+            return bad("the input has no features (all dimensions are 0)".into());
+        }
+        match (&self.arch, &self.input) {
+            (Arch::Mlp { hidden }, _) if hidden.contains(&0) => {
+                bad(format!("MLP hidden widths must be ≥ 1, got {hidden:?}"))
+            }
+            (Arch::Cnn | Arch::ResNet18, InputSpec::Criteo { .. }) => bad(format!(
+                "{:?} needs image input (input.kind = \"image\"); use mlp or log_reg for Criteo-like tables",
+                self.arch
+            )),
+            (Arch::Cnn, InputSpec::Image { height, width, .. }) if *height < 4 || *width < 4 => {
+                bad(format!(
+                    "cnn needs images of at least 4×4 pixels (two 2×2 poolings), got {height}×{width}"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_a_has_the_papers_7306_inputs_and_validates() {
+        let c = ModelConfig::conf_a(1e-3, 1e-4, 32, false);
+        assert_eq!(c.input.dims(), 7306);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn json_round_trip_keeps_every_field() {
+        let c = ModelConfig::conf_a(1e-4, 1e-5, 256, true);
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(ModelConfig::from_json(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn parses_the_documented_json_shape() {
+        let text = r#"{"arch":{"kind":"resnet18"},"optimizer":{"kind":"sgd","momentum":0.9},
+            "lr":0.1,"l2":5e-4,"batch_size":64,"classes":10,
+            "input":{"kind":"image","channels":3,"height":32,"width":32}}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert_eq!(c.arch, Arch::ResNet18);
+        assert_eq!(c.input.dims(), 3072);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_a_config_error() {
+        let ok = ModelConfig::conf_a(1e-3, 1e-4, 32, false);
+        let cases: Vec<(ModelConfig, &str)> = vec![
+            (ModelConfig { lr: -1.0, ..ok.clone() }, "lr"),
+            (ModelConfig { lr: f64::NAN, ..ok.clone() }, "lr"),
+            (ModelConfig { batch_size: 0, ..ok.clone() }, "batch_size"),
+            (ModelConfig { l2: -1e-4, ..ok.clone() }, "l2"),
+            (ModelConfig { classes: 1, ..ok.clone() }, "classes"),
+            (ModelConfig { arch: Arch::Cnn, ..ok.clone() }, "image input"),
+            (
+                ModelConfig {
+                    optimizer: OptimizerKind::Sgd { momentum: 1.5 },
+                    ..ok.clone()
+                },
+                "momentum",
+            ),
+        ];
+        for (config, needle) in cases {
+            match config.validate() {
+                Err(Error::Config(msg)) => assert!(msg.contains(needle), "{msg}"),
+                other => panic!("expected a config error about {needle}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_arch_is_a_config_error() {
+        let text = r#"{"arch":{"kind":"transformer"},"optimizer":{"kind":"adam"},
+            "lr":0.1,"batch_size":64,"classes":2,"input":{"kind":"criteo"}}"#;
+        match ModelConfig::from_json(text) {
+            Err(Error::Config(msg)) => assert!(msg.contains("transformer"), "{msg}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+}

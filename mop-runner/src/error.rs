@@ -1,0 +1,45 @@
+//! The crate's one error type.
+//!
+//! Every fallible function in `mop_runner` returns [`Result`]; the binary turns
+//! an [`Error`] into a message and a nonzero exit code. Messages say what was
+//! wrong and, where it helps, what to do about it.
+
+use std::io;
+
+/// Everything that can go wrong in the MOP runner.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from the command line or a grid/config file.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The scheduler was asked to do something its state does not allow
+    /// (completing a unit that is not running, resuming a corrupt checkpoint).
+    #[error("scheduler: {0}")]
+    Schedule(String),
+    /// A flight-server could not be reached or refused a request.
+    #[error("flight: {0}")]
+    Flight(String),
+    /// A trainer failed, died, or could not be reached.
+    #[error("trainer {trainer}: {message}")]
+    Trainer {
+        /// The trainer's index or address.
+        trainer: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Reading or writing result tables failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// A run was interrupted (Ctrl-C); its checkpoint is kept.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// Reading or writing a file or stream failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// A checkpoint or report could not be encoded or decoded as JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

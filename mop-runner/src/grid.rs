@@ -1,0 +1,354 @@
+//! The run configuration (`mop train --config grid.toml`): where the data
+//! is, which models to try, how to train them, where results go.
+//!
+//! ```toml
+//! [source]
+//! flight = "grpc+tcp://127.0.0.1:50051"  # a flight-server
+//! sql = "SELECT * FROM criteo"             # or: table = "criteo"
+//! validation = { fraction = 0.1, key = "id" } # or: { sql = "SELECT …" }, or none
+//! cache = "memory"                         # memory | disk | none
+//!
+//! [train]
+//! epochs = 10
+//! seed = 42
+//! trainers = 2              # spawned locally, one per partition…
+//! # addresses = ["http://10.0.0.5:7000", …]   # …or already running
+//! threads = 1               # intra-op threads per trainer
+//!
+//! [grid]                    # the cross product of these lists
+//! arch = [{ kind = "mlp", hidden = [1000, 500] }]
+//! optimizer = [{ kind = "adam" }]
+//! lr = [1e-3, 1e-4]
+//! l2 = [1e-4, 1e-5]
+//! batch_size = [32, 64, 256, 512]
+//! input = { kind = "criteo", sparse = true }
+//! classes = 2
+//!
+//! [output]
+//! dir = "hopper-out/criteo"     # checkpoint, models, results, report
+//! table = "criteo_models"       # result tables <table>, <table>_info, <table>_summary
+//! database = "postgresql://hopper@127.0.0.1:5432/hopper"  # where they go (optional)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
+use crate::error::{Error, Result};
+
+/// A whole run: source, grid, training and output settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Where the training data comes from.
+    pub source: SourceConfig,
+    /// How to train.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// The model configurations to try.
+    pub grid: GridConfig,
+    /// Where results go.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+/// The data source: a flight-server and a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A flight-server location (`grpc+tcp://host:port`).
+    pub flight: String,
+    /// The query whose rows are the training data.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// Shorthand for `sql = "SELECT * FROM <table>"`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Validation rows.
+    #[serde(default)]
+    pub validation: Validation,
+    /// How trainers keep their partition between epochs.
+    #[serde(default)]
+    pub cache: Cache,
+}
+
+/// Which rows validate the models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(untagged)]
+pub enum Validation {
+    /// No validation.
+    #[default]
+    None,
+    /// Hold out a fraction of the rows, chosen by a hash of a key column
+    /// (`hashint8`, so the split is the same on every run and segment).
+    Fraction {
+        /// Share of rows held out, in (0, 1).
+        fraction: f64,
+        /// An integer column to hash.
+        key: String,
+    },
+    /// A separate query.
+    Sql {
+        /// Its SQL.
+        sql: String,
+    },
+}
+
+/// How a trainer keeps its partition between epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Cache {
+    /// Featurized tensors in memory (read the database once).
+    #[default]
+    Memory,
+    /// Arrow IPC on local disk.
+    Disk,
+    /// Re-read from the database every epoch.
+    None,
+}
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the data per model.
+    pub epochs: usize,
+    /// Seed of model initialization and visit orders.
+    pub seed: u64,
+    /// Trainers to spawn locally (default: one per partition).
+    pub trainers: Option<usize>,
+    /// Addresses of running trainers (instead of spawning).
+    pub addresses: Vec<String>,
+    /// Intra-op threads per trainer.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            seed: 42,
+            trainers: None,
+            addresses: Vec::new(),
+            threads: 1,
+        }
+    }
+}
+
+/// Lists whose cross product is the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridConfig {
+    /// Architectures.
+    pub arch: Vec<Arch>,
+    /// Optimizers.
+    #[serde(default = "default_optimizers")]
+    pub optimizer: Vec<OptimizerKind>,
+    /// Learning rates.
+    pub lr: Vec<f64>,
+    /// L2 λ values.
+    #[serde(default = "default_l2")]
+    pub l2: Vec<f64>,
+    /// Batch sizes.
+    pub batch_size: Vec<usize>,
+    /// The input every model consumes.
+    pub input: InputSpec,
+    /// Number of classes.
+    #[serde(default = "default_classes")]
+    pub classes: usize,
+}
+
+fn default_optimizers() -> Vec<OptimizerKind> {
+    vec![OptimizerKind::Adam]
+}
+fn default_l2() -> Vec<f64> {
+    vec![0.0]
+}
+fn default_classes() -> usize {
+    2
+}
+
+/// Where results go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Directory for the checkpoint, model files, results and report.
+    pub dir: PathBuf,
+    /// Base name of the result tables.
+    pub table: Option<String>,
+    /// Database that receives the result tables.
+    pub database: Option<String>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("hopper-out"),
+            table: None,
+            database: None,
+        }
+    }
+}
+
+impl GridConfig {
+    /// Every model configuration, in a fixed order (arch, optimizer, lr, l2,
+    /// batch size: the last varies fastest). Model ids are indices into it.
+    pub fn expand(&self) -> Result<Vec<ModelConfig>> {
+        let mut out = Vec::new();
+        for arch in &self.arch {
+            for optimizer in &self.optimizer {
+                for &lr in &self.lr {
+                    for &l2 in &self.l2 {
+                        for &batch_size in &self.batch_size {
+                            let c = ModelConfig {
+                                arch: arch.clone(),
+                                optimizer: optimizer.clone(),
+                                lr,
+                                l2,
+                                batch_size,
+                                input: self.input.clone(),
+                                classes: self.classes,
+                            };
+                            c.validate()?;
+                            out.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::Config(
+                "the grid is empty: every list in [grid] needs at least one value".into(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl RunConfig {
+    /// Reads and checks a TOML run configuration.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and checks a TOML run configuration.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: RunConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.train.epochs == 0 {
+            return Err(Error::Config("train.epochs must be at least 1".into()));
+        }
+        self.train_sql()?;
+        if let Validation::Fraction { fraction, .. } = self.source.validation {
+            if !(fraction > 0.0 && fraction < 1.0) {
+                return Err(Error::Config(format!(
+                    "source.validation.fraction must be in (0, 1), got {fraction}"
+                )));
+            }
+        }
+        self.grid.expand()?;
+        Ok(())
+    }
+
+    fn base_sql(&self) -> Result<String> {
+        match (&self.source.sql, &self.source.table) {
+            (Some(sql), None) => Ok(sql.trim().trim_end_matches(';').to_string()),
+            (None, Some(table)) => Ok(format!("SELECT * FROM {table}")),
+            _ => Err(Error::Config(
+                "give exactly one of source.sql and source.table".into(),
+            )),
+        }
+    }
+
+    /// The query of the training rows (validation rows excluded).
+    pub fn train_sql(&self) -> Result<String> {
+        let base = self.base_sql()?;
+        Ok(match &self.source.validation {
+            Validation::Fraction { fraction, key } => format!(
+                "SELECT * FROM ({base}) AS hopper_train WHERE {} >= {}",
+                holdout_expr(key),
+                (fraction * 1000.0).round() as i64
+            ),
+            _ => base,
+        })
+    }
+
+    /// The query of the validation rows, if any.
+    pub fn validation_sql(&self) -> Result<Option<String>> {
+        let base = self.base_sql()?;
+        Ok(match &self.source.validation {
+            Validation::None => None,
+            Validation::Sql { sql } => Some(sql.clone()),
+            Validation::Fraction { fraction, key } => Some(format!(
+                "SELECT * FROM ({base}) AS hopper_validation WHERE {} < {}",
+                holdout_expr(key),
+                (fraction * 1000.0).round() as i64
+            )),
+        })
+    }
+}
+
+/// A stable per-row number in 0..1000 from an integer key.
+fn holdout_expr(key: &str) -> String {
+    format!("mod(abs(hashint8(({key})::int8)::int8), 1000)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRID: &str = r#"
+        [source]
+        flight = "grpc+tcp://127.0.0.1:1"
+        table = "criteo"
+        validation = { fraction = 0.1, key = "id" }
+        [train]
+        epochs = 3
+        seed = 7
+        [grid]
+        arch = [{ kind = "mlp", hidden = [1000, 500] }]
+        lr = [1e-3, 1e-4]
+        l2 = [1e-4, 1e-5]
+        batch_size = [32, 64, 256, 512]
+        input = { kind = "criteo", sparse = true }
+    "#;
+
+    #[test]
+    fn the_papers_grid_has_16_configurations() {
+        let c = RunConfig::parse(GRID).unwrap();
+        let models = c.grid.expand().unwrap();
+        assert_eq!(models.len(), 16);
+        assert_eq!(models[0].batch_size, 32);
+        assert_eq!(models[1].batch_size, 64);
+        assert!(c.train_sql().unwrap().contains(">= 100"));
+        assert!(c.validation_sql().unwrap().unwrap().contains("< 100"));
+    }
+
+    #[test]
+    fn bad_grids_are_config_errors_that_say_what_is_wrong() {
+        for (edit, needle) in [
+            (("lr = [1e-3, 1e-4]", "lr = [-1.0]"), "lr"),
+            (("lr = [1e-3, 1e-4]", "lr = []"), "empty"),
+            (("kind = \"mlp\", hidden = [1000, 500]", "kind = \"transformer\""), "transformer"),
+            (("epochs = 3", "epochs = 0"), "epochs"),
+        ] {
+            let text = GRID.replace(edit.0, edit.1);
+            match RunConfig::parse(&text) {
+                Err(Error::Config(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+                other => panic!("expected a config error about {needle}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! # mop-runner
+//!
+//! Model hopper parallelism (MOP) over database segments.
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod featurize;
+pub mod grid;
+pub mod model;
+pub mod optim;
+pub mod runner;
+pub mod schedule;
+pub mod simulate;
+pub mod train;
+pub mod trainer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,398 @@
+//! Optimizers whose state we own, so it can hop with the model.
+//!
+//! tch's `nn::Optimizer` keeps its moments inside libtorch where they cannot
+//! be read out or restored, which MOP needs: a model's Adam moments must move
+//! to the next worker with its weights. Here every piece of state (momentum
+//! buffers, first and second moments, the step count) is a tensor we hold,
+//! named after the parameter it belongs to, and
+//! [`Optimizer::state_tensors`] / [`Optimizer::load_state`] expose them.
+//!
+//! The updates follow PyTorch's `torch.optim` (non-fused, single tensor)
+//! semantics: L2 λ is added to the gradient for SGD and Adam
+//! (`weight_decay`), and applied as decoupled decay `p ← p·(1 − lr·λ)` for
+//! AdamW. They run in place under `no_grad` and allocate nothing per step:
+//! tch's `addcmul_`/`addcdiv_` take no scalar `value`, so scalars are folded
+//! into 0-dim tensors or into the denominator, and the gradient buffer —
+//! which is zeroed before the next backward pass anyway — doubles as scratch
+//! space. Consequently **the gradients are garbage after [`Optimizer::step`]**;
+//! call [`Optimizer::zero_grad`] before every backward pass.
+
+use std::collections::HashMap;
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::OptimizerKind;
+use crate::error::{Error, Result};
+
+/// Adam's β₁ (PyTorch default).
+pub const ADAM_BETA1: f64 = 0.9;
+/// Adam's β₂ (PyTorch default).
+pub const ADAM_BETA2: f64 = 0.999;
+/// Adam's ε (PyTorch default).
+pub const ADAM_EPS: f64 = 1e-8;
+
+/// Name of the step counter in [`Optimizer::state_tensors`].
+pub const STEP_KEY: &str = "opt.step";
+
+/// One parameter with its optimizer state.
+struct Param {
+    name: String,
+    p: Tensor,
+    /// SGD momentum buffer, or Adam's first moment.
+    m: Option<Tensor>,
+    /// Adam's second moment.
+    v: Option<Tensor>,
+}
+
+/// SGD with momentum, Adam or AdamW over a `VarStore`'s trainable variables.
+pub struct Optimizer {
+    kind: OptimizerKind,
+    lr: f64,
+    l2: f64,
+    step: i64,
+    params: Vec<Param>,
+    /// `λ` as a 0-dim tensor (for `g += λ·p` via `addcmul_`).
+    l2_t: Tensor,
+    /// `−lr` as a 0-dim tensor (for SGD's `p += −lr·buf`).
+    neg_lr_t: Tensor,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("kind", &self.kind)
+            .field("lr", &self.lr)
+            .field("l2", &self.l2)
+            .field("step", &self.step)
+            .field("params", &self.params.len())
+            .finish()
+    }
+}
+
+fn scalar(x: f64, device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_scalar_tensor(x, (Kind::Float, device))?)
+}
+
+impl Optimizer {
+    /// An optimizer with fresh (zero) state over `vs`'s trainable variables,
+    /// visited in name order.
+    pub fn new(vs: &VarStore, kind: &OptimizerKind, lr: f64, l2: f64) -> Result<Self> {
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let (needs_m, needs_v) = match *kind {
+            OptimizerKind::Sgd { momentum } => (momentum != 0.0, false),
+            OptimizerKind::Adam | OptimizerKind::AdamW => (true, true),
+        };
+        let params = vars
+            .into_iter()
+            .map(|(name, p)| {
+                let zeros = || p.f_zeros_like();
+                Ok(Param {
+                    m: needs_m.then(zeros).transpose()?,
+                    v: needs_v.then(zeros).transpose()?,
+                    name,
+                    p,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let device = vs.device();
+        Ok(Optimizer {
+            kind: kind.clone(),
+            lr,
+            l2,
+            step: 0,
+            params,
+            l2_t: scalar(l2, device)?,
+            neg_lr_t: scalar(-lr, device)?,
+        })
+    }
+
+    /// Number of steps taken so far.
+    pub fn steps(&self) -> i64 {
+        self.step
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    /// Changes the learning rate (e.g. for a schedule) from the next step on.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        self.neg_lr_t = scalar(-lr, self.neg_lr_t.device())?;
+        self.lr = lr;
+        Ok(())
+    }
+
+    /// Zeroes every parameter's gradient; call before each backward pass.
+    pub fn zero_grad(&mut self) {
+        for param in &mut self.params {
+            param.p.zero_grad();
+        }
+    }
+
+    /// One update from the gradients of the last backward pass. Parameters
+    /// without a gradient (unused by the loss) are skipped, as in PyTorch.
+    pub fn step(&mut self) -> Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        self.step += 1;
+        match self.kind {
+            OptimizerKind::Sgd { momentum } => self.sgd_step(momentum),
+            OptimizerKind::Adam => self.adam_step(false),
+            OptimizerKind::AdamW => self.adam_step(true),
+        }
+    }
+
+    fn sgd_step(&mut self, momentum: f64) -> Result<()> {
+        for param in &mut self.params {
+            let mut g = param.p.f_grad()?;
+            if !g.defined() {
+                continue;
+            }
+            if self.l2 != 0.0 {
+                g.f_addcmul_(&param.p, &self.l2_t)?;
+            }
+            // PyTorch starts the buffer as a copy of the first gradient; a
+            // zero buffer times momentum plus the gradient is the same value.
+            let direction = match param.m.as_mut() {
+                Some(buf) => {
+                    buf.f_mul_scalar_(momentum)?.f_add_(&g)?;
+                    buf.shallow_clone()
+                }
+                None => g,
+            };
+            param.p.f_addcmul_(&direction, &self.neg_lr_t)?;
+        }
+        Ok(())
+    }
+
+    fn adam_step(&mut self, decoupled: bool) -> Result<()> {
+        let t = self.step as i32;
+        let bc1 = 1.0 - ADAM_BETA1.powi(t);
+        let bc2 = 1.0 - ADAM_BETA2.powi(t);
+        // p ← p − lr/bc1 · m / (√v/√bc2 + ε)  is computed as  p ← p + m / d
+        // with d = √v · (−bc1/(lr·√bc2)) − bc1·ε/lr, built in the grad buffer.
+        let d_scale = -bc1 / (self.lr * bc2.sqrt());
+        let d_shift = -bc1 * ADAM_EPS / self.lr;
+        for param in &mut self.params {
+            let mut g = param.p.f_grad()?;
+            if !g.defined() {
+                continue;
+            }
+            let (Some(m), Some(v)) = (param.m.as_mut(), param.v.as_mut()) else {
+                return Err(Error::State(format!(
+                    "Adam state of {} is missing",
+                    param.name
+                )));
+            };
+            if self.l2 != 0.0 {
+                if decoupled {
+                    param.p.f_mul_scalar_(1.0 - self.lr * self.l2)?;
+                } else {
+                    g.f_addcmul_(&param.p, &self.l2_t)?;
+                }
+            }
+            m.f_lerp_(&g, 1.0 - ADAM_BETA1)?;
+            g.f_square_()?;
+            v.f_lerp_(&g, 1.0 - ADAM_BETA2)?;
+            v.f_sqrt_out(&g)?;
+            g.f_mul_scalar_(d_scale)?.f_add_scalar_(d_shift)?;
+            param.p.f_addcdiv_(m, &g)?;
+        }
+        Ok(())
+    }
+
+    /// Every state tensor under its state name: `opt.step` (`[1]` `i64`),
+    /// `opt.<param>.m` and `opt.<param>.v`. The tensors share storage with
+    /// the optimizer (no copy).
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![(
+            STEP_KEY.to_string(),
+            Tensor::f_from_slice(&[self.step])?,
+        )];
+        for param in &self.params {
+            if let Some(m) = &param.m {
+                out.push((format!("opt.{}.m", param.name), m.shallow_clone()));
+            }
+            if let Some(v) = &param.v {
+                out.push((format!("opt.{}.v", param.name), v.shallow_clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores the state from tensors named as in
+    /// [`state_tensors`](Self::state_tensors). Every expected tensor must be
+    /// present with the right shape; unknown `opt.*` names are errors too
+    /// (the state belongs to another optimizer or architecture).
+    pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>) -> Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        let step = tensors
+            .remove(STEP_KEY)
+            .ok_or_else(|| Error::State(format!("{STEP_KEY} is missing")))?;
+        if step.kind() != Kind::Int64 || step.numel() != 1 {
+            return Err(Error::State(format!(
+                "{STEP_KEY} must be one int64, got {:?} {:?}",
+                step.kind(),
+                step.size()
+            )));
+        }
+        self.step = step.f_int64_value(&[0])?;
+        for param in &mut self.params {
+            for (suffix, slot) in [("m", &mut param.m), ("v", &mut param.v)] {
+                let Some(dst) = slot.as_mut() else { continue };
+                let key = format!("opt.{}.{suffix}", param.name);
+                let src = tensors
+                    .remove(&key)
+                    .ok_or_else(|| Error::State(format!("{key} is missing")))?;
+                copy_checked(&key, dst, &src)?;
+            }
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(Error::State(format!(
+                "unexpected optimizer tensor {extra} (state of a different optimizer or model?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Copies `src` into `dst` after checking shape and type agree.
+pub(crate) fn copy_checked(name: &str, dst: &mut Tensor, src: &Tensor) -> Result<()> {
+    if dst.size() != src.size() || dst.kind() != src.kind() {
+        return Err(Error::State(format!(
+            "{name} is {:?} {:?} in the state but {:?} {:?} in the model",
+            src.kind(),
+            src.size(),
+            dst.kind(),
+            dst.size()
+        )));
+    }
+    dst.f_copy_(src)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-parameter store with `p = [1, -2, 3]` and gradient `g`.
+    fn store_with_grad(g: [f32; 3]) -> (VarStore, Tensor) {
+        let vs = VarStore::new(Device::Cpu);
+        let p = (vs.root() / "layer").var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0, 3.0]));
+        set_grad(&p, g);
+        (vs, p)
+    }
+
+    /// Makes `p.grad()` equal `g` through a backward pass of `Σ g·p`.
+    fn set_grad(p: &Tensor, g: [f32; 3]) {
+        let mut p = p.shallow_clone();
+        p.zero_grad();
+        (&p * Tensor::from_slice(&g)).sum(Kind::Float).backward();
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        Vec::<f32>::try_from(t).unwrap().into_iter().map(f64::from).collect()
+    }
+
+    fn assert_close(got: &[f64], want: &[f64]) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "got {got:?}, want {want:?}");
+        }
+    }
+
+    /// Reference Adam/AdamW in f64, written from PyTorch's documentation.
+    fn reference_adam(p0: &[f64], grads: &[[f32; 3]], lr: f64, l2: f64, decoupled: bool) -> Vec<f64> {
+        let (mut p, mut m, mut v) = (p0.to_vec(), vec![0.0; 3], vec![0.0; 3]);
+        for (t, g) in grads.iter().enumerate() {
+            let t = (t + 1) as i32;
+            for i in 0..3 {
+                let mut gi = f64::from(g[i]);
+                if decoupled {
+                    p[i] *= 1.0 - lr * l2;
+                } else {
+                    gi += l2 * p[i];
+                }
+                m[i] = ADAM_BETA1 * m[i] + (1.0 - ADAM_BETA1) * gi;
+                v[i] = ADAM_BETA2 * v[i] + (1.0 - ADAM_BETA2) * gi * gi;
+                let mh = m[i] / (1.0 - ADAM_BETA1.powi(t));
+                let vh = v[i] / (1.0 - ADAM_BETA2.powi(t));
+                p[i] -= lr * mh / (vh.sqrt() + ADAM_EPS);
+            }
+        }
+        p
+    }
+
+    fn run(kind: OptimizerKind, lr: f64, l2: f64, grads: &[[f32; 3]]) -> Vec<f64> {
+        let (vs, p) = store_with_grad(grads[0]);
+        let mut opt = Optimizer::new(&vs, &kind, lr, l2).unwrap();
+        for (i, g) in grads.iter().enumerate() {
+            if i > 0 {
+                opt.zero_grad();
+                set_grad(&p, *g);
+            }
+            opt.step().unwrap();
+        }
+        assert_eq!(opt.steps(), grads.len() as i64);
+        values(&p)
+    }
+
+    const GRADS: [[f32; 3]; 3] = [[0.5, -1.0, 2.0], [0.25, 0.5, -4.0], [-1.0, 1e-3, 0.0]];
+
+    #[test]
+    fn adam_matches_a_hand_computation() {
+        let got = run(OptimizerKind::Adam, 0.1, 0.01, &GRADS);
+        assert_close(&got, &reference_adam(&[1.0, -2.0, 3.0], &GRADS, 0.1, 0.01, false));
+    }
+
+    #[test]
+    fn adamw_decouples_weight_decay() {
+        let got = run(OptimizerKind::AdamW, 0.1, 0.05, &GRADS);
+        assert_close(&got, &reference_adam(&[1.0, -2.0, 3.0], &GRADS, 0.1, 0.05, true));
+        let coupled = run(OptimizerKind::Adam, 0.1, 0.05, &GRADS);
+        assert!(got.iter().zip(&coupled).any(|(a, b)| (a - b).abs() > 1e-4));
+    }
+
+    #[test]
+    fn sgd_with_momentum_matches_a_hand_computation() {
+        let (lr, l2, mu) = (0.1, 0.01, 0.9);
+        let got = run(OptimizerKind::Sgd { momentum: mu }, lr, l2, &GRADS);
+        let (mut p, mut buf) = (vec![1.0f64, -2.0, 3.0], vec![0.0f64; 3]);
+        for g in GRADS {
+            for i in 0..3 {
+                let gi = f64::from(g[i]) + l2 * p[i];
+                buf[i] = mu * buf[i] + gi;
+                p[i] -= lr * buf[i];
+            }
+        }
+        assert_close(&got, &p);
+        let plain = run(OptimizerKind::Sgd { momentum: 0.0 }, 0.5, 0.0, &GRADS[..1]);
+        assert_close(&plain, &[0.75, -1.5, 2.0]);
+    }
+
+    #[test]
+    fn state_names_and_restore_round_trip() {
+        let (vs, _p) = store_with_grad([1.0, 2.0, 3.0]);
+        let mut opt = Optimizer::new(&vs, &OptimizerKind::Adam, 0.1, 0.0).unwrap();
+        opt.step().unwrap();
+        let state = opt.state_tensors().unwrap();
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["opt.step", "opt.layer.w.m", "opt.layer.w.v"]);
+        let copies: HashMap<String, Tensor> =
+            state.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+        let mut fresh = Optimizer::new(&vs, &OptimizerKind::Adam, 0.1, 0.0).unwrap();
+        fresh.load_state(copies).unwrap();
+        assert_eq!(fresh.steps(), 1);
+        for ((_, a), (_, b)) in fresh.state_tensors().unwrap().iter().zip(&state) {
+            assert!(a.equal(b));
+        }
+        let sgd_state = HashMap::from([(STEP_KEY.to_string(), Tensor::from_slice(&[3i64]))]);
+        let err = fresh.load_state(sgd_state);
+        assert!(matches!(err, Err(Error::State(m)) if m.contains("opt.layer.w.m")));
+    }
+}

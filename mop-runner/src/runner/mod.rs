@@ -1,0 +1,517 @@
+//! The MOP runner (`mop train`): plans the data on flight-server, starts
+//! (or connects to) one trainer per partition, and drives the scheduler:
+//! every idle trainer gets the next (model, partition) unit, the model's
+//! state travels with the unit, and a checkpoint is committed after every
+//! unit so that `--resume` loses no finished work.
+//!
+//! # Design
+//!
+//! ```text
+//!  plan: GetFlightInfo(train SQL) ─► endpoints ─► partition p = endpoints i with i % W == p
+//!  trainers 0..W ◄─ OpenPartition(endpoints of p)
+//!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, state) on trainer w
+//!        ◄─ state', metrics ─► Scheduler::complete ─► checkpoint
+//!        model finished an epoch ─► Evaluate on every trainer's validation rows
+//!  end: model files, results.json/csv, result tables in the database
+//! ```
+
+pub mod checkpoint;
+pub mod progress;
+pub mod results;
+pub mod trainers;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopper_proto::trainer_client::TrainerClient;
+use hopper_proto::{train_event, CacheMode as ProtoCache, FlightEndpoint, TrainUnitRequest};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::config::ModelConfig;
+use crate::data::{self, FlightSlice};
+use crate::error::{Error, Result};
+use crate::grid::{Cache, RunConfig};
+use crate::schedule::{Policy, Scheduler, Unit};
+use checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, UnitRecord};
+use progress::{ProgressMode, Reporter};
+use trainers::LocalTrainer;
+
+/// How many times a unit may fail in a row on one trainer before the run stops.
+const MAX_RETRIES: u32 = 5;
+
+/// Options of one `mop train` invocation (beyond the run configuration).
+pub struct TrainOptions {
+    /// Continue from the checkpoint in the output directory.
+    pub resume: bool,
+    /// How to show progress.
+    pub progress: ProgressMode,
+    /// The `mop` binary to spawn trainers with (default: this executable).
+    pub trainer_binary: Option<PathBuf>,
+    /// Completes when the run should stop (Ctrl-C); the checkpoint is kept.
+    pub interrupt: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            progress: ProgressMode::Quiet,
+            trainer_binary: None,
+            interrupt: None,
+        }
+    }
+}
+
+/// The outcome of a finished run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Per model: configuration and per-epoch metrics.
+    pub models: Vec<results::ModelResult>,
+    /// Every unit as it ran.
+    pub timeline: Vec<UnitRecord>,
+    /// Wall seconds of the run (over resumes).
+    pub seconds: f64,
+    /// Number of trainers.
+    pub trainers: usize,
+    /// The output directory.
+    pub dir: PathBuf,
+}
+
+enum Done {
+    Unit {
+        worker: usize,
+        unit: Unit,
+        start: f64,
+        result: Result<hopper_proto::UnitResult>,
+    },
+    Eval {
+        model: usize,
+        epoch: usize,
+        result: Result<(u64, f64, u64)>,
+    },
+}
+
+/// A stable fingerprint of what determines a run's results.
+fn fingerprint(config: &RunConfig) -> String {
+    let text = serde_json::to_string(&(&config.source, &config.grid, config.train.epochs, config.train.seed))
+        .unwrap_or_default();
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+fn endpoints(slices: &[FlightSlice]) -> Vec<FlightEndpoint> {
+    slices
+        .iter()
+        .map(|s| FlightEndpoint {
+            location: s.location.clone(),
+            ticket: s.ticket.clone(),
+        })
+        .collect()
+}
+
+fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
+    Error::Trainer {
+        trainer: w.to_string(),
+        message: m.to_string(),
+    }
+}
+
+/// Trains every model of the grid with MOP; see the module docs.
+pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
+    let models = config.grid.expand()?;
+    let out = config.output.dir.clone();
+    std::fs::create_dir_all(&out)?;
+    let ckdir = CheckpointDir::new(&out)?;
+    let fp = fingerprint(&config);
+
+    // Plan the data.
+    let train_sql = config.train_sql()?;
+    let train_slices = data::plan(&config.source.flight, &train_sql).await?;
+    let val_slices = match config.validation_sql()? {
+        Some(sql) => data::plan(&config.source.flight, &sql).await?,
+        None => Vec::new(),
+    };
+    let w = if !config.train.addresses.is_empty() {
+        config.train.addresses.len()
+    } else {
+        config.train.trainers.unwrap_or(train_slices.len()).max(1)
+    };
+    if train_slices.is_empty() {
+        return Err(Error::Config(format!("{train_sql:?} has no endpoints")));
+    }
+    let part = |slices: &[FlightSlice], p: usize| -> Vec<FlightSlice> {
+        slices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % w == p)
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+
+    // Resume or start fresh.
+    let existing = ckdir.load()?;
+    let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0) =
+        match (opts.resume, existing) {
+            (true, Some(c)) => {
+                if c.config_fingerprint != fp {
+                    return Err(Error::Config(format!(
+                        "the checkpoint in {} belongs to a different run configuration; \
+                         use another output.dir or delete the checkpoint",
+                        out.display()
+                    )));
+                }
+                if c.scheduler.partitions() != w {
+                    return Err(Error::Config(format!(
+                        "the checkpoint was made with {} trainers, this run has {w}",
+                        c.scheduler.partitions()
+                    )));
+                }
+                let mut states = Vec::with_capacity(models.len());
+                for s in &c.states {
+                    states.push(match s {
+                        Some(name) => Some(Arc::new(ckdir.read_state(name)?)),
+                        None => None,
+                    });
+                }
+                (c.scheduler, states, c.units_done, c.metrics, c.timeline, c.elapsed)
+            }
+            (false, Some(_)) => {
+                return Err(Error::Config(format!(
+                    "{} already holds a run's checkpoint: pass --resume to continue it, \
+                     or choose another output directory",
+                    out.display()
+                )))
+            }
+            (_, None) => {
+                let costs = models.iter().map(unit_cost).collect();
+                let s = Scheduler::new(models.len(), w, config.train.epochs, config.train.seed, Policy::Reproducible)?
+                    .with_model_costs(costs)?;
+                (s, vec![None; models.len()], vec![0; models.len()], vec![Vec::new(); models.len()], Vec::new(), 0.0)
+            }
+        };
+
+    // Trainers.
+    let binary = match &opts.trainer_binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut local: Vec<Option<LocalTrainer>> = Vec::new();
+    let mut addresses = config.train.addresses.clone();
+    if addresses.is_empty() {
+        for _ in 0..w {
+            let t = LocalTrainer::spawn(&binary, config.train.threads)?;
+            addresses.push(t.address.clone());
+            local.push(Some(t));
+        }
+    }
+    let cache = match config.source.cache {
+        Cache::Memory => ProtoCache::Memory,
+        Cache::Disk => ProtoCache::Disk,
+        Cache::None => ProtoCache::None,
+    };
+    let open_req = |p: usize| hopper_proto::OpenPartitionRequest {
+        partition: p as u32,
+        train: endpoints(&part(&train_slices, p)),
+        validation: endpoints(&part(&val_slices, p)),
+        cache: cache as i32,
+        features_json: String::new(),
+        threads: config.train.threads as u32,
+    };
+    let mut clients: Vec<TrainerClient<Channel>> = Vec::with_capacity(w);
+    for a in &addresses {
+        clients.push(trainers::connect(a).await?);
+    }
+    let mut opens = JoinSet::new();
+    for (p, c) in clients.iter().enumerate() {
+        let mut c = c.clone();
+        let req = open_req(p);
+        opens.spawn(async move { (p, c.open_partition(req).await) });
+    }
+    while let Some(r) = opens.join_next().await {
+        let (p, r) = r.map_err(|e| trainer_err(0, e))?;
+        r.map_err(|s| trainer_err(p, format!("opening its partition: {}", s.message())))?;
+    }
+
+    let has_validation = !val_slices.is_empty();
+    let configs_json: Vec<Arc<String>> = models
+        .iter()
+        .map(|m| serde_json::to_string(m).map(Arc::new))
+        .collect::<std::result::Result<_, _>>()?;
+    let progress = sched.progress();
+    let reporter = Arc::new(Reporter::new(opts.progress, w, progress.total, progress.done));
+    let started = Instant::now();
+    let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
+    let mut busy = vec![false; w];
+    let mut failures = vec![0u32; w];
+    let mut set: JoinSet<Done> = JoinSet::new();
+    let mut interrupt = opts.interrupt.take();
+
+    loop {
+        for (worker, is_busy) in busy.iter_mut().enumerate() {
+            if *is_busy {
+                continue;
+            }
+            let Some(unit) = sched.next_unit(worker) else { continue };
+            *is_busy = true;
+            reporter.unit_started(unit);
+            let req = TrainUnitRequest {
+                model: unit.model as u32,
+                config_json: (*configs_json[unit.model]).clone(),
+                state: states[unit.model].as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+                epoch: unit.epoch as u32,
+                seed: config.train.seed.wrapping_add(unit.model as u64),
+                train: Vec::new(),
+            };
+            let client = clients[worker].clone();
+            let rep = reporter.clone();
+            let start = now(&started);
+            set.spawn(async move {
+                let result = run_unit(client, req, unit, rep).await;
+                Done::Unit { worker, unit, start, result }
+            });
+        }
+        if sched.is_done() && set.is_empty() {
+            break;
+        }
+        let done = match interrupt.as_mut() {
+            Some(stop) => tokio::select! {
+                d = set.join_next() => d,
+                _ = stop => {
+                    set.abort_all();
+                    reporter.finish();
+                    return Err(Error::Interrupted(format!(
+                        "stopped with {} of {} units done; `--resume` continues from {}",
+                        sched.progress().done, sched.progress().total, ckdir.file().display()
+                    )));
+                }
+            },
+            None => set.join_next().await,
+        };
+        let Some(done) = done else {
+            return Err(Error::Schedule(
+                "no unit is runnable and none is running; the schedule is stuck".into(),
+            ));
+        };
+        match done.map_err(|e| Error::Schedule(format!("unit task: {e}")))? {
+            Done::Unit { worker, unit, start, result: Ok(r) } => {
+                busy[worker] = false;
+                failures[worker] = 0;
+                let m = unit.model;
+                sched.complete(unit)?;
+                units_done[m] += 1;
+                states[m] = Some(Arc::new(r.state));
+                let em = epoch_slot(&mut metrics[m], unit.epoch);
+                em.train_samples += r.samples;
+                em.train_loss_sum += r.loss_sum;
+                em.train_correct += r.correct;
+                em.seconds += r.seconds;
+                em.wait_seconds += r.wait_seconds;
+                let end = now(&started);
+                timeline.push(UnitRecord {
+                    model: m,
+                    partition: unit.partition,
+                    epoch: unit.epoch,
+                    start,
+                    end,
+                    samples: r.samples,
+                    wait_seconds: r.wait_seconds,
+                });
+                reporter.unit_done(unit, r.samples, r.seconds);
+                if sched.model_epoch(m)? > unit.epoch {
+                    if has_validation {
+                        let state = states[m].clone().unwrap_or_default();
+                        let cfg = configs_json[m].clone();
+                        let cs = clients.clone();
+                        let epoch = unit.epoch;
+                        set.spawn(async move {
+                            let result = evaluate_everywhere(cs, cfg, state).await;
+                            Done::Eval { model: m, epoch, result }
+                        });
+                    } else {
+                        reporter.epoch_done(m, unit.epoch, &metrics[m][unit.epoch]);
+                    }
+                }
+                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, now(&started), &fp)?;
+            }
+            Done::Unit { worker, unit, result: Err(e), .. } => {
+                busy[worker] = false;
+                sched.requeue(unit)?;
+                failures[worker] += 1;
+                reporter.unit_failed(unit, &e.to_string());
+                if failures[worker] > MAX_RETRIES {
+                    reporter.finish();
+                    return Err(trainer_err(worker, format!(
+                        "{MAX_RETRIES} units failed in a row; last error: {e}; the checkpoint is kept, fix the trainer and `--resume`"
+                    )));
+                }
+                // A local trainer that died is replaced and re-opened; the
+                // unit then runs again from the model's previous state.
+                if let Some(Some(t)) = local.get_mut(worker) {
+                    if t.exited() {
+                        let t2 = LocalTrainer::spawn(&binary, config.train.threads)?;
+                        clients[worker] = trainers::connect(&t2.address).await?;
+                        local[worker] = Some(t2);
+                    }
+                }
+                let backoff = std::time::Duration::from_millis(200 * (1 << failures[worker].min(5)));
+                tokio::time::sleep(backoff).await;
+                if let Err(s) = clients[worker].open_partition(open_req(worker)).await {
+                    reporter.println(format!("trainer {worker}: reopening partition failed: {}", s.message()));
+                }
+            }
+            Done::Eval { model, epoch, result } => {
+                let (n, loss, correct) = result?;
+                let em = epoch_slot(&mut metrics[model], epoch);
+                em.val_samples = n;
+                em.val_loss_sum = loss;
+                em.val_correct = correct;
+                reporter.epoch_done(model, epoch, &metrics[model][epoch]);
+                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, now(&started), &fp)?;
+            }
+        }
+    }
+    reporter.finish();
+    let seconds = now(&started);
+    let model_results = models
+        .iter()
+        .enumerate()
+        .map(|(i, c)| results::ModelResult {
+            id: i,
+            config: c.clone(),
+            metrics: metrics[i].clone(),
+            state: states[i].clone(),
+        })
+        .collect();
+    let outcome = RunOutcome {
+        models: model_results,
+        timeline,
+        seconds,
+        trainers: w,
+        dir: out,
+    };
+    results::write_files(&outcome, &config)?;
+    if let Some(table) = &config.output.table {
+        let db = config.output.database.as_deref().ok_or_else(|| {
+            Error::Config("output.table needs output.database (a PostgreSQL URL)".into())
+        })?;
+        results::write_tables(&outcome, &config, db, table).await?;
+    }
+    drop(local);
+    Ok(outcome)
+}
+
+/// Relative cost of a unit: small batches run fewer samples per second.
+fn unit_cost(c: &ModelConfig) -> f64 {
+    1.0 + 64.0 / c.batch_size as f64
+}
+
+fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {
+    if v.len() <= epoch {
+        v.resize(epoch + 1, EpochMetrics::default());
+    }
+    &mut v[epoch]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    ckdir: &CheckpointDir,
+    sched: &Scheduler,
+    states: &[Option<Arc<Vec<u8>>>],
+    units_done: &[u64],
+    metrics: &[Vec<EpochMetrics>],
+    timeline: &[UnitRecord],
+    elapsed: f64,
+    fp: &str,
+) -> Result<()> {
+    // The checkpoint holds no running unit: what runs now runs again on resume.
+    let mut snapshot = sched.clone();
+    for u in snapshot.running() {
+        snapshot.requeue(u)?;
+    }
+    let mut names = Vec::with_capacity(states.len());
+    for (m, s) in states.iter().enumerate() {
+        names.push(match s {
+            Some(bytes) => {
+                let name = format!("model-{m}.u{}.safetensors", units_done[m]);
+                if !ckdir_has(ckdir, &name) {
+                    ckdir.write_state(m, units_done[m], bytes)?;
+                }
+                Some(name)
+            }
+            None => None,
+        });
+    }
+    ckdir.commit(&Checkpoint {
+        scheduler: snapshot,
+        states: names,
+        units_done: units_done.to_vec(),
+        metrics: metrics.to_vec(),
+        timeline: timeline.to_vec(),
+        elapsed,
+        config_fingerprint: fp.to_string(),
+    })
+}
+
+fn ckdir_has(ckdir: &CheckpointDir, name: &str) -> bool {
+    ckdir.file().with_file_name(name).exists()
+}
+
+async fn run_unit(
+    mut client: TrainerClient<Channel>,
+    req: TrainUnitRequest,
+    unit: Unit,
+    reporter: Arc<Reporter>,
+) -> Result<hopper_proto::UnitResult> {
+    let w = unit.partition;
+    let mut stream = client
+        .train_unit(req)
+        .await
+        .map_err(|s| trainer_err(w, s.message()))?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(ev)) => match ev.event {
+                Some(train_event::Event::Progress(p)) => {
+                    reporter.unit_progress(unit, p.samples, p.samples_per_second)
+                }
+                Some(train_event::Event::Result(r)) => return Ok(r),
+                None => {}
+            },
+            Ok(None) => return Err(trainer_err(w, "the unit ended without a result")),
+            Err(s) => return Err(trainer_err(w, s.message())),
+        }
+    }
+}
+
+async fn evaluate_everywhere(
+    clients: Vec<TrainerClient<Channel>>,
+    config_json: Arc<String>,
+    state: Arc<Vec<u8>>,
+) -> Result<(u64, f64, u64)> {
+    let mut set = JoinSet::new();
+    for (w, mut c) in clients.into_iter().enumerate() {
+        let req = hopper_proto::EvaluateRequest {
+            config_json: (*config_json).clone(),
+            state: state.to_vec(),
+        };
+        set.spawn(async move { (w, c.evaluate(req).await) });
+    }
+    let (mut n, mut loss, mut correct) = (0, 0.0, 0);
+    while let Some(r) = set.join_next().await {
+        let (w, r) = r.map_err(|e| trainer_err(0, e))?;
+        let r = r.map_err(|s| trainer_err(w, format!("evaluating: {}", s.message())))?.into_inner();
+        n += r.samples;
+        loss += r.loss_sum;
+        correct += r.correct;
+    }
+    Ok((n, loss, correct))
+}

@@ -1,0 +1,100 @@
+//! Trainer processes: spawned locally (one per partition) or given as
+//! addresses, and the gRPC clients that drive them.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hopper_proto::trainer_client::TrainerClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::trainer::MAX_MESSAGE;
+
+/// The first line a trainer prints: scripts and the runner read the address from it.
+pub const LISTENING: &str = "mop trainer listening on ";
+
+/// A locally spawned trainer process, killed when dropped.
+pub struct LocalTrainer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+}
+
+impl LocalTrainer {
+    /// Starts `<mop> trainer --bind 127.0.0.1:0` and reads its address.
+    pub fn spawn(binary: &PathBuf, threads: usize) -> Result<Self> {
+        let mut child = Command::new(binary)
+            .args(["trainer", "--bind", "127.0.0.1:0", "--threads"])
+            .arg(threads.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Trainer {
+                trainer: binary.display().to_string(),
+                message: format!("cannot start: {e}"),
+            })?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::Trainer {
+            trainer: "local".into(),
+            message: "no stdout".into(),
+        })?;
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let mut t = LocalTrainer {
+            child: Some(child),
+            address: String::new(),
+        };
+        match (read, line.trim().strip_prefix(LISTENING)) {
+            (Ok(_), Some(addr)) => {
+                t.address = addr.to_string();
+                Ok(t)
+            }
+            _ => Err(Error::Trainer {
+                trainer: "local".into(),
+                message: format!("did not start; it printed {line:?}"),
+            }),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+}
+
+impl Drop for LocalTrainer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A client to a trainer with hopper's message limits.
+pub async fn connect(address: &str) -> Result<TrainerClient<Channel>> {
+    let err = |m: String| Error::Trainer {
+        trainer: address.to_string(),
+        message: m,
+    };
+    let channel = Endpoint::from_shared(address.to_string())
+        .map_err(|e| err(format!("bad address: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| err(format!("cannot connect: {e}")))?;
+    Ok(TrainerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}

@@ -1,0 +1,22 @@
+//! The trainer process (`mop trainer`): a gRPC service beside one
+//! partition that trains whichever model the runner hands it for one pass
+//! over that partition, then hands the model's state back.
+//!
+//! # Design
+//!
+//! ```text
+//!  runner ── OpenPartition(endpoints, cache) ──► trainer ── DoGet ──► flight-server
+//!  runner ── TrainUnit(config, state, epoch) ──► trainer: decode state → train pass → encode state
+//!         ◄── Progress … UnitResult(state, metrics)
+//! ```
+//!
+//! Tensor work runs on a blocking thread, never on the async runtime that
+//! serves gRPC and reads Flight. One unit runs at a time: a trainer owns
+//! its cores. The partition is read once (cache `memory` keeps featurized
+//! tensors, `disk` keeps Arrow IPC files) or re-read every pass (`none`),
+//! always through a bounded prefetch channel.
+
+mod cache;
+mod service;
+
+pub use service::{serve, TrainerService, MAX_MESSAGE};

@@ -1,0 +1,162 @@
+//! Shared harness for hopper's end-to-end tests: real processes on free
+//! ports, torn down on drop.
+//!
+//! The binaries under test are the workspace's own (`flight-server`,
+//! `mop`), built by `cargo test --workspace` / `cargo nextest run
+//! --workspace` next to the test executables.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Path of a workspace binary (`flight-server`, `mop`), building it if needed.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    // Test executables live in target/<profile>/deps/; binaries one level up.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or_else(|| anyhow!("unexpected test executable path {exe:?}"))?;
+    let path = dir.join(name);
+    if !path.exists() {
+        let package = if name == "mop" { "mop-runner" } else { name };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build of {name} failed");
+        }
+    }
+    Ok(path)
+}
+
+/// A child process that is killed (and reaped) when dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+    /// What it is, for messages.
+    pub name: String,
+}
+
+impl ChildGuard {
+    /// Wraps a spawned child.
+    pub fn new(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            child: Some(child),
+            name: name.into(),
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Kills the child now (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal (e.g. `libc::SIGINT`).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let pid = self.pid() as i32;
+        if pid == 0 {
+            bail!("{} is not running", self.name);
+        }
+        let rc = unsafe_free_kill(pid, sig);
+        if rc != 0 {
+            bail!("kill({pid}, {sig}) failed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the child to exit, up to `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("{} already reaped", self.name))?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
+    // `kill` the command keeps this crate free of unsafe code.
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        0
+    } else {
+        -1
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `flight-server` process.
+pub struct FlightServer {
+    /// The process.
+    pub process: ChildGuard,
+    /// `grpc+tcp://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl FlightServer {
+    /// Starts `flight-server --bind 127.0.0.1:0 <args>` and waits for its address line.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let bin = binary("flight-server")?;
+        let mut child = Command::new(&bin)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawning {bin:?}"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let guard = ChildGuard::new("flight-server", child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("flight-server listening on ")
+            .ok_or_else(|| anyhow!("flight-server did not start; it printed {line:?}"))?
+            .to_string();
+        let addr = url.trim_start_matches("grpc+tcp://").to_string();
+        Ok(Self {
+            process: guard,
+            url,
+            addr,
+        })
+    }
+}
+
+/// The Python with pyarrow that `scripts/setup.sh` prepared (`HOPPER_PYTHON`).
+pub fn python() -> Option<PathBuf> {
+    std::env::var_os("HOPPER_PYTHON").map(PathBuf::from)
+}
