@@ -937,11 +937,11 @@ mod tests {
             (numeric(false, 1, 0, &[1]), 3, 10_000_000),
             // 0.5 at scale 1: the digit 5000 loses three trailing zeros.
             (numeric(false, -1, 1, &[5000]), 1, 5),
-            // 10^37 + 0.5 at numeric(38,1): 38 digits, the top of Decimal128.
+            // 10^36 + 0.5 at numeric(38,1): 38 digits, the top of Decimal128.
             (
-                numeric(false, 9, 1, &[1000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5000]),
+                numeric(false, 9, 1, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5000]),
                 1,
-                POW10[38] + 5,
+                POW10[37] + 5,
             ),
         ];
         for (v, scale, want) in cases {

@@ -26,6 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Simulate the MOP scheduler and report how close it gets to optimal.
     Simulate(SimulateArgs),
+    /// Train a grid of models over a flight-server's partitions with MOP.
+    Train(crate::commands::TrainArgs),
+    /// Serve training units beside one partition (started by `mop train`).
+    Trainer(crate::commands::TrainerArgs),
+    /// Run the whole of hopper locally: segments, flight-server, trainers, a grid.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Unit-time patterns for `mop simulate`.
@@ -87,6 +93,9 @@ pub struct SimulateArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Simulate(args) => run_simulate(&args, &mut io::stdout().lock()),
+        Command::Train(args) => crate::commands::run_train(args),
+        Command::Trainer(args) => crate::commands::run_trainer(args),
+        Command::Demo(args) => crate::demo::run_demo(args),
     }
 }
 
@@ -102,7 +111,10 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<()> {
     writeln!(
         out,
         "{s} models × {w} workers × {e} epochs, {} unit times, seed {}",
-        args.times.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
+        args.times
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
         args.seed
     )?;
     writeln!(
@@ -134,4 +146,52 @@ fn format_row(policy: Policy, r: &SimReport) -> String {
         r.efficiency,
         format!("{min:.1}/{mean:.1}/{max:.1}")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simulate_args(line: &str) -> SimulateArgs {
+        let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+        match cli.command {
+            Command::Simulate(args) => args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simulate_prints_every_policy_with_its_efficiency() {
+        let args = simulate_args("mop simulate --models 16 --workers 8 --epochs 3 --times equal");
+        let mut out = Vec::new();
+        run_simulate(&args, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("lower bound 48.00"), "{text}");
+        assert!(
+            text.contains("reproducible") && text.contains("cerebro"),
+            "{text}"
+        );
+        let repro = text
+            .lines()
+            .find(|l| l.starts_with("reproducible"))
+            .unwrap();
+        assert!(
+            repro.contains("48.00") && repro.contains("1.0000"),
+            "{repro}"
+        );
+    }
+
+    #[test]
+    fn simulate_rejects_an_empty_grid() {
+        for line in [
+            "mop simulate --models 0",
+            "mop simulate --workers 0",
+            "mop simulate -e 0",
+        ] {
+            let args = simulate_args(line);
+            let err = run_simulate(&args, &mut Vec::new()).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{line}: {err}");
+        }
+        assert!(Cli::try_parse_from(["mop", "simulate", "--policy", "fastest"]).is_err());
+    }
 }

@@ -261,12 +261,48 @@ mod tests {
     fn rejects_bad_values_with_a_config_error() {
         let ok = ModelConfig::conf_a(1e-3, 1e-4, 32, false);
         let cases: Vec<(ModelConfig, &str)> = vec![
-            (ModelConfig { lr: -1.0, ..ok.clone() }, "lr"),
-            (ModelConfig { lr: f64::NAN, ..ok.clone() }, "lr"),
-            (ModelConfig { batch_size: 0, ..ok.clone() }, "batch_size"),
-            (ModelConfig { l2: -1e-4, ..ok.clone() }, "l2"),
-            (ModelConfig { classes: 1, ..ok.clone() }, "classes"),
-            (ModelConfig { arch: Arch::Cnn, ..ok.clone() }, "image input"),
+            (
+                ModelConfig {
+                    lr: -1.0,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (
+                ModelConfig {
+                    lr: f64::NAN,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (
+                ModelConfig {
+                    batch_size: 0,
+                    ..ok.clone()
+                },
+                "batch_size",
+            ),
+            (
+                ModelConfig {
+                    l2: -1e-4,
+                    ..ok.clone()
+                },
+                "l2",
+            ),
+            (
+                ModelConfig {
+                    classes: 1,
+                    ..ok.clone()
+                },
+                "classes",
+            ),
+            (
+                ModelConfig {
+                    arch: Arch::Cnn,
+                    ..ok.clone()
+                },
+                "image input",
+            ),
             (
                 ModelConfig {
                     optimizer: OptimizerKind::Sgd { momentum: 1.5 },

@@ -33,6 +33,20 @@ pub enum Error {
     /// A run was interrupted (Ctrl-C); its checkpoint is kept.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// Input data does not fit the model (missing column, wrong type, label
+    /// out of range, image of the wrong size, ...).
+    #[error("invalid training data: {0}")]
+    Data(String),
+    /// A serialized model/optimizer state could not be decoded or does not
+    /// match the configuration it is loaded into.
+    #[error("invalid model state: {0}")]
+    State(String),
+    /// libtorch reported an error (shape mismatch, out of memory, ...).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// An Arrow kernel failed while featurizing a record batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
     /// Reading or writing a file or stream failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),

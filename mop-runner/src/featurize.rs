@@ -98,7 +98,9 @@ impl Featurized {
     /// Concatenates runs of rows, in order.
     pub fn concat(parts: &[Featurized]) -> Result<Featurized> {
         if parts.is_empty() {
-            return Err(Error::Data("cannot concatenate zero feature batches".into()));
+            return Err(Error::Data(
+                "cannot concatenate zero feature batches".into(),
+            ));
         }
         let xs: Vec<&Tensor> = parts.iter().map(|p| &p.x).collect();
         let ys: Vec<&Tensor> = parts.iter().map(|p| &p.y).collect();
@@ -135,7 +137,7 @@ pub fn one_hot(indices: &Tensor, dims: usize) -> Result<Tensor> {
         )));
     }
     let mut dense = Tensor::f_zeros([size[0], dims as i64], (Kind::Float, indices.device()))?;
-    dense.f_scatter_value_(1, indices, 1.0)?;
+    _ = dense.f_scatter_value_(1, indices, 1.0)?;
     Ok(dense)
 }
 
@@ -328,7 +330,10 @@ fn list_values<O: OffsetSizeTrait>(
     per_row: usize,
     column: &str,
 ) -> Result<Vec<f32>> {
-    if let Some(w) = offsets.windows(2).find(|w| (w[1] - w[0]).as_usize() != per_row) {
+    if let Some(w) = offsets
+        .windows(2)
+        .find(|w| (w[1] - w[0]).as_usize() != per_row)
+    {
         check_row_len((w[1] - w[0]).as_usize(), per_row, column)?;
     }
     let (first, last) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
@@ -355,7 +360,10 @@ fn bytes_values<O: OffsetSizeTrait>(
     column: &str,
 ) -> Result<Vec<f32>> {
     let offsets = array.value_offsets();
-    if let Some(w) = offsets.windows(2).find(|w| (w[1] - w[0]).as_usize() != per_row) {
+    if let Some(w) = offsets
+        .windows(2)
+        .find(|w| (w[1] - w[0]).as_usize() != per_row)
+    {
         check_row_len((w[1] - w[0]).as_usize(), per_row, column)?;
     }
     let (first, last) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
@@ -383,7 +391,10 @@ fn criteo_columns<'b>(
                 categorical.push(Arc::clone(column))
             }
             DataType::Dictionary(_, v)
-                if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) =>
+                if matches!(
+                    **v,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) =>
             {
                 categorical.push(arrow_cast::cast(column, &DataType::Utf8)?)
             }
@@ -439,9 +450,21 @@ fn criteo_indices(
             indices[r * width + col] = base + categorical_slot(v.map(str::as_bytes));
         };
         match column.data_type() {
-            DataType::Utf8 => column.as_string::<i32>().iter().enumerate().for_each(|(r, v)| put(r, v)),
-            DataType::LargeUtf8 => column.as_string::<i64>().iter().enumerate().for_each(|(r, v)| put(r, v)),
-            _ => column.as_string_view().iter().enumerate().for_each(|(r, v)| put(r, v)),
+            DataType::Utf8 => column
+                .as_string::<i32>()
+                .iter()
+                .enumerate()
+                .for_each(|(r, v)| put(r, v)),
+            DataType::LargeUtf8 => column
+                .as_string::<i64>()
+                .iter()
+                .enumerate()
+                .for_each(|(r, v)| put(r, v)),
+            _ => column
+                .as_string_view()
+                .iter()
+                .enumerate()
+                .for_each(|(r, v)| put(r, v)),
         }
     }
     Ok(Tensor::f_from_slice(&indices)?.f_view([rows as i64, width as i64])?)
@@ -462,7 +485,9 @@ mod tests {
         ];
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-            Arc::new(Int32Array::from_iter_values((0..rows).map(|r| (r % 2) as i32))),
+            Arc::new(Int32Array::from_iter_values(
+                (0..rows).map(|r| (r % 2) as i32),
+            )),
         ];
         for j in 0..13 {
             fields.push(Field::new(format!("i{j}"), DataType::Float64, true));
@@ -511,12 +536,11 @@ mod tests {
         assert_eq!(f.len(), 10);
         let x = Vec::<i64>::try_from(f.x.flatten(0, -1)).unwrap();
         // Row 0: NULLs everywhere → bucket 0 / slot 0 of each column.
-        for j in 0..13 {
-            assert_eq!(x[j], (j * 50) as i64);
-        }
-        for k in 0..26 {
-            assert_eq!(x[13 + k], (650 + k * 256) as i64);
-        }
+        let row0: Vec<i64> = (0..13)
+            .map(|j| j * 50)
+            .chain((0..26).map(|k| 650 + k * 256))
+            .collect();
+        assert_eq!(x[..39], row0);
         // Row 1 is NaN → bucket 0; row 2 negative → bucket 1.
         assert_eq!(x[39], 0);
         assert_eq!(x[2 * 39], 1);
@@ -528,7 +552,10 @@ mod tests {
             } else {
                 (650 + (c - 13) * 256, 650 + (c - 12) * 256)
             };
-            assert!((lo as i64..hi as i64).contains(&v), "{v} outside column {c}");
+            assert!(
+                (lo as i64..hi as i64).contains(&v),
+                "{v} outside column {c}"
+            );
         }
         let y = Vec::<i64>::try_from(f.y).unwrap();
         assert_eq!(y, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
@@ -568,7 +595,9 @@ mod tests {
         let bad_label = RecordBatch::try_new(
             batch.schema(),
             std::iter::once(Arc::clone(batch.column(0)))
-                .chain(std::iter::once(Arc::new(Int32Array::from(vec![0, 1, 2, 0])) as ArrayRef))
+                .chain(std::iter::once(
+                    Arc::new(Int32Array::from(vec![0, 1, 2, 0])) as ArrayRef,
+                ))
                 .chain(batch.columns()[2..].iter().cloned())
                 .collect(),
         )
@@ -606,13 +635,16 @@ mod tests {
             fixed.append(true);
         }
         let labels: ArrayRef = Arc::new(Int64Array::from(vec![3, 9, 0]));
-        for column in [Arc::new(pixels.finish()) as ArrayRef, Arc::new(fixed.finish())] {
-            let batch = RecordBatch::try_from_iter([
-                ("label", Arc::clone(&labels)),
-                ("pixels", column),
-            ])
-            .unwrap();
-            let f = Featurizer::new(&image_config()).featurize(&batch.slice(1, 2)).unwrap();
+        for column in [
+            Arc::new(pixels.finish()) as ArrayRef,
+            Arc::new(fixed.finish()),
+        ] {
+            let batch =
+                RecordBatch::try_from_iter([("label", Arc::clone(&labels)), ("pixels", column)])
+                    .unwrap();
+            let f = Featurizer::new(&image_config())
+                .featurize(&batch.slice(1, 2))
+                .unwrap();
             assert_eq!(f.x.size(), [2, 2, 2, 3]);
             assert_eq!(f.x.double_value(&[0, 0, 0, 0]), 100.0);
             assert_eq!(f.x.double_value(&[1, 1, 1, 2]), 211.0);

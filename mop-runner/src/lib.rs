@@ -3,8 +3,10 @@
 //! Model hopper parallelism (MOP) over database segments.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod featurize;
 pub mod grid;

@@ -155,18 +155,18 @@ impl Optimizer {
                 continue;
             }
             if self.l2 != 0.0 {
-                g.f_addcmul_(&param.p, &self.l2_t)?;
+                _ = g.f_addcmul_(&param.p, &self.l2_t)?;
             }
             // PyTorch starts the buffer as a copy of the first gradient; a
             // zero buffer times momentum plus the gradient is the same value.
             let direction = match param.m.as_mut() {
                 Some(buf) => {
-                    buf.f_mul_scalar_(momentum)?.f_add_(&g)?;
+                    _ = buf.f_mul_scalar_(momentum)?.f_add_(&g)?;
                     buf.shallow_clone()
                 }
                 None => g,
             };
-            param.p.f_addcmul_(&direction, &self.neg_lr_t)?;
+            _ = param.p.f_addcmul_(&direction, &self.neg_lr_t)?;
         }
         Ok(())
     }
@@ -192,17 +192,17 @@ impl Optimizer {
             };
             if self.l2 != 0.0 {
                 if decoupled {
-                    param.p.f_mul_scalar_(1.0 - self.lr * self.l2)?;
+                    _ = param.p.f_mul_scalar_(1.0 - self.lr * self.l2)?;
                 } else {
-                    g.f_addcmul_(&param.p, &self.l2_t)?;
+                    _ = g.f_addcmul_(&param.p, &self.l2_t)?;
                 }
             }
-            m.f_lerp_(&g, 1.0 - ADAM_BETA1)?;
-            g.f_square_()?;
-            v.f_lerp_(&g, 1.0 - ADAM_BETA2)?;
-            v.f_sqrt_out(&g)?;
-            g.f_mul_scalar_(d_scale)?.f_add_scalar_(d_shift)?;
-            param.p.f_addcdiv_(m, &g)?;
+            _ = m.f_lerp_(&g, 1.0 - ADAM_BETA1)?;
+            _ = g.f_square_()?;
+            _ = v.f_lerp_(&g, 1.0 - ADAM_BETA2)?;
+            _ = v.f_sqrt_out(&g)?;
+            _ = g.f_mul_scalar_(d_scale)?.f_add_scalar_(d_shift)?;
+            _ = param.p.f_addcdiv_(m, &g)?;
         }
         Ok(())
     }
@@ -211,10 +211,7 @@ impl Optimizer {
     /// `opt.<param>.m` and `opt.<param>.v`. The tensors share storage with
     /// the optimizer (no copy).
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![(
-            STEP_KEY.to_string(),
-            Tensor::f_from_slice(&[self.step])?,
-        )];
+        let mut out = vec![(STEP_KEY.to_string(), Tensor::f_from_slice(&[self.step])?)];
         for param in &self.params {
             if let Some(m) = &param.m {
                 out.push((format!("opt.{}.m", param.name), m.shallow_clone()));
@@ -297,17 +294,30 @@ mod tests {
     }
 
     fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f32>::try_from(t).unwrap().into_iter().map(f64::from).collect()
+        Vec::<f32>::try_from(t)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect()
     }
 
     fn assert_close(got: &[f64], want: &[f64]) {
         for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "got {got:?}, want {want:?}");
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "got {got:?}, want {want:?}"
+            );
         }
     }
 
     /// Reference Adam/AdamW in f64, written from PyTorch's documentation.
-    fn reference_adam(p0: &[f64], grads: &[[f32; 3]], lr: f64, l2: f64, decoupled: bool) -> Vec<f64> {
+    fn reference_adam(
+        p0: &[f64],
+        grads: &[[f32; 3]],
+        lr: f64,
+        l2: f64,
+        decoupled: bool,
+    ) -> Vec<f64> {
         let (mut p, mut m, mut v) = (p0.to_vec(), vec![0.0; 3], vec![0.0; 3]);
         for (t, g) in grads.iter().enumerate() {
             let t = (t + 1) as i32;
@@ -347,13 +357,19 @@ mod tests {
     #[test]
     fn adam_matches_a_hand_computation() {
         let got = run(OptimizerKind::Adam, 0.1, 0.01, &GRADS);
-        assert_close(&got, &reference_adam(&[1.0, -2.0, 3.0], &GRADS, 0.1, 0.01, false));
+        assert_close(
+            &got,
+            &reference_adam(&[1.0, -2.0, 3.0], &GRADS, 0.1, 0.01, false),
+        );
     }
 
     #[test]
     fn adamw_decouples_weight_decay() {
         let got = run(OptimizerKind::AdamW, 0.1, 0.05, &GRADS);
-        assert_close(&got, &reference_adam(&[1.0, -2.0, 3.0], &GRADS, 0.1, 0.05, true));
+        assert_close(
+            &got,
+            &reference_adam(&[1.0, -2.0, 3.0], &GRADS, 0.1, 0.05, true),
+        );
         let coupled = run(OptimizerKind::Adam, 0.1, 0.05, &GRADS);
         assert!(got.iter().zip(&coupled).any(|(a, b)| (a - b).abs() > 1e-4));
     }

@@ -40,8 +40,8 @@
 //! models are shuffled and dealt round-robin onto the ring's partitions as
 //! their starting points, and in every epoch each model walks the ring once
 //! from its starting point. Models that have done the same number of units
-//! are therefore on different partitions, and the flow of models into every
-//! worker is even, which keeps queues short even though a model's next
+//! are therefore spread evenly over the partitions, and the flow of models
+//! into every worker is even, which keeps queues short even though a model's next
 //! partition is not negotiable. Between epochs the ring drifts by one seeded
 //! swap of two neighbouring partitions, so each epoch has its own visit
 //! orders while models that straddle an epoch boundary still flow the same
@@ -195,7 +195,11 @@ impl Layout {
                 pos
             })
             .collect();
-        Layout { start, rings, position }
+        Layout {
+            start,
+            rings,
+            position,
+        }
     }
 
     /// The `step`-th partition `model` visits in `epoch`.
@@ -224,13 +228,21 @@ pub fn visit_order(
         )));
     }
     let layout = Layout::new(models, partitions, epoch + 1, seed);
-    Ok((0..partitions).map(|s| layout.partition(model, epoch, s)).collect())
+    Ok((0..partitions)
+        .map(|s| layout.partition(model, epoch, s))
+        .collect())
 }
 
 fn check_sizes(models: usize, partitions: usize, epochs: usize) -> Result<()> {
-    for (what, n) in [("models", models), ("partitions", partitions), ("epochs", epochs)] {
+    for (what, n) in [
+        ("models", models),
+        ("partitions", partitions),
+        ("epochs", epochs),
+    ] {
         if n == 0 {
-            return Err(Error::Config(format!("the number of {what} must be at least 1")));
+            return Err(Error::Config(format!(
+                "the number of {what} must be at least 1"
+            )));
         }
     }
     Ok(())
@@ -272,7 +284,11 @@ struct CountingSet {
 
 impl CountingSet {
     fn with_capacity(n: usize) -> Self {
-        CountingSet { tree: vec![0; n + 1], present: vec![false; n], len: 0 }
+        CountingSet {
+            tree: vec![0; n + 1],
+            present: vec![false; n],
+            len: 0,
+        }
     }
 
     fn update(&mut self, x: usize, add: bool) {
@@ -361,7 +377,14 @@ impl Scheduler {
             epochs,
             seed,
             policy,
-            model: vec![ModelState { epoch: 0, done: Vec::new(), running: None }; models],
+            model: vec![
+                ModelState {
+                    epoch: 0,
+                    done: Vec::new(),
+                    running: None
+                };
+                models
+            ],
             draws: 0,
         };
         Self::from_state(state)
@@ -395,7 +418,13 @@ impl Scheduler {
     /// The partition order of `model` in `epoch` under the reproducible
     /// policy (see the free function [`visit_order`]).
     pub fn visit_order(&self, model: usize, epoch: usize) -> Result<Vec<usize>> {
-        visit_order(self.state.models, self.state.partitions, self.state.seed, model, epoch)
+        visit_order(
+            self.state.models,
+            self.state.partitions,
+            self.state.seed,
+            model,
+            epoch,
+        )
     }
 
     /// The epoch `model` is in (`epochs` once it finished).
@@ -411,14 +440,21 @@ impl Scheduler {
             .iter()
             .enumerate()
             .filter_map(|(partition, m)| {
-                m.map(|model| Unit { model, partition, epoch: self.state.model[model].epoch })
+                m.map(|model| Unit {
+                    model,
+                    partition,
+                    epoch: self.state.model[model].epoch,
+                })
             })
             .collect()
     }
 
     /// Units done out of the total.
     pub fn progress(&self) -> Progress {
-        Progress { done: self.index.units_done, total: self.total_units() }
+        Progress {
+            done: self.index.units_done,
+            total: self.total_units(),
+        }
     }
 
     /// Whether every model finished every epoch.
@@ -449,8 +485,11 @@ impl Scheduler {
                 if n == 0 {
                     return None;
                 }
-                let k = rng(self.state.seed, CEREBRO_STREAM.wrapping_add(self.state.draws))
-                    .random_range(0..n);
+                let k = rng(
+                    self.state.seed,
+                    CEREBRO_STREAM.wrapping_add(self.state.draws),
+                )
+                .random_range(0..n);
                 self.state.draws += 1;
                 let model = self.index.candidates[w].nth(k);
                 for set in &mut self.index.candidates {
@@ -462,7 +501,11 @@ impl Scheduler {
         let m = &mut self.state.model[model];
         m.running = Some(w);
         self.index.on_worker[w] = Some(model);
-        Some(Unit { model, partition: w, epoch: m.epoch })
+        Some(Unit {
+            model,
+            partition: w,
+            epoch: m.epoch,
+        })
     }
 
     /// Records that `unit` finished: the model moves on to its next
@@ -533,7 +576,9 @@ impl Scheduler {
         }
         match self.state.policy {
             Policy::Reproducible => {
-                let Some(layout) = &self.index.layout else { return };
+                let Some(layout) = &self.index.layout else {
+                    return;
+                };
                 let partition = layout.partition(model, m.epoch, m.done.len());
                 let remaining =
                     (self.state.epochs - m.epoch) * self.state.partitions - m.done.len();
@@ -555,11 +600,21 @@ impl Scheduler {
 
     /// Validates a (possibly deserialized) state and builds its index.
     fn from_state(state: State) -> Result<Self> {
-        let State { models, partitions, epochs, seed, policy, .. } = state;
+        let State {
+            models,
+            partitions,
+            epochs,
+            seed,
+            policy,
+            ..
+        } = state;
         check_sizes(models, partitions, epochs)?;
         let corrupt = |what: String| Err(Error::Schedule(format!("corrupt checkpoint: {what}")));
         if state.model.len() != models {
-            return corrupt(format!("state for {} models, expected {models}", state.model.len()));
+            return corrupt(format!(
+                "state for {} models, expected {models}",
+                state.model.len()
+            ));
         }
         let layout = match policy {
             Policy::Reproducible => Some(Layout::new(models, partitions, epochs, seed)),
@@ -569,21 +624,30 @@ impl Scheduler {
         let mut on_worker = vec![None; partitions];
         let mut units_done = 0u64;
         for (i, m) in state.model.iter().enumerate() {
-            if m.epoch > epochs || (m.epoch == epochs && (!m.done.is_empty() || m.running.is_some()))
+            if m.epoch > epochs
+                || (m.epoch == epochs && (!m.done.is_empty() || m.running.is_some()))
             {
                 return corrupt(format!("model {i} is past the last epoch"));
             }
             let mut seen = vec![false; partitions];
             for (step, &p) in m.done.iter().chain(m.running.iter()).enumerate() {
                 if p >= partitions || std::mem::replace(&mut seen[p], true) {
-                    return corrupt(format!("model {i} visits partition {p} twice or out of range"));
+                    return corrupt(format!(
+                        "model {i} visits partition {p} twice or out of range"
+                    ));
                 }
-                if layout.as_ref().is_some_and(|l| l.partition(i, m.epoch, step) != p) {
+                if layout
+                    .as_ref()
+                    .is_some_and(|l| l.partition(i, m.epoch, step) != p)
+                {
                     return corrupt(format!("model {i} left its visit order at partition {p}"));
                 }
             }
             if m.done.len() == partitions {
-                return corrupt(format!("model {i} finished epoch {} without moving on", m.epoch));
+                return corrupt(format!(
+                    "model {i} finished epoch {} without moving on",
+                    m.epoch
+                ));
             }
             if policy == Policy::Cerebro
                 && m.epoch > global_epoch
@@ -604,7 +668,11 @@ impl Scheduler {
         for (r, &m) in order.iter().enumerate() {
             rank[m] = r;
         }
-        let behind = state.model.iter().filter(|m| m.epoch == global_epoch).count();
+        let behind = state
+            .model
+            .iter()
+            .filter(|m| m.epoch == global_epoch)
+            .count();
         let index = Index {
             on_worker,
             units_done,
@@ -656,8 +724,9 @@ mod tests {
     fn drain(sched: &mut Scheduler) -> Vec<Unit> {
         let mut order = Vec::new();
         while !sched.is_done() {
-            let running: Vec<Unit> =
-                (0..sched.partitions()).filter_map(|w| sched.next_unit(w)).collect();
+            let running: Vec<Unit> = (0..sched.partitions())
+                .filter_map(|w| sched.next_unit(w))
+                .collect();
             assert!(!running.is_empty(), "stalled at {:?}", sched.progress());
             for unit in running {
                 sched.complete(unit).unwrap();
@@ -678,10 +747,14 @@ mod tests {
                 }
             }
         }
-        let orders: Vec<_> =
-            (0..10).map(|e| visit_order(16, 8, 42, 0, e).unwrap()).collect();
+        let orders: Vec<_> = (0..10)
+            .map(|e| visit_order(16, 8, 42, 0, e).unwrap())
+            .collect();
         assert!(orders.windows(2).any(|w| w[0] != w[1]), "{orders:?}");
-        assert_ne!(visit_order(16, 8, 1, 0, 0).unwrap(), visit_order(16, 8, 2, 0, 0).unwrap());
+        assert_ne!(
+            visit_order(16, 8, 1, 0, 0).unwrap(),
+            visit_order(16, 8, 2, 0, 0).unwrap()
+        );
     }
 
     #[test]
@@ -690,12 +763,22 @@ mod tests {
             let mut sched = Scheduler::new(s, w, 3, 9, Policy::Reproducible).unwrap();
             let units = drain(&mut sched);
             assert_eq!(units.len(), s * w * 3);
-            assert_eq!(sched.progress(), Progress { done: (s * w * 3) as u64, total: (s * w * 3) as u64 });
+            assert_eq!(
+                sched.progress(),
+                Progress {
+                    done: (s * w * 3) as u64,
+                    total: (s * w * 3) as u64
+                }
+            );
             for m in 0..s {
-                let visited: Vec<usize> =
-                    units.iter().filter(|u| u.model == m).map(|u| u.partition).collect();
-                let expected: Vec<usize> =
-                    (0..3).flat_map(|e| sched.visit_order(m, e).unwrap()).collect();
+                let visited: Vec<usize> = units
+                    .iter()
+                    .filter(|u| u.model == m)
+                    .map(|u| u.partition)
+                    .collect();
+                let expected: Vec<usize> = (0..3)
+                    .flat_map(|e| sched.visit_order(m, e).unwrap())
+                    .collect();
                 assert_eq!(visited, expected, "model {m}");
             }
         }
@@ -715,9 +798,15 @@ mod tests {
         let mut sched = Scheduler::new(2, 2, 1, 0, Policy::Reproducible).unwrap();
         let unit = sched.next_unit(0).unwrap();
         let before = sched.clone();
-        let wrong = Unit { partition: 1, ..unit };
+        let wrong = Unit {
+            partition: 1,
+            ..unit
+        };
         assert!(matches!(sched.complete(wrong), Err(Error::Schedule(_))));
-        assert!(matches!(sched.requeue(Unit { model: 9, ..unit }), Err(Error::Schedule(_))));
+        assert!(matches!(
+            sched.requeue(Unit { model: 9, ..unit }),
+            Err(Error::Schedule(_))
+        ));
         assert_eq!(sched, before);
         sched.complete(unit).unwrap();
         assert!(matches!(sched.complete(unit), Err(Error::Schedule(_))));
@@ -726,7 +815,9 @@ mod tests {
     #[test]
     fn requeued_unit_runs_again_from_the_same_place() {
         let mut sched = Scheduler::new(1, 3, 1, 5, Policy::Reproducible).unwrap();
-        let unit = sched.next_unit(sched.visit_order(0, 0).unwrap()[0]).unwrap();
+        let unit = sched
+            .next_unit(sched.visit_order(0, 0).unwrap()[0])
+            .unwrap();
         sched.requeue(unit).unwrap();
         assert_eq!(sched.progress().done, 0);
         assert_eq!(sched.next_unit(unit.partition), Some(unit));
@@ -787,6 +878,9 @@ mod tests {
         set.remove(2);
         set.insert(7);
         assert_eq!(set.len, 3);
-        assert_eq!((0..3).map(|k| set.nth(k)).collect::<Vec<_>>(), vec![4, 7, 9]);
+        assert_eq!(
+            (0..3).map(|k| set.nth(k)).collect::<Vec<_>>(),
+            vec![4, 7, 9]
+        );
     }
 }

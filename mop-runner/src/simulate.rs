@@ -52,7 +52,9 @@ impl UnitTimes {
     /// finite numbers.
     pub fn new(models: usize, partitions: usize, times: Vec<f64>) -> Result<Self> {
         if models == 0 || partitions == 0 {
-            return Err(Error::Config("unit times need at least one model and partition".into()));
+            return Err(Error::Config(
+                "unit times need at least one model and partition".into(),
+            ));
         }
         if times.len() != models * partitions {
             return Err(Error::Config(format!(
@@ -61,9 +63,15 @@ impl UnitTimes {
             )));
         }
         if let Some(t) = times.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
-            return Err(Error::Config(format!("unit times must be positive, got {t}")));
+            return Err(Error::Config(format!(
+                "unit times must be positive, got {t}"
+            )));
         }
-        Ok(UnitTimes { models, partitions, times })
+        Ok(UnitTimes {
+            models,
+            partitions,
+            times,
+        })
     }
 
     /// Every unit takes 1.
@@ -84,7 +92,9 @@ impl UnitTimes {
     /// Independent uniform times in `[1, 4)` per unit, from `seed`.
     pub fn random(models: usize, partitions: usize, seed: u64) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let times = (0..models * partitions).map(|_| rng.random_range(1.0..4.0)).collect();
+        let times = (0..models * partitions)
+            .map(|_| rng.random_range(1.0..4.0))
+            .collect();
         Self::new(models, partitions, times)
     }
 
@@ -117,8 +127,12 @@ impl UnitTimes {
     /// [module docs](self).
     pub fn lower_bound(&self, epochs: usize) -> f64 {
         let spread = self.times.iter().sum::<f64>() / self.partitions as f64;
-        let worker = (0..self.partitions).map(|p| self.partition_total(p)).fold(0.0, f64::max);
-        let model = (0..self.models).map(|m| self.model_total(m)).fold(0.0, f64::max);
+        let worker = (0..self.partitions)
+            .map(|p| self.partition_total(p))
+            .fold(0.0, f64::max);
+        let model = (0..self.models)
+            .map(|m| self.model_total(m))
+            .fold(0.0, f64::max);
         epochs as f64 * spread.max(worker).max(model)
     }
 }
@@ -226,16 +240,29 @@ pub fn simulate(
                 let full = times.get(unit.model, unit.partition);
                 let took = if fails { full / 2.0 } else { full };
                 report.busy[w] += took;
-                *slot = Some(Running { unit, end: now + took, fails });
+                *slot = Some(Running {
+                    unit,
+                    end: now + took,
+                    fails,
+                });
                 if options.record_trace {
-                    report.trace.push(Event { time: now, kind: EventKind::Start, unit });
+                    report.trace.push(Event {
+                        time: now,
+                        kind: EventKind::Start,
+                        unit,
+                    });
                 }
             }
         }
         if scheduler.is_done() {
             break;
         }
-        let Some(next) = running.iter().flatten().map(|r| r.end).min_by(f64::total_cmp) else {
+        let Some(next) = running
+            .iter()
+            .flatten()
+            .map(|r| r.end)
+            .min_by(f64::total_cmp)
+        else {
             return Err(Error::Schedule(format!(
                 "simulation stalled at time {now} with {:?} units done and no unit running",
                 scheduler.progress()
@@ -258,7 +285,11 @@ pub fn simulate(
                 EventKind::Finish
             };
             if options.record_trace {
-                report.trace.push(Event { time: now, kind, unit: r.unit });
+                report.trace.push(Event {
+                    time: now,
+                    kind,
+                    unit: r.unit,
+                });
             }
             if options.checkpoint_roundtrip {
                 scheduler = serde_json::from_str(&serde_json::to_string(&scheduler)?)?;
@@ -266,7 +297,11 @@ pub fn simulate(
         }
     }
     report.makespan = now;
-    report.efficiency = if now > 0.0 { report.lower_bound / now } else { 1.0 };
+    report.efficiency = if now > 0.0 {
+        report.lower_bound / now
+    } else {
+        1.0
+    };
     Ok(report)
 }
 
@@ -379,7 +414,11 @@ mod tests {
     }
 
     fn traced(failures: BTreeSet<u64>, checkpoint_roundtrip: bool) -> SimOptions {
-        SimOptions { failures, checkpoint_roundtrip, record_trace: true }
+        SimOptions {
+            failures,
+            checkpoint_roundtrip,
+            record_trace: true,
+        }
     }
 
     /// A random grid: sizes, per-unit times in quarter steps, seed, policy,
@@ -432,7 +471,9 @@ mod tests {
 
     fn efficiency(s: usize, w: usize, e: usize, times: &UnitTimes, policy: Policy) -> f64 {
         let sched = Scheduler::new(s, w, e, 0, policy).unwrap();
-        simulate(sched, times, &SimOptions::default()).unwrap().efficiency
+        simulate(sched, times, &SimOptions::default())
+            .unwrap()
+            .efficiency
     }
 
     #[test]
@@ -442,7 +483,9 @@ mod tests {
         let eq = efficiency(16, 8, 10, &equal, Policy::Reproducible);
         let mx = efficiency(16, 8, 10, &mixed, Policy::Reproducible);
         let cerebro_mx = efficiency(16, 8, 10, &mixed, Policy::Cerebro);
-        println!("16x8x10 reproducible: equal {eq:.4}, mixed {mx:.4}; cerebro mixed {cerebro_mx:.4}");
+        println!(
+            "16x8x10 reproducible: equal {eq:.4}, mixed {mx:.4}; cerebro mixed {cerebro_mx:.4}"
+        );
         assert!(eq >= 0.98, "equal times: {eq}");
         assert!(mx >= 0.95, "mixed times: {mx}");
         assert!(mx > cerebro_mx, "reproducible {mx} vs cerebro {cerebro_mx}");
@@ -478,9 +521,10 @@ mod tests {
         let other = Scheduler::new(3, 2, 2, 8, Policy::Reproducible).unwrap();
         let theirs = simulate(other.clone(), &times, &traced(BTreeSet::new(), false)).unwrap();
         assert!(
-            check_trace(&sched, &theirs.trace).is_err() || (0..3).all(|m| (0..2).all(|e| {
-                sched.visit_order(m, e).unwrap() == other.visit_order(m, e).unwrap()
-            }))
+            check_trace(&sched, &theirs.trace).is_err()
+                || (0..3).all(|m| (0..2).all(|e| {
+                    sched.visit_order(m, e).unwrap() == other.visit_order(m, e).unwrap()
+                }))
         );
     }
 
@@ -498,11 +542,23 @@ mod tests {
 
     #[test]
     fn bad_unit_times_are_config_errors() {
-        assert!(matches!(UnitTimes::new(2, 2, vec![1.0; 3]), Err(Error::Config(_))));
-        assert!(matches!(UnitTimes::new(1, 1, vec![0.0]), Err(Error::Config(_))));
-        assert!(matches!(UnitTimes::new(1, 1, vec![f64::NAN]), Err(Error::Config(_))));
+        assert!(matches!(
+            UnitTimes::new(2, 2, vec![1.0; 3]),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            UnitTimes::new(1, 1, vec![0.0]),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            UnitTimes::new(1, 1, vec![f64::NAN]),
+            Err(Error::Config(_))
+        ));
         let sched = Scheduler::new(2, 2, 1, 0, Policy::Reproducible).unwrap();
         let times = UnitTimes::equal(3, 2).unwrap();
-        assert!(matches!(simulate(sched, &times, &SimOptions::default()), Err(Error::Config(_))));
+        assert!(matches!(
+            simulate(sched, &times, &SimOptions::default()),
+            Err(Error::Config(_))
+        ));
     }
 }

@@ -117,7 +117,10 @@ where
                 carry = Some(Featurized::concat(&[head, chunk])?);
                 continue;
             }
-            step(&Featurized::concat(&[head, chunk.slice(0, need)?])?, &mut metrics)?;
+            step(
+                &Featurized::concat(&[head, chunk.slice(0, need)?])?,
+                &mut metrics,
+            )?;
             offset = need;
         }
         while chunk.len() - offset >= bs {

@@ -160,3 +160,50 @@ impl FlightServer {
 pub fn python() -> Option<PathBuf> {
     std::env::var_os("HOPPER_PYTHON").map(PathBuf::from)
 }
+
+/// Starts a local cluster of `n` PostgreSQL segments for a test.
+pub async fn cluster(n: usize) -> Result<flight_server::cluster::LocalCluster> {
+    flight_server::cluster::LocalCluster::start(n, Default::default())
+        .await
+        .context("starting local PostgreSQL segments")
+}
+
+/// `--segment URL` arguments for every segment of `cluster`.
+pub fn segment_args(cluster: &flight_server::cluster::LocalCluster) -> Vec<String> {
+    cluster
+        .segment_urls()
+        .into_iter()
+        .flat_map(|u| ["--segment".to_string(), u])
+        .collect()
+}
+
+/// Reads every endpoint of `sql` from a flight-server with the Rust client.
+pub async fn read_all(
+    url: &str,
+    sql: &str,
+) -> Result<(arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>, usize)> {
+    use futures::TryStreamExt;
+    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))?
+        .connect()
+        .await?;
+    let mut client = arrow_flight::FlightClient::new(channel);
+    let info = client
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(sql.to_string()))
+        .await?;
+    let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);
+    let mut batches = Vec::new();
+    let endpoints = info.endpoint.len();
+    for ep in info.endpoint {
+        let ticket = ep.ticket.ok_or_else(|| anyhow!("endpoint without ticket"))?;
+        let stream = client.do_get(ticket).await?;
+        batches.extend(stream.try_collect::<Vec<_>>().await?);
+    }
+    Ok((schema, batches, endpoints))
+}
+
+impl ChildGuard {
+    /// Takes the child's piped standard output, to read it on another thread.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+}

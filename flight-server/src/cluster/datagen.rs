@@ -82,7 +82,7 @@ use crate::{Error, Result};
 /// Share of rows with label 1 the Criteo-like generator aims at.
 pub const CRITEO_BASE_RATE: f64 = 0.25;
 /// Intercept `B` of the click model, chosen so the label mean is ≈ [`CRITEO_BASE_RATE`].
-pub const CRITEO_INTERCEPT: f64 = -3.0;
+pub const CRITEO_INTERCEPT: f64 = -0.72;
 /// Number of classes of the image generator.
 pub const IMAGE_CLASSES: usize = 10;
 /// Channels, height and width of a generated image.

@@ -39,6 +39,17 @@
 //!
 //! [`datagen`] fills a cluster with generated tables that carry a planted,
 //! learnable signal.
+//!
+//! ```no_run
+//! # async fn example() -> flight_server::Result<()> {
+//! use flight_server::cluster::{load_criteo, ClusterOptions, LocalCluster};
+//!
+//! let cluster = LocalCluster::start(2, ClusterOptions::default()).await?;
+//! let stats = load_criteo(&cluster, "criteo", 100_000, 42).await?;
+//! println!("{:?} rows per segment; first at {}", stats.rows_per_segment, cluster.url(0));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod datagen;
 
@@ -171,6 +182,9 @@ struct Proc {
     /// The process we spawned (the postmaster itself, or `runuser` around
     /// it); `None` for a postmaster adopted by `attach` or a stopped segment.
     child: Option<Child>,
+    /// The postmaster's PID once it served a connection. Kept because the
+    /// postmaster removes `postmaster.pid` a moment before it exits.
+    pid: Option<i32>,
 }
 
 impl Segment {
@@ -204,13 +218,29 @@ impl Segment {
                 Ok(None) => return false,
             }
         }
+        if let Some(pid) = proc.pid {
+            if pid_alive(pid) && is_postgres(pid) {
+                return false;
+            }
+            proc.pid = None;
+        }
+        drop(proc);
         self.postmaster_pid().is_none()
+    }
+
+    /// The postmaster to signal: from `postmaster.pid`, else the one last seen.
+    fn signal_target(&self) -> Option<i32> {
+        self.postmaster_pid().or_else(|| {
+            self.proc()
+                .pid
+                .filter(|&pid| pid_alive(pid) && is_postgres(pid))
+        })
     }
 
     /// Asks the postmaster for a fast shutdown: active sessions are
     /// terminated, the data is checkpointed.
     fn begin_stop(&self) {
-        if let Some(pid) = self.postmaster_pid() {
+        if let Some(pid) = self.signal_target() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
         } else if let Some(child) = self.proc().child.as_ref() {
             // Not yet (or no longer) in postmaster.pid: signal what we spawned.
@@ -220,7 +250,7 @@ impl Segment {
 
     /// Kills the postmaster and its backends, then reaps our child.
     fn force_stop(&self) {
-        if let Some(pid) = self.postmaster_pid() {
+        if let Some(pid) = self.signal_target() {
             let backends = children_of(pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             for b in backends {
@@ -234,19 +264,7 @@ impl Segment {
         }
     }
 
-    /// Stops the segment, blocking the thread (used by `Drop`).
-    fn stop_blocking(&self, timeout: Duration) {
-        self.begin_stop();
-        let deadline = Instant::now() + timeout;
-        while !self.exited() {
-            if Instant::now() >= deadline {
-                self.force_stop();
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
+    /// Fast shutdown, escalating to [`Self::force_stop`] after `timeout`.
     async fn stop(&self, timeout: Duration) {
         self.begin_stop();
         let deadline = Instant::now() + timeout;
@@ -610,10 +628,11 @@ impl LocalCluster {
             match self.wait_ready(i, "postgres").await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    // Stopped first, so that the log holds the server's last word.
+                    seg.stop(self.stop_timeout).await;
                     let in_use = fs::read_to_string(seg.log_file())
                         .map(|log| log_tail(&log).contains("Address already in use"))
                         .unwrap_or(false);
-                    seg.stop(self.stop_timeout).await;
                     if !in_use || fixed_port {
                         return Err(e);
                     }
@@ -677,8 +696,13 @@ impl LocalCluster {
             if let Some(status) = spawned_and_gone {
                 return Err(self.start_error(i, &format!("the server exited ({status})")));
             }
-            if let Ok(dir) = self.data_directory(i, database).await {
+            // Bounded: a stranger holding the port may accept and never answer.
+            let probe =
+                tokio::time::timeout(Duration::from_secs(1), self.data_directory(i, database));
+            if let Ok(Ok(dir)) = probe.await {
                 if fs::canonicalize(&dir).unwrap_or_else(|_| PathBuf::from(&dir)) == want {
+                    let pid = seg.postmaster_pid();
+                    seg.proc().pid = pid;
                     return Ok(());
                 }
                 return Err(self.start_error(
@@ -797,9 +821,13 @@ impl Drop for LocalCluster {
             }
             std::thread::sleep(POLL);
         }
+        // Past the timeout: kill what is left (postmaster and backends).
         for seg in &self.segments {
             if !seg.exited() {
-                seg.stop_blocking(Duration::from_secs(2));
+                tracing::warn!(
+                    "a segment under {} ignored fast shutdown; killing it",
+                    self.base_dir.display()
+                );
                 seg.force_stop();
             }
         }
@@ -917,6 +945,38 @@ fn prepare_dir(dir: &Path, run_as: Option<&RunAs>) -> Result<()> {
     if let Some(user) = run_as {
         nix::unistd::chown(dir, Some(user.uid), Some(user.gid))
             .map_err(|e| Error::Config(format!("chown {} to {}: {e}", dir.display(), user.name)))?;
+        check_reachable(dir, user)?;
+    }
+    Ok(())
+}
+
+/// The server user must be able to traverse every parent of `dir` (a base
+/// dir under root's 0700 home is not), or initdb fails obscurely.
+fn check_reachable(dir: &Path, user: &RunAs) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.mode();
+        let searchable = if meta.uid() == user.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid.as_raw() {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !searchable {
+            return Err(Error::Config(format!(
+                "the database servers run as OS user `{}`, which cannot reach {}: {} is not \
+                 searchable by it; put the cluster elsewhere (e.g. under /tmp or /var/tmp) \
+                 or `chmod o+x {}`",
+                user.name,
+                dir.display(),
+                ancestor.display(),
+                ancestor.display()
+            )));
+        }
     }
     Ok(())
 }
@@ -1110,6 +1170,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panicking_owner_still_stops_its_segments() {
+        if no_postgres() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let owner = tokio::spawn(async move {
+            let cluster = LocalCluster::start(2, ClusterOptions::default())
+                .await
+                .unwrap();
+            let _ = tx.send((running_pids(&cluster), cluster.base_dir().to_path_buf()));
+            panic!("test body failed while holding the cluster");
+        });
+        assert!(owner.await.unwrap_err().is_panic());
+        let (pids, base) = rx.await.unwrap();
+        for pid in pids {
+            assert!(!pid_alive(pid), "postmaster {pid} outlived the panic");
+        }
+        assert!(!base.exists());
+    }
+
+    #[tokio::test]
     async fn a_kept_cluster_can_be_attached_and_a_stopped_one_restarted() {
         if no_postgres() {
             return;
@@ -1164,6 +1245,36 @@ mod tests {
         for pid in again {
             assert!(!pid_alive(pid));
         }
+    }
+
+    #[tokio::test]
+    async fn attach_moves_a_segment_whose_port_was_taken_meanwhile() {
+        if no_postgres() {
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let base = scratch.path().join("cluster");
+        let cluster = LocalCluster::start(1, ClusterOptions::default().with_base_dir(&base))
+            .await
+            .unwrap();
+        let old_port = cluster.port(0);
+        drop(cluster);
+        let squatter = TcpListener::bind(("127.0.0.1", old_port)).unwrap();
+        let cluster = LocalCluster::attach(&base).await.unwrap();
+        assert_ne!(cluster.port(0), old_port);
+        cluster
+            .client(0)
+            .await
+            .unwrap()
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+        let manifest = fs::read_to_string(base.join(MANIFEST_FILE)).unwrap();
+        assert!(
+            manifest.contains(&cluster.port(0).to_string()),
+            "{manifest}"
+        );
+        drop(squatter);
     }
 
     #[tokio::test]
@@ -1228,6 +1339,20 @@ mod tests {
         assert_eq!(row.get::<_, i32>(1), 3072);
         assert_eq!(row.get::<_, i64>(2), 10);
         assert_eq!((row.get::<_, i32>(3), row.get::<_, i32>(4)), (0, 9));
+    }
+
+    #[tokio::test]
+    async fn a_base_dir_the_server_user_cannot_reach_is_refused_with_advice() {
+        if no_postgres() || !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        let scratch = tempfile::tempdir().unwrap();
+        fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let opts = ClusterOptions::default().with_base_dir(scratch.path().join("cluster"));
+        let err = LocalCluster::start(1, opts).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(err.to_string().contains("chmod o+x"), "{err}");
     }
 
     #[test]

@@ -104,7 +104,20 @@ impl FilesSource {
             .with_target_partitions(target_partitions.max(1))
             .with_round_robin_repartition(false)
             .with_repartition_file_scans(true)
-            .with_batch_size(limits.rows);
+            // Split even small files into `target_partitions` byte ranges:
+            // the endpoint count is what spreads a table over workers.
+            .with_repartition_file_min_size(0)
+            .with_batch_size(limits.rows)
+            // Each ticket executes its partition in a plan of its own, so no
+            // partition may depend on its siblings being polled: no stealing
+            // of a sibling's files (which would read them twice), and no
+            // dynamic filters (a partitioned join's filter waits for every
+            // partition's build side).
+            .set_bool(
+                "datafusion.execution.enable_file_stream_work_stealing",
+                false,
+            )
+            .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
         let ctx = SessionContext::new_with_config(config);
 
         // Two files with one stem would silently shadow each other: refuse.
@@ -140,8 +153,23 @@ impl FilesSource {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self.ctx.sql_with_options(sql, options).await?;
-        Ok(df.create_physical_plan().await?)
+        let df = self
+            .ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(query_error)?;
+        let plan = df.create_physical_plan().await.map_err(query_error)?;
+        // The optimizer splits file scans only beneath another operator; a
+        // bare `SELECT * FROM t` would stay one partition per file. Split
+        // the root scan the same (deterministic, byte-range) way.
+        let state = self.ctx.state();
+        let target = state.config().target_partitions();
+        if plan.properties().output_partitioning().partition_count() < target {
+            if let Some(split) = plan.repartitioned(target, state.config_options())? {
+                return Ok(split);
+            }
+        }
+        Ok(plan)
     }
 }
 
@@ -216,6 +244,19 @@ impl Source for FilesSource {
             });
         }
         Ok(out)
+    }
+}
+
+/// Classifies a planning error by its root cause: DataFusion wraps the
+/// planner's errors (an unknown table, a bad column) in diagnostics and
+/// context, and the client must still be told its query was wrong.
+fn query_error(e: datafusion::error::DataFusionError) -> Error {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::SQL(..) | D::Plan(..) | D::SchemaError(..) | D::NotImplemented(..) => {
+            Error::InvalidQuery(e.to_string())
+        }
+        _ => Error::from(e),
     }
 }
 

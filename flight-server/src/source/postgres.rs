@@ -62,10 +62,10 @@ impl Segment {
             .connect(NoTls)
             .await
             .map_err(|e| Error::from_pg(&format!("connecting to {}", self.display), e))?;
-        let display = self.display.clone();
+        let name = self.display.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(segment = %display, error = %e, "connection closed with an error");
+                tracing::debug!(segment = %name, error = %e, "connection closed with an error");
             }
         });
         Ok(client)
@@ -667,20 +667,20 @@ async fn stream_copy(
     copy: tokio_postgres::CopyOutStream,
     decoder: CopyDecoder,
     tx: mpsc::Sender<Result<arrow_array::RecordBatch>>,
-    display: String,
+    name: String,
 ) {
     let cancel = client.cancel_token();
     let copy = Box::pin(copy);
-    let outcome = pump(copy, decoder, &tx, &display).await;
+    let outcome = pump(copy, decoder, &tx, &name).await;
     if let Err(stop) = outcome {
         if let Stop::Failed(e) = stop {
             let _ = tx.send(Err(e)).await;
         } else {
-            tracing::debug!(segment = %display, "reader went away; cancelling the query");
+            tracing::debug!(segment = %name, "reader went away; cancelling the query");
         }
         // Whatever the backend is still doing for us is wasted work.
         if let Err(e) = cancel.cancel_query(NoTls).await {
-            tracing::debug!(segment = %display, error = %e, "cancel request failed");
+            tracing::debug!(segment = %name, error = %e, "cancel request failed");
         }
     }
     // Dropping the client closes the connection (the backend exits).
@@ -803,12 +803,14 @@ mod tests {
         /// A fresh database `name` on the server; returns its connection string.
         async fn fresh_db(base: &str, name: &str) -> String {
             let admin = connect(base).await;
-            admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-                ))
-                .await
-                .unwrap();
+            // Separate statements: DROP/CREATE DATABASE refuse to run in
+            // the implicit transaction of a multi-statement query.
+            for stmt in [
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                admin.batch_execute(&stmt).await.unwrap();
+            }
             let mut config: Config = base.parse().unwrap();
             config.dbname(name);
             let host = match &config.get_hosts()[0] {

@@ -64,7 +64,12 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub(crate) fn new(p: &nn::Path<'_>, init: &mut Init, inputs: usize, outputs: usize) -> Result<Self> {
+    pub(crate) fn new(
+        p: &nn::Path<'_>,
+        init: &mut Init,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Self> {
         let bound = 1.0 / (inputs as f64).sqrt();
         let (i, o) = (inputs as i64, outputs as i64);
         Ok(Linear {
@@ -85,8 +90,16 @@ impl Linear {
         let (n, k) = (size[0], size[1]);
         let offsets = Tensor::f_arange_start_step(0, n * k, k, (Kind::Int64, indices.device()))?;
         let flat = indices.f_reshape([-1])?;
-        let (sum, _, _, _) =
-            Tensor::f_embedding_bag(&self.w, &flat, &offsets, false, 0, false, None::<Tensor>, false)?;
+        let (sum, _, _, _) = Tensor::f_embedding_bag(
+            &self.w,
+            &flat,
+            &offsets,
+            false,
+            0,
+            false,
+            None::<Tensor>,
+            false,
+        )?;
         Ok(sum.f_add(&self.b)?)
     }
 }

@@ -21,7 +21,13 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(p: &nn::Path<'_>, init: &mut Init, inputs: usize, outputs: usize, stride: usize) -> Result<Self> {
+    fn new(
+        p: &nn::Path<'_>,
+        init: &mut Init,
+        inputs: usize,
+        outputs: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let shortcut = if stride != 1 || inputs != outputs {
             Some((
                 Conv2d::new(&(p / "down_conv"), init, inputs, outputs, 1, stride, false)?,
@@ -40,7 +46,10 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.f_relu()?;
+        let h = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, train)?
+            .f_relu()?;
         let h = self.bn2.forward_t(&self.conv2.forward(&h)?, train)?;
         let skip = match &self.shortcut {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
@@ -60,7 +69,12 @@ pub(crate) struct ResNet18 {
 }
 
 impl ResNet18 {
-    pub(crate) fn new(p: &nn::Path<'_>, init: &mut Init, channels: usize, classes: usize) -> Result<Self> {
+    pub(crate) fn new(
+        p: &nn::Path<'_>,
+        init: &mut Init,
+        channels: usize,
+        classes: usize,
+    ) -> Result<Self> {
         let stem = Conv2d::new(&(p / "stem"), init, channels, 64, 3, 1, false)?;
         let bn = BatchNorm::new(&(p / "bn"), 64)?;
         let mut blocks = Vec::with_capacity(8);
@@ -74,7 +88,12 @@ impl ResNet18 {
             }
         }
         let fc = Linear::new(&(p / "fc"), init, 512, classes)?;
-        Ok(ResNet18 { stem, bn, blocks, fc })
+        Ok(ResNet18 {
+            stem,
+            bn,
+            blocks,
+            fc,
+        })
     }
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

@@ -2,9 +2,10 @@
 //!
 //! Names: `w.<variable>` for every `VarStore` variable (trainable or not, so
 //! batch-norm statistics hop too), and the optimizer's own names
-//! (`opt.step`, `opt.<param>.m`, `opt.<param>.v`). The header's metadata
-//! carries a format tag and the configuration as JSON for inspection; the
-//! configuration passed to [`Model::from_state`] is the one that counts.
+//! (`opt.step`, `opt.<param>.m`, `opt.<param>.v`). The header's metadata has
+//! one entry, the format tag mapped to the configuration as JSON, for
+//! inspection; the configuration passed to [`Model::from_state`] is the one
+//! that counts. The same state always encodes to the same bytes.
 //! Tensors are written bit for bit, so a round trip changes nothing and
 //! training continues exactly as if the model had never left.
 
@@ -19,7 +20,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::optim::{copy_checked, Optimizer};
 
-/// Value of the `format` metadata key.
+/// The one metadata key (its value is the configuration as JSON).
 const FORMAT: &str = "hopper-model-state-v1";
 /// Prefix of weight names in the blob.
 const WEIGHT_PREFIX: &str = "w.";
@@ -32,7 +33,11 @@ fn dtype(kind: Kind) -> Result<Dtype> {
         Kind::BFloat16 => Dtype::BF16,
         Kind::Int64 => Dtype::I64,
         Kind::Int => Dtype::I32,
-        other => return Err(Error::State(format!("cannot serialize tensors of {other:?}"))),
+        other => {
+            return Err(Error::State(format!(
+                "cannot serialize tensors of {other:?}"
+            )))
+        }
     })
 }
 
@@ -44,7 +49,11 @@ fn kind(dtype: Dtype) -> Result<Kind> {
         Dtype::BF16 => Kind::BFloat16,
         Dtype::I64 => Kind::Int64,
         Dtype::I32 => Kind::Int,
-        other => return Err(Error::State(format!("unsupported tensor type {other:?} in state"))),
+        other => {
+            return Err(Error::State(format!(
+                "unsupported tensor type {other:?} in state"
+            )))
+        }
     })
 }
 
@@ -96,10 +105,9 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let config = serde_json::to_string(&self.config)
             .map_err(|e| Error::State(format!("cannot encode the configuration: {e}")))?;
-        let metadata = HashMap::from([
-            ("format".to_string(), FORMAT.to_string()),
-            ("config".to_string(), config),
-        ]);
+        // One metadata entry: the header is JSON written in map order, and
+        // a single key keeps the blob's bytes a function of the state alone.
+        let metadata = HashMap::from([(FORMAT.to_string(), config)]);
         safetensors::serialize(views, Some(metadata))
             .map_err(|e| Error::State(format!("cannot encode the state: {e}")))
     }

@@ -81,6 +81,17 @@ pub struct UnitRecord {
     pub wait_seconds: f64,
 }
 
+/// A validation pass that was running when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Model index.
+    pub model: usize,
+    /// The epoch the model finished.
+    pub epoch: usize,
+    /// The state file (relative to the checkpoint dir) it ended that epoch with.
+    pub state: String,
+}
+
 /// Everything a resumed run needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -98,6 +109,9 @@ pub struct Checkpoint {
     pub elapsed: f64,
     /// Hash of the run configuration, to refuse resuming another run.
     pub config_fingerprint: String,
+    /// Validation passes to run again on resume.
+    #[serde(default)]
+    pub pending_evals: Vec<EvalRecord>,
 }
 
 /// Where a run keeps its checkpoint.
@@ -150,8 +164,13 @@ impl CheckpointDir {
     /// Commits a checkpoint, then removes state files it no longer names.
     pub fn commit(&self, c: &Checkpoint) -> Result<()> {
         write_atomic(&self.file(), &serde_json::to_vec(c)?)?;
-        let keep: std::collections::HashSet<&str> =
-            c.states.iter().flatten().map(String::as_str).collect();
+        let keep: std::collections::HashSet<&str> = c
+            .states
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(c.pending_evals.iter().map(|e| e.state.as_str()))
+            .collect();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod results;
 pub mod trainers;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -31,12 +32,11 @@ use hopper_proto::{train_event, CacheMode as ProtoCache, FlightEndpoint, TrainUn
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use crate::config::ModelConfig;
 use crate::data::{self, FlightSlice};
 use crate::error::{Error, Result};
 use crate::grid::{Cache, RunConfig};
 use crate::schedule::{Policy, Scheduler, Unit};
-use checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, UnitRecord};
+use checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord};
 use progress::{ProgressMode, Reporter};
 use trainers::LocalTrainer;
 
@@ -89,10 +89,85 @@ enum Done {
         result: Result<hopper_proto::UnitResult>,
     },
     Eval {
-        model: usize,
-        epoch: usize,
+        eval: PendingEval,
         result: Result<(u64, f64, u64)>,
     },
+}
+
+/// A validation pass of one model after one epoch, with the state it ended
+/// the epoch with (the model itself may already be training the next one).
+#[derive(Clone)]
+struct PendingEval {
+    model: usize,
+    epoch: usize,
+    state: Arc<Vec<u8>>,
+    attempts: u32,
+}
+
+/// The trainers of a run: their clients, and the processes of the ones this
+/// runner spawned (so that a dead one can be replaced).
+struct Trainers {
+    clients: Vec<TrainerClient<Channel>>,
+    local: Vec<Option<LocalTrainer>>,
+    binary: PathBuf,
+    threads: usize,
+}
+
+impl Trainers {
+    async fn start(config: &RunConfig, w: usize, binary: PathBuf, reporter: &Reporter) -> Result<Self> {
+        let mut t = Trainers {
+            clients: Vec::with_capacity(w),
+            local: Vec::with_capacity(w),
+            binary,
+            threads: config.train.threads,
+        };
+        if config.train.addresses.is_empty() {
+            for worker in 0..w {
+                let lt = LocalTrainer::spawn(&t.binary, t.threads)?;
+                reporter.trainer_started(worker, lt.pid(), &lt.address);
+                t.clients.push(trainers::connect(&lt.address).await?);
+                t.local.push(Some(lt));
+            }
+        } else {
+            for a in &config.train.addresses {
+                t.clients.push(trainers::connect(a).await?);
+                t.local.push(None);
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether trainer `w` answers a health check.
+    async fn alive(&mut self, w: usize) -> bool {
+        if let Some(Some(t)) = self.local.get_mut(w) {
+            if t.exited() {
+                return false;
+            }
+        }
+        let mut c = self.clients[w].clone();
+        let check = c.health(hopper_proto::HealthRequest {});
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), check).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Replaces trainer `w` by a fresh process if it is one of ours and is
+    /// dead. Returns whether it did.
+    async fn replace_if_dead(&mut self, w: usize, reporter: &Reporter) -> Result<bool> {
+        if self.local.get(w).is_none_or(Option::is_none) || self.alive(w).await {
+            return Ok(false);
+        }
+        if let Some(Some(old)) = self.local.get_mut(w) {
+            old.kill();
+        }
+        let t = LocalTrainer::spawn(&self.binary, self.threads)?;
+        reporter.println(format!("trainer {w}: replaced by a new process at {}", t.address));
+        reporter.trainer_started(w, t.pid(), &t.address);
+        self.clients[w] = trainers::connect(&t.address).await?;
+        self.local[w] = Some(t);
+        Ok(true)
+    }
 }
 
 /// A stable fingerprint of what determines a run's results.
@@ -159,7 +234,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
 
     // Resume or start fresh.
     let existing = ckdir.load()?;
-    let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0) =
+    let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
         match (opts.resume, existing) {
             (true, Some(c)) => {
                 if c.config_fingerprint != fp {
@@ -182,7 +257,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                         None => None,
                     });
                 }
-                (c.scheduler, states, c.units_done, c.metrics, c.timeline, c.elapsed)
+                (c.scheduler, states, c.units_done, c.metrics, c.timeline, c.elapsed, c.pending_evals)
             }
             (false, Some(_)) => {
                 return Err(Error::Config(format!(
@@ -192,10 +267,8 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 )))
             }
             (_, None) => {
-                let costs = models.iter().map(unit_cost).collect();
-                let s = Scheduler::new(models.len(), w, config.train.epochs, config.train.seed, Policy::Reproducible)?
-                    .with_model_costs(costs)?;
-                (s, vec![None; models.len()], vec![0; models.len()], vec![Vec::new(); models.len()], Vec::new(), 0.0)
+                let s = Scheduler::new(models.len(), w, config.train.epochs, config.train.seed, Policy::Reproducible)?;
+                (s, vec![None; models.len()], vec![0; models.len()], vec![Vec::new(); models.len()], Vec::new(), 0.0, Vec::new())
             }
         };
 
@@ -204,15 +277,9 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         Some(b) => b.clone(),
         None => std::env::current_exe()?,
     };
-    let mut local: Vec<Option<LocalTrainer>> = Vec::new();
-    let mut addresses = config.train.addresses.clone();
-    if addresses.is_empty() {
-        for _ in 0..w {
-            let t = LocalTrainer::spawn(&binary, config.train.threads)?;
-            addresses.push(t.address.clone());
-            local.push(Some(t));
-        }
-    }
+    let progress = sched.progress();
+    let reporter = Arc::new(Reporter::new(opts.progress, w, progress.total, progress.done));
+    let mut trainers = Trainers::start(&config, w, binary, &reporter).await?;
     let cache = match config.source.cache {
         Cache::Memory => ProtoCache::Memory,
         Cache::Disk => ProtoCache::Disk,
@@ -226,12 +293,8 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         features_json: String::new(),
         threads: config.train.threads as u32,
     };
-    let mut clients: Vec<TrainerClient<Channel>> = Vec::with_capacity(w);
-    for a in &addresses {
-        clients.push(trainers::connect(a).await?);
-    }
     let mut opens = JoinSet::new();
-    for (p, c) in clients.iter().enumerate() {
+    for (p, c) in trainers.clients.iter().enumerate() {
         let mut c = c.clone();
         let req = open_req(p);
         opens.spawn(async move { (p, c.open_partition(req).await) });
@@ -246,14 +309,25 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         .iter()
         .map(|m| serde_json::to_string(m).map(Arc::new))
         .collect::<std::result::Result<_, _>>()?;
-    let progress = sched.progress();
-    let reporter = Arc::new(Reporter::new(opts.progress, w, progress.total, progress.done));
     let started = Instant::now();
     let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
     let mut busy = vec![false; w];
     let mut failures = vec![0u32; w];
     let mut set: JoinSet<Done> = JoinSet::new();
     let mut interrupt = opts.interrupt.take();
+    // Validation passes in flight, by (model, epoch): checkpointed with their
+    // states so that a resumed run still validates every epoch.
+    let mut evals: BTreeMap<(usize, usize), Arc<Vec<u8>>> = BTreeMap::new();
+    for e in resumed_evals {
+        let state = Arc::new(ckdir.read_state(&e.state)?);
+        evals.insert((e.model, e.epoch), state.clone());
+        spawn_eval(
+            &mut set,
+            &trainers.clients,
+            configs_json[e.model].clone(),
+            PendingEval { model: e.model, epoch: e.epoch, state, attempts: 0 },
+        );
+    }
 
     loop {
         for (worker, is_busy) in busy.iter_mut().enumerate() {
@@ -271,7 +345,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 seed: config.train.seed.wrapping_add(unit.model as u64),
                 train: Vec::new(),
             };
-            let client = clients[worker].clone();
+            let client = trainers.clients[worker].clone();
             let rep = reporter.clone();
             let start = now(&started);
             set.spawn(async move {
@@ -329,18 +403,18 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 if sched.model_epoch(m)? > unit.epoch {
                     if has_validation {
                         let state = states[m].clone().unwrap_or_default();
-                        let cfg = configs_json[m].clone();
-                        let cs = clients.clone();
-                        let epoch = unit.epoch;
-                        set.spawn(async move {
-                            let result = evaluate_everywhere(cs, cfg, state).await;
-                            Done::Eval { model: m, epoch, result }
-                        });
+                        evals.insert((m, unit.epoch), state.clone());
+                        spawn_eval(
+                            &mut set,
+                            &trainers.clients,
+                            configs_json[m].clone(),
+                            PendingEval { model: m, epoch: unit.epoch, state, attempts: 0 },
+                        );
                     } else {
                         reporter.epoch_done(m, unit.epoch, &metrics[m][unit.epoch]);
                     }
                 }
-                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, now(&started), &fp)?;
+                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, &evals, now(&started), &fp)?;
             }
             Done::Unit { worker, unit, result: Err(e), .. } => {
                 busy[worker] = false;
@@ -353,29 +427,59 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                         "{MAX_RETRIES} units failed in a row; last error: {e}; the checkpoint is kept, fix the trainer and `--resume`"
                     )));
                 }
-                // A local trainer that died is replaced and re-opened; the
-                // unit then runs again from the model's previous state.
-                if let Some(Some(t)) = local.get_mut(worker) {
-                    if t.exited() {
-                        let t2 = LocalTrainer::spawn(&binary, config.train.threads)?;
-                        clients[worker] = trainers::connect(&t2.address).await?;
-                        local[worker] = Some(t2);
-                    }
+                // A local trainer that died is replaced; the unit then runs
+                // again from the model's state before it. A trainer that is
+                // alive but failed gets a pause before its next unit.
+                if !trainers.replace_if_dead(worker, &reporter).await? {
+                    let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
+                    tokio::time::sleep(backoff).await;
                 }
-                let backoff = std::time::Duration::from_millis(200 * (1 << failures[worker].min(5)));
-                tokio::time::sleep(backoff).await;
-                if let Err(s) = clients[worker].open_partition(open_req(worker)).await {
+                if let Err(s) = trainers.clients[worker].open_partition(open_req(worker)).await {
                     reporter.println(format!("trainer {worker}: reopening partition failed: {}", s.message()));
                 }
             }
-            Done::Eval { model, epoch, result } => {
-                let (n, loss, correct) = result?;
+            Done::Eval { eval, result: Ok((n, loss, correct)) } => {
+                let (model, epoch) = (eval.model, eval.epoch);
+                evals.remove(&(model, epoch));
                 let em = epoch_slot(&mut metrics[model], epoch);
                 em.val_samples = n;
                 em.val_loss_sum = loss;
                 em.val_correct = correct;
                 reporter.epoch_done(model, epoch, &metrics[model][epoch]);
-                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, now(&started), &fp)?;
+                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, &evals, now(&started), &fp)?;
+            }
+            Done::Eval { mut eval, result: Err(e) } => {
+                eval.attempts += 1;
+                if eval.attempts > MAX_RETRIES {
+                    reporter.finish();
+                    return Err(Error::Trainer {
+                        trainer: "validation".into(),
+                        message: format!(
+                            "validating model {} after epoch {} failed {MAX_RETRIES} times; last error: {e}; \
+                             the checkpoint is kept, fix the trainers and `--resume`",
+                            eval.model, eval.epoch + 1
+                        ),
+                    });
+                }
+                reporter.println(format!(
+                    "validating model {} after epoch {} failed, will run again: {e}",
+                    eval.model, eval.epoch + 1
+                ));
+                // Replace whichever trainer died (a busy one's unit fails
+                // too and is rerun), reopen it, then validate again.
+                let mut replaced = false;
+                for worker in 0..w {
+                    if trainers.replace_if_dead(worker, &reporter).await? {
+                        replaced = true;
+                        if let Err(s) = trainers.clients[worker].open_partition(open_req(worker)).await {
+                            reporter.println(format!("trainer {worker}: reopening partition failed: {}", s.message()));
+                        }
+                    }
+                }
+                if !replaced {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << eval.attempts.min(6))).await;
+                }
+                spawn_eval(&mut set, &trainers.clients, configs_json[eval.model].clone(), eval);
             }
         }
     }
@@ -405,13 +509,8 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         })?;
         results::write_tables(&outcome, &config, db, table).await?;
     }
-    drop(local);
+    drop(trainers);
     Ok(outcome)
-}
-
-/// Relative cost of a unit: small batches run fewer samples per second.
-fn unit_cost(c: &ModelConfig) -> f64 {
-    1.0 + 64.0 / c.batch_size as f64
 }
 
 fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {
@@ -429,6 +528,7 @@ fn commit(
     units_done: &[u64],
     metrics: &[Vec<EpochMetrics>],
     timeline: &[UnitRecord],
+    evals: &BTreeMap<(usize, usize), Arc<Vec<u8>>>,
     elapsed: f64,
     fp: &str,
 ) -> Result<()> {
@@ -450,6 +550,14 @@ fn commit(
             None => None,
         });
     }
+    let mut pending_evals = Vec::with_capacity(evals.len());
+    for (&(model, epoch), bytes) in evals {
+        let name = format!("model-{model}.e{epoch}.safetensors");
+        if !ckdir_has(ckdir, &name) {
+            checkpoint::write_atomic(&ckdir.file().with_file_name(&name), bytes)?;
+        }
+        pending_evals.push(EvalRecord { model, epoch, state: name });
+    }
     ckdir.commit(&Checkpoint {
         scheduler: snapshot,
         states: names,
@@ -458,6 +566,7 @@ fn commit(
         timeline: timeline.to_vec(),
         elapsed,
         config_fingerprint: fp.to_string(),
+        pending_evals,
     })
 }
 
@@ -490,6 +599,19 @@ async fn run_unit(
             Err(s) => return Err(trainer_err(w, s.message())),
         }
     }
+}
+
+fn spawn_eval(
+    set: &mut JoinSet<Done>,
+    clients: &[TrainerClient<Channel>],
+    config_json: Arc<String>,
+    eval: PendingEval,
+) {
+    let clients = clients.to_vec();
+    set.spawn(async move {
+        let result = evaluate_everywhere(clients, config_json, eval.state.clone()).await;
+        Done::Eval { eval, result }
+    });
 }
 
 async fn evaluate_everywhere(

@@ -76,6 +76,13 @@ impl Reporter {
         }
     }
 
+    /// A trainer process started (also after replacing a dead one).
+    pub fn trainer_started(&self, worker: usize, pid: Option<u32>, address: &str) {
+        self.json(serde_json::json!({
+            "event": "trainer", "trainer": worker, "pid": pid, "address": address,
+        }));
+    }
+
     /// A unit started on its worker.
     pub fn unit_started(&self, unit: Unit) {
         self.set_worker(

@@ -1,9 +1,9 @@
 //! Trainer processes: spawned locally (one per partition) or given as
 //! addresses, and the gRPC clients that drive them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use hopper_proto::trainer_client::TrainerClient;
@@ -16,8 +16,13 @@ use crate::trainer::MAX_MESSAGE;
 pub const LISTENING: &str = "mop trainer listening on ";
 
 /// A locally spawned trainer process, killed when dropped.
+///
+/// The trainer runs with `--exit-with-parent` and this struct holds its
+/// standard input: when the runner dies, even by SIGKILL, the pipe closes
+/// and the trainer exits.
 pub struct LocalTrainer {
     child: Option<Child>,
+    _stdin: Option<ChildStdin>,
     /// `http://127.0.0.1:PORT`
     pub address: String,
 }
@@ -26,9 +31,9 @@ impl LocalTrainer {
     /// Starts `<mop> trainer --bind 127.0.0.1:0` and reads its address.
     pub fn spawn(binary: &PathBuf, threads: usize) -> Result<Self> {
         let mut child = Command::new(binary)
-            .args(["trainer", "--bind", "127.0.0.1:0", "--threads"])
+            .args(["trainer", "--exit-with-parent", "--bind", "127.0.0.1:0", "--threads"])
             .arg(threads.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -40,15 +45,25 @@ impl LocalTrainer {
             trainer: "local".into(),
             message: "no stdout".into(),
         })?;
+        let stdin = child.stdin.take();
         let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
+        let mut reader = BufReader::new(stdout);
+        let read = reader.read_line(&mut line);
         let mut t = LocalTrainer {
             child: Some(child),
+            _stdin: stdin,
             address: String::new(),
         };
         match (read, line.trim().strip_prefix(LISTENING)) {
             (Ok(_), Some(addr)) => {
                 t.address = addr.to_string();
+                // Anything else the trainer prints goes to our stderr; a
+                // closed pipe would make its next print fail.
+                std::thread::spawn(move || {
+                    for line in reader.lines().map_while(std::result::Result::ok) {
+                        let _ = writeln!(std::io::stderr(), "{line}");
+                    }
+                });
                 Ok(t)
             }
             _ => Err(Error::Trainer {
@@ -63,6 +78,14 @@ impl LocalTrainer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         match self.child.as_mut() {
@@ -74,10 +97,7 @@ impl LocalTrainer {
 
 impl Drop for LocalTrainer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 

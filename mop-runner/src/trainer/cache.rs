@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::FileReader;
@@ -43,17 +43,22 @@ pub struct PartitionData {
     /// Raw batches (memory mode), kept to featurize for new input specs.
     batches: Vec<RecordBatch>,
     /// Featurized batches per feature key (memory mode).
-    featurized: HashMap<String, Arc<Vec<Featurized>>>,
+    featurized: HashMap<String, SharedFeatures>,
     /// The IPC file (disk mode).
     file: Option<PathBuf>,
     /// Rows read at open (memory and disk modes).
     pub rows: u64,
 }
 
+/// Featurized batches shared between passes. Tensors are `Send` but not
+/// `Sync`, hence the mutex (taken once per batch, never contended: one
+/// unit runs at a time).
+pub type SharedFeatures = Arc<Mutex<Vec<Featurized>>>;
+
 /// A source of record batches for one pass.
 pub enum Batches {
     /// Already featurized, in memory.
-    Featurized(Arc<Vec<Featurized>>),
+    Featurized(SharedFeatures),
     /// Arrow batches arriving through a bounded channel.
     Stream(mpsc::Receiver<Result<RecordBatch>>),
 }
@@ -126,7 +131,7 @@ impl PartitionData {
                     .iter()
                     .map(&featurize)
                     .collect::<Result<Vec<_>>>()?;
-                let f = Arc::new(f);
+                let f = Arc::new(Mutex::new(f));
                 self.featurized.insert(key.to_string(), f.clone());
                 Ok(Batches::Featurized(f))
             }

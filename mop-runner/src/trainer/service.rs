@@ -80,7 +80,13 @@ fn featurized_iter(
 ) -> Box<dyn Iterator<Item = Result<Featurized>> + Send> {
     match batches {
         Batches::Featurized(v) => {
-            Box::new((0..v.len()).map(move |i| Ok(v[i].shallow_clone())))
+            let n = v.lock().map(|g| g.len()).unwrap_or(0);
+            Box::new((0..n).map(move |i| {
+                let g = v
+                    .lock()
+                    .map_err(|_| Error::Config("feature cache poisoned".into()))?;
+                Ok(g[i].shallow_clone())
+            }))
         }
         Batches::Stream(mut rx) => Box::new(std::iter::from_fn(move || {
             rx.blocking_recv()
@@ -160,7 +166,7 @@ impl Trainer for TrainerService {
             let _guard = guard; // released when the unit ends
             let progress_tx = tx.clone();
             let result = (|| -> Result<UnitResult> {
-                crate::train::set_threads(threads);
+                crate::train::set_threads(threads as usize);
                 let (mut model, mut opt) = if req.state.is_empty() {
                     let model = Model::new(config.clone(), req.seed)?;
                     let opt = model.optimizer()?;
@@ -238,7 +244,7 @@ impl Trainer for TrainerService {
         let threads = opened.threads;
         let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {
             let _guard = guard;
-            crate::train::set_threads(threads);
+            crate::train::set_threads(threads as usize);
             let (model, _opt) = Model::from_state(config, &req.state)?;
             let m = evaluate(&model, featurized_iter(batches, featurizer))?;
             Ok(EvaluateResponse {

@@ -21,7 +21,7 @@ use arrow_array::builder::{
     LargeBinaryBuilder, LargeStringBuilder, StringBuilder, UInt32Builder,
 };
 use arrow_array::types::IntervalMonthDayNanoType;
-use arrow_array::{make_array, ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch};
+use arrow_array::{make_array, Array, ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch};
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, FieldRef, IntervalUnit, SchemaRef, TimeUnit};
 

@@ -1,0 +1,603 @@
+//! `data-plane`: hopper's Flight read path against PostgreSQL's own export.
+//!
+//! The question the benchmark answers: how close does a `DoGet` from the
+//! flight-server come to the fastest way PostgreSQL can hand a table out
+//! (`COPY … TO STDOUT (FORMAT binary)` drained to nowhere), per endpoint and
+//! in parallel, and does the server's memory stay flat as the table grows?
+//!
+//! # Design
+//!
+//! ```text
+//!  LocalCluster (N PostgreSQL 15 segments) ── load_criteo(rows) ──► table `criteo`
+//!      │
+//!      ├─ baseline: COPY binary / text ──► tokio-postgres copy_out, bytes dropped
+//!      ├─ split:    COPY binary ──► CopyDecoder (──► Flight IPC encoder), in this process
+//!      └─ hopper:   flight-server process ── DoGet ──► arrow_flight::FlightClient → RecordBatches
+//! ```
+//!
+//! Every measurement is the best of `--repeats` runs after one untimed read
+//! of the table (the machine is shared and noisy; ratios are what count).
+//! Besides wall time each run records CPU seconds of PostgreSQL, the
+//! flight-server and this process (from `/proc`), which says where the time
+//! goes without a profiler, and the flight-server's peak RSS (`VmHWM`,
+//! reset before each measurement).
+
+mod procstat;
+mod readers;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use flight_server::cluster::{load_criteo, ClusterOptions, LocalCluster};
+use procstat::CpuSnapshot;
+use readers::{CopyFormat, Stage, Volume};
+
+/// Benchmarks flight-server `DoGet` against PostgreSQL's binary COPY.
+#[derive(Debug, Parser)]
+#[command(name = "data-plane", about)]
+struct Args {
+    /// Rows of the main table.
+    #[arg(long, default_value_t = 2_000_000)]
+    rows: u64,
+    /// Rows of the larger table the hopper reads are repeated on (0 skips it).
+    #[arg(long, default_value_t = 10_000_000)]
+    rows_large: u64,
+    /// PostgreSQL segments (at least 2 for the two-segment measurements).
+    #[arg(long, default_value_t = 2)]
+    segments: usize,
+    /// Timed runs per measurement; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// The flight-server binary (default: next to this executable).
+    #[arg(long, value_name = "PATH")]
+    flight_server: Option<PathBuf>,
+    /// Seed of the generated table.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// A running flight-server process, killed on drop.
+struct Server {
+    child: tokio::process::Child,
+    pid: u32,
+    url: String,
+    /// RSS right after start, before any request (KiB).
+    idle_rss_kib: u64,
+    /// Kept open: the server owns its stdout for its lifetime.
+    _stdout: BufReader<tokio::process::ChildStdout>,
+}
+
+impl Server {
+    async fn start(bin: &Path, args: &[String], log: &Path) -> Result<Server> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = tokio::process::Command::new(bin)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("flight-server exited at once")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line))
+            .await
+            .context("flight-server printed no address within 60 s")??;
+        let Some(url) = line.trim().strip_prefix("flight-server listening on ") else {
+            bail!(
+                "flight-server did not start (it printed {line:?}); see {}",
+                log.display()
+            );
+        };
+        Ok(Server {
+            pid,
+            url: url.to_string(),
+            idle_rss_kib: procstat::rss_kib(pid)?,
+            child,
+            _stdout: stdout,
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// One line of the results table.
+struct Row {
+    name: String,
+    /// What `bytes` counts.
+    unit: &'static str,
+    vol: Volume,
+    /// Best wall time, seconds.
+    secs: f64,
+    /// CPU of the best run.
+    cpu: CpuSnapshot,
+    /// The flight-server's peak RSS over the measurement, KiB.
+    rss_kib: Option<u64>,
+    /// Index of the COPY row this one is compared with.
+    baseline: Option<usize>,
+}
+
+impl Row {
+    fn rows_per_sec(&self) -> f64 {
+        self.vol.rows as f64 / self.secs
+    }
+}
+
+/// What every measurement needs.
+struct Bench {
+    repeats: usize,
+    postmasters: Vec<u32>,
+    ticks: f64,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    /// Runs `read` `repeats` times and records the best run.
+    async fn measure<F, Fut>(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        server: Option<&Server>,
+        baseline: Option<usize>,
+        read: F,
+    ) -> Result<usize>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Volume>>,
+    {
+        let pid = server.map(|s| s.pid);
+        let rss_reset = pid.map(procstat::reset_peak_rss).unwrap_or(false);
+        let mut best: Option<(f64, Volume, CpuSnapshot)> = None;
+        for _ in 0..self.repeats.max(1) {
+            let before = CpuSnapshot::take(&self.postmasters, pid);
+            let start = Instant::now();
+            let vol = read().await.with_context(|| format!("measuring {name}"))?;
+            let secs = start.elapsed().as_secs_f64();
+            let cpu = CpuSnapshot::take(&self.postmasters, pid).since(&before);
+            if best.as_ref().is_none_or(|b| secs < b.0) {
+                best = Some((secs, vol, cpu));
+            }
+        }
+        let (secs, vol, cpu) = best.context("no run")?;
+        let rss_kib = match pid {
+            Some(p) => {
+                if !rss_reset {
+                    eprintln!("note: could not reset VmHWM of {p}; peak RSS is since start");
+                }
+                Some(procstat::peak_rss_kib(p)?)
+            }
+            None => None,
+        };
+        let row = Row {
+            name: name.to_string(),
+            unit,
+            vol,
+            secs,
+            cpu,
+            rss_kib,
+            baseline,
+        };
+        eprintln!(
+            "  {name}: {:.2} s, {:.0} rows/s, {:.1} MB/s ({unit})",
+            secs,
+            row.rows_per_sec(),
+            vol.bytes as f64 / 1e6 / secs
+        );
+        self.rows.push(row);
+        Ok(self.rows.len() - 1)
+    }
+
+    /// The results table in Markdown.
+    fn table(&self, rows: std::ops::Range<usize>) -> String {
+        let mut out = String::from(
+            "| read | rows | bytes counted | MB/s | rows/s | × COPY | best s | CPU s pg / server / client | server peak RSS |\n\
+             |---|---:|---|---:|---:|---:|---:|---|---:|\n",
+        );
+        for r in &self.rows[rows] {
+            let ratio = r
+                .baseline
+                .map(|b| format!("{:.2}", r.rows_per_sec() / self.rows[b].rows_per_sec()))
+                .unwrap_or_else(|| "1 (base)".into());
+            let cpu = |t: u64| t as f64 / self.ticks;
+            let server_cpu = if r.rss_kib.is_some() {
+                format!("{:.1}", cpu(r.cpu.server))
+            } else {
+                "–".into()
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.1} / {} / {:.1} | {} |\n",
+                r.name,
+                r.vol.rows,
+                r.unit,
+                r.vol.bytes as f64 / 1e6 / r.secs,
+                r.rows_per_sec(),
+                ratio,
+                r.secs,
+                cpu(r.cpu.postgres),
+                server_cpu,
+                cpu(r.cpu.client),
+                r.rss_kib
+                    .map(|k| format!("{:.0} MiB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "–".into()),
+            ));
+        }
+        out
+    }
+}
+
+/// Runs `jobs` as concurrent tasks (so that their CPU work can use both
+/// cores) and adds up what they read.
+async fn parallel(jobs: Vec<BoxFuture<'static, Result<Volume>>>) -> Result<Volume> {
+    let handles: Vec<_> = jobs.into_iter().map(tokio::spawn).collect();
+    let mut total = Volume::default();
+    for h in handles {
+        total = total + h.await.context("reader task panicked")??;
+    }
+    Ok(total)
+}
+
+fn copy_job(
+    url: &str,
+    sql: &str,
+    format: CopyFormat,
+    rows: u64,
+) -> BoxFuture<'static, Result<Volume>> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    async move { readers::copy_drain(&url, &sql, format, rows).await }.boxed()
+}
+
+fn flight_job(url: &str, ticket: &arrow_flight::Ticket) -> BoxFuture<'static, Result<Volume>> {
+    let (url, ticket) = (url.to_string(), ticket.clone());
+    async move { readers::flight_read(&url, ticket).await }.boxed()
+}
+
+fn check_rows(what: &str, got: u64, want: u64) -> Result<()> {
+    if got != want {
+        bail!("{what} returned {got} rows, the table holds {want}");
+    }
+    Ok(())
+}
+
+/// Which measurements a table gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Suite {
+    /// Everything: baselines, text COPY, in-process split, Flight.
+    Full,
+    /// The matching binary-COPY baselines and the Flight reads only.
+    Growth,
+}
+
+/// Measures every read of `table` and returns the index of its first row.
+async fn run_suite(
+    bench: &mut Bench,
+    cluster: &LocalCluster,
+    server_bin: &Path,
+    table: &str,
+    suite: Suite,
+) -> Result<usize> {
+    let first = bench.rows.len();
+    let urls = cluster.segment_urls();
+    let two_segments = urls.len() >= 2;
+    let sql = format!("SELECT * FROM {table}");
+
+    // Row counts (COPY binary cannot be counted without decoding it) and
+    // the page halves of segment 0 that `--split 2` reads.
+    let mut seg_rows = Vec::new();
+    for url in &urls {
+        seg_rows.push(readers::count_rows(url, &sql).await?);
+    }
+    let pages = readers::table_pages(&urls[0], table).await?;
+    let halves = readers::ctid_halves(table, pages);
+    let half_rows = [
+        readers::count_rows(&urls[0], &halves[0]).await?,
+        readers::count_rows(&urls[0], &halves[1]).await?,
+    ];
+    check_rows(
+        "the two ctid halves",
+        half_rows[0] + half_rows[1],
+        seg_rows[0],
+    )?;
+
+    // Warm the OS page cache: one untimed read of every segment.
+    let warm = Instant::now();
+    parallel(
+        urls.iter()
+            .zip(&seg_rows)
+            .map(|(u, r)| copy_job(u, &sql, CopyFormat::Binary, *r))
+            .collect(),
+    )
+    .await?;
+    eprintln!("{table}: warmed in {:.1} s", warm.elapsed().as_secs_f64());
+
+    let bin = CopyFormat::Binary;
+    let copy1 = bench
+        .measure("COPY binary, 1 conn (seg 0)", "COPY", None, None, || {
+            parallel(vec![copy_job(&urls[0], &sql, bin, seg_rows[0])])
+        })
+        .await?;
+    let copy2 = if two_segments {
+        Some(
+            bench
+                .measure(
+                    "COPY binary, 2 conns (seg 0 ∥ seg 1)",
+                    "COPY",
+                    None,
+                    None,
+                    || {
+                        parallel(vec![
+                            copy_job(&urls[0], &sql, bin, seg_rows[0]),
+                            copy_job(&urls[1], &sql, bin, seg_rows[1]),
+                        ])
+                    },
+                )
+                .await?,
+        )
+    } else {
+        None
+    };
+    let copy_halves = bench
+        .measure(
+            "COPY binary, 2 conns (2 ctid halves of seg 0)",
+            "COPY",
+            None,
+            None,
+            || {
+                parallel(vec![
+                    copy_job(&urls[0], &halves[0], bin, half_rows[0]),
+                    copy_job(&urls[0], &halves[1], bin, half_rows[1]),
+                ])
+            },
+        )
+        .await?;
+
+    if suite == Suite::Full {
+        bench
+            .measure(
+                "COPY text, 1 conn (seg 0)",
+                "COPY",
+                None,
+                Some(copy1),
+                || {
+                    parallel(vec![copy_job(
+                        &urls[0],
+                        &sql,
+                        CopyFormat::Text,
+                        seg_rows[0],
+                    )])
+                },
+            )
+            .await?;
+        for (name, unit, stage) in [
+            (
+                "in-process COPY → CopyDecoder (seg 0)",
+                "Arrow",
+                Stage::Decode,
+            ),
+            (
+                "in-process COPY → CopyDecoder → IPC encoder (seg 0)",
+                "IPC",
+                Stage::Encode,
+            ),
+        ] {
+            let i = bench
+                .measure(name, unit, None, Some(copy1), || {
+                    readers::copy_decode(&urls[0], &sql, stage)
+                })
+                .await?;
+            check_rows(name, bench.rows[i].vol.rows, seg_rows[0])?;
+        }
+    }
+
+    // hopper: one flight-server over every segment …
+    let seg_args: Vec<String> = urls
+        .iter()
+        .flat_map(|u| ["--segment".to_string(), u.clone()])
+        .collect();
+    let log = cluster
+        .base_dir()
+        .join(format!("flight-server-{table}.log"));
+    let server = Server::start(server_bin, &seg_args, &log).await?;
+    eprintln!(
+        "{table}: flight-server {} (pid {}), idle RSS {} KiB",
+        server.url, server.pid, server.idle_rss_kib
+    );
+    let tickets = readers::plan(&server.url, &sql).await?;
+    if tickets.len() != urls.len() {
+        bail!("expected one endpoint per segment, got {}", tickets.len());
+    }
+    let i = bench
+        .measure(
+            "Flight DoGet, 1 endpoint (seg 0)",
+            "Arrow",
+            Some(&server),
+            Some(copy1),
+            || parallel(vec![flight_job(&server.url, &tickets[0])]),
+        )
+        .await?;
+    check_rows("endpoint 0", bench.rows[i].vol.rows, seg_rows[0])?;
+    if let Some(copy2) = copy2 {
+        let i = bench
+            .measure(
+                "Flight DoGet, 2 endpoints (seg 0 ∥ seg 1)",
+                "Arrow",
+                Some(&server),
+                Some(copy2),
+                || {
+                    parallel(vec![
+                        flight_job(&server.url, &tickets[0]),
+                        flight_job(&server.url, &tickets[1]),
+                    ])
+                },
+            )
+            .await?;
+        check_rows(
+            "endpoints 0 and 1",
+            bench.rows[i].vol.rows,
+            seg_rows[0] + seg_rows[1],
+        )?;
+    }
+    server.stop().await;
+
+    // … and one with `--split 2` over segment 0 alone.
+    let mut split_args = vec!["--segment".to_string(), urls[0].clone()];
+    split_args.extend(["--split".to_string(), "2".to_string()]);
+    let log = cluster
+        .base_dir()
+        .join(format!("flight-server-{table}-split.log"));
+    let server = Server::start(server_bin, &split_args, &log).await?;
+    let tickets = readers::plan(&server.url, &sql).await?;
+    if tickets.len() != 2 {
+        bail!("--split 2 planned {} endpoints, expected 2", tickets.len());
+    }
+    let i = bench
+        .measure(
+            "Flight DoGet, --split 2 (2 ctid ranges of seg 0)",
+            "Arrow",
+            Some(&server),
+            Some(copy_halves),
+            || {
+                parallel(vec![
+                    flight_job(&server.url, &tickets[0]),
+                    flight_job(&server.url, &tickets[1]),
+                ])
+            },
+        )
+        .await?;
+    check_rows("the split endpoints", bench.rows[i].vol.rows, seg_rows[0])?;
+    server.stop().await;
+    Ok(first)
+}
+
+/// The flight-server binary: the flag, else next to this executable.
+fn locate_server(flag: Option<PathBuf>) -> Result<PathBuf> {
+    let path = match flag {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable without a directory")?
+            .join("flight-server"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no flight-server at {}; build it with `cargo build --release -p flight-server` \
+             or pass --flight-server PATH",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{cpus} vCPU ({model}); load average at start {}",
+        load.join(" ")
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.segments == 0 || args.rows == 0 {
+        bail!("--segments and --rows must be at least 1");
+    }
+    let server_bin = locate_server(args.flight_server.clone())?;
+    let started = Instant::now();
+    eprintln!("machine: {}", machine());
+
+    let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
+    let postmasters: Vec<u32> = (0..cluster.len())
+        .filter_map(|i| cluster.postmaster_pid(i))
+        .collect();
+    let version: String = cluster
+        .client(0)
+        .await?
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
+    let mut bench = Bench {
+        repeats: args.repeats,
+        postmasters,
+        ticks: procstat::clock_ticks(),
+        rows: Vec::new(),
+    };
+
+    let mut sections = Vec::new();
+    for (table, rows, suite) in [
+        ("criteo", args.rows, Suite::Full),
+        ("criteo_large", args.rows_large, Suite::Growth),
+    ] {
+        if rows == 0 {
+            continue;
+        }
+        let stats = load_criteo(&cluster, table, rows, args.seed).await?;
+        let size: i64 = cluster
+            .client(0)
+            .await?
+            .query_one("SELECT pg_total_relation_size(to_regclass($1))", &[&table])
+            .await?
+            .get(0);
+        let header = format!(
+            "### `{table}`: {rows} rows on {} segments ({:?} per segment; seg 0 on disk {:.0} MiB; loaded in {:.1} s)",
+            cluster.len(),
+            stats.rows_per_segment,
+            size as f64 / (1 << 20) as f64,
+            stats.elapsed.as_secs_f64()
+        );
+        eprintln!("{header}");
+        let first = run_suite(&mut bench, &cluster, &server_bin, table, suite).await?;
+        sections.push((header, first));
+        if table == "criteo" && args.rows_large > 0 {
+            // Keep the disk footprint to one table at a time.
+            for i in 0..cluster.len() {
+                cluster
+                    .client(i)
+                    .await?
+                    .batch_execute("DROP TABLE criteo")
+                    .await?;
+            }
+        }
+    }
+
+    println!("## data-plane results\n");
+    println!("machine: {}; PostgreSQL {version}", machine());
+    println!(
+        "best of {} runs after one untimed warm-up read; MB = 10^6 bytes; \
+         \"bytes counted\": COPY = bytes of the COPY stream, Arrow = Arrow buffer bytes of the \
+         decoded batches, IPC = encoded Flight messages; × COPY = rows/s over the matching \
+         binary COPY baseline\n",
+        args.repeats
+    );
+    let bounds: Vec<usize> = sections.iter().map(|(_, f)| *f).collect();
+    for (k, (header, first)) in sections.iter().enumerate() {
+        println!("{header}\n");
+        let end = bounds.get(k + 1).copied().unwrap_or(bench.rows.len());
+        println!("{}", bench.table(*first..end));
+    }
+    println!("total run time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

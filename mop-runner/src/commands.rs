@@ -1,0 +1,177 @@
+//! The `mop train` and `mop trainer` commands: argument types and the
+//! glue from the command line to [`crate::runner`] and [`crate::trainer`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::grid::RunConfig;
+use crate::runner::progress::ProgressMode;
+use crate::runner::{results, train, RunOutcome, TrainOptions};
+
+/// `mop train`: train a grid of models with model hopper parallelism.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run configuration (TOML): source, grid, training, output.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Continue the run from the checkpoint in its output directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override `output.dir`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override `train.epochs`.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Bars)]
+    pub progress: ProgressMode,
+}
+
+/// `mop trainer`: serve one partition's training units.
+#[derive(Debug, Args)]
+pub struct TrainerArgs {
+    /// Address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: String,
+    /// Intra-op threads (libtorch); pin it so trainers sharing a host do not fight.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Exit when standard input closes (the runner that spawned this trainer
+    /// holds the other end, so a runner killed with SIGKILL leaves no
+    /// orphaned trainers behind).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Io)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Runs `mop train`.
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let mut config = RunConfig::load(&args.config)?;
+    if let Some(out) = args.out {
+        config.output.dir = out;
+    }
+    if let Some(e) = args.epochs {
+        config.train.epochs = e;
+        config.validate()?;
+    }
+    let rt = runtime()?;
+    let outcome = rt.block_on(train(
+        config.clone(),
+        TrainOptions {
+            resume: args.resume,
+            progress: args.progress,
+            trainer_binary: None,
+            interrupt: Some(Box::pin(interrupted())),
+        },
+    ))?;
+    if args.progress != ProgressMode::Json {
+        print_leaderboard(&outcome, &config);
+    }
+    Ok(())
+}
+
+/// Prints the models best first, and where the results are.
+pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
+    println!();
+    println!(
+        "{:>4}  {:<16} {:<8} {:>8} {:>8} {:>6}  {:>9} {:>9} {:>9}",
+        "rank", "arch", "optim", "lr", "l2", "batch", "train acc", "val acc", "val loss"
+    );
+    for (rank, m) in results::leaderboard(outcome).iter().enumerate() {
+        let last = m.last();
+        let optim = serde_json::to_value(&m.config.optimizer)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:>4}  {:<16} {:<8} {:>8.0e} {:>8.0e} {:>6}  {:>9.4} {:>9.4} {:>9.4}",
+            rank + 1,
+            results::arch_name(&m.config.arch),
+            optim,
+            m.config.lr,
+            m.config.l2,
+            m.config.batch_size,
+            last.train_acc(),
+            last.val_acc(),
+            last.val_loss()
+        );
+    }
+    println!();
+    println!(
+        "{} models × {} epochs on {} trainers in {:.1} s",
+        outcome.models.len(),
+        config.train.epochs,
+        outcome.trainers,
+        outcome.seconds
+    );
+    println!("results: {}", outcome.dir.join("results.json").display());
+    println!("models:  {}", outcome.dir.join("models").display());
+    if let (Some(t), Some(db)) = (&config.output.table, &config.output.database) {
+        println!("tables:  {t}, {t}_info, {t}_summary  (psql '{db}' -c 'SELECT * FROM {t}_summary')");
+    }
+}
+
+/// Runs `mop trainer`: prints its address, serves until Ctrl-C or SIGTERM.
+pub fn run_trainer(args: TrainerArgs) -> Result<()> {
+    if args.exit_with_parent {
+        exit_with_parent();
+    }
+    crate::train::set_threads(args.threads);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.bind)
+            .await
+            .map_err(|e| Error::Config(format!("cannot bind {}: {e}", args.bind)))?;
+        let addr = listener.local_addr()?;
+        println!("{}http://{addr}", crate::runner::trainers::LISTENING);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        crate::trainer::serve(listener, interrupted()).await
+    })
+}
+
+/// Makes this process exit when the process that spawned it dies.
+///
+/// Two mechanisms, because each has a gap: the kernel's parent-death signal
+/// fires when the spawning *thread* exits (and not at all if the parent died
+/// before it was set), and end-of-file on standard input comes only once every
+/// holder of the pipe's other end is gone. Either ends the trainer.
+fn exit_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    std::thread::spawn(|| {
+        use std::io::Read;
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut sink) {
+                Ok(0) | Err(_) => std::process::exit(0),
+                Ok(_) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,265 @@
+//! `mop demo`: the whole of hopper on one machine, in one command.
+//!
+//! Starts PostgreSQL instances that play an MPP database's segments,
+//! generates the Criteo-like click table (or the image table) on them,
+//! starts a flight-server over the segments, and trains the paper's
+//! 16-configuration grid with model hopper parallelism — one trainer per
+//! segment — then prints the leaderboard and where everything is.
+//!
+//! Ctrl-C stops everything it started; `--resume` continues the run from
+//! its checkpoint; `--keep` leaves the database and flight-server running.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use clap::{Args, ValueEnum};
+use flight_server::cluster::{self, ClusterOptions, LocalCluster};
+
+use crate::commands::{interrupted, print_leaderboard};
+use crate::error::{Error, Result};
+use crate::grid::RunConfig;
+use crate::runner::progress::ProgressMode;
+use crate::runner::{train, TrainOptions};
+
+/// Which data set the demo trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoData {
+    /// The Criteo-like click table: 16 MLPs (lr × L2 × batch size).
+    Criteo,
+    /// 3×32×32 images of 10 classes: small CNNs.
+    Images,
+}
+
+/// `mop demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Database segments (each a PostgreSQL instance with one trainer).
+    #[arg(long, default_value_t = 2)]
+    pub segments: usize,
+    /// Rows to generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub rows: u64,
+    /// Epochs.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// The data set.
+    #[arg(long, value_enum, default_value_t = DemoData::Criteo)]
+    pub data: DemoData,
+    /// Train the paper's full-size confA (7306→1000→500→2) instead of a
+    /// narrower MLP that finishes in minutes on 2 cores.
+    #[arg(long)]
+    pub full: bool,
+    /// Output directory (checkpoint, models, results).
+    #[arg(long, default_value = "hopper-demo")]
+    pub dir: PathBuf,
+    /// Continue an interrupted demo from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Leave the segments and the flight-server running and print how to connect.
+    #[arg(long)]
+    pub keep: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Bars)]
+    pub progress: ProgressMode,
+}
+
+/// A child process killed when dropped.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| Error::Config("no executable dir".into()))?;
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Config(format!(
+        "cannot find the {name} binary next to {}; build the workspace (cargo build --release)",
+        exe.display()
+    )))
+}
+
+/// Where the demo's segments live: a fixed place per output directory, so
+/// `--resume` and `--keep` find them again. Under the temp dir because the
+/// server runs as an unprivileged user that cannot enter e.g. /root.
+fn cluster_dir(out: &Path) -> Result<PathBuf> {
+    let abs = std::fs::canonicalize(out)?;
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in abs.to_string_lossy().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Ok(std::env::temp_dir().join(format!("hopper-demo-{:08x}", h as u32)))
+}
+
+fn grid_toml(args: &DemoArgs, flight: &str, database: &str) -> String {
+    let (table, grid) = match args.data {
+        DemoData::Criteo => {
+            let hidden = if args.full { "[1000, 500]" } else { "[128, 64]" };
+            (
+                "criteo",
+                format!(
+                    "arch = [{{ kind = \"mlp\", hidden = {hidden} }}]\n\
+                     lr = [1e-3, 1e-4]\nl2 = [1e-4, 1e-5]\nbatch_size = [32, 64, 256, 512]\n\
+                     input = {{ kind = \"criteo\", sparse = true }}\nclasses = 2\n"
+                ),
+            )
+        }
+        DemoData::Images => (
+            "images",
+            "arch = [{ kind = \"cnn\" }]\nlr = [1e-3, 3e-4]\nl2 = [1e-4]\nbatch_size = [32, 128]\n\
+             input = { kind = \"image\", channels = 3, height = 32, width = 32 }\nclasses = 10\n"
+                .to_string(),
+        ),
+    };
+    format!(
+        "# Written by `mop demo`; `mop train --config {cfg}` runs it again.\n\
+         [source]\nflight = \"{flight}\"\ntable = \"{table}\"\n\
+         validation = {{ fraction = 0.2, key = \"id\" }}\ncache = \"memory\"\n\n\
+         [train]\nepochs = {epochs}\nseed = 42\nthreads = 1\n\n\
+         [grid]\n{grid}\n\
+         [output]\ndir = \"{dir}\"\ntable = \"{table}_models\"\ndatabase = \"{database}\"\n",
+        cfg = args.dir.join("grid.toml").display(),
+        epochs = args.epochs,
+        dir = args.dir.display(),
+    )
+}
+
+/// Runs the demo.
+pub fn run_demo(args: DemoArgs) -> Result<()> {
+    if args.segments == 0 || args.rows == 0 {
+        return Err(Error::Config("--segments and --rows must be at least 1".into()));
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(demo(args))
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let say = |s: String| {
+        if args.progress != ProgressMode::Quiet {
+            eprintln!("{s}");
+        }
+    };
+    let base = cluster_dir(&args.dir)?;
+    let fs = |e: flight_server::Error| Error::Config(e.to_string());
+    let cluster = if base.join(cluster::MANIFEST_FILE).exists() {
+        say(format!("reusing the segments in {}", base.display()));
+        LocalCluster::attach(&base).await.map_err(fs)?
+    } else {
+        say(format!("starting {} PostgreSQL segments in {}", args.segments, base.display()));
+        LocalCluster::start(args.segments, ClusterOptions::default().with_base_dir(&base))
+            .await
+            .map_err(fs)?
+    };
+    let (table, exists_sql) = match args.data {
+        DemoData::Criteo => ("criteo", "SELECT to_regclass('criteo') IS NOT NULL"),
+        DemoData::Images => ("images", "SELECT to_regclass('images') IS NOT NULL"),
+    };
+    let client = cluster.client(0).await.map_err(fs)?;
+    let exists: bool = client
+        .query_one(exists_sql, &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    if !exists || !args.resume {
+        say(format!("generating {} {table} rows over {} segments", args.rows, cluster.len()));
+        let stats = match args.data {
+            DemoData::Criteo => cluster::load_criteo(&cluster, table, args.rows, 7).await,
+            DemoData::Images => cluster::load_images(&cluster, table, args.rows, 7).await,
+        }
+        .map_err(fs)?;
+        say(format!(
+            "  {} rows in {:.1} s ({:.0} rows/s)",
+            stats.rows,
+            stats.elapsed.as_secs_f64(),
+            stats.rows_per_sec()
+        ));
+    }
+
+    // One flight-server over every segment.
+    let mut cmd = Command::new(sibling_binary("flight-server")?);
+    cmd.args(["--bind", "127.0.0.1:0"]);
+    for url in cluster.segment_urls() {
+        cmd.args(["--segment", &url]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::Config(format!("cannot start flight-server: {e}")))?;
+    let stdout = child.stdout.take();
+    let server = Guard(Some(child));
+    let mut line = String::new();
+    if let Some(out) = stdout {
+        BufReader::new(out).read_line(&mut line)?;
+    }
+    let flight = line
+        .trim()
+        .strip_prefix("flight-server listening on ")
+        .ok_or_else(|| Error::Config(format!("flight-server did not start: {line:?}")))?
+        .to_string();
+    say(format!("flight-server at {flight}"));
+
+    let toml = grid_toml(&args, &flight, &cluster.url(0));
+    let grid_path = args.dir.join("grid.toml");
+    std::fs::write(&grid_path, &toml)?;
+    let config = RunConfig::parse(&toml)?;
+    let n = config.grid.expand()?.len();
+    say(format!(
+        "training {n} models × {} epochs with model hopper parallelism on {} trainers",
+        args.epochs,
+        cluster.len()
+    ));
+    let result = train(
+        config.clone(),
+        TrainOptions {
+            resume: args.resume,
+            progress: args.progress,
+            trainer_binary: Some(std::env::current_exe()?),
+            interrupt: Some(Box::pin(interrupted())),
+        },
+    )
+    .await;
+    match result {
+        Ok(outcome) => {
+            if args.progress != ProgressMode::Json {
+                print_leaderboard(&outcome, &config);
+            }
+        }
+        Err(e) => {
+            if matches!(e, Error::Interrupted(_)) {
+                eprintln!("{e}\nrun `mop demo --resume --dir {}` to continue", args.dir.display());
+            }
+            return Err(e);
+        }
+    }
+    if args.keep {
+        let kept = cluster.keep();
+        println!();
+        println!("kept running (stop them with `kill` and `pg_ctl stop -D <dir>`):");
+        println!("  flight:  {flight}");
+        for (i, url) in kept.segment_urls().iter().enumerate() {
+            println!("  psql:    psql '{url}'   # segment {i}");
+        }
+        std::mem::forget(server);
+    } else {
+        drop(server);
+        drop(cluster);
+        std::fs::remove_dir_all(&base).ok();
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! `mop train` end to end: PostgreSQL segments, a flight-server, the runner
+//! and trainer processes it spawns. Models must learn the planted signal,
+//! match sequential training bit for bit, and survive a killed runner or a
+//! killed trainer with the same final weights.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use flight_server::cluster::{load_criteo, LocalCluster};
+use hopper_tests::{binary, cluster, segment_args, ChildGuard, FlightServer};
+use serde_json::Value;
+
+/// How long any one `mop train` may take before the test gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A cluster with a Criteo-like table and a flight-server over it.
+struct Setup {
+    cluster: LocalCluster,
+    server: FlightServer,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(segments: usize, rows: u64) -> Setup {
+    let cluster = cluster(segments).await.unwrap();
+    load_criteo(&cluster, "criteo", rows, 7).await.unwrap();
+    let args = segment_args(&cluster);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = FlightServer::start(&args).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Setup {
+        cluster,
+        server,
+        dir,
+    }
+}
+
+/// What varies between the tests' run configurations.
+struct Run<'a> {
+    arch: &'a str,
+    optimizer: &'a str,
+    lr: &'a str,
+    batch_size: &'a str,
+    epochs: usize,
+    trainers: Option<usize>,
+    table: Option<&'a str>,
+}
+
+impl Default for Run<'_> {
+    fn default() -> Self {
+        Run {
+            arch: r#"{ kind = "logreg" }"#,
+            optimizer: r#"{ kind = "adam" }"#,
+            lr: "1e-2",
+            batch_size: "64",
+            epochs: 2,
+            trainers: None,
+            table: None,
+        }
+    }
+}
+
+impl Setup {
+    /// Writes a run configuration with output in `name/`; returns its path.
+    fn config(&self, name: &str, run: &Run<'_>) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let trainers = run
+            .trainers
+            .map(|t| format!("trainers = {t}\n"))
+            .unwrap_or_default();
+        let output = match run.table {
+            Some(t) => format!(
+                "table = \"{t}\"\ndatabase = \"{}\"\n",
+                self.cluster.url(0)
+            ),
+            None => String::new(),
+        };
+        let text = format!(
+            r#"
+[source]
+flight = "{flight}"
+table = "criteo"
+validation = {{ fraction = 0.2, key = "id" }}
+
+[train]
+epochs = {epochs}
+seed = 11
+threads = 1
+{trainers}
+[grid]
+arch = [{arch}]
+optimizer = [{optimizer}]
+lr = [{lr}]
+batch_size = [{batch_size}]
+input = {{ kind = "criteo", sparse = true }}
+
+[output]
+dir = "{out}"
+{output}"#,
+            flight = self.server.url,
+            epochs = run.epochs,
+            arch = run.arch,
+            optimizer = run.optimizer,
+            lr = run.lr,
+            batch_size = run.batch_size,
+            out = out.display(),
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// `mop train --config <config> <extra>` with JSON progress on a pipe.
+fn spawn_mop(config: &Path, extra: &[&str]) -> (ChildGuard, mpsc::Receiver<Value>) {
+    let child = Command::new(binary("mop").unwrap())
+        .args(["train", "--progress", "json", "--config"])
+        .arg(config)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard::new("mop train", child);
+    let stdout = guard_stdout(&mut guard);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (guard, rx)
+}
+
+fn guard_stdout(guard: &mut ChildGuard) -> std::process::ChildStdout {
+    guard.take_stdout().expect("mop's stdout is piped")
+}
+
+/// Runs `mop train` to completion; returns its JSON events.
+fn mop_train(config: &Path, extra: &[&str]) -> Vec<Value> {
+    let (mut guard, rx) = spawn_mop(config, extra);
+    let status = guard.wait_timeout(RUN_TIMEOUT).unwrap();
+    assert!(status.success(), "mop train {config:?} failed: {status}");
+    rx.try_iter().collect()
+}
+
+/// Waits for the next event satisfying `want`, returning it.
+fn wait_for(rx: &mpsc::Receiver<Value>, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) if want(&v) => return v,
+            Ok(_) => {}
+            Err(e) => panic!("no matching progress event: {e}"),
+        }
+    }
+}
+
+fn is_event(v: &Value, name: &str) -> bool {
+    v["event"] == name
+}
+
+/// Trainer pids announced by the runner (initial and replacements).
+fn trainer_pids(events: &[Value]) -> Vec<u32> {
+    events
+        .iter()
+        .filter(|v| is_event(v, "trainer"))
+        .filter_map(|v| v["pid"].as_u64().map(|p| p as u32))
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie that no longer runs).
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_gone(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -9 {pid} failed");
+}
+
+/// The model files of a finished run, by name.
+fn model_files(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn assert_same_models(a: &Path, b: &Path, models: usize) {
+    let (fa, fb) = (model_files(a), model_files(b));
+    assert_eq!(fa.len(), models, "{a:?} has {} model files", fa.len());
+    assert_eq!(
+        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        fb.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        assert!(x == y, "{name} differs between {a:?} and {b:?}");
+    }
+}
+
+fn results(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trainers() {
+    let s = setup(2, 4000).await;
+    let config = s.config(
+        "grid",
+        &Run {
+            lr: "1e-2, 1e-3",
+            batch_size: "32, 128",
+            epochs: 3,
+            table: Some("criteo_models"),
+            ..Run::default()
+        },
+    );
+    let events = mop_train(&config, &[]);
+    let out = s.out("grid");
+
+    // Two trainers, each its own process, and both gone after the run.
+    let pids = trainer_pids(&events);
+    assert_eq!(pids.len(), 2, "one trainer per segment: {events:?}");
+    assert_ne!(pids[0], pids[1]);
+    for pid in pids {
+        wait_gone(pid);
+    }
+    let units = events.iter().filter(|v| is_event(v, "unit")).count();
+    assert_eq!(units, 4 * 2 * 3, "4 models × 2 partitions × 3 epochs");
+
+    let r = results(&out);
+    let models = r["models"].as_array().unwrap();
+    assert_eq!(models.len(), 4);
+    let mut best: f64 = 0.0;
+    for m in models {
+        let val_acc = m["val_acc"].as_array().unwrap();
+        assert_eq!(val_acc.len(), 3, "one validation accuracy per epoch: {m}");
+        best = best.max(val_acc[2].as_f64().unwrap());
+        let file = out.join(m["model_file"].as_str().unwrap());
+        assert!(std::fs::metadata(&file).unwrap().len() > 0, "{file:?}");
+    }
+    // The base rate is 0.75: a model that learned nothing predicts "no click".
+    assert!(best >= 0.78, "best validation accuracy {best} (base rate 0.75)");
+
+    // Every model saw every training row once per epoch.
+    let mut train_rows = 0i64;
+    for i in 0..2 {
+        train_rows += s
+            .cluster
+            .client(i)
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM criteo WHERE mod(abs(hashint8(id::int8)::int8), 1000) >= 200",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    assert!((3000..3400).contains(&train_rows), "{train_rows} training rows of 4000");
+    for id in 0..4u64 {
+        for epoch in 0..3u64 {
+            let seen: i64 = events
+                .iter()
+                .filter(|v| is_event(v, "unit") && v["model"] == id && v["epoch"] == epoch)
+                .map(|v| v["samples"].as_i64().unwrap())
+                .sum();
+            assert_eq!(seen, train_rows, "model {id} epoch {epoch}");
+        }
+        let epochs = events
+            .iter()
+            .filter(|v| is_event(v, "epoch") && v["model"] == id)
+            .count();
+        assert_eq!(epochs, 3, "model {id} reports every epoch");
+    }
+
+    let c = s.cluster.client(0).await.unwrap();
+    // The result tables, MADlib style.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM criteo_models WHERE state IS NOT NULL AND octet_length(state) > 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4, "one row with a state per model");
+    let info = c
+        .query(
+            "SELECT array_length(train_loss, 1), array_length(val_acc, 1), array_length(epoch_seconds, 1) FROM criteo_models_info",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.len(), 4);
+    for row in &info {
+        for col in 0..3 {
+            assert_eq!(row.get::<_, Option<i32>>(col), Some(3), "arrays of one entry per epoch");
+        }
+    }
+    let summary = c
+        .query("SELECT models, trainers, epochs, best_val_acc, best_model_id FROM criteo_models_summary", &[])
+        .await
+        .unwrap();
+    assert_eq!(summary.len(), 1);
+    let row = &summary[0];
+    assert_eq!(row.get::<_, i32>(0), 4);
+    assert_eq!(row.get::<_, i32>(1), 2);
+    assert_eq!(row.get::<_, i32>(2), 3);
+    let best_db: f64 = row.get(3);
+    assert!((best_db - best).abs() < 1e-9, "summary best {best_db} vs results.json {best}");
+    let best_id: i32 = row.get(4);
+    assert_eq!(r["best_model"].as_i64(), Some(best_id as i64));
+}
