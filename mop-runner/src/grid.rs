@@ -110,7 +110,7 @@ pub enum Cache {
 
 /// Training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Passes over the data per model.
     pub epochs: usize,
@@ -171,7 +171,7 @@ fn default_classes() -> usize {
 
 /// Where results go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// Directory for the checkpoint, model files, results and report.
     pub dir: PathBuf,

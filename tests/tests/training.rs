@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 use flight_server::cluster::{load_criteo, LocalCluster};
 use hopper_tests::{binary, cluster, segment_args, ChildGuard, FlightServer};
+use mop_runner::data::{plan, spawn_reader, FlightSlice};
+use mop_runner::featurize::Featurizer;
+use mop_runner::grid::RunConfig;
+use mop_runner::model::Model;
+use mop_runner::schedule::visit_order;
+use mop_runner::train::{set_threads, train_partition};
 use serde_json::Value;
 
 /// How long any one `mop train` may take before the test gives up.
@@ -153,20 +159,30 @@ fn mop_train(config: &Path, extra: &[&str]) -> Vec<Value> {
     let (mut guard, rx) = spawn_mop(config, extra);
     let status = guard.wait_timeout(RUN_TIMEOUT).unwrap();
     assert!(status.success(), "mop train {config:?} failed: {status}");
-    rx.try_iter().collect()
+    // The reader thread ends at end of file, once mop has exited.
+    rx.iter().collect()
 }
 
-/// Waits for the next event satisfying `want`, returning it.
-fn wait_for(rx: &mpsc::Receiver<Value>, want: impl Fn(&Value) -> bool) -> Value {
+/// Collects events into `seen` until one satisfies `want`.
+fn wait_for(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, want: impl Fn(&Value) -> bool) {
     let deadline = Instant::now() + RUN_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(v) if want(&v) => return v,
-            Ok(_) => {}
+            Ok(v) => {
+                let found = want(&v);
+                seen.push(v);
+                if found {
+                    return;
+                }
+            }
             Err(e) => panic!("no matching progress event: {e}"),
         }
     }
+}
+
+fn count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|v| is_event(v, name)).count()
 }
 
 fn is_event(v: &Value, name: &str) -> bool {
@@ -266,8 +282,7 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     for pid in pids {
         wait_gone(pid);
     }
-    let units = events.iter().filter(|v| is_event(v, "unit")).count();
-    assert_eq!(units, 4 * 2 * 3, "4 models × 2 partitions × 3 epochs");
+    assert_eq!(count(&events, "unit"), 4 * 2 * 3, "4 models × 2 partitions × 3 epochs");
 
     let r = results(&out);
     let models = r["models"].as_array().unwrap();
@@ -350,4 +365,221 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     assert!((best_db - best).abs() < 1e-9, "summary best {best_db} vs results.json {best}");
     let best_id: i32 = row.get(4);
     assert_eq!(r["best_model"].as_i64(), Some(best_id as i64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
+    let w = 3;
+    let s = setup(w, 3000).await;
+    let path = s.config(
+        "mop",
+        &Run {
+            arch: r#"{ kind = "mlp", hidden = [16] }"#,
+            lr: "1e-2",
+            batch_size: "32",
+            epochs: 2,
+            ..Run::default()
+        },
+    );
+    let events = mop_train(&path, &[]);
+    assert_eq!(trainer_pids(&events).len(), w);
+    let mop_state = std::fs::read(s.out("mop").join("models/model-0.safetensors")).unwrap();
+
+    // The same rows, read through Flight the way the runner splits them:
+    // partition p is every endpoint i with i % W == p.
+    let config = RunConfig::load(&path).unwrap();
+    let slices = plan(&s.server.url, &config.train_sql().unwrap()).await.unwrap();
+    assert_eq!(slices.len(), w, "one endpoint per segment");
+    let mut parts = vec![Vec::new(); w];
+    for (p, part) in parts.iter_mut().enumerate() {
+        let mine: Vec<FlightSlice> = slices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % w == p)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let mut rx = spawn_reader(&tokio::runtime::Handle::current(), mine);
+        while let Some(batch) = rx.recv().await {
+            part.push(batch.unwrap());
+        }
+    }
+    let rows: Vec<usize> = parts
+        .iter()
+        .map(|p| p.iter().map(|b| b.num_rows()).sum())
+        .collect();
+    assert!(rows.iter().all(|&r| r > 500), "every partition has rows: {rows:?}");
+
+    // One process, one model, the partitions in the scheduler's visit order.
+    let seed = config.train.seed;
+    let cfg = config.grid.expand().unwrap().remove(0);
+    let train = move |order: &dyn Fn(usize) -> Vec<usize>| {
+        set_threads(1);
+        let featurizer = Featurizer::new(&cfg);
+        // The runner seeds model m with train.seed + m.
+        let mut model = Model::new(cfg.clone(), seed).unwrap();
+        let mut opt = model.optimizer().unwrap();
+        for epoch in 0..2 {
+            for p in order(epoch) {
+                let batches = parts[p].iter().map(|b| featurizer.featurize(b));
+                train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {}).unwrap();
+            }
+        }
+        (model.to_state(&opt).unwrap(), opt.steps())
+    };
+    let (sequential, reordered, steps) = tokio::task::spawn_blocking(move || {
+        let (sequential, steps) = train(&|e| visit_order(1, w, seed, 0, e).unwrap());
+        let (reordered, _) = train(&|e| {
+            let mut o = visit_order(1, w, seed, 0, e).unwrap();
+            o.reverse();
+            o
+        });
+        (sequential, reordered, steps)
+    })
+    .await
+    .unwrap();
+
+    // Adam's step counter travelled with the model: one step per mini-batch.
+    let per_epoch: usize = rows.iter().map(|r| r.div_ceil(32)).sum();
+    assert_eq!(steps, 2 * per_epoch as i64);
+    // Weights, both Adam moments and the step, byte for byte.
+    assert_eq!(sequential.len(), mop_state.len());
+    assert!(sequential == mop_state, "MOP's model differs from sequential training");
+    // And the order matters: the comparison can tell.
+    assert!(reordered != mop_state, "another visit order gave the same bytes");
+}
+
+/// A grid whose run takes long enough to be interrupted mid-way.
+fn hopping_run() -> Run<'static> {
+    Run {
+        arch: r#"{ kind = "mlp", hidden = [32] }"#,
+        lr: "1e-2, 1e-3",
+        batch_size: "32",
+        epochs: 3,
+        ..Run::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_runner_resumes_to_the_same_weights() {
+    let s = setup(2, 4000).await;
+    let run = hopping_run();
+    let interrupted = s.config("interrupted", &run);
+    let straight = s.config("straight", &run);
+
+    let (mut mop, rx) = spawn_mop(&interrupted, &[]);
+    let mut seen = Vec::new();
+    while count(&seen, "unit") < 3 {
+        wait_for(&rx, &mut seen, |v| is_event(v, "unit"));
+    }
+    mop.kill(); // SIGKILL: no chance to clean up
+    let pids = trainer_pids(&seen);
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        wait_gone(pid); // trainers die with their runner
+    }
+    let checkpoint: Value = serde_json::from_slice(
+        &std::fs::read(s.out("interrupted").join("checkpoint/checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    let done = checkpoint["timeline"].as_array().unwrap().len();
+    assert!((2..12).contains(&done), "killed after {done} of 12 units");
+    assert!(!s.out("interrupted").join("results.json").exists());
+
+    let resumed = mop_train(&interrupted, &["--resume"]);
+    assert_eq!(count(&resumed, "unit"), 12 - done, "a resumed run redoes no finished unit");
+    mop_train(&straight, &[]);
+    assert_same_models(&s.out("interrupted"), &s.out("straight"), 2);
+    let r = results(&s.out("interrupted"));
+    for m in r["models"].as_array().unwrap() {
+        let val = m["val_acc"].as_array().unwrap();
+        assert_eq!(val.len(), 3);
+        assert!(val.iter().all(Value::is_f64), "every epoch validated: {m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trainer_killed_mid_unit_is_replaced_and_the_run_ends_identical() {
+    let s = setup(2, 4000).await;
+    let run = hopping_run();
+    let faulty = s.config("faulty", &run);
+    let clean = s.config("clean", &run);
+
+    let (mut mop, rx) = spawn_mop(&faulty, &[]);
+    let mut events = Vec::new();
+    while count(&events, "unit") < 2 {
+        wait_for(&rx, &mut events, |v| is_event(v, "unit"));
+    }
+    let victim = trainer_pids(&events)[0];
+    wait_for(&rx, &mut events, |v| is_event(v, "unit_start") && v["partition"] == 0);
+    kill9(victim);
+    let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
+    assert!(status.success(), "the run survives a dead trainer: {status}");
+    events.extend(rx.iter());
+    wait_gone(victim);
+
+    assert!(
+        events.iter().any(|v| is_event(v, "unit_failed") && v["partition"] == 0),
+        "the killed trainer's unit failed"
+    );
+    let trainers: Vec<&Value> = events.iter().filter(|v| is_event(v, "trainer")).collect();
+    assert_eq!(trainers.len(), 3, "trainer 0 was replaced once: {trainers:?}");
+    assert_eq!(trainers[2]["trainer"], 0);
+    let units: BTreeSet<(u64, u64, u64)> = events
+        .iter()
+        .filter(|v| is_event(v, "unit"))
+        .map(|v| {
+            let f = |k: &str| v[k].as_u64().unwrap();
+            (f("model"), f("partition"), f("epoch"))
+        })
+        .collect();
+    assert_eq!(units.len(), 12, "every unit completed");
+    assert_eq!(count(&events, "unit"), 12, "and none twice");
+
+    mop_train(&clean, &[]);
+    assert_same_models(&s.out("faulty"), &s.out("clean"), 2);
+}
+
+/// The 4-configuration grid by MOP on two trainers against the same work
+/// on one trainer (a one-segment cluster with the same rows). Run with
+/// `cargo test -p hopper-tests --test training -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check"]
+async fn measure_mop_on_two_trainers_against_one() {
+    let rows: u64 = std::env::var("HOPPER_MEASURE_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20_000);
+    let run = Run {
+        arch: r#"{ kind = "mlp", hidden = [64] }"#,
+        lr: "1e-2, 1e-3",
+        batch_size: "32, 128",
+        epochs: 3,
+        ..Run::default()
+    };
+    let mut seconds = Vec::new();
+    for segments in [2, 1] {
+        let s = setup(segments, rows).await;
+        let config = s.config("grid", &run);
+        let t = Instant::now();
+        mop_train(&config, &[]);
+        let wall = t.elapsed().as_secs_f64();
+        let r = results(&s.out("grid"));
+        let timeline: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(s.out("grid").join("timeline.json")).unwrap())
+                .unwrap();
+        let unit_seconds: f64 = timeline
+            .iter()
+            .map(|u| u["end"].as_f64().unwrap() - u["start"].as_f64().unwrap())
+            .sum();
+        let run_seconds = r["seconds"].as_f64().unwrap();
+        println!(
+            "{segments} trainer(s): mop train wall {wall:.2} s, run {run_seconds:.2} s, \
+             sum of unit seconds {unit_seconds:.2} s"
+        );
+        seconds.push(run_seconds);
+    }
+    println!(
+        "MOP speed-up, 2 trainers over 1 (run seconds): {:.2}x",
+        seconds[1] / seconds[0]
+    );
 }

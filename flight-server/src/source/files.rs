@@ -9,9 +9,12 @@
 //! plan. A ticket carries only the SQL text and a partition number, so the
 //! server keeps no state between `GetFlightInfo` and `DoGet`: `read` plans
 //! the SQL again and executes the one partition. That is only correct when
-//! planning twice yields the same split of rows, which is why round-robin
-//! repartitioning (which deals batches to partitions in arrival order) is
-//! turned off; file-range splits and hash repartitioning are deterministic.
+//! planning twice yields the same split of rows and a partition never leans
+//! on its siblings, so the session turns off round-robin repartitioning
+//! (which deals batches to partitions in arrival order), file work stealing
+//! (an idle partition reading a sibling's byte ranges) and dynamic filters
+//! (which wait for sibling partitions); byte-range file splits and hash
+//! repartitioning are deterministic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -495,7 +498,7 @@ mod tests {
         let file = std::fs::File::create(path).expect("create parquet");
         // Small row groups so that the file splits into several partitions.
         let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_size(1000)
+            .set_max_row_group_row_count(Some(1000))
             .build();
         let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).expect("writer");
         w.write(batch).expect("write");
@@ -603,6 +606,23 @@ mod tests {
 
         let (got, _, _) = read_all(&source, "SELECT id, label FROM labels").await;
         let mut want: Vec<String> = (0..10_000).map(|i| format!("{i}|l{}", i % 3)).collect();
+        want.sort();
+        assert_eq!(got, want);
+
+        // Hash-repartitioned plans (aggregates, joins) read partition by
+        // partition add up too, and no partition waits for a sibling.
+        let within = std::time::Duration::from_secs(60);
+        let sql = "SELECT label, count(*) AS n FROM labels GROUP BY label";
+        let (got, _, _) = tokio::time::timeout(within, read_all(&source, sql))
+            .await
+            .expect("no partition waits for its siblings");
+        assert_eq!(got, ["l0|3334", "l1|3333", "l2|3333"]);
+        let sql = "SELECT e.id, l.label FROM events_2024 e JOIN labels l ON e.id = l.id \
+                   WHERE e.x < 50";
+        let (got, _, _) = tokio::time::timeout(within, read_all(&source, sql))
+            .await
+            .expect("no partition waits for its siblings");
+        let mut want: Vec<String> = (0..100).map(|i| format!("{i}|l{}", i % 3)).collect();
         want.sort();
         assert_eq!(got, want);
 

@@ -632,10 +632,8 @@ async fn retrieve(
         }
     }
     // An empty endpoint still sends one (empty) batch: it carries the schema.
-    if builder.rows() > 0 || !sent_any {
-        if tx.send(Ok(builder.finish()?)).await.is_err() {
-            return Ok(false);
-        }
+    if (builder.rows() > 0 || !sent_any) && tx.send(Ok(builder.finish()?)).await.is_err() {
+        return Ok(false);
     }
     Ok(true)
 }

@@ -57,11 +57,17 @@ struct Segment {
 
 impl Segment {
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| Error::from_pg(&format!("connecting to {}", self.display), e))?;
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+            let context = format!("connecting to {}", self.display);
+            match std::error::Error::source(&e) {
+                // I/O failures: say why ("Connection refused"), which the
+                // error's own message leaves out.
+                Some(cause) if e.as_db_error().is_none() => {
+                    Error::Unavailable(format!("{context}: {e}: {cause}"))
+                }
+                _ => Error::from_pg(&context, e),
+            }
+        })?;
         let name = self.display.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -121,7 +127,12 @@ impl PostgresSource {
             .collect::<Result<Vec<_>>>()?;
         try_join_all(segments.iter().enumerate().map(|(i, s)| async move {
             s.connect().await.map(drop).map_err(|e| {
-                Error::Unavailable(format!("segment {i} ({}) is unreachable: {e}", s.display))
+                // The message already names the segment's address.
+                let why = match e {
+                    Error::Unavailable(m) | Error::Unauthenticated(m) => m,
+                    other => other.to_string(),
+                };
+                Error::Unavailable(format!("segment {i} is unreachable: {why}"))
             })
         }))
         .await?;

@@ -223,6 +223,13 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     if train_slices.is_empty() {
         return Err(Error::Config(format!("{train_sql:?} has no endpoints")));
     }
+    if w > train_slices.len() {
+        return Err(Error::Config(format!(
+            "{w} trainers but the data has {} endpoints: every trainer needs at least one \
+             (use fewer trainers, or more segments or --split on the flight-server)",
+            train_slices.len()
+        )));
+    }
     let part = |slices: &[FlightSlice], p: usize| -> Vec<FlightSlice> {
         slices
             .iter()

@@ -85,6 +85,10 @@ impl Reporter {
 
     /// A unit started on its worker.
     pub fn unit_started(&self, unit: Unit) {
+        self.json(serde_json::json!({
+            "event": "unit_start", "model": unit.model, "partition": unit.partition,
+            "epoch": unit.epoch,
+        }));
         self.set_worker(
             unit.partition,
             format!("model {:>3}  epoch {:>2}  partition {}", unit.model, unit.epoch + 1, unit.partition),
