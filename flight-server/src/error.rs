@@ -112,12 +112,13 @@ impl Error {
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;
-        match e {
+        // Planner errors arrive wrapped (context, diagnostics): classify the root.
+        match e.find_root() {
             D::SQL(..) | D::Plan(..) | D::SchemaError(..) | D::NotImplemented(..) => {
                 Error::InvalidQuery(e.to_string())
             }
             D::IoError(..) | D::ObjectStore(..) => Error::Unavailable(e.to_string()),
-            other => Error::Internal(other.to_string()),
+            _ => Error::Internal(e.to_string()),
         }
     }
 }

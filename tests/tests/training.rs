@@ -58,7 +58,7 @@ struct Run<'a> {
 impl Default for Run<'_> {
     fn default() -> Self {
         Run {
-            arch: r#"{ kind = "logreg" }"#,
+            arch: r#"{ kind = "log_reg" }"#,
             optimizer: r#"{ kind = "adam" }"#,
             lr: "1e-2",
             batch_size: "64",
@@ -291,6 +291,7 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     for m in models {
         let val_acc = m["val_acc"].as_array().unwrap();
         assert_eq!(val_acc.len(), 3, "one validation accuracy per epoch: {m}");
+        println!("model {}: validation accuracy by epoch {val_acc:?}", m["model_id"]);
         best = best.max(val_acc[2].as_f64().unwrap());
         let file = out.join(m["model_file"].as_str().unwrap());
         assert!(std::fs::metadata(&file).unwrap().len() > 0, "{file:?}");

@@ -836,6 +836,153 @@ mod tests {
         }
     }
 
+    /// A source whose registry is real but which has no coordinator: its
+    /// cursors point at a port nothing listens on.
+    fn offline_source(timeout: Duration) -> GreenplumSource {
+        let registry = Arc::new(Registry {
+            timeout,
+            inner: Mutex::new(RegistryInner::default()),
+        });
+        let sweeper = tokio::spawn(sweep(Arc::downgrade(&registry)));
+        GreenplumSource {
+            config: Config::new(),
+            database: "hopper".into(),
+            limits: BatchLimits::default(),
+            coordinator: tokio::sync::Mutex::new(None),
+            registry,
+            sweeper,
+        }
+    }
+
+    /// Registers a cursor with endpoints on `segments`, as `plan` would.
+    fn add_cursor(source: &GreenplumSource, segments: &[i32]) -> Vec<Partition> {
+        // A port that was free a moment ago: connecting is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let id = format!("{:032x}", rand::random::<u128>());
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "x",
+            arrow_schema::DataType::Int64,
+            true,
+        )]));
+        let endpoints = segments
+            .iter()
+            .map(|&seg| {
+                let info = EndpointInfo {
+                    host: "127.0.0.1".into(),
+                    port,
+                    user: "hopper".into(),
+                    token: "token".into(),
+                    name: "prc_test".into(),
+                };
+                (
+                    seg,
+                    Endpoint {
+                        info,
+                        status: Status::Ready,
+                    },
+                )
+            })
+            .collect();
+        let cursor = Arc::new(Cursor {
+            name: "hopper_test".into(),
+            schema,
+            session: Mutex::new(None),
+            state: Mutex::new(CursorState {
+                endpoints,
+                last_activity: Instant::now(),
+            }),
+        });
+        lock(&source.registry.inner).open.insert(id.clone(), cursor);
+        segments
+            .iter()
+            .map(|&segment| Partition {
+                segment,
+                spec: PartitionSpec::Greenplum {
+                    cursor: format!("{id}/{segment}"),
+                },
+            })
+            .collect()
+    }
+
+    fn bad_ticket(r: Result<BatchStream>) -> String {
+        match r {
+            Err(Error::BadTicket(m)) => m,
+            Err(e) => panic!("expected BadTicket, got {e}"),
+            Ok(_) => panic!("expected BadTicket, got a stream"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_is_read_once_even_when_its_read_fails() {
+        let source = offline_source(DEFAULT_CURSOR_TIMEOUT);
+        let parts = add_cursor(&source, &[0, 1]);
+        let mut s = source.read(&parts[0]).await.expect("first read starts");
+        match s.next().await {
+            Some(Err(Error::Unavailable(m))) => assert!(m.contains("127.0.0.1"), "{m}"),
+            other => panic!("expected the refused connection, got {other:?}"),
+        }
+        assert!(s.next().await.is_none());
+        assert!(bad_ticket(source.read(&parts[0]).await).contains("endpoint already read"));
+        assert_eq!(source.open_cursors(), 1, "segment 1 is still unread");
+
+        let mut s = source.read(&parts[1]).await.expect("read starts");
+        while s.next().await.is_some() {}
+        assert_eq!(
+            source.open_cursors(),
+            0,
+            "the last endpoint closes the cursor"
+        );
+        assert!(bad_ticket(source.read(&parts[1]).await).contains("endpoint already read"));
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_closes_cursors_left_unread() {
+        let source = offline_source(Duration::from_millis(200));
+        let parts = add_cursor(&source, &[0, 1, 2]);
+        assert_eq!(source.open_cursors(), 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while source.open_cursors() > 0 {
+            assert!(Instant::now() < deadline, "the cursor was never swept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(bad_ticket(source.read(&parts[2]).await).contains("endpoint already read"));
+    }
+
+    #[tokio::test]
+    async fn malformed_and_foreign_tickets_are_refused() {
+        let source = offline_source(DEFAULT_CURSOR_TIMEOUT);
+        let parts = add_cursor(&source, &[3]);
+        let files = Partition {
+            segment: 0,
+            spec: PartitionSpec::Files {
+                sql: "SELECT 1".into(),
+                partition: 0,
+            },
+        };
+        assert!(bad_ticket(source.read(&files).await).contains("another kind of source"));
+        let mut wrong_segment = parts[0].clone();
+        wrong_segment.segment = 4;
+        assert!(bad_ticket(source.read(&wrong_segment).await).contains("does not belong"));
+        let unknown = Partition {
+            segment: 3,
+            spec: PartitionSpec::Greenplum {
+                cursor: "feed/3".into(),
+            },
+        };
+        assert!(bad_ticket(source.read(&unknown).await).contains("no open cursor"));
+        let garbage = Partition {
+            segment: 3,
+            spec: PartitionSpec::Greenplum {
+                cursor: "no-slash".into(),
+            },
+        };
+        assert!(bad_ticket(source.read(&garbage).await).contains("malformed"));
+        assert_eq!(source.open_cursors(), 1, "refused reads claim nothing");
+    }
+
     /// Against a live Greenplum: every endpoint read once, together, equals
     /// the query on the coordinator; a second read is refused; the cursor
     /// is closed afterwards.

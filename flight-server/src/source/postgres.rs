@@ -1203,6 +1203,7 @@ mod tests {
                 msg.contains("127.0.0.1:1") && !msg.contains("s3cret"),
                 "{msg}"
             );
+            assert!(msg.to_lowercase().contains("refused"), "says why: {msg}");
         }
     }
 }
