@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Path of a workspace binary (`flight-server`, `mop`), building it if needed.
+/// Path of a workspace binary (`flight-server`, `mop`), built if stale.
+///
+/// `cargo test --workspace` builds every binary before the tests run, but
+/// `cargo test -p hopper-tests` does not; so each test process asks cargo
+/// once per binary (a no-op when it is up to date).
 pub fn binary(name: &str) -> Result<PathBuf> {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     // Test executables live in target/<profile>/deps/; binaries one level up.
     let exe = std::env::current_exe()?;
     let dir = exe
@@ -21,15 +26,19 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .and_then(|d| d.parent())
         .ok_or_else(|| anyhow!("unexpected test executable path {exe:?}"))?;
     let path = dir.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().map_err(|_| anyhow!("poisoned"))?;
+    if !built.iter().any(|b| b == name) {
         let package = if name == "mop" { "mop-runner" } else { name };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .context("running cargo build")?;
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build")?;
         if !status.success() {
             bail!("cargo build of {name} failed");
         }
+        built.push(name.to_string());
     }
     Ok(path)
 }
@@ -69,10 +78,8 @@ impl ChildGuard {
         if pid == 0 {
             bail!("{} is not running", self.name);
         }
-        let rc = unsafe_free_kill(pid, sig);
-        if rc != 0 {
-            bail!("kill({pid}, {sig}) failed");
-        }
+        let sig = nix::sys::signal::Signal::try_from(sig)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)?;
         Ok(())
     }
 
@@ -93,21 +100,6 @@ impl ChildGuard {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
-    // `kill` the command keeps this crate free of unsafe code.
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        0
-    } else {
-        -1
     }
 }
 

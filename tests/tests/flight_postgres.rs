@@ -213,9 +213,12 @@ async fn split_reads_each_segment_through_several_endpoints() {
         let c = cluster.client(i).await.unwrap();
         c.batch_execute(&create_all_types(i)).await.unwrap();
         // Enough pages to split.
-        c.batch_execute("INSERT INTO all_types (id, t) SELECT 100000 + g, repeat('x', 500) FROM generate_series(1, 2000) g; ANALYZE all_types")
-            .await
-            .unwrap();
+        c.batch_execute(&format!(
+            "INSERT INTO all_types (id, t) SELECT {} + g, repeat('x', 500) FROM generate_series(1, 2000) g; ANALYZE all_types",
+            100_000 * (i + 1)
+        ))
+        .await
+        .unwrap();
     }
     let mut args = segment_args(&cluster);
     args.extend(["--split".into(), "3".into()]);
