@@ -35,10 +35,11 @@ export LIBTORCH_BYPASS_VERSION_CHECK=1
 
 # --- Python venv with pyarrow (the Flight client we did not write) ------------
 VENV="$CACHE/venv"
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import pyarrow.flight, pandas" 2>/dev/null; then
-    say "creating $VENV with pyarrow"
-    python3 -m venv "$VENV" >&2
+if [[ ! -x "$VENV/bin/python" ]] || ! cmp -s "$HERE/requirements.txt" "$VENV/.hopper-requirements"; then
+    say "preparing $VENV (pyarrow, pandas, PyYAML)"
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" >&2
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$HERE/requirements.txt" >&2
+    cp "$HERE/requirements.txt" "$VENV/.hopper-requirements"
 fi
 export HOPPER_PYTHON="$VENV/bin/python"
 say "LIBTORCH=$LIBTORCH HOPPER_PYTHON=$HOPPER_PYTHON"

@@ -1,0 +1,34 @@
+//! docker-compose.yml cannot rot: every service's command uses flags the
+//! built binaries accept (there is no Docker engine here to run it).
+
+use hopper_tests::{binary, python};
+
+#[test]
+fn every_compose_command_uses_flags_the_binaries_accept() {
+    let py = python().expect("HOPPER_PYTHON is not set: run the tests through scripts/test.sh");
+    let dir = binary("flight-server").unwrap();
+    binary("mop").unwrap();
+    let dir = dir.parent().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = std::process::Command::new(py)
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/python/check_compose.py"),
+            &format!("{root}/docker-compose.yml"),
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The compose file's example run configuration parses too.
+    let text = std::fs::read_to_string(format!("{root}/examples/compose.toml")).unwrap();
+    mop_runner_config_parses(&text);
+}
+
+fn mop_runner_config_parses(text: &str) {
+    // Parsed by the same code `mop train` uses.
+    mop_runner::grid::RunConfig::parse(text).expect("examples/compose.toml");
+}
