@@ -193,6 +193,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
     // One flight-server over every segment.
     let mut cmd = Command::new(sibling_binary("flight-server")?);
     cmd.args(["--bind", "127.0.0.1:0"]);
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Its per-query log lines would interleave with the progress bars.
+        cmd.env("RUST_LOG", "flight_server=warn");
+    }
     for url in cluster.segment_urls() {
         cmd.args(["--segment", &url]);
     }
@@ -260,6 +264,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         drop(server);
         drop(cluster);
         std::fs::remove_dir_all(&base).ok();
+        println!("(the segments are stopped; run with --keep to query the result tables with psql afterwards)");
     }
     Ok(())
 }
