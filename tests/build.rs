@@ -26,6 +26,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=HOPPER_CACHE");
     println!("cargo:rerun-if-changed=build.rs");
     if let Some(dir) = libtorch_dir() {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.join("lib").display());
+        println!(
+            "cargo:rustc-link-arg=-Wl,-rpath,{}",
+            dir.join("lib").display()
+        );
     }
 }

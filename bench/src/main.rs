@@ -398,6 +398,40 @@ async fn run_suite(
                 .await?;
             check_rows(name, bench.rows[i].vol.rows, seg_rows[0])?;
         }
+        // The decoder alone, on one core, over COPY data already in memory:
+        // all columns, then the numeric and the text columns apart.
+        let numeric = std::iter::once("id, label".to_string())
+            .chain((1..=13).map(|j| format!("i{j}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = (1..=26)
+            .map(|j| format!("c{j}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (name, cols) in [
+            (
+                "decode only, in memory, 1 core: all 41 columns",
+                "*".to_string(),
+            ),
+            (
+                "decode only, in memory, 1 core: 15 numeric columns",
+                numeric,
+            ),
+            ("decode only, in memory, 1 core: 26 text columns", text),
+        ] {
+            let captured =
+                readers::copy_capture(&urls[0], &format!("SELECT {cols} FROM {table}")).await?;
+            eprintln!(
+                "  ({name}: {:.0} MB of COPY data)",
+                captured.bytes as f64 / 1e6
+            );
+            let i = bench
+                .measure(name, "Arrow", None, Some(copy1), || async {
+                    readers::decode_captured(&captured)
+                })
+                .await?;
+            check_rows(name, bench.rows[i].vol.rows, seg_rows[0])?;
+        }
     }
 
     // hopper: one flight-server over every segment …

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use arrow::array::{Array, ArrayData, RecordBatch};
+use arrow::datatypes::SchemaRef;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
+use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
 use flight_server::source::BatchLimits;
@@ -108,6 +110,61 @@ pub async fn copy_drain(url: &str, sql: &str, format: CopyFormat, rows: u64) -> 
         bytes += chunk.context("reading COPY")?.len() as u64;
     }
     Ok(Volume { rows, bytes })
+}
+
+/// A binary COPY of `sql` held in memory, in the chunks it arrived in.
+pub struct Captured {
+    chunks: Vec<bytes::Bytes>,
+    schema: SchemaRef,
+    types: Vec<Type>,
+    /// Bytes of the COPY stream.
+    pub bytes: u64,
+}
+
+/// Reads `COPY (sql) TO STDOUT (FORMAT binary)` into memory (untimed), so
+/// that the decoder can be timed alone, on one core, without PostgreSQL.
+pub async fn copy_capture(url: &str, sql: &str) -> Result<Captured> {
+    let client = connect(url).await?;
+    let stmt = client.prepare(sql).await.context("describing the query")?;
+    let schema = Arc::new(arrow_schema(stmt.columns())?);
+    let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+    let copy = client
+        .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
+        .await
+        .context("starting COPY")?;
+    let chunks: Vec<bytes::Bytes> = copy.try_collect().await.context("reading COPY")?;
+    let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+    Ok(Captured {
+        chunks,
+        schema,
+        types,
+        bytes,
+    })
+}
+
+/// Decodes a captured COPY with [`CopyDecoder`] (default [`BatchLimits`])
+/// and drops the batches; bytes are Arrow buffer bytes.
+pub fn decode_captured(captured: &Captured) -> Result<Volume> {
+    let mut decoder = CopyDecoder::new(
+        captured.schema.clone(),
+        &captured.types,
+        BatchLimits::default(),
+    )?;
+    let mut vol = Volume::default();
+    let mut drain = |d: &mut CopyDecoder| -> Result<()> {
+        while let Some(b) = d.take_batch()? {
+            vol.rows += b.num_rows() as u64;
+            vol.bytes += arrow_bytes(&b);
+        }
+        Ok(())
+    };
+    for chunk in &captured.chunks {
+        decoder.push(chunk)?;
+        drain(&mut decoder)?;
+    }
+    decoder.finish()?;
+    drain(&mut decoder)?;
+    Ok(vol)
 }
 
 /// How far [`copy_decode`] takes the data.

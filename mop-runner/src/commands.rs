@@ -132,7 +132,9 @@ pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
     println!("results: {}", outcome.dir.join("results.json").display());
     println!("models:  {}", outcome.dir.join("models").display());
     if let (Some(t), Some(db)) = (&config.output.table, &config.output.database) {
-        println!("tables:  {t}, {t}_info, {t}_summary  (psql '{db}' -c 'SELECT * FROM {t}_summary')");
+        println!(
+            "tables:  {t}, {t}_info, {t}_summary  (psql '{db}' -c 'SELECT * FROM {t}_summary')"
+        );
     }
 }
 

@@ -78,10 +78,7 @@ impl Setup {
             .map(|t| format!("trainers = {t}\n"))
             .unwrap_or_default();
         let output = match run.table {
-            Some(t) => format!(
-                "table = \"{t}\"\ndatabase = \"{}\"\n",
-                self.cluster.url(0)
-            ),
+            Some(t) => format!("table = \"{t}\"\ndatabase = \"{}\"\n", self.cluster.url(0)),
             None => String::new(),
         };
         let text = format!(
@@ -283,7 +280,11 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     for pid in pids {
         wait_gone(pid);
     }
-    assert_eq!(count(&events, "unit"), 4 * 2 * 3, "4 models × 2 partitions × 3 epochs");
+    assert_eq!(
+        count(&events, "unit"),
+        4 * 2 * 3,
+        "4 models × 2 partitions × 3 epochs"
+    );
 
     let r = results(&out);
     let models = r["models"].as_array().unwrap();
@@ -292,7 +293,10 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     for m in models {
         let val_acc = m["val_acc"].as_array().unwrap();
         assert_eq!(val_acc.len(), 3, "one validation accuracy per epoch: {m}");
-        println!("model {}: validation accuracy by epoch {val_acc:?}", m["model_id"]);
+        println!(
+            "model {}: validation accuracy by epoch {val_acc:?}",
+            m["model_id"]
+        );
         best = best.max(val_acc[2].as_f64().unwrap());
         let file = out.join(m["model_file"].as_str().unwrap());
         assert!(std::fs::metadata(&file).unwrap().len() > 0, "{file:?}");
@@ -315,7 +319,10 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
             .get::<_, i64>(0);
     }
     let share = train_rows as f64 / rows as f64;
-    assert!((0.77..0.83).contains(&share), "{train_rows} training rows of {rows}");
+    assert!(
+        (0.77..0.83).contains(&share),
+        "{train_rows} training rows of {rows}"
+    );
     for id in 0..4u64 {
         for epoch in 0..3u64 {
             let seen: i64 = events
@@ -376,7 +383,11 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     assert_eq!(info.len(), 4);
     for row in &info {
         for col in 0..3 {
-            assert_eq!(row.get::<_, Option<i32>>(col), Some(3), "arrays of one entry per epoch");
+            assert_eq!(
+                row.get::<_, Option<i32>>(col),
+                Some(3),
+                "arrays of one entry per epoch"
+            );
         }
     }
     let summary = c
@@ -389,7 +400,10 @@ async fn a_small_grid_learns_the_planted_signal_through_flight_and_separate_trai
     assert_eq!(row.get::<_, i32>(1), 2);
     assert_eq!(row.get::<_, i32>(2), 3);
     let best_db: f64 = row.get(3);
-    assert!((best_db - best).abs() < 1e-9, "summary best {best_db} vs results.json {best}");
+    assert!(
+        (best_db - best).abs() < 1e-9,
+        "summary best {best_db} vs results.json {best}"
+    );
     let best_id: i32 = row.get(4);
     assert_eq!(r["best_model"].as_i64(), Some(best_id as i64));
 }
@@ -415,7 +429,9 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
     // The same rows, read through Flight the way the runner splits them:
     // partition p is every endpoint i with i % W == p.
     let config = RunConfig::load(&path).unwrap();
-    let slices = plan(&s.server.url, &config.train_sql().unwrap()).await.unwrap();
+    let slices = plan(&s.server.url, &config.train_sql().unwrap())
+        .await
+        .unwrap();
     assert_eq!(slices.len(), w, "one endpoint per segment");
     let mut parts = vec![Vec::new(); w];
     for (p, part) in parts.iter_mut().enumerate() {
@@ -434,7 +450,10 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
         .iter()
         .map(|p| p.iter().map(|b| b.num_rows()).sum())
         .collect();
-    assert!(rows.iter().all(|&r| r > 500), "every partition has rows: {rows:?}");
+    assert!(
+        rows.iter().all(|&r| r > 500),
+        "every partition has rows: {rows:?}"
+    );
 
     // One process, one model, the partitions in the scheduler's visit order.
     let seed = config.train.seed;
@@ -470,9 +489,15 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
     assert_eq!(steps, 2 * per_epoch as i64);
     // Weights, both Adam moments and the step, byte for byte.
     assert_eq!(sequential.len(), mop_state.len());
-    assert!(sequential == mop_state, "MOP's model differs from sequential training");
+    assert!(
+        sequential == mop_state,
+        "MOP's model differs from sequential training"
+    );
     // And the order matters: the comparison can tell.
-    assert!(reordered != mop_state, "another visit order gave the same bytes");
+    assert!(
+        reordered != mop_state,
+        "another visit order gave the same bytes"
+    );
 }
 
 /// A grid whose run takes long enough to be interrupted mid-way.
@@ -513,7 +538,11 @@ async fn a_killed_runner_resumes_to_the_same_weights() {
     assert!(!s.out("interrupted").join("results.json").exists());
 
     let resumed = mop_train(&interrupted, &["--resume"]);
-    assert_eq!(count(&resumed, "unit"), 12 - done, "a resumed run redoes no finished unit");
+    assert_eq!(
+        count(&resumed, "unit"),
+        12 - done,
+        "a resumed run redoes no finished unit"
+    );
     mop_train(&straight, &[]);
     assert_same_models(&s.out("interrupted"), &s.out("straight"), 2);
     let r = results(&s.out("interrupted"));
@@ -537,19 +566,30 @@ async fn a_trainer_killed_mid_unit_is_replaced_and_the_run_ends_identical() {
         wait_for(&rx, &mut events, |v| is_event(v, "unit"));
     }
     let victim = trainer_pids(&events)[0];
-    wait_for(&rx, &mut events, |v| is_event(v, "unit_start") && v["partition"] == 0);
+    wait_for(&rx, &mut events, |v| {
+        is_event(v, "unit_start") && v["partition"] == 0
+    });
     kill9(victim);
     let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
-    assert!(status.success(), "the run survives a dead trainer: {status}");
+    assert!(
+        status.success(),
+        "the run survives a dead trainer: {status}"
+    );
     events.extend(rx.iter());
     wait_gone(victim);
 
     assert!(
-        events.iter().any(|v| is_event(v, "unit_failed") && v["partition"] == 0),
+        events
+            .iter()
+            .any(|v| is_event(v, "unit_failed") && v["partition"] == 0),
         "the killed trainer's unit failed"
     );
     let trainers: Vec<&Value> = events.iter().filter(|v| is_event(v, "trainer")).collect();
-    assert_eq!(trainers.len(), 3, "trainer 0 was replaced once: {trainers:?}");
+    assert_eq!(
+        trainers.len(),
+        3,
+        "trainer 0 was replaced once: {trainers:?}"
+    );
     assert_eq!(trainers[2]["trainer"], 0);
     let units: BTreeSet<(u64, u64, u64)> = events
         .iter()
@@ -599,9 +639,16 @@ async fn measure_mop_on_two_trainers_against_one() {
             .map(|u| u["end"].as_f64().unwrap() - u["start"].as_f64().unwrap())
             .sum();
         let run_seconds = r["seconds"].as_f64().unwrap();
+        let train_seconds: f64 = r["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["epoch_seconds"].as_array().unwrap().clone())
+            .map(|x| x.as_f64().unwrap())
+            .sum();
         println!(
             "{segments} trainer(s): mop train wall {wall:.2} s, run {run_seconds:.2} s, \
-             sum of unit seconds {unit_seconds:.2} s"
+             units {unit_seconds:.2} s as the runner saw them, {train_seconds:.2} s of training in the trainers"
         );
         seconds.push(run_seconds);
     }

@@ -14,6 +14,15 @@
 //!        model finished an epoch ─► Evaluate on every trainer's validation rows
 //!  end: model files, results.json/csv, result tables in the database
 //! ```
+//!
+//! # Failures
+//! A unit whose trainer fails is requeued: it runs again from the model's
+//! state before it, so a failure changes no weights (the reproducible
+//! policy fixes every model's visit order up front). A spawned trainer that
+//! died is replaced by a new process that re-opens the same partition.
+//! Trainers run with `--exit-with-parent`, so a runner killed outright
+//! leaves none behind. Validation passes in flight are checkpointed with
+//! the states they validate, so `--resume` still validates every epoch.
 
 pub mod checkpoint;
 pub mod progress;
@@ -114,7 +123,12 @@ struct Trainers {
 }
 
 impl Trainers {
-    async fn start(config: &RunConfig, w: usize, binary: PathBuf, reporter: &Reporter) -> Result<Self> {
+    async fn start(
+        config: &RunConfig,
+        w: usize,
+        binary: PathBuf,
+        reporter: &Reporter,
+    ) -> Result<Self> {
         let mut t = Trainers {
             clients: Vec::with_capacity(w),
             local: Vec::with_capacity(w),
@@ -162,7 +176,10 @@ impl Trainers {
             old.kill();
         }
         let t = LocalTrainer::spawn(&self.binary, self.threads)?;
-        reporter.println(format!("trainer {w}: replaced by a new process at {}", t.address));
+        reporter.println(format!(
+            "trainer {w}: replaced by a new process at {}",
+            t.address
+        ));
         reporter.trainer_started(w, t.pid(), &t.address);
         self.clients[w] = trainers::connect(&t.address).await?;
         self.local[w] = Some(t);
@@ -172,8 +189,16 @@ impl Trainers {
 
 /// A stable fingerprint of what determines a run's results.
 fn fingerprint(config: &RunConfig) -> String {
-    let text = serde_json::to_string(&(&config.source, &config.grid, config.train.epochs, config.train.seed))
-        .unwrap_or_default();
+    // The flight-server's address is left out: a resumed run (e.g. `mop demo
+    // --resume`) may reach the same data through a server on another port.
+    let text = serde_json::to_string(&(
+        config.train_sql().ok(),
+        config.validation_sql().ok(),
+        &config.grid,
+        config.train.epochs,
+        config.train.seed,
+    ))
+    .unwrap_or_default();
     // FNV-1a: stable across builds and platforms.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in text.bytes() {
@@ -264,7 +289,15 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                         None => None,
                     });
                 }
-                (c.scheduler, states, c.units_done, c.metrics, c.timeline, c.elapsed, c.pending_evals)
+                (
+                    c.scheduler,
+                    states,
+                    c.units_done,
+                    c.metrics,
+                    c.timeline,
+                    c.elapsed,
+                    c.pending_evals,
+                )
             }
             (false, Some(_)) => {
                 return Err(Error::Config(format!(
@@ -274,8 +307,22 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 )))
             }
             (_, None) => {
-                let s = Scheduler::new(models.len(), w, config.train.epochs, config.train.seed, Policy::Reproducible)?;
-                (s, vec![None; models.len()], vec![0; models.len()], vec![Vec::new(); models.len()], Vec::new(), 0.0, Vec::new())
+                let s = Scheduler::new(
+                    models.len(),
+                    w,
+                    config.train.epochs,
+                    config.train.seed,
+                    Policy::Reproducible,
+                )?;
+                (
+                    s,
+                    vec![None; models.len()],
+                    vec![0; models.len()],
+                    vec![Vec::new(); models.len()],
+                    Vec::new(),
+                    0.0,
+                    Vec::new(),
+                )
             }
         };
 
@@ -285,7 +332,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         None => std::env::current_exe()?,
     };
     let progress = sched.progress();
-    let reporter = Arc::new(Reporter::new(opts.progress, w, progress.total, progress.done));
+    let reporter = Arc::new(Reporter::new(
+        opts.progress,
+        w,
+        progress.total,
+        progress.done,
+    ));
     let mut trainers = Trainers::start(&config, w, binary, &reporter).await?;
     let cache = match config.source.cache {
         Cache::Memory => ProtoCache::Memory,
@@ -332,7 +384,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             &mut set,
             &trainers.clients,
             configs_json[e.model].clone(),
-            PendingEval { model: e.model, epoch: e.epoch, state, attempts: 0 },
+            PendingEval {
+                model: e.model,
+                epoch: e.epoch,
+                state,
+                attempts: 0,
+            },
         );
     }
 
@@ -341,13 +398,18 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             if *is_busy {
                 continue;
             }
-            let Some(unit) = sched.next_unit(worker) else { continue };
+            let Some(unit) = sched.next_unit(worker) else {
+                continue;
+            };
             *is_busy = true;
             reporter.unit_started(unit);
             let req = TrainUnitRequest {
                 model: unit.model as u32,
                 config_json: (*configs_json[unit.model]).clone(),
-                state: states[unit.model].as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+                state: states[unit.model]
+                    .as_ref()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
                 train: Vec::new(),
@@ -357,7 +419,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             let start = now(&started);
             set.spawn(async move {
                 let result = run_unit(client, req, unit, rep).await;
-                Done::Unit { worker, unit, start, result }
+                Done::Unit {
+                    worker,
+                    unit,
+                    start,
+                    result,
+                }
             });
         }
         if sched.is_done() && set.is_empty() {
@@ -383,7 +450,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             ));
         };
         match done.map_err(|e| Error::Schedule(format!("unit task: {e}")))? {
-            Done::Unit { worker, unit, start, result: Ok(r) } => {
+            Done::Unit {
+                worker,
+                unit,
+                start,
+                result: Ok(r),
+            } => {
                 busy[worker] = false;
                 failures[worker] = 0;
                 let m = unit.model;
@@ -415,15 +487,35 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                             &mut set,
                             &trainers.clients,
                             configs_json[m].clone(),
-                            PendingEval { model: m, epoch: unit.epoch, state, attempts: 0 },
+                            PendingEval {
+                                model: m,
+                                epoch: unit.epoch,
+                                state,
+                                attempts: 0,
+                            },
                         );
                     } else {
                         reporter.epoch_done(m, unit.epoch, &metrics[m][unit.epoch]);
                     }
                 }
-                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, &evals, now(&started), &fp)?;
+                commit(
+                    &ckdir,
+                    &sched,
+                    &states,
+                    &units_done,
+                    &metrics,
+                    &timeline,
+                    &evals,
+                    now(&started),
+                    &fp,
+                )?;
             }
-            Done::Unit { worker, unit, result: Err(e), .. } => {
+            Done::Unit {
+                worker,
+                unit,
+                result: Err(e),
+                ..
+            } => {
                 busy[worker] = false;
                 sched.requeue(unit)?;
                 failures[worker] += 1;
@@ -441,11 +533,20 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
                     tokio::time::sleep(backoff).await;
                 }
-                if let Err(s) = trainers.clients[worker].open_partition(open_req(worker)).await {
-                    reporter.println(format!("trainer {worker}: reopening partition failed: {}", s.message()));
+                if let Err(s) = trainers.clients[worker]
+                    .open_partition(open_req(worker))
+                    .await
+                {
+                    reporter.println(format!(
+                        "trainer {worker}: reopening partition failed: {}",
+                        s.message()
+                    ));
                 }
             }
-            Done::Eval { eval, result: Ok((n, loss, correct)) } => {
+            Done::Eval {
+                eval,
+                result: Ok((n, loss, correct)),
+            } => {
                 let (model, epoch) = (eval.model, eval.epoch);
                 evals.remove(&(model, epoch));
                 let em = epoch_slot(&mut metrics[model], epoch);
@@ -453,9 +554,22 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 em.val_loss_sum = loss;
                 em.val_correct = correct;
                 reporter.epoch_done(model, epoch, &metrics[model][epoch]);
-                commit(&ckdir, &sched, &states, &units_done, &metrics, &timeline, &evals, now(&started), &fp)?;
+                commit(
+                    &ckdir,
+                    &sched,
+                    &states,
+                    &units_done,
+                    &metrics,
+                    &timeline,
+                    &evals,
+                    now(&started),
+                    &fp,
+                )?;
             }
-            Done::Eval { mut eval, result: Err(e) } => {
+            Done::Eval {
+                mut eval,
+                result: Err(e),
+            } => {
                 eval.attempts += 1;
                 if eval.attempts > MAX_RETRIES {
                     reporter.finish();
@@ -470,7 +584,8 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 }
                 reporter.println(format!(
                     "validating model {} after epoch {} failed, will run again: {e}",
-                    eval.model, eval.epoch + 1
+                    eval.model,
+                    eval.epoch + 1
                 ));
                 // Replace whichever trainer died (a busy one's unit fails
                 // too and is rerun), reopen it, then validate again.
@@ -478,15 +593,29 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 for worker in 0..w {
                     if trainers.replace_if_dead(worker, &reporter).await? {
                         replaced = true;
-                        if let Err(s) = trainers.clients[worker].open_partition(open_req(worker)).await {
-                            reporter.println(format!("trainer {worker}: reopening partition failed: {}", s.message()));
+                        if let Err(s) = trainers.clients[worker]
+                            .open_partition(open_req(worker))
+                            .await
+                        {
+                            reporter.println(format!(
+                                "trainer {worker}: reopening partition failed: {}",
+                                s.message()
+                            ));
                         }
                     }
                 }
                 if !replaced {
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << eval.attempts.min(6))).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        100 << eval.attempts.min(6),
+                    ))
+                    .await;
                 }
-                spawn_eval(&mut set, &trainers.clients, configs_json[eval.model].clone(), eval);
+                spawn_eval(
+                    &mut set,
+                    &trainers.clients,
+                    configs_json[eval.model].clone(),
+                    eval,
+                );
             }
         }
     }
@@ -563,7 +692,11 @@ fn commit(
         if !ckdir_has(ckdir, &name) {
             checkpoint::write_atomic(&ckdir.file().with_file_name(&name), bytes)?;
         }
-        pending_evals.push(EvalRecord { model, epoch, state: name });
+        pending_evals.push(EvalRecord {
+            model,
+            epoch,
+            state: name,
+        });
     }
     ckdir.commit(&Checkpoint {
         scheduler: snapshot,
@@ -637,7 +770,9 @@ async fn evaluate_everywhere(
     let (mut n, mut loss, mut correct) = (0, 0.0, 0);
     while let Some(r) = set.join_next().await {
         let (w, r) = r.map_err(|e| trainer_err(0, e))?;
-        let r = r.map_err(|s| trainer_err(w, format!("evaluating: {}", s.message())))?.into_inner();
+        let r = r
+            .map_err(|s| trainer_err(w, format!("evaluating: {}", s.message())))?
+            .into_inner();
         n += r.samples;
         loss += r.loss_sum;
         correct += r.correct;

@@ -91,7 +91,12 @@ impl Reporter {
         }));
         self.set_worker(
             unit.partition,
-            format!("model {:>3}  epoch {:>2}  partition {}", unit.model, unit.epoch + 1, unit.partition),
+            format!(
+                "model {:>3}  epoch {:>2}  partition {}",
+                unit.model,
+                unit.epoch + 1,
+                unit.partition
+            ),
         );
     }
 

@@ -53,7 +53,11 @@ pub fn arch_name(a: &Arch) -> String {
     match a {
         Arch::Mlp { hidden } => format!(
             "mlp[{}]",
-            hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")
+            hidden
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         Arch::LogReg => "logreg".into(),
         Arch::Cnn => "cnn".into(),
@@ -110,7 +114,9 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
             "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
             m.id,
             arch_name(&m.config.arch).replace(',', ";"),
-            serde_json::to_string(&m.config.optimizer)?.replace(',', ";").replace('"', ""),
+            serde_json::to_string(&m.config.optimizer)?
+                .replace(',', ";")
+                .replace('"', ""),
             m.config.lr,
             m.config.l2,
             m.config.batch_size,
@@ -166,7 +172,9 @@ fn check_ident(name: &str) -> Result<()> {
         && name.split('.').count() <= 2
         && name.split('.').all(|p| {
             !p.is_empty()
-                && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
     if ok {
@@ -260,7 +268,9 @@ pub async fn write_tables(
         .await
         .map_err(db_err)?;
     }
-    let best = leaderboard(outcome).first().map(|m| (m.id as i32, opt(m.score())));
+    let best = leaderboard(outcome)
+        .first()
+        .map(|m| (m.id as i32, opt(m.score())));
     tx.execute(
         &format!(
             "INSERT INTO {table}_summary (source, flight, models, trainers, epochs, seed, seconds, best_model_id, best_val_acc)

@@ -31,7 +31,13 @@ impl LocalTrainer {
     /// Starts `<mop> trainer --bind 127.0.0.1:0` and reads its address.
     pub fn spawn(binary: &PathBuf, threads: usize) -> Result<Self> {
         let mut child = Command::new(binary)
-            .args(["trainer", "--exit-with-parent", "--bind", "127.0.0.1:0", "--threads"])
+            .args([
+                "trainer",
+                "--exit-with-parent",
+                "--bind",
+                "127.0.0.1:0",
+                "--threads",
+            ])
             .arg(threads.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

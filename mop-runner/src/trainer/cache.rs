@@ -107,7 +107,8 @@ impl PartitionData {
             }
         }
         if let Some(mut w) = writer {
-            w.finish().map_err(|e| Error::Io(std::io::Error::other(e)))?;
+            w.finish()
+                .map_err(|e| Error::Io(std::io::Error::other(e)))?;
             data.file = Some(path);
         }
         Ok(data)
@@ -140,12 +141,10 @@ impl PartitionData {
                 let file = self.file.clone();
                 std::thread::spawn(move || {
                     let Some(path) = file else { return };
-                    let reader = File::open(&path)
-                        .map_err(Error::Io)
-                        .and_then(|f| {
-                            FileReader::try_new(f, None)
-                                .map_err(|e| Error::Io(std::io::Error::other(e)))
-                        });
+                    let reader = File::open(&path).map_err(Error::Io).and_then(|f| {
+                        FileReader::try_new(f, None)
+                            .map_err(|e| Error::Io(std::io::Error::other(e)))
+                    });
                     match reader {
                         Ok(reader) => {
                             for b in reader {

@@ -118,15 +118,20 @@ impl Trainer for TrainerService {
         let train = PartitionData::open(slices(req.train), mode, dir.path(), "train")
             .await
             .map_err(status)?;
-        let validation = PartitionData::open(slices(req.validation), mode, dir.path(), "validation")
-            .await
-            .map_err(status)?;
+        let validation =
+            PartitionData::open(slices(req.validation), mode, dir.path(), "validation")
+                .await
+                .map_err(status)?;
         let resp = OpenPartitionResponse {
             train_rows: train.rows,
             validation_rows: validation.rows,
             seconds: start.elapsed().as_secs_f64(),
         };
-        tracing::info!(partition = req.partition, rows = train.rows, "partition open");
+        tracing::info!(
+            partition = req.partition,
+            rows = train.rows,
+            "partition open"
+        );
         *guard = Some(Opened {
             index: req.partition,
             threads: req.threads,
@@ -208,7 +213,12 @@ impl Trainer for TrainerService {
             })();
             let event = match result {
                 Ok(r) => {
-                    tracing::debug!(model = model_id, partition, samples = r.samples, "unit done");
+                    tracing::debug!(
+                        model = model_id,
+                        partition,
+                        samples = r.samples,
+                        "unit done"
+                    );
                     Ok(TrainEvent {
                         event: Some(train_event::Event::Result(r)),
                     })

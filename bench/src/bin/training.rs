@@ -1,0 +1,354 @@
+//! `training`: how fast one trainer turns Criteo rows into Adam steps, what
+//! the CPU could do at best, how much of a unit is spent waiting for input,
+//! and how tightly the MOP scheduler packs units onto workers.
+//!
+//! # Design
+//!
+//! ```text
+//!  1. GEMM rate     tch matmul 1024×1024 f32, best of N ──► GFLOP/s ──► confA bound (32.2 MFLOP/row)
+//!  2. throughput    random valid slot indices ──► train_partition(confA, batch, dense|sparse, 1|2 threads)
+//!  3. data stall    same rows from a Vec  vs  producer thread ─ sync_channel(4) ─► train_partition
+//!  4. scheduling    Scheduler + simulate(UnitTimes::{equal, mixed}) ──► makespan / lower bound
+//! ```
+//!
+//! Rows are synthetic but shaped exactly like featurized Criteo: 13 numeric
+//! slots in `j·50 .. j·50+50` and 26 categorical slots in
+//! `650 + k·256 .. +256`, so the model does the same arithmetic it does on
+//! the real table. Throughput runs stop after at least 2 s *and* 3 000 rows
+//! (or 10 s), checked between mini-batches, so slow configurations stay short
+//! and fast ones are not dominated by noise.
+
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use mop_runner::config::{ModelConfig, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
+use mop_runner::featurize::{categorical_slot, numeric_bucket, Featurized};
+use mop_runner::model::Model;
+use mop_runner::schedule::{Policy, Scheduler};
+use mop_runner::simulate::{simulate, SimOptions, UnitTimes};
+use mop_runner::train::{set_threads, train_partition, UnitMetrics};
+use tch::{Device, Kind, Tensor};
+
+/// Numeric columns of a Criteo row.
+const NUMERIC: usize = 13;
+/// Categorical columns of a Criteo row.
+const CATEGORICAL: usize = 26;
+/// Active slots per row.
+const SLOTS: usize = NUMERIC + CATEGORICAL;
+/// Forward + backward FLOPs of one confA row (7306→1000→500→2): two
+/// multiply-adds per weight forward, the same again for the weight gradients,
+/// plus the input gradients of the two upper layers (none for the input).
+const CONF_A_FLOP_PER_ROW: f64 = 32.2e6;
+/// Rows in the in-memory data set the throughput runs cycle over.
+const DATA_ROWS: usize = 8192;
+/// Minimum timed duration and rows of one throughput measurement.
+const MIN_SECONDS: f64 = 2.0;
+/// See [`MIN_SECONDS`].
+const MIN_ROWS: u64 = 3000;
+/// Hard cap on one throughput measurement.
+const MAX_SECONDS: f64 = 10.0;
+/// Rows per batch the simulated reader hands over (a Flight record batch).
+const READER_BATCH: usize = 1024;
+
+/// SplitMix64: a tiny deterministic generator, so the benchmark needs no
+/// random-number crate and every run trains on the same rows.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// `rows` random but valid featurized Criteo rows.
+fn random_rows(rows: usize, seed: u64) -> Result<Featurized> {
+    let mut rng = SplitMix(seed);
+    let mut x = Vec::with_capacity(rows * SLOTS);
+    let mut y = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        for j in 0..NUMERIC {
+            x.push((j * NUMERIC_BUCKETS + rng.below(NUMERIC_BUCKETS)) as i64);
+        }
+        for k in 0..CATEGORICAL {
+            let base = NUMERIC * NUMERIC_BUCKETS + k * CATEGORICAL_SLOTS;
+            x.push((base + rng.below(CATEGORICAL_SLOTS)) as i64);
+        }
+        y.push(rng.below(2) as i64);
+    }
+    let x = Tensor::from_slice(&x).view([rows as i64, SLOTS as i64]);
+    Ok(Featurized::new(x, Tensor::from_slice(&y))?)
+}
+
+/// One raw Criteo row as a reader would see it before featurization.
+struct RawRow {
+    numeric: [f64; NUMERIC],
+    categorical: [Option<String>; CATEGORICAL],
+    label: i64,
+}
+
+/// `rows` raw rows with Criteo-like values (log-spread numbers, some NULLs,
+/// hex-string categories).
+fn raw_rows(rows: usize, seed: u64) -> Vec<RawRow> {
+    let mut rng = SplitMix(seed);
+    (0..rows)
+        .map(|_| RawRow {
+            numeric: std::array::from_fn(|_| {
+                let e = rng.below(24) as i32;
+                (rng.next() % 1000) as f64 / 1000.0 * 2f64.powi(e)
+            }),
+            categorical: std::array::from_fn(|_| {
+                let v = rng.next();
+                (v % 10 != 0).then(|| format!("{:08x}", v >> 40))
+            }),
+            label: rng.below(2) as i64,
+        })
+        .collect()
+}
+
+/// Featurizes raw rows the way the Criteo featurizer does (log buckets,
+/// FNV-1a hashed categories) into one batch: the CPU work a reader does per
+/// record batch.
+fn featurize(rows: &[RawRow]) -> Result<Featurized> {
+    let mut x = Vec::with_capacity(rows.len() * SLOTS);
+    let mut y = Vec::with_capacity(rows.len());
+    for row in rows {
+        for (j, v) in row.numeric.iter().enumerate() {
+            x.push((j * NUMERIC_BUCKETS) as i64 + numeric_bucket(*v));
+        }
+        for (k, v) in row.categorical.iter().enumerate() {
+            let base = (NUMERIC * NUMERIC_BUCKETS + k * CATEGORICAL_SLOTS) as i64;
+            x.push(base + categorical_slot(v.as_deref().map(str::as_bytes)));
+        }
+        y.push(row.label);
+    }
+    let x = Tensor::from_slice(&x).view([rows.len() as i64, SLOTS as i64]);
+    Ok(Featurized::new(x, Tensor::from_slice(&y))?)
+}
+
+/// Best GFLOP/s of a 1024×1024 f32 matmul over `repeats` runs.
+fn gemm_gflops(repeats: usize) -> f64 {
+    let n = 1024i64;
+    let a = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
+    let _ = a.matmul(&b);
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let c = a.matmul(&b);
+        best = best.min(t.elapsed().as_secs_f64());
+        drop(c);
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// Mini-batches of `batch` rows cycled over `data` until `until` says stop.
+fn cycle<'a>(
+    data: &'a Featurized,
+    batch: usize,
+    mut until: impl FnMut(u64) -> bool + 'a,
+) -> impl Iterator<Item = mop_runner::Result<Featurized>> + 'a {
+    let rows = data.len();
+    let mut offset = 0;
+    let mut served = 0u64;
+    std::iter::from_fn(move || {
+        if until(served) {
+            return None;
+        }
+        if offset + batch > rows {
+            offset = 0;
+        }
+        let mb = data.slice(offset, batch);
+        offset += batch;
+        served += batch as u64;
+        Some(mb)
+    })
+}
+
+/// Rows per second of confA at `batch` rows per step.
+fn throughput(data: &Featurized, batch: usize, sparse: bool) -> Result<UnitMetrics> {
+    let mut model = Model::new(ModelConfig::conf_a(1e-3, 1e-5, batch, sparse), 7)?;
+    let mut opt = model.optimizer()?;
+    // Warm-up: allocator, kernels' first-call setup, Adam's state tensors.
+    let warm = Instant::now();
+    train_partition(
+        &mut model,
+        &mut opt,
+        cycle(data, batch, |rows| {
+            rows >= 3 * batch as u64 && warm.elapsed() > Duration::from_millis(300)
+        }),
+        batch,
+        |_| {},
+    )?;
+    let start = Instant::now();
+    let m = train_partition(
+        &mut model,
+        &mut opt,
+        cycle(data, batch, |rows| {
+            let t = start.elapsed().as_secs_f64();
+            (t >= MIN_SECONDS && rows >= MIN_ROWS) || t >= MAX_SECONDS
+        }),
+        batch,
+        |_| {},
+    )?;
+    Ok(m)
+}
+
+/// Trains sparse confA (batch 256) over `raw`'s rows (a) from batches
+/// featurized up front and (b) from a producer thread that featurizes each
+/// record batch and hands it over a `sync_channel(4)`.
+fn data_stall(raw: std::sync::Arc<Vec<RawRow>>) -> Result<(UnitMetrics, UnitMetrics)> {
+    let batch = 256;
+    let config = ModelConfig::conf_a(1e-3, 1e-5, batch, true);
+    let warm = random_rows(4 * batch, 3)?;
+
+    let in_memory: Vec<Featurized> = raw
+        .chunks(READER_BATCH)
+        .map(featurize)
+        .collect::<Result<_>>()?;
+    let mut model = Model::new(config.clone(), 7)?;
+    let mut opt = model.optimizer()?;
+    train_partition(
+        &mut model,
+        &mut opt,
+        [Ok(warm.shallow_clone())],
+        batch,
+        |_| {},
+    )?;
+    let from_vec = train_partition(
+        &mut model,
+        &mut opt,
+        in_memory.into_iter().map(Ok),
+        batch,
+        |_| {},
+    )?;
+
+    let mut model = Model::new(config, 7)?;
+    let mut opt = model.optimizer()?;
+    train_partition(&mut model, &mut opt, [Ok(warm)], batch, |_| {})?;
+    let (tx, rx) = sync_channel::<mop_runner::Result<Featurized>>(4);
+    let producer = std::thread::spawn(move || {
+        for chunk in raw.chunks(READER_BATCH) {
+            let batch = featurize(chunk).map_err(|e| mop_runner::Error::Config(e.to_string()));
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    let from_channel = train_partition(&mut model, &mut opt, rx, batch, |_| {})?;
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer thread panicked"))?;
+    Ok((from_vec, from_channel))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn main() -> Result<()> {
+    let began = Instant::now();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "# hopper training benchmark ({cpus} CPUs, libtorch CPU, load average {})",
+        loadavg()
+    );
+
+    println!("\n## 1. GEMM rate (1024×1024 f32 matmul, best of 10)");
+    let mut bound = [0.0f64; 3];
+    for threads in [1, 2] {
+        set_threads(threads);
+        let g = gemm_gflops(10);
+        bound[threads] = g * 1e9 / CONF_A_FLOP_PER_ROW;
+        println!(
+            "threads={threads}: {g:7.1} GFLOP/s  → confA bound {:7.0} rows/s (32.2 MFLOP/row)",
+            bound[threads]
+        );
+    }
+
+    println!(
+        "\n## 2. confA throughput (rows/s; ≥{MIN_SECONDS} s and ≥{MIN_ROWS} rows after warm-up)"
+    );
+    println!(
+        "{:>7} {:>5} {:>10} {:>10} {:>13} {:>9} {:>9}",
+        "threads", "batch", "dense", "sparse", "sparse/dense", "dense/GB", "sparse/GB"
+    );
+    let data = random_rows(DATA_ROWS, 1)?;
+    for threads in [1, 2] {
+        set_threads(threads);
+        for batch in [32, 256, 512] {
+            let d = throughput(&data, batch, false)?;
+            let s = throughput(&data, batch, true)?;
+            let dr = d.samples as f64 / d.seconds;
+            let sr = s.samples as f64 / s.seconds;
+            println!(
+                "{threads:>7} {batch:>5} {dr:>10.0} {sr:>10.0} {:>12.1}× {:>8.0}% {:>8.0}%",
+                sr / dr,
+                100.0 * dr / bound[threads],
+                100.0 * sr / bound[threads]
+            );
+        }
+    }
+
+    println!(
+        "\n## 3. Data stall (sparse confA, batch 256, {DATA_ROWS} rows in {READER_BATCH}-row batches)"
+    );
+    let raw = std::sync::Arc::new(raw_rows(DATA_ROWS, 2));
+    for threads in [1, 2] {
+        set_threads(threads);
+        let (v, c) = data_stall(raw.clone())?;
+        for (name, m) in [("Vec in memory", v), ("producer + sync_channel(4)", c)] {
+            println!(
+                "threads={threads} {name:<27} {:>6.2} s  {:>7.0} rows/s  wait {:>6.3} s ({:>4.1}%)",
+                m.seconds,
+                m.samples as f64 / m.seconds,
+                m.wait_seconds,
+                100.0 * m.wait_seconds / m.seconds
+            );
+        }
+    }
+    println!("(real Flight reads are not measured here; see the data-plane benchmark)");
+
+    println!("\n## 4. Simulated MOP makespan / lower bound");
+    println!(
+        "{:>6} {:>7} {:>6} {:>6} {:>13} {:>10} {:>10} {:>10} {:>7}",
+        "models", "workers", "epochs", "times", "policy", "makespan", "bound", "ratio", "wall"
+    );
+    for (models, workers, epochs) in [(16, 8, 10), (1000, 64, 1)] {
+        for (kind, times) in [
+            ("equal", UnitTimes::equal(models, workers)?),
+            ("mixed", UnitTimes::mixed(models, workers)?),
+        ] {
+            for policy in Policy::ALL {
+                let t = Instant::now();
+                let sched = Scheduler::new(models, workers, epochs, 42, policy)?;
+                let r = simulate(sched, &times, &SimOptions::default())?;
+                println!(
+                    "{models:>6} {workers:>7} {epochs:>6} {kind:>6} {:>13} {:>10.1} {:>10.1} {:>10.4} {:>6.2}s",
+                    policy.name(),
+                    r.makespan,
+                    r.lower_bound,
+                    r.makespan / r.lower_bound,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    println!(
+        "\ntotal {:.0} s, load average at end {}",
+        began.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    Ok(())
+}
