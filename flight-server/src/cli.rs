@@ -78,12 +78,15 @@ impl Args {
             }
         };
         if self.batch_rows == 0 || self.batch_bytes == 0 {
-            return Err(Error::Config("--batch-rows and --batch-bytes must be > 0".into()));
+            return Err(Error::Config(
+                "--batch-rows and --batch-bytes must be > 0".into(),
+            ));
         }
         let ticket_key = match (&self.ticket_key_file, std::env::var("HOPPER_TICKET_KEY")) {
-            (Some(path), _) => Some(std::fs::read(path).map_err(|e| {
-                Error::Config(format!("reading --ticket-key-file {path}: {e}"))
-            })?),
+            (Some(path), _) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Error::Config(format!("reading --ticket-key-file {path}: {e}")))?,
+            ),
             (None, Ok(key)) if !key.is_empty() => Some(key.into_bytes()),
             _ => None,
         };
@@ -118,13 +121,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -82,7 +82,9 @@ impl Error {
         if let Some(db) = err.as_db_error() {
             let code = db.code();
             let msg = match (db.detail(), db.hint()) {
-                (Some(d), Some(h)) => format!("{context}: {} (detail: {d}; hint: {h})", db.message()),
+                (Some(d), Some(h)) => {
+                    format!("{context}: {} (detail: {d}; hint: {h})", db.message())
+                }
                 (Some(d), None) => format!("{context}: {} (detail: {d})", db.message()),
                 (None, Some(h)) => format!("{context}: {} (hint: {h})", db.message()),
                 (None, None) => format!("{context}: {}", db.message()),

@@ -80,7 +80,9 @@ pub async fn open_source(config: &ServerConfig) -> Result<Arc<dyn Source>> {
             }
             Arc::new(PostgresSource::new(segments.clone(), (*split).max(1), config.limits).await?)
         }
-        SourceConfig::Greenplum { url } => Arc::new(GreenplumSource::new(url, config.limits).await?),
+        SourceConfig::Greenplum { url } => {
+            Arc::new(GreenplumSource::new(url, config.limits).await?)
+        }
         SourceConfig::Files { path, partitions } => {
             Arc::new(FilesSource::open(path, config.limits, (*partitions).max(1)).await?)
         }

@@ -18,9 +18,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
-    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc,
-    SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
 use arrow_ipc::writer::IpcWriteOptions;
 use arrow_schema::SchemaRef;
@@ -198,7 +197,9 @@ impl FlightService for HopperFlightService {
             Some(Ok(batch)) => batch.schema(),
             Some(Err(_)) => {
                 let err = stream.next().await.and_then(Result::err);
-                return Err(err.map(Status::from).unwrap_or_else(|| Status::internal("lost error")));
+                return Err(err
+                    .map(Status::from)
+                    .unwrap_or_else(|| Status::internal("lost error")));
             }
             None => self.partition_schema(&partition).await?,
         };
@@ -217,7 +218,9 @@ impl FlightService for HopperFlightService {
         &self,
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("DoPut is not supported by this source"))
+        Err(Status::unimplemented(
+            "DoPut is not supported by this source",
+        ))
     }
 
     async fn do_exchange(

@@ -40,14 +40,19 @@ pub struct TicketSigner {
 
 impl std::fmt::Debug for TicketSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TicketSigner").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TicketSigner")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
 impl TicketSigner {
     /// A signer with the given key; tickets live for `ttl`.
     pub fn new(key: impl Into<Vec<u8>>, ttl: Duration) -> Self {
-        Self { key: key.into(), ttl }
+        Self {
+            key: key.into(),
+            ttl,
+        }
     }
 
     /// A signer with a fresh random key: tickets are valid on this process only.
@@ -100,7 +105,9 @@ impl TicketSigner {
         }
         let len = u32::from_be_bytes(ticket[4..8].try_into().expect("4 bytes")) as usize;
         if ticket.len() != 8 + len + MAC_LEN {
-            return Err(Error::BadTicket(format!("truncated or padded ticket; {HINT}")));
+            return Err(Error::BadTicket(format!(
+                "truncated or padded ticket; {HINT}"
+            )));
         }
         let (signed, tag) = ticket.split_at(8 + len);
         let mut mac = self.mac();
@@ -175,7 +182,13 @@ mod tests {
         assert!(e.to_string().contains("expired"), "{e}");
 
         let t = s.sign(&partition(), Some("alice"));
-        assert!(matches!(s.verify(&t, Some("bob")), Err(Error::PermissionDenied(_))));
-        assert!(matches!(s.verify(b"garbage", None), Err(Error::BadTicket(_))));
+        assert!(matches!(
+            s.verify(&t, Some("bob")),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            s.verify(b"garbage", None),
+            Err(Error::BadTicket(_))
+        ));
     }
 }

@@ -78,7 +78,9 @@ impl Drop for Guard {
 
 fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| Error::Config("no executable dir".into()))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| Error::Config("no executable dir".into()))?;
     for candidate in [dir.join(name), dir.join("..").join(name)] {
         if candidate.exists() {
             return Ok(candidate);
@@ -106,7 +108,11 @@ fn cluster_dir(out: &Path) -> Result<PathBuf> {
 fn grid_toml(args: &DemoArgs, flight: &str, database: &str) -> String {
     let (table, grid) = match args.data {
         DemoData::Criteo => {
-            let hidden = if args.full { "[1000, 500]" } else { "[128, 64]" };
+            let hidden = if args.full {
+                "[1000, 500]"
+            } else {
+                "[128, 64]"
+            };
             (
                 "criteo",
                 format!(
@@ -139,7 +145,9 @@ fn grid_toml(args: &DemoArgs, flight: &str, database: &str) -> String {
 /// Runs the demo.
 pub fn run_demo(args: DemoArgs) -> Result<()> {
     if args.segments == 0 || args.rows == 0 {
-        return Err(Error::Config("--segments and --rows must be at least 1".into()));
+        return Err(Error::Config(
+            "--segments and --rows must be at least 1".into(),
+        ));
     }
     std::fs::create_dir_all(&args.dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -160,10 +168,17 @@ async fn demo(args: DemoArgs) -> Result<()> {
         say(format!("reusing the segments in {}", base.display()));
         LocalCluster::attach(&base).await.map_err(fs)?
     } else {
-        say(format!("starting {} PostgreSQL segments in {}", args.segments, base.display()));
-        LocalCluster::start(args.segments, ClusterOptions::default().with_base_dir(&base))
-            .await
-            .map_err(fs)?
+        say(format!(
+            "starting {} PostgreSQL segments in {}",
+            args.segments,
+            base.display()
+        ));
+        LocalCluster::start(
+            args.segments,
+            ClusterOptions::default().with_base_dir(&base),
+        )
+        .await
+        .map_err(fs)?
     };
     let (table, exists_sql) = match args.data {
         DemoData::Criteo => ("criteo", "SELECT to_regclass('criteo') IS NOT NULL"),
@@ -176,7 +191,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .map(|r| r.get(0))
         .unwrap_or(false);
     if !exists || !args.resume {
-        say(format!("generating {} {table} rows over {} segments", args.rows, cluster.len()));
+        say(format!(
+            "generating {} {table} rows over {} segments",
+            args.rows,
+            cluster.len()
+        ));
         let stats = match args.data {
             DemoData::Criteo => cluster::load_criteo(&cluster, table, args.rows, 7).await,
             DemoData::Images => cluster::load_images(&cluster, table, args.rows, 7).await,
@@ -246,7 +265,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
         }
         Err(e) => {
             if matches!(e, Error::Interrupted(_)) {
-                eprintln!("{e}\nrun `mop demo --resume --dir {}` to continue", args.dir.display());
+                eprintln!(
+                    "{e}\nrun `mop demo --resume --dir {}` to continue",
+                    args.dir.display()
+                );
             }
             return Err(e);
         }

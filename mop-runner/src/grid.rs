@@ -239,8 +239,7 @@ impl RunConfig {
 
     /// Parses and checks a TOML run configuration.
     pub fn parse(text: &str) -> Result<Self> {
-        let config: RunConfig =
-            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let config: RunConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -341,7 +340,13 @@ mod tests {
         for (edit, needle) in [
             (("lr = [1e-3, 1e-4]", "lr = [-1.0]"), "lr"),
             (("lr = [1e-3, 1e-4]", "lr = []"), "empty"),
-            (("kind = \"mlp\", hidden = [1000, 500]", "kind = \"transformer\""), "transformer"),
+            (
+                (
+                    "kind = \"mlp\", hidden = [1000, 500]",
+                    "kind = \"transformer\"",
+                ),
+                "transformer",
+            ),
             (("epochs = 3", "epochs = 0"), "epochs"),
         ] {
             let text = GRID.replace(edit.0, edit.1);

@@ -173,7 +173,11 @@ pub fn segment_args(cluster: &flight_server::cluster::LocalCluster) -> Vec<Strin
 pub async fn read_all(
     url: &str,
     sql: &str,
-) -> Result<(arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>, usize)> {
+) -> Result<(
+    arrow_schema::SchemaRef,
+    Vec<arrow_array::RecordBatch>,
+    usize,
+)> {
     use futures::TryStreamExt;
     let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))?
         .connect()
@@ -186,7 +190,9 @@ pub async fn read_all(
     let mut batches = Vec::new();
     let endpoints = info.endpoint.len();
     for ep in info.endpoint {
-        let ticket = ep.ticket.ok_or_else(|| anyhow!("endpoint without ticket"))?;
+        let ticket = ep
+            .ticket
+            .ok_or_else(|| anyhow!("endpoint without ticket"))?;
         let stream = client.do_get(ticket).await?;
         batches.extend(stream.try_collect::<Vec<_>>().await?);
     }

@@ -50,7 +50,8 @@ fn create_all_types(segment: usize) -> String {
 }
 
 /// The same values, as canonical strings, straight from PostgreSQL.
-const CANONICAL_SQL: &str = "SELECT id, i2::text, i4::text, i8::text, f4::text, f8::text, b::text, t, vc, ch,
+const CANONICAL_SQL: &str =
+    "SELECT id, i2::text, i4::text, i8::text, f4::text, f8::text, b::text, t, vc, ch,
     encode(by, 'hex'), ((n * 10000)::int8)::text, (d - date '1970-01-01')::text,
     ((extract(epoch FROM tm) * 1000000)::int8)::text,
     ((extract(epoch FROM ts) * 1000000)::int8)::text,
@@ -80,7 +81,10 @@ fn canonical(col: &dyn Array, row: usize) -> Option<String> {
         DataType::Binary => hex(col.as_binary::<i32>().value(row)),
         DataType::Decimal128(_, _) => col.as_primitive::<Decimal128Type>().value(row).to_string(),
         DataType::Date32 => col.as_primitive::<Date32Type>().value(row).to_string(),
-        DataType::Time64(_) => col.as_primitive::<Time64MicrosecondType>().value(row).to_string(),
+        DataType::Time64(_) => col
+            .as_primitive::<Time64MicrosecondType>()
+            .value(row)
+            .to_string(),
         DataType::Timestamp(_, _) => col
             .as_primitive::<TimestampMicrosecondType>()
             .value(row)
@@ -128,15 +132,20 @@ fn arrow_rows(batches: &[RecordBatch]) -> Rows {
     for b in batches {
         for r in 0..b.num_rows() {
             let id = b.column(0).as_primitive::<Int64Type>().value(r);
-            let mut row: Vec<Option<String>> =
-                b.columns()[1..].iter().map(|c| canonical(c.as_ref(), r)).collect();
+            let mut row: Vec<Option<String>> = b.columns()[1..]
+                .iter()
+                .map(|c| canonical(c.as_ref(), r))
+                .collect();
             // f4, f8 (and real[] / float8[] elements) compare by value.
             for i in [3, 4] {
                 row[i] = row[i].as_deref().map(normalize_float_text);
             }
             for i in [18, 19] {
                 row[i] = row[i].as_deref().map(|s| {
-                    s.split(',').map(normalize_float_text).collect::<Vec<_>>().join(",")
+                    s.split(',')
+                        .map(normalize_float_text)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 });
             }
             out.insert(id, row);
@@ -157,7 +166,10 @@ async fn postgres_rows(cluster: &flight_server::cluster::LocalCluster) -> Rows {
             }
             for i in [18, 19] {
                 v[i] = v[i].as_deref().map(|s| {
-                    s.split(',').map(normalize_float_text).collect::<Vec<_>>().join(",")
+                    s.split(',')
+                        .map(normalize_float_text)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 });
             }
             out.insert(id, v);
@@ -189,10 +201,15 @@ async fn setup(segments: usize) -> (flight_server::cluster::LocalCluster, Flight
 #[tokio::test(flavor = "multi_thread")]
 async fn union_of_endpoints_equals_the_query_for_every_type_with_nulls() {
     let (cluster, server) = setup(3).await;
-    let (schema, batches, endpoints) = read_all(&server.url, "SELECT * FROM all_types").await.unwrap();
+    let (schema, batches, endpoints) = read_all(&server.url, "SELECT * FROM all_types")
+        .await
+        .unwrap();
     assert_eq!(endpoints, 3, "one endpoint per segment");
     assert_eq!(schema.fields().len(), 23);
-    assert!(batches.len() >= 3 * 300 / 64, "batches are cut at --batch-rows");
+    assert!(
+        batches.len() >= 3 * 300 / 64,
+        "batches are cut at --batch-rows"
+    );
     let got = arrow_rows(&batches);
     let want = postgres_rows(&cluster).await;
     assert_eq!(got.len(), 900);
@@ -224,9 +241,12 @@ async fn split_reads_each_segment_through_several_endpoints() {
     args.extend(["--split".into(), "3".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = FlightServer::start(&args).unwrap();
-    let (_, batches, endpoints) = read_all(&server.url, "SELECT id, t FROM all_types AS a WHERE id >= 0")
-        .await
-        .unwrap();
+    let (_, batches, endpoints) = read_all(
+        &server.url,
+        "SELECT id, t FROM all_types AS a WHERE id >= 0",
+    )
+    .await
+    .unwrap();
     assert_eq!(endpoints, 6, "3 ctid ranges on each of 2 segments");
     let mut ids: Vec<i64> = batches
         .iter()
@@ -264,13 +284,20 @@ async fn pyarrow_reads_every_endpoint_in_parallel() {
     for i in 0..cluster.len() {
         let c = cluster.client(i).await.unwrap();
         let r = c
-            .query_one("SELECT count(*), sum(i8)::int8, count(*) - count(f8) FROM all_types", &[])
+            .query_one(
+                "SELECT count(*), sum(i8)::int8, count(*) - count(f8) FROM all_types",
+                &[],
+            )
             .await
             .unwrap();
         rows += r.get::<_, i64>(0);
         sum_i8 += r.get::<_, i64>(1);
         null_f8 += r.get::<_, i64>(2);
-        for row in c.query("SELECT t FROM all_types WHERE t IS NOT NULL", &[]).await.unwrap() {
+        for row in c
+            .query("SELECT t FROM all_types WHERE t IS NOT NULL", &[])
+            .await
+            .unwrap()
+        {
             texts.push(row.get::<_, String>(0));
         }
     }
@@ -288,11 +315,12 @@ async fn pyarrow_reads_every_endpoint_in_parallel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_queries_and_tickets_are_invalid_argument_with_the_databases_message() {
     let (_cluster, server) = setup(2).await;
-    let channel = tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut client = arrow_flight::FlightClient::new(channel);
     let cases = [
         ("SELEC 1", "syntax error"),
@@ -308,8 +336,16 @@ async fn bad_queries_and_tickets_are_invalid_argument_with_the_databases_message
         let arrow_flight::error::FlightError::Tonic(status) = err else {
             panic!("{sql}: not a gRPC status: {err}");
         };
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{sql}: {status}");
-        assert!(status.message().contains(needle), "{sql}: {}", status.message());
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{sql}: {status}"
+        );
+        assert!(
+            status.message().contains(needle),
+            "{sql}: {}",
+            status.message()
+        );
     }
     let err = client
         .do_get(arrow_flight::Ticket::new("garbage"))
@@ -321,7 +357,9 @@ async fn bad_queries_and_tickets_are_invalid_argument_with_the_databases_message
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("ticket"), "{}", status.message());
     // The server survived all of it.
-    let (_, batches, _) = read_all(&server.url, "SELECT id FROM all_types").await.unwrap();
+    let (_, batches, _) = read_all(&server.url, "SELECT id FROM all_types")
+        .await
+        .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 600);
 }
 
@@ -339,11 +377,12 @@ async fn a_cancelled_stream_leaves_no_backend_behind() {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--batch-rows", "1000"]);
     let server = FlightServer::start(&args).unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut client = arrow_flight::FlightClient::new(channel);
     let info = client
         .get_flight_info(arrow_flight::FlightDescriptor::new_cmd("SELECT * FROM big"))
@@ -353,7 +392,8 @@ async fn a_cancelled_stream_leaves_no_backend_behind() {
     let mut stream = client.do_get(ticket).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.num_rows() > 0);
-    let count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'";
+    let count =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'";
     let busy: i64 = c.query_one(count, &[]).await.unwrap().get(0);
     assert_eq!(busy, 1, "the stream holds one backend while it runs");
     drop(stream);
@@ -364,7 +404,10 @@ async fn a_cancelled_stream_leaves_no_backend_behind() {
         if n == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{n} backend(s) still open 10 s after the client left");
+        assert!(
+            Instant::now() < deadline,
+            "{n} backend(s) still open 10 s after the client left"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

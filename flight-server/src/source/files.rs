@@ -123,7 +123,10 @@ impl FilesSource {
             .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
             // Plain Utf8/Binary, not the view types: every Flight client
             // (pyarrow, Java, ADBC) reads them, and PostgreSQL sources send them too.
-            .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+            .set_bool(
+                "datafusion.execution.parquet.schema_force_view_types",
+                false,
+            );
         let ctx = SessionContext::new_with_config(config);
 
         // Two files with one stem would silently shadow each other: refuse.
