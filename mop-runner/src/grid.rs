@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [source]
-//! flight = "grpc+tcp://127.0.0.1:50051"  # a flight-server
+//! flight = "grpc+tcp://127.0.0.1:50051"  # a flight-server, or a list: one per segment
 //! sql = "SELECT * FROM criteo"             # or: table = "criteo"
 //! validation = { fraction = 0.1, key = "id" } # or: { sql = "SELECT …" }, or none
 //! cache = "memory"                         # memory | disk | none
@@ -57,8 +57,10 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// A flight-server location (`grpc+tcp://host:port`).
-    pub flight: String,
+    /// A flight-server location (`grpc+tcp://host:port`), or a list of
+    /// them (one flight-server beside each segment): the partitions are the
+    /// endpoints of every server, in order.
+    pub flight: Flights,
     /// The query whose rows are the training data.
     #[serde(default)]
     pub sql: Option<String>,
@@ -71,6 +73,32 @@ pub struct SourceConfig {
     /// How trainers keep their partition between epochs.
     #[serde(default)]
     pub cache: Cache,
+}
+
+/// One flight-server, or one per segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Flights {
+    /// A single server over every segment.
+    One(String),
+    /// A server beside each segment.
+    Many(Vec<String>),
+}
+
+impl Flights {
+    /// Every location, in order.
+    pub fn locations(&self) -> Vec<&str> {
+        match self {
+            Flights::One(l) => vec![l.as_str()],
+            Flights::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for Flights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.locations().join(","))
+    }
 }
 
 /// Which rows validate the models.
@@ -246,6 +274,11 @@ impl RunConfig {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<()> {
+        if self.source.flight.locations().is_empty() {
+            return Err(Error::Config(
+                "source.flight needs at least one location".into(),
+            ));
+        }
         if self.train.epochs == 0 {
             return Err(Error::Config("train.epochs must be at least 1".into()));
         }
@@ -333,6 +366,23 @@ mod tests {
         assert_eq!(models[1].batch_size, 64);
         assert!(c.train_sql().unwrap().contains(">= 100"));
         assert!(c.validation_sql().unwrap().unwrap().contains("< 100"));
+    }
+
+    #[test]
+    fn flight_may_list_one_server_per_segment() {
+        let text = GRID.replace(
+            "flight = \"grpc+tcp://127.0.0.1:1\"",
+            "flight = [\"grpc+tcp://a:1\", \"grpc+tcp://b:1\"]",
+        );
+        let c = RunConfig::parse(&text).unwrap();
+        assert_eq!(
+            c.source.flight.locations(),
+            ["grpc+tcp://a:1", "grpc+tcp://b:1"]
+        );
+        assert_eq!(
+            RunConfig::parse(GRID).unwrap().source.flight.locations(),
+            ["grpc+tcp://127.0.0.1:1"]
+        );
     }
 
     #[test]

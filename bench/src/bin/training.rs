@@ -56,7 +56,7 @@ const READER_BATCH: usize = 1024;
 struct SplitMix(u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -65,7 +65,7 @@ impl SplitMix {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -103,10 +103,10 @@ fn raw_rows(rows: usize, seed: u64) -> Vec<RawRow> {
         .map(|_| RawRow {
             numeric: std::array::from_fn(|_| {
                 let e = rng.below(24) as i32;
-                (rng.next() % 1000) as f64 / 1000.0 * 2f64.powi(e)
+                (rng.next_u64() % 1000) as f64 / 1000.0 * 2f64.powi(e)
             }),
             categorical: std::array::from_fn(|_| {
-                let v = rng.next();
+                let v = rng.next_u64();
                 (v % 10 != 0).then(|| format!("{:08x}", v >> 40))
             }),
             label: rng.below(2) as i64,

@@ -235,9 +235,18 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
 
     // Plan the data.
     let train_sql = config.train_sql()?;
-    let train_slices = data::plan(&config.source.flight, &train_sql).await?;
+    let mut train_slices = Vec::new();
+    for location in config.source.flight.locations() {
+        train_slices.extend(data::plan(location, &train_sql).await?);
+    }
     let val_slices = match config.validation_sql()? {
-        Some(sql) => data::plan(&config.source.flight, &sql).await?,
+        Some(sql) => {
+            let mut v = Vec::new();
+            for location in config.source.flight.locations() {
+                v.extend(data::plan(location, &sql).await?);
+            }
+            v
+        }
         None => Vec::new(),
     };
     let w = if !config.train.addresses.is_empty() {

@@ -142,7 +142,7 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
     }
     let best = leaderboard(outcome).first().map(|m| m.id);
     let json = serde_json::json!({
-        "source": { "flight": config.source.flight, "sql": config.train_sql()? },
+        "source": { "flight": config.source.flight.to_string(), "sql": config.train_sql()? },
         "epochs": config.train.epochs,
         "seed": config.train.seed,
         "trainers": outcome.trainers,
@@ -278,7 +278,7 @@ pub async fn write_tables(
         ),
         &[
             &config.train_sql()?,
-            &config.source.flight,
+            &config.source.flight.to_string(),
             &(outcome.models.len() as i32),
             &(outcome.trainers as i32),
             &(config.train.epochs as i32),
