@@ -127,28 +127,32 @@ fn normalize_float_text(s: &str) -> String {
 
 type Rows = BTreeMap<i64, Vec<Option<String>>>;
 
+/// f4, f8 and the elements of real[] / float8[] compare by value, not spelling.
+fn by_value(mut row: Vec<Option<String>>) -> Vec<Option<String>> {
+    for i in [3, 4] {
+        row[i] = row[i].as_deref().map(normalize_float_text);
+    }
+    for i in [18, 19] {
+        row[i] = row[i].as_deref().map(|s| {
+            s.split(',')
+                .map(normalize_float_text)
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+    }
+    row
+}
+
 fn arrow_rows(batches: &[RecordBatch]) -> Rows {
     let mut out = Rows::new();
     for b in batches {
         for r in 0..b.num_rows() {
             let id = b.column(0).as_primitive::<Int64Type>().value(r);
-            let mut row: Vec<Option<String>> = b.columns()[1..]
+            let row: Vec<Option<String>> = b.columns()[1..]
                 .iter()
                 .map(|c| canonical(c.as_ref(), r))
                 .collect();
-            // f4, f8 (and real[] / float8[] elements) compare by value.
-            for i in [3, 4] {
-                row[i] = row[i].as_deref().map(normalize_float_text);
-            }
-            for i in [18, 19] {
-                row[i] = row[i].as_deref().map(|s| {
-                    s.split(',')
-                        .map(normalize_float_text)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                });
-            }
-            out.insert(id, row);
+            out.insert(id, by_value(row));
         }
     }
     out
@@ -160,19 +164,8 @@ async fn postgres_rows(cluster: &flight_server::cluster::LocalCluster) -> Rows {
         let client = cluster.client(i).await.unwrap();
         for row in client.query(CANONICAL_SQL, &[]).await.unwrap() {
             let id: i64 = row.get(0);
-            let mut v: Vec<Option<String>> = (1..row.len()).map(|c| row.get(c)).collect();
-            for i in [3, 4] {
-                v[i] = v[i].as_deref().map(normalize_float_text);
-            }
-            for i in [18, 19] {
-                v[i] = v[i].as_deref().map(|s| {
-                    s.split(',')
-                        .map(normalize_float_text)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                });
-            }
-            out.insert(id, v);
+            let v: Vec<Option<String>> = (1..row.len()).map(|c| row.get(c)).collect();
+            out.insert(id, by_value(v));
         }
     }
     out
