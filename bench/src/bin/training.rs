@@ -107,7 +107,7 @@ fn raw_rows(rows: usize, seed: u64) -> Vec<RawRow> {
             }),
             categorical: std::array::from_fn(|_| {
                 let v = rng.next_u64();
-                (v % 10 != 0).then(|| format!("{:08x}", v >> 40))
+                (!v.is_multiple_of(10)).then(|| format!("{:08x}", v >> 40))
             }),
             label: rng.below(2) as i64,
         })
