@@ -202,7 +202,7 @@ impl Bench {
     /// The results table in Markdown.
     fn table(&self, rows: std::ops::Range<usize>) -> String {
         let mut out = String::from(
-            "| read | rows | bytes counted | MB/s | rows/s | × COPY | best s | CPU s pg / server / client | server peak RSS |\n\
+            "| read | rows | bytes counted | MB/s | rows/s | × COPY | best s | CPU s: pg / server / client | server peak RSS |\n\
              |---|---:|---|---:|---:|---:|---:|---|---:|\n",
         );
         for r in &self.rows[rows] {
@@ -211,13 +211,21 @@ impl Bench {
                 .map(|b| format!("{:.2}", r.rows_per_sec() / self.rows[b].rows_per_sec()))
                 .unwrap_or_else(|| "1 (base)".into());
             let cpu = |t: u64| t as f64 / self.ticks;
+            let pg_cpu = match r.cpu.postgres {
+                procstat::UNKNOWN => "?".to_string(),
+                t => format!("{:.1}", cpu(t)),
+            };
             let server_cpu = if r.rss_kib.is_some() {
-                format!("{:.1}", cpu(r.cpu.server))
+                format!(
+                    "{:.1} (sys {:.1})",
+                    cpu(r.cpu.server),
+                    cpu(r.cpu.server_sys)
+                )
             } else {
                 "–".into()
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.1} / {} / {:.1} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {} / {} / {:.1} | {} |\n",
                 r.name,
                 r.vol.rows,
                 r.unit,
@@ -225,7 +233,7 @@ impl Bench {
                 r.rows_per_sec(),
                 ratio,
                 r.secs,
-                cpu(r.cpu.postgres),
+                pg_cpu,
                 server_cpu,
                 cpu(r.cpu.client),
                 r.rss_kib
@@ -545,12 +553,19 @@ fn machine() -> String {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!(
         "{cpus} vCPU ({model}); load average at start {}",
-        load.join(" ")
+        load_average()
     )
+}
+
+/// The 1, 5 and 15 minute load averages: how shared the machine was.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::main]
@@ -561,7 +576,8 @@ async fn main() -> Result<()> {
     }
     let server_bin = locate_server(args.flight_server.clone())?;
     let started = Instant::now();
-    eprintln!("machine: {}", machine());
+    let machine = machine();
+    eprintln!("machine: {machine}");
 
     let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
     let postmasters: Vec<u32> = (0..cluster.len())
@@ -618,7 +634,10 @@ async fn main() -> Result<()> {
     }
 
     println!("## data-plane results\n");
-    println!("machine: {}; PostgreSQL {version}", machine());
+    println!(
+        "machine: {machine}; load average at end {}; PostgreSQL {version}",
+        load_average()
+    );
     println!(
         "best of {} runs after one untimed warm-up read; MB = 10^6 bytes; \
          \"bytes counted\": COPY = bytes of the COPY stream, Arrow = Arrow buffer bytes of the \

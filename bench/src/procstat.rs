@@ -81,6 +81,16 @@ pub fn process_ticks(pid: u32) -> u64 {
     cpu_ticks(pid, false)
 }
 
+/// Kernel-mode (stime) ticks of one process: socket reads and writes.
+pub fn process_sys_ticks(pid: u32) -> u64 {
+    stat_fields(pid)
+        .and_then(|f| f.get(12).copied())
+        .unwrap_or(0)
+}
+
+/// A CPU delta that could not be measured.
+pub const UNKNOWN: u64 = u64::MAX;
+
 /// CPU consumed by the three parties of a read, in ticks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSnapshot {
@@ -88,6 +98,8 @@ pub struct CpuSnapshot {
     pub postgres: u64,
     /// The flight-server process, when one takes part.
     pub server: u64,
+    /// The part of `server` spent in the kernel.
+    pub server_sys: u64,
     /// This process: the COPY drain or the Flight client.
     pub client: u64,
 }
@@ -98,15 +110,22 @@ impl CpuSnapshot {
         Self {
             postgres: postmasters.iter().map(|p| postgres_ticks(*p)).sum(),
             server: server.map(process_ticks).unwrap_or(0),
+            server_sys: server.map(process_sys_ticks).unwrap_or(0),
             client: process_ticks(std::process::id()),
         }
     }
 
-    /// Ticks spent between `earlier` and `self`.
+    /// Ticks spent between `earlier` and `self`. A counter that went
+    /// backwards (a backend that exited between reading the postmaster and
+    /// listing its children) becomes [`UNKNOWN`].
     pub fn since(&self, earlier: &CpuSnapshot) -> CpuSnapshot {
         CpuSnapshot {
-            postgres: self.postgres.saturating_sub(earlier.postgres),
+            postgres: self
+                .postgres
+                .checked_sub(earlier.postgres)
+                .unwrap_or(UNKNOWN),
             server: self.server.saturating_sub(earlier.server),
+            server_sys: self.server_sys.saturating_sub(earlier.server_sys),
             client: self.client.saturating_sub(earlier.client),
         }
     }
