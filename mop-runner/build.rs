@@ -10,28 +10,14 @@
 //! fused Adam kernels, which tch does not expose.
 
 use std::env;
-use std::path::PathBuf;
 
-/// The libtorch version `tch` 0.26 is built against (see `scripts/libtorch.sh`).
-const TORCH_VERSION: &str = "2.13.0";
-
-fn libtorch_dir() -> Option<PathBuf> {
-    if let Some(dir) = env::var_os("LIBTORCH") {
-        return Some(PathBuf::from(dir));
-    }
-    let cache = env::var_os("HOPPER_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hopper")))?;
-    ["cuda", "cpu"]
-        .iter()
-        .map(|flavor| cache.join(format!("libtorch-{TORCH_VERSION}-{flavor}")))
-        .find(|dir| dir.join("lib").is_dir())
-}
+include!("libtorch_dir.rs");
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=HOPPER_CACHE");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=libtorch_dir.rs");
     println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Some(dir) = libtorch_dir() else {
