@@ -26,6 +26,7 @@
 //! [`cluster`] starts local PostgreSQL instances that play the segments of
 //! an MPP database (tests, benchmarks and the demo use it).
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod error;

@@ -26,6 +26,7 @@ use arrow_schema::SchemaRef;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::error::Error;
 use crate::source::{Partition, PartitionSpec, Source};
 use crate::ticket::TicketSigner;
@@ -54,8 +55,14 @@ impl HopperFlightService {
         }
     }
 
+    /// The identity `request` runs with.
+    fn caller<T>(&self, _request: &Request<T>) -> Result<Caller, Status> {
+        Ok(Caller::server())
+    }
+
     fn flight_info(
         &self,
+        caller: &Caller,
         descriptor: FlightDescriptor,
         schema: &SchemaRef,
         partitions: &[Partition],
@@ -64,7 +71,7 @@ impl HopperFlightService {
         let expiration = prost_types_timestamp(expires);
         let endpoints = partitions.iter().map(|p| {
             FlightEndpoint::new()
-                .with_ticket(Ticket::new(self.signer.sign(p, None)))
+                .with_ticket(Ticket::new(self.signer.sign(p, caller.user())))
                 .with_location(self.location.clone())
                 .with_expiration_time(expiration)
         });
@@ -134,9 +141,14 @@ impl FlightService for HopperFlightService {
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let tables = self.source.list_tables().await.map_err(Status::from)?;
+        let caller = self.caller(&request)?;
+        let tables = self
+            .source
+            .list_tables(&caller)
+            .await
+            .map_err(Status::from)?;
         let mut infos = Vec::with_capacity(tables.len());
         for t in tables {
             let info = FlightInfo::new()
@@ -153,11 +165,16 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
         let descriptor = request.into_inner();
         let sql = descriptor_sql(&descriptor)?;
-        let plan = self.source.plan(&sql).await.map_err(Status::from)?;
+        let plan = self
+            .source
+            .plan(&caller, &sql)
+            .await
+            .map_err(Status::from)?;
         tracing::info!(partitions = plan.partitions.len(), %sql, "planned");
-        let info = self.flight_info(descriptor, &plan.schema, &plan.partitions)?;
+        let info = self.flight_info(&caller, descriptor, &plan.schema, &plan.partitions)?;
         Ok(Response::new(info))
     }
 
@@ -174,8 +191,13 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        let caller = self.caller(&request)?;
         let sql = descriptor_sql(request.get_ref())?;
-        let schema = self.source.describe(&sql).await.map_err(Status::from)?;
+        let schema = self
+            .source
+            .describe(&caller, &sql)
+            .await
+            .map_err(Status::from)?;
         Ok(Response::new(schema_ipc(&schema)?))
     }
 
@@ -183,12 +205,17 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let caller = self.caller(&request)?;
         let body = self
             .signer
-            .verify(&request.get_ref().ticket, None)
+            .verify(&request.get_ref().ticket, caller.user())
             .map_err(Status::from)?;
         let partition = body.partition;
-        let stream = self.source.read(&partition).await.map_err(Status::from)?;
+        let stream = self
+            .source
+            .read(&caller, &partition)
+            .await
+            .map_err(Status::from)?;
 
         // Peek at the first batch: an empty partition still has to tell the
         // client its schema, which only the source knows.
@@ -201,7 +228,7 @@ impl FlightService for HopperFlightService {
                     .map(Status::from)
                     .unwrap_or_else(|| Status::internal("lost error")));
             }
-            None => self.partition_schema(&partition).await?,
+            None => self.partition_schema(&caller, &partition).await?,
         };
         tracing::debug!(segment = partition.segment, "streaming");
 
@@ -258,11 +285,17 @@ impl FlightService for HopperFlightService {
 }
 
 impl HopperFlightService {
-    async fn partition_schema(&self, partition: &Partition) -> Result<SchemaRef, Status> {
+    async fn partition_schema(
+        &self,
+        caller: &Caller,
+        partition: &Partition,
+    ) -> Result<SchemaRef, Status> {
         match &partition.spec {
-            PartitionSpec::Postgres { sql } | PartitionSpec::Files { sql, .. } => {
-                self.source.describe(sql).await.map_err(Status::from)
-            }
+            PartitionSpec::Postgres { sql } | PartitionSpec::Files { sql, .. } => self
+                .source
+                .describe(caller, sql)
+                .await
+                .map_err(Status::from),
             PartitionSpec::Greenplum { .. } => Err(Status::from(Error::Internal(
                 "a Greenplum endpoint ended without a schema".into(),
             ))),

@@ -33,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
 };
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 
 /// The file formats the source registers, by extension.
@@ -184,11 +185,13 @@ impl FilesSource {
 
 #[async_trait::async_trait]
 impl Source for FilesSource {
-    async fn describe(&self, sql: &str) -> Result<SchemaRef> {
+    // Files have no per-user rights: with authentication on, a caller is
+    // only checked at the handshake, and every caller reads every file.
+    async fn describe(&self, _caller: &Caller, sql: &str) -> Result<SchemaRef> {
         Ok(self.physical_plan(sql).await?.schema())
     }
 
-    async fn plan(&self, sql: &str) -> Result<Plan> {
+    async fn plan(&self, _caller: &Caller, sql: &str) -> Result<Plan> {
         let plan = self.physical_plan(sql).await?;
         let count = plan.properties().output_partitioning().partition_count();
         let partitions = (0..count)
@@ -206,7 +209,7 @@ impl Source for FilesSource {
         })
     }
 
-    async fn read(&self, partition: &Partition) -> Result<BatchStream> {
+    async fn read(&self, _caller: &Caller, partition: &Partition) -> Result<BatchStream> {
         let PartitionSpec::Files { sql, partition: i } = &partition.spec else {
             return Err(Error::BadTicket(
                 "this server serves files; the ticket is for another kind of source".into(),
@@ -242,7 +245,7 @@ impl Source for FilesSource {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn list_tables(&self) -> Result<Vec<TableInfo>> {
+    async fn list_tables(&self, _caller: &Caller) -> Result<Vec<TableInfo>> {
         let mut out = Vec::with_capacity(self.tables.len());
         for t in &self.tables {
             let provider = self.ctx.table_provider(t.name.as_str()).await?;
@@ -537,11 +540,11 @@ mod tests {
     /// Every row of every partition of `sql`, read through `Source::read`, as
     /// sorted debug strings, plus the largest batch seen.
     async fn read_all(source: &FilesSource, sql: &str) -> (Vec<String>, usize, usize) {
-        let plan = source.plan(sql).await.expect("plan");
+        let plan = source.plan(&Caller::server(), sql).await.expect("plan");
         let mut rows = Vec::new();
         let mut largest = 0;
         for p in &plan.partitions {
-            let mut stream = source.read(p).await.expect("read");
+            let mut stream = source.read(&Caller::server(), p).await.expect("read");
             while let Some(batch) = stream.next().await {
                 let batch = batch.expect("batch");
                 assert_eq!(
@@ -593,7 +596,7 @@ mod tests {
             .await
             .expect("open");
 
-        let tables = source.list_tables().await.expect("list");
+        let tables = source.list_tables(&Caller::server()).await.expect("list");
         let names: Vec<_> = tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["events_2024", "labels"]);
         assert_eq!(tables[0].rows, Some(10_000));
@@ -633,12 +636,15 @@ mod tests {
         assert_eq!(got, want);
 
         // Planning twice splits rows the same way: a partition read twice is equal.
-        let plan = source.plan("SELECT * FROM labels").await.expect("plan");
+        let plan = source
+            .plan(&Caller::server(), "SELECT * FROM labels")
+            .await
+            .expect("plan");
         let last = plan.partitions.last().expect("a partition");
         let mut a = Vec::new();
         let mut b = Vec::new();
         for out in [&mut a, &mut b] {
-            let mut s = source.read(last).await.expect("read");
+            let mut s = source.read(&Caller::server(), last).await.expect("read");
             while let Some(batch) = s.next().await {
                 out.extend(rows_of(&batch.expect("batch")));
             }
@@ -657,7 +663,10 @@ mod tests {
             .await
             .expect("open");
         let sql = "SELECT name, id * 2 AS twice FROM t WHERE id >= 4990 AND name IS NOT NULL";
-        let schema = source.describe(sql).await.expect("describe");
+        let schema = source
+            .describe(&Caller::server(), sql)
+            .await
+            .expect("describe");
         let cols: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(cols, ["name", "twice"]);
         let (got, _, _) = read_all(&source, sql).await;
@@ -718,15 +727,15 @@ mod tests {
         )
         .await
         .expect("open");
-        match source.plan("SELECT * FROM nope").await {
+        match source.plan(&Caller::server(), "SELECT * FROM nope").await {
             Err(Error::InvalidQuery(m)) => assert!(m.contains("nope"), "{m}"),
             other => panic!("expected InvalidQuery, got {other:?}"),
         }
-        match source.plan("SELEC 1").await {
+        match source.plan(&Caller::server(), "SELEC 1").await {
             Err(Error::InvalidQuery(_)) => {}
             other => panic!("expected InvalidQuery, got {other:?}"),
         }
-        match source.plan("DROP TABLE t").await {
+        match source.plan(&Caller::server(), "DROP TABLE t").await {
             Err(Error::InvalidQuery(_)) => {}
             other => panic!("expected InvalidQuery, got {other:?}"),
         }
@@ -737,7 +746,10 @@ mod tests {
                 partition: 999,
             },
         };
-        assert!(matches!(source.read(&bad).await, Err(Error::BadTicket(_))));
+        assert!(matches!(
+            source.read(&Caller::server(), &bad).await,
+            Err(Error::BadTicket(_))
+        ));
     }
 
     #[tokio::test]

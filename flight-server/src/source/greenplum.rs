@@ -46,6 +46,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
 };
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::types::{arrow_field, arrow_schema};
 use text::BatchBuilder;
@@ -215,6 +216,30 @@ impl GreenplumSource {
         })
     }
 
+    /// A coordinator connection for `caller`: a fresh session as the
+    /// caller's user (its GRANTs apply), or the shared server connection.
+    async fn coordinator_for(&self, caller: &Caller) -> Result<Arc<Client>> {
+        match caller.credentials() {
+            Some(_) => Ok(Arc::new(
+                connect(
+                    &self.config_for(caller),
+                    "connecting to the Greenplum coordinator",
+                )
+                .await?,
+            )),
+            None => self.coordinator().await,
+        }
+    }
+
+    /// The coordinator's connection parameters with `caller`'s login.
+    fn config_for(&self, caller: &Caller) -> Config {
+        let mut config = self.config.clone();
+        if let Some(login) = caller.credentials() {
+            config.user(&login.user).password(login.password.as_bytes());
+        }
+        config
+    }
+
     /// The shared coordinator connection, reconnecting if it was lost.
     async fn coordinator(&self) -> Result<Arc<Client>> {
         let mut guard = self.coordinator.lock().await;
@@ -250,8 +275,8 @@ impl GreenplumSource {
 
 #[async_trait::async_trait]
 impl Source for GreenplumSource {
-    async fn describe(&self, sql: &str) -> Result<SchemaRef> {
-        let client = self.coordinator().await?;
+    async fn describe(&self, caller: &Caller, sql: &str) -> Result<SchemaRef> {
+        let client = self.coordinator_for(caller).await?;
         // Preparing also proves `sql` is a single statement, which `plan`
         // relies on before splicing it into DECLARE.
         let stmt = client
@@ -261,8 +286,8 @@ impl Source for GreenplumSource {
         Ok(Arc::new(arrow_schema(stmt.columns())?))
     }
 
-    async fn plan(&self, sql: &str) -> Result<Plan> {
-        let schema = self.describe(sql).await?;
+    async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan> {
+        let schema = self.describe(caller, sql).await?;
         // Refuse types without a text parser now, not at the first DoGet.
         BatchBuilder::new(schema.clone())?;
 
@@ -271,7 +296,11 @@ impl Source for GreenplumSource {
         // A dedicated session: the cursor lives in its transaction. If
         // anything below fails, dropping `session` ends the connection and
         // the server rolls the transaction back.
-        let session = connect(&self.config, "opening a coordinator session for the cursor").await?;
+        let session = connect(
+            &self.config_for(caller),
+            "opening a coordinator session for the cursor",
+        )
+        .await?;
         let ctx = "declaring the parallel retrieve cursor";
         session
             .batch_execute("BEGIN")
@@ -325,7 +354,9 @@ impl Source for GreenplumSource {
         Ok(Plan { schema, partitions })
     }
 
-    async fn read(&self, partition: &Partition) -> Result<BatchStream> {
+    // The endpoint's token is the credential of a retrieve session; the
+    // ticket, bound to the user who declared the cursor, guards it.
+    async fn read(&self, _caller: &Caller, partition: &Partition) -> Result<BatchStream> {
         let PartitionSpec::Greenplum { cursor: spec } = &partition.spec else {
             return Err(Error::BadTicket(
                 "this server serves Greenplum cursors; the ticket is for another kind of source"
@@ -420,8 +451,8 @@ impl Source for GreenplumSource {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn list_tables(&self) -> Result<Vec<TableInfo>> {
-        let client = self.coordinator().await?;
+    async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>> {
+        let client = self.coordinator_for(caller).await?;
         let ctx = "listing tables on the coordinator";
         // reltuples on the coordinator is the whole table's estimate (-1 or
         // 0 before the first ANALYZE).
@@ -919,23 +950,31 @@ mod tests {
     async fn an_endpoint_is_read_once_even_when_its_read_fails() {
         let source = offline_source(DEFAULT_CURSOR_TIMEOUT);
         let parts = add_cursor(&source, &[0, 1]);
-        let mut s = source.read(&parts[0]).await.expect("first read starts");
+        let mut s = source
+            .read(&Caller::server(), &parts[0])
+            .await
+            .expect("first read starts");
         match s.next().await {
             Some(Err(Error::Unavailable(m))) => assert!(m.contains("127.0.0.1"), "{m}"),
             other => panic!("expected the refused connection, got {other:?}"),
         }
         assert!(s.next().await.is_none());
-        assert!(bad_ticket(source.read(&parts[0]).await).contains("endpoint already read"));
+        assert!(bad_ticket(source.read(&Caller::server(), &parts[0]).await)
+            .contains("endpoint already read"));
         assert_eq!(source.open_cursors(), 1, "segment 1 is still unread");
 
-        let mut s = source.read(&parts[1]).await.expect("read starts");
+        let mut s = source
+            .read(&Caller::server(), &parts[1])
+            .await
+            .expect("read starts");
         while s.next().await.is_some() {}
         assert_eq!(
             source.open_cursors(),
             0,
             "the last endpoint closes the cursor"
         );
-        assert!(bad_ticket(source.read(&parts[1]).await).contains("endpoint already read"));
+        assert!(bad_ticket(source.read(&Caller::server(), &parts[1]).await)
+            .contains("endpoint already read"));
     }
 
     #[tokio::test]
@@ -948,7 +987,8 @@ mod tests {
             assert!(Instant::now() < deadline, "the cursor was never swept");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(bad_ticket(source.read(&parts[2]).await).contains("endpoint already read"));
+        assert!(bad_ticket(source.read(&Caller::server(), &parts[2]).await)
+            .contains("endpoint already read"));
     }
 
     #[tokio::test]
@@ -962,24 +1002,30 @@ mod tests {
                 partition: 0,
             },
         };
-        assert!(bad_ticket(source.read(&files).await).contains("another kind of source"));
+        assert!(bad_ticket(source.read(&Caller::server(), &files).await)
+            .contains("another kind of source"));
         let mut wrong_segment = parts[0].clone();
         wrong_segment.segment = 4;
-        assert!(bad_ticket(source.read(&wrong_segment).await).contains("does not belong"));
+        assert!(
+            bad_ticket(source.read(&Caller::server(), &wrong_segment).await)
+                .contains("does not belong")
+        );
         let unknown = Partition {
             segment: 3,
             spec: PartitionSpec::Greenplum {
                 cursor: "feed/3".into(),
             },
         };
-        assert!(bad_ticket(source.read(&unknown).await).contains("no open cursor"));
+        assert!(
+            bad_ticket(source.read(&Caller::server(), &unknown).await).contains("no open cursor")
+        );
         let garbage = Partition {
             segment: 3,
             spec: PartitionSpec::Greenplum {
                 cursor: "no-slash".into(),
             },
         };
-        assert!(bad_ticket(source.read(&garbage).await).contains("malformed"));
+        assert!(bad_ticket(source.read(&Caller::server(), &garbage).await).contains("malformed"));
         assert_eq!(source.open_cursors(), 1, "refused reads claim nothing");
     }
 
@@ -1009,12 +1055,12 @@ mod tests {
             bytes: 1 << 20,
         };
         let source = GreenplumSource::new(&url, limits).await.expect("source");
-        let plan = source.plan(&sql).await.expect("plan");
+        let plan = source.plan(&Caller::server(), &sql).await.expect("plan");
         assert!(!plan.partitions.is_empty());
         assert_eq!(source.open_cursors(), 1);
         let mut got = Vec::new();
         for p in &plan.partitions {
-            let mut s = source.read(p).await.expect("read");
+            let mut s = source.read(&Caller::server(), p).await.expect("read");
             while let Some(b) = s.next().await {
                 let b = b.expect("batch");
                 assert!(b.num_rows() <= 37);
@@ -1023,7 +1069,7 @@ mod tests {
             }
         }
         assert_eq!(source.open_cursors(), 0, "the last read closes the cursor");
-        match source.read(&plan.partitions[0]).await {
+        match source.read(&Caller::server(), &plan.partitions[0]).await {
             Err(Error::BadTicket(m)) => assert!(m.contains("already read"), "{m}"),
             Err(e) => panic!("expected BadTicket, got {e}"),
             Ok(_) => panic!("a second read of an endpoint must be refused"),

@@ -19,6 +19,7 @@ use arrow_schema::SchemaRef;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
 use crate::error::Result;
 
 pub mod files;
@@ -107,17 +108,21 @@ pub struct TableInfo {
 }
 
 /// A place data can be read from: PostgreSQL segments, Greenplum, files.
+///
+/// Every call runs as `caller`: a database source connects as the caller's
+/// user (so the database's own privileges apply); [`Caller::server`] uses
+/// the server's configured connections.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync + 'static {
     /// The schema `sql` would return, without reserving anything.
-    async fn describe(&self, sql: &str) -> Result<SchemaRef>;
+    async fn describe(&self, caller: &Caller, sql: &str) -> Result<SchemaRef>;
 
     /// Splits `sql` into partitions. For Greenplum this declares the cursor.
-    async fn plan(&self, sql: &str) -> Result<Plan>;
+    async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan>;
 
     /// Streams one partition of an earlier plan.
-    async fn read(&self, partition: &Partition) -> Result<BatchStream>;
+    async fn read(&self, caller: &Caller, partition: &Partition) -> Result<BatchStream>;
 
-    /// The tables a client can query.
-    async fn list_tables(&self) -> Result<Vec<TableInfo>>;
+    /// The tables `caller` can query.
+    async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>>;
 }

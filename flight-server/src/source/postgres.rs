@@ -41,6 +41,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
 };
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::types::{arrow_field, arrow_schema, CopyDecoder};
 
@@ -56,8 +57,19 @@ struct Segment {
 }
 
 impl Segment {
-    async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+    /// Connects as `caller`'s user when there is one (the database checks
+    /// the password and its GRANTs decide what the session may read), else
+    /// with the segment's configured connection string.
+    async fn connect(&self, caller: &Caller) -> Result<Client> {
+        let config = match caller.credentials() {
+            Some(login) => {
+                let mut config = self.config.clone();
+                config.user(&login.user).password(login.password.as_bytes());
+                std::borrow::Cow::Owned(config)
+            }
+            None => std::borrow::Cow::Borrowed(&self.config),
+        };
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
             let context = format!("connecting to {}", self.display);
             match std::error::Error::source(&e) {
                 // I/O failures: say why ("Connection refused"), which the
@@ -126,7 +138,7 @@ impl PostgresSource {
             })
             .collect::<Result<Vec<_>>>()?;
         try_join_all(segments.iter().enumerate().map(|(i, s)| async move {
-            s.connect().await.map(drop).map_err(|e| {
+            s.connect(&Caller::server()).await.map(drop).map_err(|e| {
                 // The message already names the segment's address.
                 let why = match e {
                     Error::Unavailable(m) | Error::Unauthenticated(m) => m,
@@ -161,9 +173,14 @@ impl PostgresSource {
     }
 
     /// The result schema and column types of `sql` on segment `i`.
-    async fn describe_on(&self, i: usize, sql: &str) -> Result<(SchemaRef, Vec<Type>)> {
+    async fn describe_on(
+        &self,
+        caller: &Caller,
+        i: usize,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<Type>)> {
         let seg = &self.segments[i];
-        let client = seg.connect().await?;
+        let client = seg.connect(caller).await?;
         describe_with(&client, sql, i, &seg.display).await
     }
 
@@ -172,13 +189,14 @@ impl PostgresSource {
     /// "do not split" (the reason is logged).
     async fn split_on(
         &self,
+        caller: &Caller,
         seg: usize,
         sql: &str,
         target: &SplitTarget,
         schema: &SchemaRef,
     ) -> Result<Option<Vec<String>>> {
         let segment = &self.segments[seg];
-        let client = segment.connect().await?;
+        let client = segment.connect(caller).await?;
         let row = client
             .query_opt(
                 "SELECT c.relkind::text, \
@@ -228,12 +246,12 @@ impl PostgresSource {
 
     /// Whether any of `names` is an aggregate or window function on segment
     /// 0 (splitting would then return one aggregate per range).
-    async fn any_aggregate(&self, names: &[String]) -> Result<bool> {
+    async fn any_aggregate(&self, caller: &Caller, names: &[String]) -> Result<bool> {
         if names.is_empty() {
             return Ok(false);
         }
         let seg = &self.segments[0];
-        let client = seg.connect().await?;
+        let client = seg.connect(caller).await?;
         let row = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = ANY($1) AND prokind IN ('a', 'w'))",
@@ -482,14 +500,15 @@ fn byte_offset(sql: &str, loc: Location) -> Option<usize> {
 
 #[async_trait::async_trait]
 impl Source for PostgresSource {
-    async fn describe(&self, sql: &str) -> Result<SchemaRef> {
-        Ok(self.describe_on(0, normalize(sql)).await?.0)
+    async fn describe(&self, caller: &Caller, sql: &str) -> Result<SchemaRef> {
+        Ok(self.describe_on(caller, 0, normalize(sql)).await?.0)
     }
 
-    async fn plan(&self, sql: &str) -> Result<Plan> {
+    async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan> {
         let sql = normalize(sql);
         let described =
-            try_join_all((0..self.segments.len()).map(|i| self.describe_on(i, sql))).await?;
+            try_join_all((0..self.segments.len()).map(|i| self.describe_on(caller, i, sql)))
+                .await?;
         let schema = described[0].0.clone();
         for (i, (other, _)) in described.iter().enumerate().skip(1) {
             check_same_schema(
@@ -505,12 +524,13 @@ impl Source for PostgresSource {
         if self.split > 1 {
             match split_target(sql) {
                 Err(reason) => tracing::info!(sql, %reason, "query not split into ctid ranges"),
-                Ok(target) if self.any_aggregate(&target.functions).await? => {
+                Ok(target) if self.any_aggregate(caller, &target.functions).await? => {
                     tracing::info!(sql, "query not split into ctid ranges: it aggregates");
                 }
                 Ok(target) => {
                     let splits = try_join_all(
-                        (0..self.segments.len()).map(|i| self.split_on(i, sql, &target, &schema)),
+                        (0..self.segments.len())
+                            .map(|i| self.split_on(caller, i, sql, &target, &schema)),
                     )
                     .await?;
                     for (slot, split) in per_segment.iter_mut().zip(splits) {
@@ -534,14 +554,14 @@ impl Source for PostgresSource {
         Ok(Plan { schema, partitions })
     }
 
-    async fn read(&self, partition: &Partition) -> Result<BatchStream> {
+    async fn read(&self, caller: &Caller, partition: &Partition) -> Result<BatchStream> {
         let PartitionSpec::Postgres { sql } = &partition.spec else {
             return Err(Error::BadTicket(
                 "not a PostgreSQL partition; this server streams PostgreSQL segments".into(),
             ));
         };
         let seg = self.segment(partition.segment)?;
-        let client = seg.connect().await?;
+        let client = seg.connect(caller).await?;
         let sql = normalize(sql);
         let (schema, types) =
             describe_with(&client, sql, partition.segment as usize, &seg.display).await?;
@@ -555,9 +575,9 @@ impl Source for PostgresSource {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn list_tables(&self) -> Result<Vec<TableInfo>> {
+    async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>> {
         let seg0 = &self.segments[0];
-        let client = seg0.connect().await?;
+        let client = seg0.connect(caller).await?;
         let ctx = format!("listing tables on {}", seg0.display);
         let tables = client
             .query(
@@ -593,7 +613,7 @@ impl Source for PostgresSource {
         }
 
         let counts = try_join_all(self.segments.iter().map(|s| async move {
-            let client = s.connect().await?;
+            let client = s.connect(caller).await?;
             let rows = client
                 .query(
                     "SELECT format('%I.%I', n.nspname, c.relname), c.reltuples::float8 \
@@ -844,7 +864,7 @@ mod tests {
         async fn read_all(src: &PostgresSource, plan: &Plan) -> Vec<RecordBatch> {
             let mut out = Vec::new();
             for p in &plan.partitions {
-                let mut s = src.read(p).await.unwrap();
+                let mut s = src.read(&Caller::server(), p).await.unwrap();
                 while let Some(b) = s.next().await {
                     out.push(b.unwrap());
                 }
@@ -901,7 +921,7 @@ mod tests {
             };
             let src = PostgresSource::new(vec![url], 1, limits).await.unwrap();
             let sql = "SELECT * FROM all_types ORDER BY k";
-            let plan = src.plan(sql).await.unwrap();
+            let plan = src.plan(&Caller::server(), sql).await.unwrap();
             assert_eq!(plan.partitions.len(), 1);
             let batches = read_all(&src, &plan).await;
             assert!(batches.len() > 1, "batches close at the row limit");
@@ -1017,12 +1037,18 @@ mod tests {
             .unwrap();
             let tag = "hopper_drop_probe";
             let plan = src
-                .plan(&format!(
-                    "SELECT g AS {tag}, repeat('x', 200) FROM generate_series(1, 50000000) g"
-                ))
+                .plan(
+                    &Caller::server(),
+                    &format!(
+                        "SELECT g AS {tag}, repeat('x', 200) FROM generate_series(1, 50000000) g"
+                    ),
+                )
                 .await
                 .unwrap();
-            let mut stream = src.read(&plan.partitions[0]).await.unwrap();
+            let mut stream = src
+                .read(&Caller::server(), &plan.partitions[0])
+                .await
+                .unwrap();
             assert_eq!(stream.next().await.unwrap().unwrap().num_rows(), 100);
             let admin = connect(&base).await;
             let backends = || async {
@@ -1068,7 +1094,10 @@ mod tests {
                 .await
                 .unwrap();
             let plan = src
-                .plan("SELECT b.id FROM big AS b WHERE b.id % 2 = 0;")
+                .plan(
+                    &Caller::server(),
+                    "SELECT b.id FROM big AS b WHERE b.id % 2 = 0;",
+                )
                 .await
                 .unwrap();
             assert_eq!(plan.partitions.len(), 6, "{:?}", plan.partitions);
@@ -1095,7 +1124,7 @@ mod tests {
                 "SELECT count(*) FROM big",
                 "SELECT max(id) FROM big WHERE id > 3",
             ] {
-                let plan = src.plan(sql).await.unwrap();
+                let plan = src.plan(&Caller::server(), sql).await.unwrap();
                 assert_eq!(plan.partitions.len(), 2, "{sql} must not be split");
             }
         }
@@ -1118,30 +1147,42 @@ mod tests {
             let src = PostgresSource::new(vec![a, b], 1, BatchLimits::default())
                 .await
                 .unwrap();
-            let e = src.plan("SELECT * FROM t").await.unwrap_err();
+            let e = src
+                .plan(&Caller::server(), "SELECT * FROM t")
+                .await
+                .unwrap_err();
             assert!(matches!(e, Error::InvalidQuery(_)), "{e}");
             let msg = e.to_string();
             assert!(msg.contains("segment 1") && msg.contains("\"x\""), "{msg}");
 
-            let e = src.describe("SELECT * FROM missing").await.unwrap_err();
+            let e = src
+                .describe(&Caller::server(), "SELECT * FROM missing")
+                .await
+                .unwrap_err();
             assert!(
                 matches!(e, Error::InvalidQuery(_)) && e.to_string().contains("missing"),
                 "{e}"
             );
-            let e = src.describe("SELECT 1.5::numeric AS n").await.unwrap_err();
+            let e = src
+                .describe(&Caller::server(), "SELECT 1.5::numeric AS n")
+                .await
+                .unwrap_err();
             assert!(
                 matches!(e, Error::UnsupportedType { .. }) && e.to_string().contains("float8"),
                 "{e}"
             );
             // Reads run read-only: COPY must not become a way to write.
-            let plan = src.plan("SELECT y FROM t").await.unwrap();
+            let plan = src
+                .plan(&Caller::server(), "SELECT y FROM t")
+                .await
+                .unwrap();
             let dml = Partition {
                 segment: 0,
                 spec: PartitionSpec::Postgres {
                     sql: "INSERT INTO t VALUES (1, 'a') RETURNING y".into(),
                 },
             };
-            assert!(src.read(&dml).await.is_err());
+            assert!(src.read(&Caller::server(), &dml).await.is_err());
             assert_eq!(
                 read_all(&src, &plan)
                     .await
@@ -1173,7 +1214,7 @@ mod tests {
             let src = PostgresSource::new(vec![a, b], 1, BatchLimits::default())
                 .await
                 .unwrap();
-            let tables = src.list_tables().await.unwrap();
+            let tables = src.list_tables(&Caller::server()).await.unwrap();
             let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
             assert_eq!(names, ["public.\"Fresh\"", "public.clicks", "public.v"]);
             let clicks = &tables[1];
