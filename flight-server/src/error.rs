@@ -71,6 +71,15 @@ pub enum Error {
     /// Anything else: a bug.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// A request that is malformed (a bad `DoPut` descriptor, an upload
+    /// whose columns do not fit the table).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    /// The source does not support the operation (e.g. `DoPut` into files).
+    #[error("not supported: {0}")]
+    Unimplemented(String),
 }
 
 impl Error {
@@ -134,6 +143,8 @@ impl From<Error> for Status {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::NotFound(_) => Code::NotFound,
+            Error::BadRequest(_) => Code::InvalidArgument,
+            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Config(_) => Code::FailedPrecondition,
             Error::Decode { .. } | Error::Arrow(_) | Error::Internal(_) => Code::Internal,

@@ -29,7 +29,9 @@
 pub mod auth;
 pub mod cli;
 pub mod cluster;
+pub mod copy_in;
 pub mod error;
+pub mod put;
 pub mod server;
 pub mod service;
 pub mod source;

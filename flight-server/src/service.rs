@@ -8,6 +8,14 @@
 //! A query is named either by a command (`FlightDescriptor::new_cmd(sql)`)
 //! or by a path of one element, a table name (`new_path(["criteo"])`), which
 //! reads the whole table.
+//!
+//! Every endpoint's `app_metadata` is `{"segment": i}`. `DoPut` writes
+//! Arrow batches into a table on the segment its descriptor names — a path
+//! `["table"]` (append on segment 0) or a JSON command `{"table": "t",
+//! "segment": i, "create": true, "mode": "append" | "replace"}` — with
+//! binary `COPY` in one transaction, and answers one `PutResult` whose
+//! `app_metadata` is `{"table": "t", "segment": i, "rows": n}` (see
+//! [`crate::put`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,6 +82,8 @@ impl HopperFlightService {
                 .with_ticket(Ticket::new(self.signer.sign(p, caller.user())))
                 .with_location(self.location.clone())
                 .with_expiration_time(expiration)
+                // The segment, so that a client can DoPut results next to the rows.
+                .with_app_metadata(format!("{{\"segment\":{}}}", p.segment))
         });
         let info = FlightInfo::new()
             .try_with_schema(schema)
@@ -243,11 +253,13 @@ impl FlightService for HopperFlightService {
 
     async fn do_put(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented(
-            "DoPut is not supported by this source",
-        ))
+        let caller = self.caller(&request)?;
+        let result = crate::put::serve_put(self.source.as_ref(), &caller, request.into_inner())
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
     }
 
     async fn do_exchange(

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::error::Result;
+use crate::put::PutCommand;
 
 pub mod files;
 pub mod greenplum;
@@ -125,4 +126,21 @@ pub trait Source: Send + Sync + 'static {
 
     /// The tables `caller` can query.
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>>;
+
+    /// Writes `batches` of `schema` into the table `command` names, on its
+    /// segment, all or nothing (`DoPut`); returns the rows written.
+    async fn put(
+        &self,
+        caller: &Caller,
+        command: &PutCommand,
+        schema: SchemaRef,
+        batches: BatchStream,
+    ) -> Result<u64> {
+        let _ = (caller, schema, batches);
+        Err(crate::error::Error::Unimplemented(format!(
+            "DoPut into {} is not supported by this source; \
+             only PostgreSQL segments (--segment) accept uploads",
+            command.table
+        )))
+    }
 }

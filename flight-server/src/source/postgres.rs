@@ -45,6 +45,8 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::types::{arrow_field, arrow_schema, CopyDecoder};
 
+mod put;
+
 /// `application_name` of every connection hopper opens.
 pub const APPLICATION_NAME: &str = "hopper-flight-server";
 
@@ -651,6 +653,16 @@ impl Source for PostgresSource {
                 }
             })
             .collect())
+    }
+
+    async fn put(
+        &self,
+        caller: &Caller,
+        command: &crate::put::PutCommand,
+        schema: SchemaRef,
+        batches: BatchStream,
+    ) -> Result<u64> {
+        self.put_rows(caller, command, schema, batches).await
     }
 }
 
