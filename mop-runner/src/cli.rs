@@ -32,6 +32,12 @@ pub enum Command {
     Trainer(crate::commands::TrainerArgs),
     /// Run the whole of hopper locally: segments, flight-server, trainers, a grid.
     Demo(crate::demo::DemoArgs),
+    /// Write a run's HTML report: leaderboard, learning curves, the MOP schedule.
+    Report(crate::report::ReportArgs),
+    /// Show what a run is doing or did, from its checkpoint.
+    Status(crate::status::StatusArgs),
+    /// List a run's trained models (from results.json, or the result table).
+    Models(crate::status::ModelsArgs),
 }
 
 /// Unit-time patterns for `mop simulate`.
@@ -96,6 +102,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => crate::commands::run_train(args),
         Command::Trainer(args) => crate::commands::run_trainer(args),
         Command::Demo(args) => crate::demo::run_demo(args),
+        Command::Report(args) => crate::report::run_report(args),
+        Command::Status(args) => crate::status::run_status(args),
+        Command::Models(args) => crate::status::run_models(args),
     }
 }
 

@@ -130,6 +130,10 @@ pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
         outcome.seconds
     );
     println!("results: {}", outcome.dir.join("results.json").display());
+    let report = outcome.dir.join(crate::report::REPORT_FILE);
+    if report.is_file() {
+        println!("report:  {}", report.display());
+    }
     println!("models:  {}", outcome.dir.join("models").display());
     if let (Some(t), Some(db)) = (&config.output.table, &config.output.database) {
         println!(

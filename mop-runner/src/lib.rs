@@ -12,9 +12,11 @@ pub mod featurize;
 pub mod grid;
 pub mod model;
 pub mod optim;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod simulate;
+pub mod status;
 pub mod train;
 pub mod trainer;
 

@@ -648,6 +648,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         dir: out,
     };
     results::write_files(&outcome, &config)?;
+    // The report is a picture of files just written; a failure to draw it
+    // must not fail a finished run (`mop report` draws it again).
+    if let Err(e) = crate::report::write_report(&outcome.dir, None) {
+        tracing::warn!("writing the report failed: {e}");
+        reporter.println(format!("the report was not written: {e}"));
+    }
     if let Some(table) = &config.output.table {
         let db = config.output.database.as_deref().ok_or_else(|| {
             Error::Config("output.table needs output.database (a PostgreSQL URL)".into())

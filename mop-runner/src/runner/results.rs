@@ -167,7 +167,7 @@ fn db_err(e: tokio_postgres::Error) -> Error {
 }
 
 /// Checks that `name` is a plain SQL identifier (optionally schema-qualified).
-fn check_ident(name: &str) -> Result<()> {
+pub(crate) fn check_ident(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.split('.').count() <= 2
         && name.split('.').all(|p| {

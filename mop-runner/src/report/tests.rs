@@ -1,0 +1,134 @@
+use super::fixture;
+use super::*;
+
+fn svgs(html: &str) -> Vec<&str> {
+    html.split("<svg").skip(1).collect()
+}
+
+#[test]
+fn report_has_leaderboard_curves_and_one_gantt_bar_per_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = fixture::finished_run(dir.path(), true);
+    let path = write_report(dir.path(), None).unwrap();
+    assert_eq!(path, dir.path().join(REPORT_FILE));
+    let html = std::fs::read_to_string(&path).unwrap();
+
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.trim_end().ends_with("</html>"));
+    // Self-contained: no scripts, stylesheets or images from elsewhere.
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("<img"));
+
+    // Four learning curves (train/validation × loss/accuracy) and two Gantt charts.
+    for title in [
+        "training loss",
+        "validation loss",
+        "training accuracy",
+        "validation accuracy",
+    ] {
+        let id = format!("id=\"curve-{}\"><svg", title.replace(' ', "-"));
+        assert!(html.contains(&id), "no {title} chart");
+    }
+    let gantts = svgs(&html)
+        .iter()
+        .filter(|s| s.contains("class=\"gantt\""))
+        .count();
+    assert_eq!(gantts, 2);
+    assert_eq!(svgs(&html).len(), 6);
+    // Both Gantt charts have one bar per unit of the timeline.
+    let units = fixture::MODELS * fixture::TRAINERS * fixture::EPOCHS;
+    assert_eq!(outcome.timeline.len(), units);
+    assert_eq!(html.matches("<g class=\"unit\">").count(), 2 * units);
+    for t in 0..fixture::TRAINERS {
+        assert!(html.contains(&format!(">trainer {t}<")));
+    }
+
+    // The leaderboard lists every model, best first, with its file.
+    let board = html
+        .split("<h2>Leaderboard</h2>")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    for m in 0..fixture::MODELS {
+        assert!(
+            board.contains(&format!("</span> {m}</td>")),
+            "model {m} missing"
+        );
+        assert!(board.contains(&format!("models/model-{m}.safetensors")));
+    }
+    let first_row = board.split("<tr").nth(2).unwrap();
+    assert!(
+        first_row.contains("class=\"best\"") && first_row.contains("</span> 1</td>"),
+        "{first_row}"
+    );
+    // The grid's lists.
+    assert!(html.contains("1e-3, 1e-4") && html.contains("32, 256"));
+    // Per-trainer timings.
+    assert!(html.contains("<h2>Trainers</h2>"));
+}
+
+#[test]
+fn trainer_times_add_up_the_timeline() {
+    let timeline = fixture::timeline();
+    let times = html::trainer_times(&timeline, fixture::TRAINERS);
+    assert_eq!(times.len(), fixture::TRAINERS);
+    assert_eq!(times.iter().map(|t| t.units).sum::<usize>(), timeline.len());
+    let busy: f64 = timeline.iter().map(|u| u.end - u.start).sum();
+    let sum: f64 = times.iter().map(|t| t.busy).sum();
+    assert!((busy - sum).abs() < 1e-9);
+    // Every trainer runs every model once per epoch.
+    for t in &times {
+        assert_eq!(t.units, fixture::MODELS * fixture::EPOCHS);
+        assert!((t.wait - 0.05 * t.units as f64).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn without_validation_the_report_says_so_and_draws_training_curves_only() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), false);
+    let html = render(&load(dir.path()).unwrap()).unwrap();
+    assert!(html.contains("id=\"curve-training-loss\"><svg"));
+    assert!(html.contains("id=\"curve-training-accuracy\"><svg"));
+    assert!(!html.contains("curve-validation"));
+    assert!(html.contains("source.validation"));
+}
+
+#[test]
+fn errors_say_what_is_wrong_with_the_run_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let e = load(&missing).unwrap_err().to_string();
+    assert!(e.contains("does not exist") && e.contains("--dir"), "{e}");
+
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not a hopper run directory"), "{e}");
+
+    // A checkpoint but no results yet: not finished.
+    fixture::checkpoint(dir.path(), 3);
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("has not finished") && e.contains("mop status"),
+        "{e}"
+    );
+
+    std::fs::write(dir.path().join(RESULTS_FILE), "{\"models\": [").unwrap();
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("results.json") && e.contains("--resume"), "{e}");
+
+    let e = resolve_dir(None);
+    // The test runs in the crate dir, which holds no run.
+    assert!(e.unwrap_err().to_string().contains("--dir"));
+}
+
+#[test]
+fn html_special_characters_in_the_sql_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), true);
+    let mut run = load(dir.path()).unwrap();
+    run.results.source.sql = "SELECT * FROM t WHERE a < 3 AND b = '<script>'".into();
+    let html = render(&run).unwrap();
+    assert!(!html.contains("<script>"));
+    assert!(html.contains("a &lt; 3"));
+}
