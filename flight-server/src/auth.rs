@@ -32,8 +32,18 @@
 //! ticket, and tickets are bound to the user, so another user's ticket reads
 //! nothing.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::{Error, Result};
 
 /// A database login: the user and the password the database checks.
 #[derive(Clone, PartialEq, Eq)]
@@ -88,5 +98,295 @@ impl Caller {
     /// The authenticated user's credentials, if any.
     pub fn credentials(&self) -> Option<&Credentials> {
         self.login.as_deref()
+    }
+}
+
+/// How the server authenticates its callers (`--auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No authentication: every caller runs as the server's own
+    /// connections. Allowed only on a loopback address.
+    None,
+    /// Basic credentials at the handshake, checked by a login to the
+    /// database; a Bearer token on every other call.
+    Database,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Self::None),
+            "database" => Ok(Self::Database),
+            other => Err(Error::Config(format!(
+                "--auth {other:?}: expected \"none\" or \"database\""
+            ))),
+        }
+    }
+}
+
+/// Most tokens one server keeps; the oldest is dropped past it.
+pub const MAX_TOKENS: usize = 4096;
+
+/// Default lifetime of a Bearer token.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// The signed, public part of a Bearer token.
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenClaims {
+    /// Random id: the key of the credentials in the store.
+    id: String,
+    /// The database user.
+    user: String,
+    /// Seconds since the Unix epoch after which the token is refused.
+    exp: u64,
+}
+
+struct Entry {
+    caller: Caller,
+    expires_at: u64,
+}
+
+/// Issues and checks Bearer tokens; keeps each token's credentials in memory.
+pub struct TokenStore {
+    key: Vec<u8>,
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStore {
+    /// A store signing with `key`; tokens live for `ttl`.
+    pub fn new(key: impl Into<Vec<u8>>, ttl: Duration) -> Self {
+        Self {
+            key: key.into(),
+            ttl,
+            capacity: MAX_TOKENS,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same store holding at most `capacity` tokens.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many tokens are held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        // Domain separation from tickets, which share the key.
+        mac.update(b"hopper bearer token v1\0");
+        mac
+    }
+
+    /// Issues a token for an authenticated `caller` (one with credentials).
+    pub fn issue(&self, caller: Caller) -> Result<String> {
+        let user = caller
+            .user()
+            .ok_or_else(|| Error::Internal("issuing a token without a user".into()))?
+            .to_owned();
+        let now = now_secs();
+        let claims = TokenClaims {
+            id: format!("{:032x}", rand::random::<u128>()),
+            user,
+            exp: now + self.ttl.as_secs().max(1),
+        };
+        let payload =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"));
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.expires_at >= now);
+        while entries.len() >= self.capacity {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.expires_at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => entries.remove(&k),
+                None => break,
+            };
+        }
+        entries.insert(
+            claims.id,
+            Entry {
+                caller,
+                expires_at: claims.exp,
+            },
+        );
+        Ok(format!("{payload}.{tag}"))
+    }
+
+    /// The caller a token stands for.
+    pub fn verify(&self, token: &str) -> Result<Caller> {
+        const AGAIN: &str = "handshake again (Basic credentials) for a new token";
+        let (payload, tag) = token
+            .split_once('.')
+            .ok_or_else(|| Error::Unauthenticated(format!("malformed bearer token; {AGAIN}")))?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| Error::Unauthenticated(format!("malformed bearer token; {AGAIN}")))?;
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&tag).map_err(|_| {
+            Error::Unauthenticated(format!(
+                "bearer token signature does not match (forged, or issued by another server); {AGAIN}"
+            ))
+        })?;
+        let claims: TokenClaims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::Unauthenticated(format!("malformed bearer token; {AGAIN}")))?;
+        if claims.exp < now_secs() {
+            self.lock().remove(&claims.id);
+            return Err(Error::Unauthenticated(format!(
+                "bearer token expired; {AGAIN}"
+            )));
+        }
+        match self.lock().get(&claims.id) {
+            Some(e) if e.caller.user() == Some(claims.user.as_str()) => Ok(e.caller.clone()),
+            _ => Err(Error::Unauthenticated(format!(
+                "bearer token unknown to this server (it restarted, or dropped the token to \
+                 stay within {} tokens); {AGAIN}",
+                self.capacity
+            ))),
+        }
+    }
+}
+
+/// The credentials of an `authorization: Basic base64(user:password)` header.
+pub fn parse_basic(header: &str) -> Result<(String, String)> {
+    const HOW: &str = "send `authorization: Basic base64(user:password)` in the Handshake \
+                       (pyarrow: client.authenticate_basic_token(user, password))";
+    let encoded = strip_scheme(header, "Basic").ok_or_else(|| {
+        Error::Unauthenticated(format!("handshake without Basic credentials; {HOW}"))
+    })?;
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            Error::Unauthenticated(format!("Basic credentials are not base64 UTF-8; {HOW}"))
+        })?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| Error::Unauthenticated(format!("Basic credentials lack the ':'; {HOW}")))?;
+    if user.is_empty() {
+        return Err(Error::Unauthenticated(format!("empty user name; {HOW}")));
+    }
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+pub fn parse_bearer(header: Option<&str>) -> Result<&str> {
+    const HOW: &str = "handshake first with Basic credentials (pyarrow: \
+                       client.authenticate_basic_token(user, password)) and send the \
+                       `authorization: Bearer <token>` header it returns on every call";
+    let header = header.ok_or_else(|| Error::Unauthenticated(format!("no bearer token; {HOW}")))?;
+    strip_scheme(header, "Bearer")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "the authorization header is not a bearer token; {HOW}"
+            ))
+        })
+}
+
+/// `header` without its `scheme ` prefix (the scheme is case-insensitive).
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.split_at_checked(scheme.len())?;
+    (s.eq_ignore_ascii_case(scheme) && rest.starts_with(' ')).then(|| &rest[1..])
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_tokens_verify_to_their_caller_and_forgeries_do_not() {
+        let store = TokenStore::new(b"k".to_vec(), Duration::from_secs(60));
+        let t = store.issue(Caller::login("alice", "pw")).unwrap();
+        assert_eq!(store.verify(&t).unwrap().user(), Some("alice"));
+        let mut forged = t.clone();
+        forged.insert(0, 'x');
+        assert!(matches!(
+            store.verify(&forged),
+            Err(Error::Unauthenticated(_))
+        ));
+        let other = TokenStore::new(b"other".to_vec(), Duration::from_secs(60));
+        assert!(other
+            .verify(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("signature"));
+        assert!(store.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn the_store_stays_within_its_capacity() {
+        let store = TokenStore::new(b"k".to_vec(), Duration::from_secs(60)).with_capacity(2);
+        let first = store.issue(Caller::login("a", "1")).unwrap();
+        store.issue(Caller::login("b", "2")).unwrap();
+        store.issue(Caller::login("c", "3")).unwrap();
+        assert_eq!(store.len(), 2);
+        let e = store
+            .verify(&first)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        // Equal expiries: any one of the three may have been dropped.
+        assert!(
+            store.len() == 2 && (e.is_empty() || e.contains("unknown")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parses_basic_and_bearer_headers() {
+        let h = format!("Basic {}", STANDARD.encode("bob:s:cret"));
+        assert_eq!(parse_basic(&h).unwrap(), ("bob".into(), "s:cret".into()));
+        assert!(parse_basic("Bearer x").is_err());
+        assert!(parse_basic(&format!("Basic {}", STANDARD.encode(":pw"))).is_err());
+        assert_eq!(parse_bearer(Some("Bearer abc")).unwrap(), "abc");
+        assert_eq!(parse_bearer(Some("bearer abc")).unwrap(), "abc");
+        let e = parse_bearer(None).unwrap_err().to_string();
+        assert!(e.contains("handshake first"), "{e}");
     }
 }

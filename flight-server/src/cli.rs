@@ -59,6 +59,17 @@ pub struct Args {
     /// Seconds a ticket stays valid.
     #[arg(long, default_value_t = 3600)]
     pub ticket_ttl: u64,
+
+    /// How clients authenticate: `database` (a Flight Handshake with Basic
+    /// credentials, checked by a login to the database; queries run as that
+    /// user) or `none` (loopback addresses only). Default: `none` on a
+    /// loopback address, `database` on any other.
+    #[arg(long, value_name = "none|database")]
+    pub auth: Option<crate::auth::AuthMode>,
+
+    /// Seconds a Bearer token from the Handshake stays valid.
+    #[arg(long, default_value_t = crate::auth::DEFAULT_TOKEN_TTL.as_secs())]
+    pub token_ttl: u64,
 }
 
 impl Args {
@@ -98,6 +109,8 @@ impl Args {
         config.advertise = self.advertise.clone();
         config.ticket_key = ticket_key;
         config.ticket_ttl = Duration::from_secs(self.ticket_ttl);
+        config.auth = self.auth;
+        config.token_ttl = Duration::from_secs(self.token_ttl.max(1));
         Ok(config)
     }
 }

@@ -4,6 +4,7 @@
 //! tests bind port 0, read the address, and stop the server cleanly.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::{AuthMode, TokenStore, DEFAULT_TOKEN_TTL};
 use crate::error::{Error, Result};
 use crate::service::HopperFlightService;
 use crate::source::files::FilesSource;
@@ -56,6 +58,11 @@ pub struct ServerConfig {
     pub ticket_key: Option<Vec<u8>>,
     /// How long tickets stay valid.
     pub ticket_ttl: Duration,
+    /// How callers authenticate; `None` picks by the bound address:
+    /// no authentication on loopback, [`AuthMode::Database`] otherwise.
+    pub auth: Option<AuthMode>,
+    /// How long Bearer tokens stay valid.
+    pub token_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -67,6 +74,8 @@ impl ServerConfig {
             advertise: None,
             ticket_key: None,
             ticket_ttl: Duration::from_secs(3600),
+            auth: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
         }
     }
 }
@@ -89,6 +98,37 @@ pub async fn open_source(config: &ServerConfig) -> Result<Arc<dyn Source>> {
     })
 }
 
+/// The authentication a server bound to `addr` uses: `requested`, or by
+/// default none on loopback and database logins elsewhere. Refuses `none`
+/// on any other address, where anyone who can reach the port would read
+/// with the server's own database rights.
+pub fn auth_mode(requested: Option<AuthMode>, addr: SocketAddr) -> Result<AuthMode> {
+    let loopback = addr.ip().is_loopback();
+    let mode = requested.unwrap_or(if loopback {
+        AuthMode::None
+    } else {
+        AuthMode::Database
+    });
+    match mode {
+        AuthMode::None if !loopback => Err(Error::Config(format!(
+            "--auth none is allowed only on a loopback address, and {addr} is not one: \
+             use --auth database (clients log in with their database user), or bind 127.0.0.1"
+        ))),
+        AuthMode::None => {
+            tracing::warn!(
+                %addr,
+                "authentication is off (--auth none): every local client reads with the \
+                 server's own database rights"
+            );
+            Ok(mode)
+        }
+        AuthMode::Database => {
+            tracing::info!(%addr, "clients log in with their database user (--auth database)");
+            Ok(mode)
+        }
+    }
+}
+
 /// Serves Flight on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -98,6 +138,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
+    let auth = auth_mode(config.auth, addr)?;
     let source = open_source(&config).await?;
     let location = config
         .advertise
@@ -107,7 +148,14 @@ pub async fn serve(
         Some(key) => TicketSigner::new(key.clone(), config.ticket_ttl),
         None => TicketSigner::random(config.ticket_ttl),
     };
-    let service = HopperFlightService::new(source, signer, location);
+    let mut service = HopperFlightService::new(source, signer, location);
+    if auth == AuthMode::Database {
+        let key = config
+            .ticket_key
+            .clone()
+            .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        service = service.with_auth(Arc::new(TokenStore::new(key, config.token_ttl)));
+    }
     let server = FlightServiceServer::new(service)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);

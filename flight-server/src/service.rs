@@ -34,7 +34,7 @@ use arrow_schema::SchemaRef;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Caller;
+use crate::auth::{parse_basic, parse_bearer, Caller, TokenStore};
 use crate::error::Error;
 use crate::source::{Partition, PartitionSpec, Source};
 use crate::ticket::TicketSigner;
@@ -50,6 +50,9 @@ pub struct HopperFlightService {
     source: Arc<dyn Source>,
     signer: TicketSigner,
     location: String,
+    /// Bearer tokens when callers authenticate (`--auth database`); `None`
+    /// runs every call as the server's own connections.
+    tokens: Option<Arc<TokenStore>>,
 }
 
 impl HopperFlightService {
@@ -60,12 +63,29 @@ impl HopperFlightService {
             source,
             signer,
             location,
+            tokens: None,
         }
     }
 
-    /// The identity `request` runs with.
-    fn caller<T>(&self, _request: &Request<T>) -> Result<Caller, Status> {
-        Ok(Caller::server())
+    /// The same service requiring a Handshake and a Bearer token from
+    /// `tokens` on every other call (see [`crate::auth`]).
+    pub fn with_auth(mut self, tokens: Arc<TokenStore>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The identity `request` runs with: the bearer token's user, or the
+    /// server itself without authentication.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(Caller::server());
+        };
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let token = parse_bearer(header).map_err(Status::from)?;
+        tokens.verify(token).map_err(Status::from)
     }
 
     fn flight_info(
@@ -141,12 +161,50 @@ impl FlightService for HopperFlightService {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        // Without authentication there is nothing to exchange: answer with
-        // an empty handshake so clients that always handshake still work.
-        let out = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
-        Ok(Response::new(Box::pin(out)))
+        let Some(tokens) = &self.tokens else {
+            // Without authentication there is nothing to exchange: answer with
+            // an empty handshake so clients that always handshake still work.
+            let out = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
+            return Ok(Response::new(Box::pin(out)));
+        };
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let (user, password) = parse_basic(header).map_err(Status::from)?;
+        let caller = Caller::login(user, password);
+        // The database checks the password: a login as the user.
+        self.source
+            .authenticate(&caller)
+            .await
+            .map_err(|e| match e {
+                // A refused login, whatever the database's exact SQLSTATE.
+                Error::Unauthenticated(m) | Error::PermissionDenied(m) | Error::InvalidQuery(m) => {
+                    Status::unauthenticated(format!(
+                        "the database refused the login of {:?}: {m}; check the user and password",
+                        caller.user().unwrap_or_default()
+                    ))
+                }
+                other => Status::from(other),
+            })?;
+        tracing::info!(user = caller.user().unwrap_or_default(), "authenticated");
+        let token = tokens.issue(caller).map_err(Status::from)?;
+        let bearer = format!("Bearer {token}");
+        let out = futures::stream::iter(vec![Ok(HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into_bytes().into(),
+        })]);
+        let mut response = Response::new(Box::pin(out) as Self::HandshakeStream);
+        response.metadata_mut().insert(
+            "authorization",
+            bearer
+                .parse()
+                .map_err(|_| Status::internal("bearer token is not a valid header"))?,
+        );
+        Ok(response)
     }
 
     async fn list_flights(

@@ -54,9 +54,79 @@ pub async fn channel(location: &str) -> Result<Channel> {
         })
 }
 
-/// A Flight client with limits large enough for hopper's batches.
+/// Environment: the database user `mop` and its trainers log in to
+/// flight-servers with (servers run with `--auth database`); unset, no
+/// login is made. The password comes from [`PASSWORD_ENV`] or from the file
+/// [`PASSWORD_FILE_ENV`] names — never from the command line.
+pub const USER_ENV: &str = "HOPPER_FLIGHT_USER";
+/// Environment: the password of [`USER_ENV`].
+pub const PASSWORD_ENV: &str = "HOPPER_PASSWORD";
+/// Environment: a file holding the password of [`USER_ENV`].
+pub const PASSWORD_FILE_ENV: &str = "HOPPER_PASSWORD_FILE";
+
+/// A Flight client with limits large enough for hopper's batches, logged in
+/// as [`USER_ENV`] if it is set.
 pub async fn client(location: &str) -> Result<FlightClient> {
-    Ok(FlightClient::new(channel(location).await?))
+    let mut c = FlightClient::new(channel(location).await?);
+    login(&mut c, location).await?;
+    Ok(c)
+}
+
+/// The Flight Handshake with Basic credentials; the client then sends the
+/// server's Bearer token on every call. Each client logs in for itself
+/// (tokens are per server), so a token never outlives the read it serves.
+async fn login(c: &mut FlightClient, location: &str) -> Result<()> {
+    let Some(user) = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    let password = match (
+        std::env::var(PASSWORD_ENV),
+        std::env::var(PASSWORD_FILE_ENV),
+    ) {
+        (Ok(p), _) => p,
+        (_, Ok(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config(format!("reading {PASSWORD_FILE_ENV} {path}: {e}")))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        _ => {
+            return Err(Error::Config(format!(
+                "{USER_ENV} is set but neither {PASSWORD_ENV} nor {PASSWORD_FILE_ENV} is"
+            )))
+        }
+    };
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let header = |v: String| {
+        v.parse::<tonic::metadata::MetadataValue<_>>()
+            .map_err(|_| Error::Config(format!("{USER_ENV}: not a valid header value")))
+    };
+    c.metadata_mut()
+        .insert("authorization", header(format!("Basic {basic}"))?);
+    let token = c
+        .handshake(bytes::Bytes::new())
+        .await
+        .map_err(|e| match e {
+            arrow_flight::error::FlightError::Tonic(s) if s.code() == tonic::Code::Unavailable => {
+                Error::Flight(format!("logging in to {location}: {s}"))
+            }
+            e => Error::Config(format!(
+                "flight-server at {location} refused the login of {user:?}: {e}; \
+             check {USER_ENV} and {PASSWORD_ENV}"
+            )),
+        })?;
+    let token = String::from_utf8(token.to_vec()).map_err(|_| {
+        Error::Flight(format!(
+            "{location} answered the login with a non-text token"
+        ))
+    })?;
+    if token.is_empty() {
+        // A server without authentication answers with an empty handshake.
+        c.metadata_mut().remove("authorization");
+    } else {
+        c.metadata_mut()
+            .insert("authorization", header(format!("Bearer {token}"))?);
+    }
+    Ok(())
 }
 
 fn flight_err(context: &str, e: arrow_flight::error::FlightError) -> Error {

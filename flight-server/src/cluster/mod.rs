@@ -988,7 +988,23 @@ fn socket_dir_for(dir: &Path) -> Option<PathBuf> {
     (longest.as_os_str().len() <= MAX_SOCKET_PATH).then(|| dir.to_path_buf())
 }
 
+/// Client authentication: the superuser and unix sockets are trusted (the
+/// harness and the server's own segment URLs carry no password); every
+/// other role logs in over TCP with its password, so that a flight-server
+/// with `--auth database` has its users' passwords checked by the segment.
+fn write_hba(seg: &Segment) -> Result<()> {
+    let path = seg.data_dir.join("pg_hba.conf");
+    let hba = format!(
+        "# hopper: superuser trusted, other roles by password\n\
+         local all all trust\n\
+         host all {SUPERUSER} 127.0.0.1/32 trust\n\
+         host all all 127.0.0.1/32 scram-sha-256\n"
+    );
+    fs::write(&path, hba).map_err(|e| io_config("writing", &path, e))
+}
+
 fn write_config(seg: &Segment, extra: &[(String, String)]) -> Result<()> {
+    write_hba(seg)?;
     let path = seg.data_dir.join("postgresql.conf");
     let mut conf = String::from(
         "\n# hopper: a scratch segment; durability traded for load and scan speed\n\

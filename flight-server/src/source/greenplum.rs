@@ -451,6 +451,10 @@ impl Source for GreenplumSource {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
+    async fn authenticate(&self, caller: &Caller) -> Result<()> {
+        self.coordinator_for(caller).await.map(drop)
+    }
+
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>> {
         let client = self.coordinator_for(caller).await?;
         let ctx = "listing tables on the coordinator";

@@ -25,6 +25,7 @@ use crate::put::PutCommand;
 
 pub mod files;
 pub mod greenplum;
+pub mod limit;
 pub mod postgres;
 
 /// A stream of record batches, the unit that flows through the server.
@@ -126,6 +127,18 @@ pub trait Source: Send + Sync + 'static {
 
     /// The tables `caller` can query.
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>>;
+
+    /// Checks `caller`'s credentials by logging in to the database as it
+    /// ([`crate::Error::Unauthenticated`] if the database refuses). A source
+    /// without a database cannot check a password and refuses every login.
+    async fn authenticate(&self, caller: &Caller) -> Result<()> {
+        let _ = caller;
+        Err(crate::Error::Config(
+            "this source has no database to check passwords against; serve it with \
+             --auth none on a loopback address"
+                .into(),
+        ))
+    }
 
     /// Writes `batches` of `schema` into the table `command` names, on its
     /// segment, all or nothing (`DoPut`); returns the rows written.
