@@ -38,6 +38,8 @@ pub enum Command {
     Status(crate::status::StatusArgs),
     /// List a run's trained models (from results.json, or the result table).
     Models(crate::status::ModelsArgs),
+    /// Score a table with a trained model; write the predictions back to its segments.
+    Predict(crate::predict::PredictArgs),
 }
 
 /// Unit-time patterns for `mop simulate`.
@@ -105,6 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => crate::report::run_report(args),
         Command::Status(args) => crate::status::run_status(args),
         Command::Models(args) => crate::status::run_models(args),
+        Command::Predict(args) => crate::predict::run_predict(args),
     }
 }
 

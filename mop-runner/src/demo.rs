@@ -276,8 +276,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
     if args.keep {
         let kept = cluster.keep();
         println!();
-        println!("kept running (stop them with `kill` and `pg_ctl stop -D <dir>`):");
+        let pid = server.0.as_ref().map(Child::id).unwrap_or_default();
+        println!("kept running (stop them with `kill {pid}` and `pg_ctl stop -D <segments>/seg<i>/data`):");
         println!("  flight:  {flight}");
+        println!("  server:  pid {pid}");
+        println!("  segments: {}", kept.base_dir().display());
         for (i, url) in kept.segment_urls().iter().enumerate() {
             println!("  psql:    psql '{url}'   # segment {i}");
         }

@@ -12,6 +12,7 @@ pub mod featurize;
 pub mod grid;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod report;
 pub mod runner;
 pub mod schedule;

@@ -1,0 +1,530 @@
+//! `mop predict`: score a table with a trained model and write the
+//! predictions back into the database, next to the rows they score.
+//!
+//! # Design
+//!
+//! ```text
+//!  GetFlightInfo(SQL) ─► endpoints, each with app_metadata {"segment": i}
+//!  per (server, segment):  DoGet(tickets of the segment) ─► bounded channel
+//!      ─► scorer thread: featurize (the trainer's Featurizer), forward under no_grad
+//!      ─► bounded channel ─► DoPut {"table": OUT, "segment": i, "create": true}
+//! ```
+//!
+//! Predictions of the rows read from segment *i* go back to segment *i*
+//! (one `DoPut`, one transaction per segment), keyed by the input's key
+//! column: `(<key>, predicted int4, probability float8)`, where
+//! `probability` is the probability of class 1 for a two-class model and
+//! the winning class's probability otherwise. Nothing is collected: rows
+//! flow from the database through the model and back batch by batch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightClient, FlightDescriptor};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use clap::{ArgGroup, Args};
+use flight_server::put::{PutCommand, PutMode, PutOutcome};
+use futures::TryStreamExt;
+use tch::Kind;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::ModelConfig;
+use crate::data::{self, FlightSlice};
+use crate::error::{Error, Result};
+use crate::featurize::{Featurizer, DEFAULT_LABEL_COLUMN};
+use crate::model::Model;
+
+/// Rows per forward pass (bounds the memory of dense or image inputs).
+const FORWARD_ROWS: usize = 1024;
+/// Scored batches the scorer may run ahead of the upload.
+const OUTPUT_DEPTH: usize = 2;
+
+/// `mop predict` options.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["table", "sql"])))]
+pub struct PredictArgs {
+    /// The run's output directory (results.json and models/).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The model: its id, or `best` (the leaderboard's first).
+    #[arg(long, default_value = "best")]
+    pub model: String,
+    /// flight-server location(s), comma separated; default: the run's `source.flight`.
+    #[arg(long)]
+    pub flight: Option<String>,
+    /// The table to score (`SELECT * FROM <table>`).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The query whose rows to score (instead of --table).
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// The column that identifies a row; copied into the predictions.
+    #[arg(long, default_value = "id")]
+    pub key: String,
+    /// The table that receives the predictions (created on every segment).
+    #[arg(long)]
+    pub into: String,
+    /// Replace the predictions table instead of appending to it.
+    #[arg(long)]
+    pub replace: bool,
+    /// Intra-op threads (libtorch).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// What `mop predict` did on one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScore {
+    /// The flight-server that holds the segment.
+    pub location: String,
+    /// The segment.
+    pub segment: i32,
+    /// Rows scored and written.
+    pub rows: u64,
+}
+
+/// A trained model as a run left it.
+struct RunModel {
+    id: usize,
+    config: ModelConfig,
+    file: PathBuf,
+}
+
+/// The model `which` (`best` or an id) of the run in `dir`, and the run's
+/// flight-server locations.
+fn find_model(dir: &Path, which: &str) -> Result<(RunModel, Vec<String>)> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read {}: {e}; --dir must be the output directory of a finished run",
+            path.display()
+        ))
+    })?;
+    let results: serde_json::Value = serde_json::from_str(&text)?;
+    let id = match which {
+        "best" => results["best_model"]
+            .as_u64()
+            .ok_or_else(|| Error::Config(format!("{} names no best model", path.display())))?
+            as usize,
+        n => n.parse::<usize>().map_err(|_| {
+            Error::Config(format!("--model must be a model id or `best`, not {n:?}"))
+        })?,
+    };
+    let models = results["models"].as_array().cloned().unwrap_or_default();
+    let entry = models
+        .iter()
+        .find(|m| m["model_id"].as_u64() == Some(id as u64))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{} has no model {id} (ids 0..{})",
+                path.display(),
+                models.len()
+            ))
+        })?;
+    let config = ModelConfig::from_json(&entry["config"].to_string())?;
+    let file = entry["model_file"].as_str().ok_or_else(|| {
+        Error::Config(format!(
+            "model {id} has no weights file in {}",
+            path.display()
+        ))
+    })?;
+    let flights = results["source"]["flight"]
+        .as_str()
+        .map(split_locations)
+        .unwrap_or_default();
+    Ok((
+        RunModel {
+            id,
+            config,
+            file: dir.join(file),
+        },
+        flights,
+    ))
+}
+
+fn split_locations(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One endpoint: where to read it and which segment it came from.
+struct Endpoint {
+    slice: FlightSlice,
+    segment: i32,
+}
+
+/// Plans `sql` on `location`: its schema and endpoints with their segments
+/// (from the endpoint's app metadata; the endpoint's index without it).
+async fn plan(location: &str, sql: &str) -> Result<(SchemaRef, Vec<Endpoint>)> {
+    let mut client = data::client(location).await?;
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd(sql.to_owned()))
+        .await
+        .map_err(|e| Error::Flight(format!("planning {sql:?} at {location}: {e}")))?;
+    let schema = Arc::new(
+        info.clone()
+            .try_decode_schema()
+            .map_err(|e| Error::Flight(format!("decoding the schema from {location}: {e}")))?,
+    );
+    let endpoints = info
+        .endpoint
+        .into_iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let segment = serde_json::from_slice::<serde_json::Value>(&ep.app_metadata)
+                .ok()
+                .and_then(|v| v["segment"].as_i64())
+                .unwrap_or(i as i64) as i32;
+            Endpoint {
+                slice: FlightSlice {
+                    location: ep
+                        .location
+                        .first()
+                        .map(|l| l.uri.clone())
+                        .unwrap_or_else(|| location.to_owned()),
+                    ticket: ep.ticket.map(|t| t.ticket.to_vec()).unwrap_or_default(),
+                },
+                segment,
+            }
+        })
+        .collect();
+    Ok((schema, endpoints))
+}
+
+/// Runs `mop predict`.
+pub fn run_predict(args: PredictArgs) -> Result<()> {
+    crate::train::set_threads(args.threads);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (model, scores) = rt.block_on(predict(&args))?;
+    let total: u64 = scores.iter().map(|s| s.rows).sum();
+    for s in &scores {
+        println!(
+            "segment {} at {}: {} rows scored",
+            s.segment, s.location, s.rows
+        );
+    }
+    println!(
+        "predictions of model {model}: {total} rows in {} on {} segments",
+        args.into,
+        scores.len()
+    );
+    Ok(())
+}
+
+/// Scores the input with the chosen model; returns the model id and what
+/// was written per segment.
+pub async fn predict(args: &PredictArgs) -> Result<(usize, Vec<SegmentScore>)> {
+    let (run_model, run_flights) = find_model(&args.dir, &args.model)?;
+    let locations = match &args.flight {
+        Some(f) => split_locations(f),
+        None => run_flights,
+    };
+    if locations.is_empty() {
+        return Err(Error::Config(
+            "no flight-server: pass --flight grpc+tcp://HOST:PORT".into(),
+        ));
+    }
+    let sql = match (&args.table, &args.sql) {
+        (Some(t), None) => format!("SELECT * FROM {t}"),
+        (None, Some(s)) => s.trim().trim_end_matches(';').to_owned(),
+        _ => {
+            return Err(Error::Config(
+                "give exactly one of --table and --sql".into(),
+            ))
+        }
+    };
+    let bytes = std::fs::read(&run_model.file)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", run_model.file.display())))?;
+    let config = run_model.config.clone();
+    let mut model = tokio::task::spawn_blocking(move || {
+        Model::from_state(config, &bytes).map(|(model, _optimizer)| model)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("loading the model: {e}")))??;
+
+    let mut scores = Vec::new();
+    for location in &locations {
+        let (schema, endpoints) = plan(location, &sql).await?;
+        let key = schema.field_with_name(&args.key).map_err(|_| {
+            Error::Data(format!(
+                "the input has no key column {:?} (columns: {:?}); pass --key",
+                args.key,
+                schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+            ))
+        })?;
+        let out_schema = Arc::new(Schema::new(vec![
+            Field::new(key.name(), key.data_type().clone(), true),
+            Field::new("predicted", DataType::Int32, false),
+            Field::new("probability", DataType::Float64, false),
+        ]));
+        // One upload per segment, however many endpoints it was split into.
+        let mut groups: BTreeMap<(String, i32), Vec<FlightSlice>> = BTreeMap::new();
+        for ep in endpoints {
+            groups
+                .entry((ep.slice.location.clone(), ep.segment))
+                .or_default()
+                .push(ep.slice);
+        }
+        for ((put_location, segment), slices) in groups {
+            let command = PutCommand::new(args.into.clone(), segment)
+                .with_create(true)
+                .with_mode(if args.replace {
+                    PutMode::Replace
+                } else {
+                    PutMode::Append
+                });
+            let (back, rows) = score_segment(
+                model,
+                &args.key,
+                slices,
+                &put_location,
+                command,
+                out_schema.clone(),
+            )
+            .await?;
+            model = back;
+            scores.push(SegmentScore {
+                location: put_location,
+                segment,
+                rows,
+            });
+        }
+    }
+    Ok((run_model.id, scores))
+}
+
+/// Why the scorer stopped early.
+enum ScoreStop {
+    /// Featurizing or the forward pass failed; the sender keeps the upload
+    /// open so that it can be cancelled instead of committed.
+    Failed(Error, mpsc::Sender<Result<RecordBatch, FlightError>>),
+    /// The upload went away (its error says why).
+    UploadClosed,
+    /// Reading the input failed.
+    Input(Error, mpsc::Sender<Result<RecordBatch, FlightError>>),
+}
+
+/// Reads one segment's endpoints, scores them on a blocking thread and
+/// uploads the predictions to the same segment; returns the model (for
+/// the next segment) and the rows the server wrote.
+async fn score_segment(
+    model: Model,
+    key: &str,
+    slices: Vec<FlightSlice>,
+    location: &str,
+    command: PutCommand,
+    out_schema: SchemaRef,
+) -> Result<(Model, u64)> {
+    let input = data::spawn_reader(&tokio::runtime::Handle::current(), slices);
+    let (tx, rx) = mpsc::channel(OUTPUT_DEPTH);
+    let mut client = FlightClient::new(data::channel(location).await?);
+    let upload = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(command.descriptor()))
+        .with_schema(out_schema.clone())
+        .build(ReceiverStream::new(rx));
+    let put_err = |e: FlightError| {
+        Error::Flight(format!(
+            "DoPut of {} to segment {} at {location}: {e}",
+            command.table, command.segment
+        ))
+    };
+    let mut put = Box::pin(async move {
+        let results: Vec<arrow_flight::PutResult> =
+            client.do_put(upload).await?.try_collect().await?;
+        Ok::<_, FlightError>(results)
+    });
+    let key = key.to_owned();
+    let mut scorer =
+        tokio::task::spawn_blocking(move || score_loop(model, &key, out_schema, input, tx));
+    let (scored, put_early) = tokio::select! {
+        s = &mut scorer => (s, None),
+        p = &mut put => (scorer.await, Some(p)),
+    };
+    let (model, scored) = scored.map_err(|e| Error::Data(format!("the scorer failed: {e}")))?;
+    match scored {
+        Ok(_) => {}
+        Err(ScoreStop::UploadClosed) => {
+            let p = match put_early {
+                Some(p) => p,
+                None => put.await,
+            };
+            return Err(match p {
+                Err(e) => put_err(e),
+                Ok(_) => Error::Flight("the upload ended before the input".into()),
+            });
+        }
+        Err(ScoreStop::Failed(e, tx)) | Err(ScoreStop::Input(e, tx)) => {
+            // Cancel the DoPut while its stream is still open: the server
+            // sees an aborted upload and rolls back, instead of a clean
+            // end that it would commit.
+            drop(put);
+            drop(tx);
+            return Err(e);
+        }
+    }
+    let results = match put_early {
+        Some(p) => p,
+        None => put.await,
+    }
+    .map_err(put_err)?;
+    let outcome = results
+        .first()
+        .and_then(|r| serde_json::from_slice::<PutOutcome>(&r.app_metadata).ok())
+        .ok_or_else(|| Error::Flight(format!("DoPut at {location} answered no row count")))?;
+    Ok((model, outcome.rows))
+}
+
+/// The scorer thread: batches in, `(key, predicted, probability)` batches out.
+fn score_loop(
+    model: Model,
+    key: &str,
+    out_schema: SchemaRef,
+    mut input: mpsc::Receiver<Result<RecordBatch>>,
+    tx: mpsc::Sender<Result<RecordBatch, FlightError>>,
+) -> (Model, std::result::Result<u64, ScoreStop>) {
+    let featurizer = Featurizer::new(model.config());
+    let mut rows = 0u64;
+    while let Some(batch) = input.blocking_recv() {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => return (model, Err(ScoreStop::Input(e, tx))),
+        };
+        let out = match score_batch(&model, &featurizer, key, &out_schema, &batch) {
+            Ok(out) => out,
+            Err(e) => return (model, Err(ScoreStop::Failed(e, tx))),
+        };
+        rows += out.num_rows() as u64;
+        if tx.blocking_send(Ok(out)).is_err() {
+            return (model, Err(ScoreStop::UploadClosed));
+        }
+    }
+    (model, Ok(rows))
+}
+
+/// Scores one batch.
+fn score_batch(
+    model: &Model,
+    featurizer: &Featurizer,
+    key: &str,
+    out_schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    let keys = batch
+        .column_by_name(key)
+        .ok_or_else(|| Error::Data(format!("a batch has no key column {key:?}")))?
+        .clone();
+    let batch = with_label(batch)?;
+    let features = featurizer.featurize(&batch)?;
+    let _no_grad = tch::no_grad_guard();
+    let n = features.len();
+    let (mut predicted, mut probability) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut start = 0;
+    while start < n {
+        let len = FORWARD_ROWS.min(n - start);
+        let part = features.slice(start, len)?.to_device(model.device());
+        let probs = model
+            .forward_t(&part.x, false)?
+            .f_softmax(-1, Kind::Double)?;
+        let (top, class) = probs.f_max_dim(-1, false)?;
+        let p = if model.config().classes == 2 {
+            probs.f_select(1, 1)?
+        } else {
+            top
+        };
+        let p = p.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+        let class = class.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+        probability.extend(Vec::<f64>::try_from(&p)?);
+        predicted.extend(Vec::<i64>::try_from(&class)?.into_iter().map(|c| c as i32));
+        start += len;
+    }
+    let columns: Vec<ArrayRef> = vec![
+        keys,
+        Arc::new(Int32Array::from(predicted)),
+        Arc::new(Float64Array::from(probability)),
+    ];
+    Ok(RecordBatch::try_new(out_schema.clone(), columns)?)
+}
+
+/// The featurizer reads labels; rows to score may have none, so a batch
+/// without a label column gets a constant one (it does not enter the
+/// forward pass).
+fn with_label(batch: &RecordBatch) -> Result<RecordBatch> {
+    if batch.column_by_name(DEFAULT_LABEL_COLUMN).is_some() {
+        return Ok(batch.clone());
+    }
+    let schema = batch.schema();
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        DEFAULT_LABEL_COLUMN,
+        DataType::Int64,
+        false,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(vec![0i64; batch.num_rows()])));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn predict_needs_a_table_or_a_query_and_an_output_table() {
+        let ok = Cli::try_parse_from([
+            "mop", "predict", "--dir", "d", "--table", "t", "--into", "p",
+        ])
+        .unwrap();
+        match ok.command {
+            Command::Predict(a) => {
+                assert_eq!((a.model.as_str(), a.key.as_str()), ("best", "id"));
+                assert!(!a.replace);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        for line in [
+            "mop predict --dir d --into p",
+            "mop predict --dir d --table t --sql s --into p",
+            "mop predict --dir d --table t",
+        ] {
+            assert!(
+                Cli::try_parse_from(line.split_whitespace()).is_err(),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_run_or_model_is_a_config_error_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = find_model(dir.path(), "best").err().unwrap();
+        assert!(e.to_string().contains("results.json"), "{e}");
+        std::fs::write(
+            dir.path().join("results.json"),
+            r#"{"best_model": 0, "models": [], "source": {"flight": "grpc+tcp://a:1,grpc+tcp://b:2"}}"#,
+        )
+        .unwrap();
+        let e = find_model(dir.path(), "3").err().unwrap();
+        assert!(e.to_string().contains("no model 3"), "{e}");
+        let e = find_model(dir.path(), "first").err().unwrap();
+        assert!(e.to_string().contains("`best`"), "{e}");
+        assert_eq!(
+            split_locations("grpc+tcp://a:1, grpc+tcp://b:2"),
+            ["grpc+tcp://a:1", "grpc+tcp://b:2"]
+        );
+    }
+}
