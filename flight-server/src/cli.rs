@@ -70,6 +70,11 @@ pub struct Args {
     /// Seconds a Bearer token from the Handshake stays valid.
     #[arg(long, default_value_t = crate::auth::DEFAULT_TOKEN_TTL.as_secs())]
     pub token_ttl: u64,
+
+    /// Database connections held per PostgreSQL segment at once; streams
+    /// beyond it wait in line (keep it below the database's max_connections).
+    #[arg(long, default_value_t = crate::source::limit::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
 }
 
 impl Args {
@@ -111,6 +116,10 @@ impl Args {
         config.ticket_ttl = Duration::from_secs(self.ticket_ttl);
         config.auth = self.auth;
         config.token_ttl = Duration::from_secs(self.token_ttl.max(1));
+        if self.max_connections == 0 {
+            return Err(Error::Config("--max-connections must be > 0".into()));
+        }
+        config.max_connections = self.max_connections;
         Ok(config)
     }
 }

@@ -82,6 +82,10 @@ pub enum Error {
     Unimplemented(String),
 }
 
+/// What an `Unavailable` from a segment tells the client to do.
+const RETRY_HINT: &str =
+    "the segment is down or restarting: retry once it is back (mop's trainers retry by themselves)";
+
 impl Error {
     /// Classifies a `tokio_postgres` error: SQLSTATE classes that mean "the
     /// query is wrong" become [`Error::InvalidQuery`], privilege errors
@@ -109,14 +113,11 @@ impl Error {
             let class = &code.code()[..2];
             return match class {
                 // connection exception, operator intervention (shutdown, cancel), insufficient resources
-                "08" | "57" | "53" => Error::Unavailable(msg),
+                "08" | "57" | "53" => Error::Unavailable(format!("{msg}; {RETRY_HINT}")),
                 _ => Error::InvalidQuery(msg),
             };
         }
-        if err.is_closed() || std::error::Error::source(&err).is_some() {
-            return Error::Unavailable(format!("{context}: {err}"));
-        }
-        Error::Unavailable(format!("{context}: {err}"))
+        Error::Unavailable(format!("{context}: {err}; {RETRY_HINT}"))
     }
 }
 

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub auth: Option<AuthMode>,
     /// How long Bearer tokens stay valid.
     pub token_ttl: Duration,
+    /// Database connections held per PostgreSQL segment at once; requests
+    /// beyond it wait in line.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -76,6 +79,7 @@ impl ServerConfig {
             ticket_ttl: Duration::from_secs(3600),
             auth: None,
             token_ttl: DEFAULT_TOKEN_TTL,
+            max_connections: crate::source::limit::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -87,7 +91,11 @@ pub async fn open_source(config: &ServerConfig) -> Result<Arc<dyn Source>> {
             if segments.is_empty() {
                 return Err(Error::Config("give at least one --segment URL".into()));
             }
-            Arc::new(PostgresSource::new(segments.clone(), (*split).max(1), config.limits).await?)
+            Arc::new(
+                PostgresSource::new(segments.clone(), (*split).max(1), config.limits)
+                    .await?
+                    .with_max_connections(config.max_connections),
+            )
         }
         SourceConfig::Greenplum { url } => {
             Arc::new(GreenplumSource::new(url, config.limits).await?)

@@ -38,6 +38,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::limit::ConnectionLimit;
 use super::{
     BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
 };
@@ -46,6 +47,10 @@ use crate::error::{Error, Result};
 use crate::types::{arrow_field, arrow_schema, CopyDecoder};
 
 mod put;
+
+/// How long a connection's slot stays taken after its socket closed, for
+/// the backend to exit (see [`super::limit`]).
+const BACKEND_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// `application_name` of every connection hopper opens.
 pub const APPLICATION_NAME: &str = "hopper-flight-server";
@@ -56,6 +61,10 @@ struct Segment {
     config: Config,
     /// The segment's address without the password, for messages and logs.
     display: String,
+    /// Its position in the server's segment list, for messages.
+    index: usize,
+    /// The connections this server may hold on it at once.
+    limit: ConnectionLimit,
 }
 
 impl Segment {
@@ -71,14 +80,19 @@ impl Segment {
             }
             None => std::borrow::Cow::Borrowed(&self.config),
         };
+        // Over the cap, wait in line; the permit then lives in the task
+        // that drives the connection, so it is returned when the socket closes.
+        let permit = self.limit.acquire(&self.display).await?;
         let (client, connection) = config.connect(NoTls).await.map_err(|e| {
             let context = format!("connecting to {}", self.display);
             match std::error::Error::source(&e) {
                 // I/O failures: say why ("Connection refused"), which the
                 // error's own message leaves out.
-                Some(cause) if e.as_db_error().is_none() => {
-                    Error::Unavailable(format!("{context}: {e}: {cause}"))
-                }
+                Some(cause) if e.as_db_error().is_none() => Error::Unavailable(format!(
+                    "segment {} at {} is unreachable: {e}: {cause}; \
+                     the request can be retried once the segment is back",
+                    self.index, self.display
+                )),
                 _ => Error::from_pg(&context, e),
             }
         })?;
@@ -87,6 +101,10 @@ impl Segment {
             if let Err(e) = connection.await {
                 tracing::debug!(segment = %name, error = %e, "connection closed with an error");
             }
+            // The backend exits a moment after our side closed; a new
+            // connection in that moment would briefly exceed the cap.
+            tokio::time::sleep(BACKEND_EXIT_GRACE).await;
+            drop(permit);
         });
         Ok(client)
     }
@@ -136,13 +154,21 @@ impl PostgresSource {
                 };
                 config.options(&options);
                 let display = redacted(&config);
-                Ok(Segment { config, display })
+                Ok(Segment {
+                    config,
+                    display,
+                    index: i,
+                    limit: ConnectionLimit::default(),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         try_join_all(segments.iter().enumerate().map(|(i, s)| async move {
             s.connect(&Caller::server()).await.map(drop).map_err(|e| {
                 // The message already names the segment's address.
                 let why = match e {
+                    Error::Unavailable(m) if m.starts_with("segment ") => {
+                        return Error::Unavailable(m)
+                    }
                     Error::Unavailable(m) | Error::Unauthenticated(m) => m,
                     other => other.to_string(),
                 };
@@ -155,6 +181,16 @@ impl PostgresSource {
             split: split.max(1),
             limits,
         })
+    }
+
+    /// Caps the connections held on each segment at `max` (at least one);
+    /// requests beyond it wait in line. The default is
+    /// [`DEFAULT_MAX_CONNECTIONS`](super::limit::DEFAULT_MAX_CONNECTIONS).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        for s in &mut self.segments {
+            s.limit = ConnectionLimit::new(max);
+        }
+        self
     }
 
     /// The segments' addresses, without passwords.
@@ -618,6 +654,9 @@ impl Source for PostgresSource {
                 fields.entry(rel).or_default().push(f);
             }
         }
+        // Return the connection before taking one per segment: holding two
+        // on segment 0 could deadlock callers queued at the connection cap.
+        drop(client);
 
         let counts = try_join_all(self.segments.iter().map(|s| async move {
             let client = s.connect(caller).await?;
