@@ -205,3 +205,50 @@ impl ChildGuard {
         self.child.as_mut().and_then(|c| c.stdout.take())
     }
 }
+
+impl FlightServer {
+    /// Starts `flight-server --bind <addr> <args>` on a fixed address (to
+    /// restart a killed server where its clients expect it), retrying the
+    /// bind for a few seconds while the old socket is released.
+    pub fn start_on(addr: &str, args: &[&str]) -> Result<Self> {
+        let bin = binary("flight-server")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(&bin)
+                .args(["--bind", addr])
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("spawning {bin:?}"))?;
+            let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+            let guard = ChildGuard::new("flight-server", child);
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            if let Some(url) = line.trim().strip_prefix("flight-server listening on ") {
+                return Ok(Self {
+                    process: guard,
+                    url: url.to_string(),
+                    addr: addr.to_string(),
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("flight-server did not start on {addr}; it printed {line:?}");
+            }
+            drop(guard);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Counts the flight-server's backends (`application_name =
+/// hopper-flight-server`) on one PostgreSQL instance.
+pub async fn flight_backends(client: &tokio_postgres::Client) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'",
+            &[],
+        )
+        .await?
+        .get(0))
+}
