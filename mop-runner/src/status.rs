@@ -185,14 +185,15 @@ impl RunStatus {
         let p = sched.progress();
         let _ = writeln!(
             s,
-            "units:    {} / {} done ({:.0}%), {} models × {} partitions × {} epochs, {:.1} s of training so far",
+            "units:    {} / {} done ({:.0}%), {} models × {} partitions × {} epochs, {:.1} s of training{}",
             p.done,
             p.total,
             p.fraction() * 100.0,
             sched.models(),
             sched.partitions(),
             sched.epochs(),
-            c.elapsed
+            c.elapsed,
+            if sched.is_done() { "" } else { " so far" }
         );
         for e in &c.pending_evals {
             let _ = writeln!(
@@ -240,7 +241,7 @@ impl RunStatus {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "{:>5}  {:<36} {:>7} {:>7}  {:>10} {:>9} {:>9} {:>9}",
+            "{:>5}  {:<44} {:>7} {:>7}  {:>10} {:>9} {:>9} {:>9}",
             "model", "config", "epochs", "units", "train loss", "train acc", "val loss", "val acc"
         );
         let per_model = (sched.partitions() * sched.epochs()) as u64;
@@ -253,7 +254,7 @@ impl RunStatus {
             };
             let _ = writeln!(
                 s,
-                "{:>5}  {:<36} {:>7} {:>7}  {:>10} {:>9} {:>9} {:>9}",
+                "{:>5}  {:<44} {:>7} {:>7}  {:>10} {:>9} {:>9} {:>9}",
                 m,
                 self.configs.get(m).map(describe).unwrap_or_default(),
                 format!("{epochs}/{}", sched.epochs()),
@@ -383,7 +384,7 @@ pub fn render_models(rows: &[ModelRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:>5}  {:<40} {:>6}  {:>10} {:>9} {:>9} {:>9}  weights",
+        "{:>5}  {:<44} {:>6}  {:>10} {:>9} {:>9} {:>9}  weights",
         "model", "config", "epochs", "train loss", "train acc", "val loss", "val acc"
     );
     for r in rows {
@@ -393,7 +394,7 @@ pub fn render_models(rows: &[ModelRow]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:>5}  {:<40} {:>6}  {:>10} {:>9} {:>9} {:>9}  {}",
+            "{:>5}  {:<44} {:>6}  {:>10} {:>9} {:>9} {:>9}  {}",
             r.id,
             r.config,
             r.epochs,

@@ -361,7 +361,6 @@ fn schedule(h: &mut String, run: &RunFiles, wall: f64) {
                 format!("m{} · e{}", u.model, u.epoch + 1),
                 format!("m{}\ne{}", u.model, u.epoch + 1),
                 format!("m{}", u.model),
-                u.model.to_string(),
             ],
             title: unit_title(u),
             wait: u.wait_seconds,
