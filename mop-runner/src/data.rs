@@ -4,8 +4,20 @@
 //! The reader runs on the async runtime and stays a few batches ahead of
 //! training (prefetch), so the network and the database work while the CPU
 //! trains; the bound keeps memory flat however large the partition is.
+//!
+//! # Failures
+//! A slice whose flight-server or segment is down (connection refused,
+//! `Unavailable`) is retried with exponential backoff for up to
+//! [`retry_budget`] — as long as none of its batches has been handed on.
+//! A stream that breaks after that is never resumed mid-way (the rows
+//! already handed on would be seen twice): the read ends with
+//! [`Error::Unavailable`], so that a unit fails and runs again from its
+//! starting state and a cache is read again from the beginning.
+
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
+use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, Ticket};
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
@@ -15,6 +27,21 @@ use crate::error::{Error, Result};
 
 /// Record batches the reader may run ahead of training.
 pub const PREFETCH_BATCHES: usize = 4;
+
+/// Environment variable: seconds a read keeps retrying a flight-server or
+/// segment that is down (default 60).
+pub const RETRY_ENV: &str = "HOPPER_READ_RETRY_SECONDS";
+
+/// How long a read retries an unreachable flight-server or segment:
+/// `HOPPER_READ_RETRY_SECONDS`, else 60 s (the env passes from `mop train`
+/// to the trainers it spawns).
+pub fn retry_budget() -> Duration {
+    std::env::var(RETRY_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(60), Duration::from_secs_f64)
+}
 
 /// One Flight endpoint of a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,7 +191,7 @@ pub fn spawn_reader(
     let (tx, rx) = mpsc::channel(PREFETCH_BATCHES);
     runtime.spawn(async move {
         for slice in slices {
-            if let Err(e) = read_slice(&slice, &tx).await {
+            if let Err(e) = read_slice_retrying(&slice, &tx, retry_budget()).await {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
@@ -173,21 +200,96 @@ pub fn spawn_reader(
     rx
 }
 
-async fn read_slice(slice: &FlightSlice, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
-    let mut c = client(&slice.location).await?;
+/// Reads one slice, retrying with backoff while its server or segment is
+/// unreachable and nothing of it has been handed on yet.
+async fn read_slice_retrying(
+    slice: &FlightSlice,
+    tx: &mpsc::Sender<Result<RecordBatch>>,
+    budget: Duration,
+) -> Result<()> {
+    grpc_uri(&slice.location)?; // a bad location is not worth retrying
+    let deadline = Instant::now() + budget;
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        let mut sent = 0usize;
+        let e = match read_slice(slice, tx, &mut sent).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let message = match e {
+            SliceError::Transient(m) => m,
+            SliceError::Fatal(e) => return Err(e),
+        };
+        if sent > 0 {
+            return Err(Error::Unavailable(format!(
+                "{message}; the stream broke after {sent} batches, so this read stops \
+                 (a unit runs again from its starting state, a cache is read again)"
+            )));
+        }
+        if Instant::now() + delay > deadline {
+            return Err(Error::Unavailable(format!(
+                "{message}; gave up after {attempt} attempts in {:.0?} \
+                 (raise {RETRY_ENV} to wait longer)",
+                budget
+            )));
+        }
+        tracing::warn!(location = %slice.location, attempt, error = %message, "retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
+/// Why one attempt at a slice failed.
+enum SliceError {
+    /// The server or its segment is unreachable or went away: retry may help.
+    Transient(String),
+    /// The request itself is wrong (bad ticket, bad query): do not retry.
+    Fatal(Error),
+}
+
+fn classify(context: &str, e: FlightError) -> SliceError {
+    let transient = match &e {
+        FlightError::Tonic(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ),
+        FlightError::ExternalError(_) => true,
+        _ => false,
+    };
+    let message = format!("{context}: {e}");
+    if transient {
+        SliceError::Transient(message)
+    } else {
+        SliceError::Fatal(Error::Flight(message))
+    }
+}
+
+async fn read_slice(
+    slice: &FlightSlice,
+    tx: &mpsc::Sender<Result<RecordBatch>>,
+    sent: &mut usize,
+) -> std::result::Result<(), SliceError> {
+    let mut c = match client(&slice.location).await {
+        Ok(c) => c,
+        Err(Error::Flight(m)) => return Err(SliceError::Transient(m)),
+        Err(e) => return Err(SliceError::Fatal(e)),
+    };
     let mut stream = c
         .do_get(Ticket::new(slice.ticket.clone()))
         .await
-        .map_err(|e| flight_err(&format!("DoGet at {}", slice.location), e))?;
+        .map_err(|e| classify(&format!("DoGet at {}", slice.location), e))?;
     while let Some(batch) = stream
         .try_next()
         .await
-        .map_err(|e| flight_err(&format!("reading from {}", slice.location), e))?
+        .map_err(|e| classify(&format!("reading from {}", slice.location), e))?
     {
         if tx.send(Ok(batch)).await.is_err() {
             // Training stopped; dropping the stream cancels the DoGet.
             return Ok(());
         }
+        *sent += 1;
     }
     Ok(())
 }

@@ -19,6 +19,10 @@ pub enum Error {
     /// A flight-server could not be reached or refused a request.
     #[error("flight: {0}")]
     Flight(String),
+    /// A flight-server or one of its segments stayed unreachable, or a
+    /// stream broke mid-way; running the read again may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A trainer failed, died, or could not be reached.
     #[error("trainer {trainer}: {message}")]
     Trainer {

@@ -82,6 +82,26 @@ impl PartitionData {
         if mode == CacheMode::None || data.slices.is_empty() {
             return Ok(data);
         }
+        // A stream that broke part-way leaves nothing behind: the cache is
+        // emptied and the partition read again from its first row.
+        let deadline = std::time::Instant::now() + crate::data::retry_budget();
+        loop {
+            match data.fill(dir, name).await {
+                Err(Error::Unavailable(m)) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(partition = name, error = %m, "reading the partition again");
+                    data.batches.clear();
+                    data.file = None;
+                    data.rows = 0;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                r => return r.map(|()| data),
+            }
+        }
+    }
+
+    /// Reads every slice into the cache (memory or disk mode).
+    async fn fill(&mut self, dir: &Path, name: &str) -> Result<()> {
+        let (mode, data) = (self.mode, self);
         let mut rx = spawn_reader(&tokio::runtime::Handle::current(), data.slices.clone());
         let mut writer: Option<FileWriter<File>> = None;
         let path = dir.join(format!("{name}.arrow"));
@@ -111,7 +131,7 @@ impl PartitionData {
                 .map_err(|e| Error::Io(std::io::Error::other(e)))?;
             data.file = Some(path);
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Batches for one pass. `fresh` replaces the opened slices (mode none:

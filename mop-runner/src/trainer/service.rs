@@ -59,7 +59,7 @@ impl TrainerService {
 fn status(e: Error) -> Status {
     match e {
         Error::Config(m) => Status::invalid_argument(m),
-        Error::Flight(m) => Status::unavailable(m),
+        Error::Flight(m) | Error::Unavailable(m) => Status::unavailable(m),
         other => Status::internal(other.to_string()),
     }
 }
