@@ -71,6 +71,18 @@ pub struct Args {
     #[arg(long, default_value_t = crate::auth::DEFAULT_TOKEN_TTL.as_secs())]
     pub token_ttl: u64,
 
+    /// PEM certificate chain: serve Flight over TLS (`grpc+tls://`).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA: require client certificates signed by it (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// Database connections held per PostgreSQL segment at once; streams
     /// beyond it wait in line (keep it below the database's max_connections).
     #[arg(long, default_value_t = crate::source::limit::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
@@ -116,6 +128,11 @@ impl Args {
         config.ticket_ttl = Duration::from_secs(self.ticket_ttl);
         config.auth = self.auth;
         config.token_ttl = Duration::from_secs(self.token_ttl.max(1));
+        config.tls = crate::tls::ServerTls::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )?;
         if self.max_connections == 0 {
             return Err(Error::Config("--max-connections must be > 0".into()));
         }
@@ -134,7 +151,10 @@ pub async fn run(args: Args) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
     // The first line on stdout is the address: scripts and tests read it.
-    println!("flight-server listening on grpc+tcp://{addr}");
+    println!(
+        "flight-server listening on {}://{addr}",
+        crate::server::scheme(&config)
+    );
     serve(listener, config, shutdown_signal()).await
 }
 

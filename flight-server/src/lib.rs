@@ -36,6 +36,7 @@ pub mod server;
 pub mod service;
 pub mod source;
 pub mod ticket;
+pub mod tls;
 pub mod types;
 
 pub use error::{Error, Result};

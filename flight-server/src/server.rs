@@ -20,6 +20,7 @@ use crate::source::greenplum::GreenplumSource;
 use crate::source::postgres::PostgresSource;
 use crate::source::{BatchLimits, Source};
 use crate::ticket::TicketSigner;
+use crate::tls::ServerTls;
 
 /// Where the data comes from.
 #[derive(Clone, Debug)]
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     pub auth: Option<AuthMode>,
     /// How long Bearer tokens stay valid.
     pub token_ttl: Duration,
+    /// TLS certificate, key and optional client CA; plain TCP if unset.
+    pub tls: Option<ServerTls>,
     /// Database connections held per PostgreSQL segment at once; requests
     /// beyond it wait in line.
     pub max_connections: usize,
@@ -79,6 +82,7 @@ impl ServerConfig {
             ticket_ttl: Duration::from_secs(3600),
             auth: None,
             token_ttl: DEFAULT_TOKEN_TTL,
+            tls: None,
             max_connections: crate::source::limit::DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -137,6 +141,15 @@ pub fn auth_mode(requested: Option<AuthMode>, addr: SocketAddr) -> Result<AuthMo
     }
 }
 
+/// `grpc+tls` or `grpc+tcp`: the Flight scheme clients dial.
+pub fn scheme(config: &ServerConfig) -> &'static str {
+    if config.tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc+tcp"
+    }
+}
+
 /// Serves Flight on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -151,7 +164,7 @@ pub async fn serve(
     let location = config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("grpc+tcp://{addr}"));
+        .unwrap_or_else(|| format!("{}://{addr}", scheme(&config)));
     let signer = match &config.ticket_key {
         Some(key) => TicketSigner::new(key.clone(), config.ticket_ttl),
         None => TicketSigner::random(config.ticket_ttl),
@@ -167,8 +180,13 @@ pub async fn serve(
     let server = FlightServiceServer::new(service)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.config()?)
+            .map_err(|e| Error::Config(format!("TLS configuration: {e}")))?;
+    }
+    builder
         .add_service(server)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -54,7 +54,15 @@ async fn channel(url: &str) -> tonic::transport::Channel {
 /// A Flight Handshake with Basic credentials, as pyarrow's
 /// `authenticate_basic_token` sends it; the bearer header the server answers.
 async fn handshake(url: &str, user: &str, password: &str) -> Result<String, tonic::Status> {
-    let mut raw = FlightServiceClient::new(channel(url).await);
+    handshake_on(channel(url).await, user, password).await
+}
+
+async fn handshake_on(
+    channel: tonic::transport::Channel,
+    user: &str,
+    password: &str,
+) -> Result<String, tonic::Status> {
+    let mut raw = FlightServiceClient::new(channel);
     let mut request = tonic::Request::new(futures::stream::iter(vec![HandshakeRequest::default()]));
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     request
@@ -74,7 +82,11 @@ async fn handshake(url: &str, user: &str, password: &str) -> Result<String, toni
 
 /// A Flight client that sends `bearer` (if any) on every call.
 async fn client(url: &str, bearer: Option<&str>) -> FlightClient {
-    let mut c = FlightClient::new(channel(url).await);
+    client_on(channel(url).await, bearer)
+}
+
+fn client_on(channel: tonic::transport::Channel, bearer: Option<&str>) -> FlightClient {
+    let mut c = FlightClient::new(channel);
     if let Some(b) = bearer {
         c.add_header("authorization", b).unwrap();
     }
@@ -275,5 +287,179 @@ fn auth_none_is_refused_on_an_address_other_than_loopback() {
     assert!(
         err.contains("--auth none is allowed only on a loopback address"),
         "{err}"
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 / localhost and a client
+/// certificate, both signed by the CA, as PEM files in `dir`.
+struct Certs {
+    ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    client_cert: String,
+    client_key: String,
+}
+
+fn make_certs(dir: &std::path::Path) -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct subjects: with rcgen's default one for all, OpenSSL-based
+    // clients (pyarrow) take the leaf for a self-signed certificate.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hopper test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].as_str());
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["trainer".into()]);
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    Certs {
+        ca: write("ca.pem", &ca_cert.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server.key", &server_key),
+        client_cert,
+        client_key,
+    }
+}
+
+/// A TLS channel to `url` (`grpc+tls://…`) trusting `ca` (none: no root at
+/// all), presenting `identity` if given.
+async fn tls_channel(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    identity: Option<(&str, &str)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new();
+    if let Some(ca) = ca {
+        tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+    }
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    tonic::transport::Endpoint::from_shared(url.replace("grpc+tls://", "https://"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test]
+async fn over_tls_clients_that_trust_the_ca_read_and_others_are_refused() {
+    let c = segments().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let fs = server(
+        &c,
+        &[
+            "--tls-cert",
+            certs.server_cert.to_str().unwrap(),
+            "--tls-key",
+            certs.server_key.to_str().unwrap(),
+        ],
+    );
+    assert!(fs.url.starts_with("grpc+tls://"), "{}", fs.url);
+    let sql = "SELECT id, v FROM secret";
+
+    // The Rust client with the CA: log in and read every endpoint over TLS.
+    let ch = tls_channel(&fs.url, Some(&certs.ca), None).await.unwrap();
+    let bearer = handshake_on(ch.clone(), "reader", "reader-pw")
+        .await
+        .unwrap();
+    let mut rc = client_on(ch, Some(&bearer));
+    let t = tickets(&mut rc, sql).await.unwrap();
+    assert_eq!(
+        rows(&mut rc, &t).await.unwrap() as i64,
+        2 * ROWS_PER_SEGMENT
+    );
+
+    // Without the CA the server's certificate is not trusted.
+    let refused = match tls_channel(&fs.url, None, None).await {
+        Err(_) => true,
+        Ok(ch) => handshake_on(ch, "reader", "reader-pw").await.is_err(),
+    };
+    assert!(refused, "a client without the CA must not get through");
+    // Plain TCP to a TLS server gets nowhere either.
+    let plain = tonic::transport::Endpoint::from_shared(fs.url.replace("grpc+tls://", "http://"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        assert!(handshake_on(ch, "reader", "reader-pw").await.is_err());
+    }
+
+    // pyarrow over TLS with the CA as its root.
+    if let Some(py) = python() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/auth_read.py");
+        let out = std::process::Command::new(&py)
+            .args([script, &fs.url, "reader", "HOPPER_TEST_PASSWORD", sql])
+            .arg(&certs.ca)
+            .env("HOPPER_TEST_PASSWORD", "reader-pw")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["rows"], 2 * ROWS_PER_SEGMENT);
+    } else {
+        panic!("HOPPER_PYTHON is not set: run the tests through scripts/test.sh");
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let c = segments().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let fs = server(
+        &c,
+        &[
+            "--tls-cert",
+            certs.server_cert.to_str().unwrap(),
+            "--tls-key",
+            certs.server_key.to_str().unwrap(),
+            "--tls-client-ca",
+            certs.ca.to_str().unwrap(),
+        ],
+    );
+    let refused = match tls_channel(&fs.url, Some(&certs.ca), None).await {
+        Err(_) => true,
+        Ok(ch) => handshake_on(ch, "reader", "reader-pw").await.is_err(),
+    };
+    assert!(refused, "mTLS must refuse a client without a certificate");
+
+    let ch = tls_channel(
+        &fs.url,
+        Some(&certs.ca),
+        Some((&certs.client_cert, &certs.client_key)),
+    )
+    .await
+    .unwrap();
+    let bearer = handshake_on(ch.clone(), "reader", "reader-pw")
+        .await
+        .unwrap();
+    let mut rc = client_on(ch, Some(&bearer));
+    let t = tickets(&mut rc, "SELECT id FROM secret").await.unwrap();
+    assert_eq!(
+        rows(&mut rc, &t).await.unwrap() as i64,
+        2 * ROWS_PER_SEGMENT
     );
 }
