@@ -1,0 +1,352 @@
+//! Faults injected into the data plane while it works: a PostgreSQL
+//! segment stopped mid-stream, and a flight-server killed with SIGKILL and
+//! restarted on the same port. Clients get a clear `Unavailable`; a `mop
+//! train` run rides through either fault (its trainers retry with backoff,
+//! a unit whose stream broke runs again from its starting state) and ends
+//! with the same weights, byte for byte, as a run without the fault.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightClient, FlightDescriptor};
+use flight_server::cluster::{load_criteo, LocalCluster};
+use futures::StreamExt;
+use hopper_tests::{binary, cluster, flight_backends, segment_args, ChildGuard, FlightServer};
+use serde_json::Value;
+use tonic::Code;
+
+/// How long one `mop train` may take before the test gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn flight_client(url: &str) -> FlightClient {
+    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightClient::new(channel)
+}
+
+fn status_of(e: FlightError) -> tonic::Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_stopped_mid_stream_is_unavailable_with_a_clear_message_until_it_returns() {
+    let cluster = cluster(2).await.unwrap();
+    for i in 0..2 {
+        cluster
+            .client(i)
+            .await
+            .unwrap()
+            .batch_execute(
+                "CREATE TABLE big AS SELECT g::int8 AS id, repeat('z', 200) AS pad \
+                 FROM generate_series(1, 200000) g",
+            )
+            .await
+            .unwrap();
+    }
+    let args = segment_args(&cluster);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--batch-rows", "1000"]);
+    let server = FlightServer::start(&args).unwrap();
+    let mut client = flight_client(&server.url).await;
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd("SELECT * FROM big"))
+        .await
+        .unwrap();
+    let ticket = info.endpoint[1].ticket.clone().unwrap();
+    let mut stream = client.do_get(ticket.clone()).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.num_rows(), 1000);
+
+    cluster.stop_segment(1).await.unwrap();
+    // The rest of the stream: whatever was in flight, then the error.
+    let mut rows = first.num_rows();
+    let status = loop {
+        match stream.next().await {
+            Some(Ok(b)) => rows += b.num_rows(),
+            Some(Err(e)) => break status_of(e),
+            None => panic!("the stream ended cleanly after {rows} rows of 200000"),
+        }
+    };
+    assert!(rows < 200_000);
+    println!("mid-stream: {:?} {}", status.code(), status.message());
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(
+        status.message().contains("retry once it is back"),
+        "{}",
+        status.message()
+    );
+
+    // While it is down: planning and reading name the segment and its address.
+    let port = cluster.port(1).to_string();
+    let e = client
+        .get_flight_info(FlightDescriptor::new_cmd("SELECT * FROM big"))
+        .await
+        .map(|_| ())
+        .map_err(status_of)
+        .unwrap_err();
+    println!("planning: {:?} {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        e.message().contains("segment 1 at ") && e.message().contains(&port),
+        "{}",
+        e.message()
+    );
+    let e = client
+        .do_get(ticket.clone())
+        .await
+        .map(|_| ())
+        .map_err(status_of);
+    let e = e.unwrap_err();
+    println!("reading: {:?} {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("is unreachable"), "{}", e.message());
+
+    // Back up: the same server and the same ticket read everything.
+    cluster.start_segment(1).await.unwrap();
+    let mut stream = client.do_get(ticket).await.unwrap();
+    let mut rows = 0;
+    while let Some(b) = stream.next().await {
+        rows += b.unwrap().num_rows();
+    }
+    assert_eq!(rows, 200_000);
+    let admin = cluster.client(0).await.unwrap();
+    assert_eq!(flight_backends(&admin).await.unwrap(), 0);
+}
+
+/// A cluster with a Criteo-like table and a ticket key shared by every
+/// flight-server the test starts.
+struct Setup {
+    cluster: LocalCluster,
+    dir: tempfile::TempDir,
+    key_file: String,
+}
+
+async fn setup() -> Setup {
+    let cluster = cluster(2).await.unwrap();
+    load_criteo(&cluster, "criteo", 3000, 7).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("ticket.key");
+    std::fs::write(&key_file, b"faults-test-ticket-key").unwrap();
+    Setup {
+        cluster,
+        key_file: key_file.display().to_string(),
+        dir,
+    }
+}
+
+impl Setup {
+    fn server_args(&self) -> Vec<String> {
+        let mut args = segment_args(&self.cluster);
+        args.extend(["--ticket-key-file".into(), self.key_file.clone()]);
+        args
+    }
+
+    /// A run re-reading its partition every pass (`cache = "none"`), so
+    /// that a fault anywhere in the run hits a read.
+    fn config(&self, name: &str, flight: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let text = format!(
+            r#"
+[source]
+flight = "{flight}"
+table = "criteo"
+validation = {{ fraction = 0.2, key = "id" }}
+cache = "none"
+
+[train]
+epochs = 3
+seed = 5
+threads = 1
+
+[grid]
+arch = [{{ kind = "mlp", hidden = [16] }}]
+optimizer = [{{ kind = "adam" }}]
+lr = [1e-2, 1e-3]
+batch_size = [32]
+input = {{ kind = "criteo", sparse = true }}
+
+[output]
+dir = "{out}"
+"#,
+            out = out.display()
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// `mop train` with JSON progress on a pipe (read by a thread).
+fn spawn_mop(config: &Path) -> (ChildGuard, mpsc::Receiver<Value>) {
+    let child = Command::new(binary("mop").unwrap())
+        .args(["train", "--progress", "json", "--config"])
+        .arg(config)
+        .env("HOPPER_READ_RETRY_SECONDS", "60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard::new("mop train", child);
+    let stdout = guard.take_stdout().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (guard, rx)
+}
+
+/// Waits for the first event named `name`.
+fn wait_event(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, name: &str) {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no {name} event: {e}"));
+        let found = v["event"] == name;
+        seen.push(v);
+        if found {
+            return;
+        }
+    }
+}
+
+/// Whether the process has exited (or is a zombie).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+fn finish(mut mop: ChildGuard, rx: mpsc::Receiver<Value>, seen: &mut Vec<Value>) {
+    let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
+    seen.extend(rx.iter());
+    assert!(status.success(), "the run survives the fault: {status}");
+}
+
+fn model_files(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn assert_same_models(a: &Path, b: &Path) {
+    let (fa, fb) = (model_files(a), model_files(b));
+    assert_eq!(fa.len(), 2, "{a:?} has {} model files", fa.len());
+    assert_eq!(
+        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        fb.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        assert!(x == y, "{name} differs between {a:?} and {b:?}");
+    }
+}
+
+fn count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|v| v["event"] == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_segment_stops_and_returns_ends_with_the_weights_of_a_clean_run() {
+    let s = setup().await;
+    let args = s.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = FlightServer::start(&args).unwrap();
+    let faulty = s.config("faulty", &server.url);
+    let clean = s.config("clean", &server.url);
+
+    let (mop, rx) = spawn_mop(&faulty);
+    let mut events = Vec::new();
+    wait_event(&rx, &mut events, "unit");
+    let outage = Instant::now();
+    s.cluster.stop_segment(1).await.unwrap();
+    std::thread::sleep(Duration::from_secs(3)); // the outage itself
+    assert!(
+        !exited(mop.pid()),
+        "the run was still going when the segment came back"
+    );
+    s.cluster.start_segment(1).await.unwrap();
+    println!("segment 1 down for {:.1?}", outage.elapsed());
+    finish(mop, rx, &mut events);
+    println!(
+        "segment outage: {} units, {} failed and ran again",
+        count(&events, "unit"),
+        count(&events, "unit_failed")
+    );
+    assert_eq!(count(&events, "unit"), 12, "every unit completed once");
+
+    let (mop, rx) = spawn_mop(&clean);
+    let mut clean_events = Vec::new();
+    finish(mop, rx, &mut clean_events);
+    assert_same_models(&s.out("faulty"), &s.out("clean"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flight_server_killed_and_restarted_on_its_port_lets_the_run_end_identical() {
+    let s = setup().await;
+    let args = s.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = FlightServer::start(&args).unwrap();
+    let addr = server.addr.clone();
+    let faulty = s.config("faulty", &server.url);
+    let clean = s.config("clean", &server.url);
+
+    let (mop, rx) = spawn_mop(&faulty);
+    let mut events = Vec::new();
+    wait_event(&rx, &mut events, "unit");
+    server.process.kill(); // SIGKILL
+    std::thread::sleep(Duration::from_secs(2)); // the outage itself
+    assert!(
+        !exited(mop.pid()),
+        "the run was still going when the server came back"
+    );
+    let server = FlightServer::start_on(&addr, &args).unwrap();
+    finish(mop, rx, &mut events);
+    println!(
+        "flight-server restart: {} units, {} failed and ran again",
+        count(&events, "unit"),
+        count(&events, "unit_failed")
+    );
+    assert_eq!(count(&events, "unit"), 12, "every unit completed once");
+
+    let (mop, rx) = spawn_mop(&clean);
+    let mut clean_events = Vec::new();
+    finish(mop, rx, &mut clean_events);
+    assert_same_models(&s.out("faulty"), &s.out("clean"));
+    drop(server);
+}
