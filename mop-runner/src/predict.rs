@@ -24,7 +24,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::{FlightClient, FlightDescriptor};
+use arrow_flight::FlightDescriptor;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::{ArgGroup, Args};
 use flight_server::put::{PutCommand, PutMode, PutOutcome};
@@ -327,7 +327,8 @@ async fn score_segment(
 ) -> Result<(Model, u64)> {
     let input = data::spawn_reader(&tokio::runtime::Handle::current(), slices);
     let (tx, rx) = mpsc::channel(OUTPUT_DEPTH);
-    let mut client = FlightClient::new(data::channel(location).await?);
+    // Logged in like every other client of mop (HOPPER_FLIGHT_USER).
+    let mut client = data::client(location).await?;
     let upload = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(command.descriptor()))
         .with_schema(out_schema.clone())
