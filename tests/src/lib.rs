@@ -122,9 +122,21 @@ pub struct FlightServer {
 impl FlightServer {
     /// Starts `flight-server --bind 127.0.0.1:0 <args>` and waits for its address line.
     pub fn start(args: &[&str]) -> Result<Self> {
+        let (process, line) = Self::spawn("127.0.0.1:0", args)?;
+        let url = listening_url(&line)
+            .ok_or_else(|| anyhow!("flight-server did not start; it printed {line:?}"))?;
+        let addr = url
+            .trim_start_matches("grpc+tcp://")
+            .trim_start_matches("grpc+tls://")
+            .to_string();
+        Ok(Self { process, url, addr })
+    }
+
+    /// Spawns the server on `bind`; returns it and its first stdout line.
+    fn spawn(bind: &str, args: &[&str]) -> Result<(ChildGuard, String)> {
         let bin = binary("flight-server")?;
         let mut child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1:0"])
+            .args(["--bind", bind])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -134,18 +146,15 @@ impl FlightServer {
         let guard = ChildGuard::new("flight-server", child);
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("flight-server listening on ")
-            .ok_or_else(|| anyhow!("flight-server did not start; it printed {line:?}"))?
-            .to_string();
-        let addr = url.trim_start_matches("grpc+tcp://").to_string();
-        Ok(Self {
-            process: guard,
-            url,
-            addr,
-        })
+        Ok((guard, line))
     }
+}
+
+/// The URL in flight-server's first line (`flight-server listening on URL`).
+fn listening_url(line: &str) -> Option<String> {
+    line.trim()
+        .strip_prefix("flight-server listening on ")
+        .map(str::to_owned)
 }
 
 /// The Python with pyarrow that `scripts/setup.sh` prepared (`HOPPER_PYTHON`).
@@ -211,24 +220,13 @@ impl FlightServer {
     /// restart a killed server where its clients expect it), retrying the
     /// bind for a few seconds while the old socket is released.
     pub fn start_on(addr: &str, args: &[&str]) -> Result<Self> {
-        let bin = binary("flight-server")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut child = Command::new(&bin)
-                .args(["--bind", addr])
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("spawning {bin:?}"))?;
-            let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-            let guard = ChildGuard::new("flight-server", child);
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line)?;
-            if let Some(url) = line.trim().strip_prefix("flight-server listening on ") {
+            let (guard, line) = Self::spawn(addr, args)?;
+            if let Some(url) = listening_url(&line) {
                 return Ok(Self {
                     process: guard,
-                    url: url.to_string(),
+                    url,
                     addr: addr.to_string(),
                 });
             }
@@ -244,11 +242,25 @@ impl FlightServer {
 /// Counts the flight-server's backends (`application_name =
 /// hopper-flight-server`) on one PostgreSQL instance.
 pub async fn flight_backends(client: &tokio_postgres::Client) -> Result<i64> {
-    Ok(client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'",
-            &[],
-        )
-        .await?
-        .get(0))
+    Ok(client.query_one(BACKENDS, &[]).await?.get(0))
+}
+
+/// Counts the flight-server's backends on a segment (`pg_stat_activity`).
+pub const BACKENDS: &str =
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'";
+
+/// A Flight client connected to `url` (`grpc+tcp://host:port`), without authentication.
+pub async fn flight_client(url: &str) -> Result<arrow_flight::FlightClient> {
+    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))?
+        .connect()
+        .await?;
+    Ok(arrow_flight::FlightClient::new(channel))
+}
+
+/// The gRPC status inside a Flight client error (panics on any other error).
+pub fn status_of(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => panic!("not a gRPC status: {other}"),
+    }
 }

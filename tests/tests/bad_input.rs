@@ -12,13 +12,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_flight::error::FlightError;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use flight_server::cluster::{load_criteo, LocalCluster};
 use flight_server::source::{Partition, PartitionSpec};
 use flight_server::ticket::{TicketBody, TicketSigner};
 use futures::TryStreamExt;
-use hopper_tests::{binary, cluster, segment_args, FlightServer};
+use hopper_tests::{
+    binary, cluster, flight_client, segment_args, status_of, FlightServer, BACKENDS,
+};
 use tonic::Code;
 
 /// What a case sends.
@@ -51,25 +52,6 @@ struct Case {
     expect: Expect,
     /// Must appear in the status message or in `mop`'s output.
     fragment: &'static str,
-}
-
-const BACKENDS: &str =
-    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'";
-
-async fn flight_client(url: &str) -> FlightClient {
-    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightClient::new(channel)
-}
-
-fn status_of(e: FlightError) -> tonic::Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        other => panic!("not a gRPC status: {other}"),
-    }
 }
 
 /// Rows and the largest batch of every endpoint of `sql`, or the status.
@@ -193,7 +175,7 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
     let key_arg = key_file.display().to_string();
     args.extend(["--ticket-key-file", &key_arg, "--batch-bytes", "4096"]);
     let server = FlightServer::start(&args).unwrap();
-    let mut client = flight_client(&server.url).await;
+    let mut client = flight_client(&server.url).await.unwrap();
 
     // Tickets made with the server's key (or not).
     let signer = TicketSigner::new(key.clone(), Duration::from_secs(3600));

@@ -11,32 +11,18 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use arrow_flight::error::FlightError;
-use arrow_flight::{FlightClient, FlightDescriptor};
+use arrow_flight::FlightDescriptor;
 use flight_server::cluster::{load_criteo, LocalCluster};
 use futures::StreamExt;
-use hopper_tests::{binary, cluster, flight_backends, segment_args, ChildGuard, FlightServer};
+use hopper_tests::{
+    binary, cluster, flight_backends, flight_client, segment_args, status_of, ChildGuard,
+    FlightServer,
+};
 use serde_json::Value;
 use tonic::Code;
 
 /// How long one `mop train` may take before the test gives up.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn flight_client(url: &str) -> FlightClient {
-    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightClient::new(channel)
-}
-
-fn status_of(e: FlightError) -> tonic::Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        other => panic!("not a gRPC status: {other}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_segment_stopped_mid_stream_is_unavailable_with_a_clear_message_until_it_returns() {
@@ -57,7 +43,7 @@ async fn a_segment_stopped_mid_stream_is_unavailable_with_a_clear_message_until_
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--batch-rows", "1000"]);
     let server = FlightServer::start(&args).unwrap();
-    let mut client = flight_client(&server.url).await;
+    let mut client = flight_client(&server.url).await.unwrap();
     let info = client
         .get_flight_info(FlightDescriptor::new_cmd("SELECT * FROM big"))
         .await

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::{FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
-use hopper_tests::{cluster, segment_args, FlightServer};
+use hopper_tests::{cluster, flight_client, segment_args, FlightServer, BACKENDS};
 
 /// Concurrent streams.
 const STREAMS: usize = 32;
@@ -24,18 +24,6 @@ const CAP: i64 = 4;
 const ROWS: i64 = 20_000;
 /// Bytes of padding per row: 32 streams move ~32 × 20 000 × 260 B ≈ 165 MB.
 const PAD: usize = 250;
-
-const BACKENDS: &str =
-    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hopper-flight-server'";
-
-async fn flight_client(url: &str) -> FlightClient {
-    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightClient::new(channel)
-}
 
 /// A value of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`).
 fn status_kib(pid: u32, key: &str) -> u64 {
@@ -75,7 +63,7 @@ async fn backends(clients: &[tokio_postgres::Client]) -> i64 {
 
 /// Reads one endpoint to the end: (rows, sum of ids, bytes of padding).
 async fn read_endpoint(url: String, ticket: Ticket) -> (i64, i64, usize) {
-    let mut client = flight_client(&url).await;
+    let mut client = flight_client(&url).await.unwrap();
     let mut stream = client.do_get(ticket).await.unwrap();
     let (mut rows, mut sum, mut bytes) = (0i64, 0i64, 0usize);
     while let Some(batch) = stream.try_next().await.unwrap() {
@@ -129,7 +117,7 @@ async fn thirty_two_streams_complete_within_the_connection_cap_and_bounded_memor
     let server = FlightServer::start(&args).unwrap();
     let pid = server.process.pid();
 
-    let mut client = flight_client(&server.url).await;
+    let mut client = flight_client(&server.url).await.unwrap();
     let info = client
         .get_flight_info(FlightDescriptor::new_cmd("SELECT id, pad FROM load_t"))
         .await
@@ -206,7 +194,7 @@ async fn thirty_two_streams_complete_within_the_connection_cap_and_bounded_memor
         .map(|i| {
             let (url, ticket) = (server.url.clone(), tickets[i % 2].clone());
             tokio::spawn(async move {
-                let mut client = flight_client(&url).await;
+                let mut client = flight_client(&url).await.unwrap();
                 let mut stream = client.do_get(ticket).await.unwrap();
                 let _ = stream.next().await;
                 // Hold the stream without reading until aborted.
