@@ -14,6 +14,7 @@
 //! [`Error::Unavailable`], so that a unit fails and runs again from its
 //! starting state and a cache is read again from the beginning.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -21,7 +22,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, Ticket};
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
 
@@ -52,8 +53,12 @@ pub struct FlightSlice {
     pub ticket: Vec<u8>,
 }
 
-/// Turns a Flight location into a gRPC URI tonic can dial.
+/// Turns a Flight location into a gRPC URI tonic can dial
+/// (`grpc+tls://` becomes `https://`).
 pub fn grpc_uri(location: &str) -> Result<String> {
+    if let Some(hostport) = location.strip_prefix("grpc+tls://") {
+        return Ok(format!("https://{hostport}"));
+    }
     let rest = location
         .strip_prefix("grpc+tcp://")
         .or_else(|| location.strip_prefix("grpc://"))
@@ -61,24 +66,67 @@ pub fn grpc_uri(location: &str) -> Result<String> {
     match rest {
         Some(hostport) => Ok(format!("http://{hostport}")),
         None => Err(Error::Flight(format!(
-            "unsupported Flight location {location:?}; use grpc+tcp://host:port"
+            "unsupported Flight location {location:?}; use grpc+tcp://host:port or grpc+tls://host:port"
         ))),
     }
+}
+
+/// Environment: a PEM file with the CA that signed the flight-servers' TLS
+/// certificates; needed for `grpc+tls://` locations (there is no fallback
+/// to system roots: a private CA is what a deployment beside a database uses).
+pub const TLS_CA_ENV: &str = "HOPPER_TLS_CA";
+/// Environment: a PEM certificate `mop` presents to flight-servers that
+/// require client certificates (mutual TLS), with [`TLS_KEY_ENV`].
+pub const TLS_CERT_ENV: &str = "HOPPER_TLS_CERT";
+/// Environment: the PEM private key of [`TLS_CERT_ENV`].
+pub const TLS_KEY_ENV: &str = "HOPPER_TLS_KEY";
+
+/// The client TLS settings for `location`, from the environment (which
+/// `mop train` passes on to the trainers it spawns).
+fn tls_config(location: &str) -> Result<ClientTlsConfig> {
+    let read = |var: &str| -> Result<Option<Vec<u8>>> {
+        match std::env::var_os(var) {
+            Some(path) if !path.is_empty() => std::fs::read(&path).map(Some).map_err(|e| {
+                Error::Config(format!("reading {var} {}: {e}", Path::new(&path).display()))
+            }),
+            _ => Ok(None),
+        }
+    };
+    let ca = read(TLS_CA_ENV)?.ok_or_else(|| {
+        Error::Config(format!(
+            "{location} is served over TLS: set {TLS_CA_ENV} to the PEM file of the CA \
+             that signed the flight-server's certificate"
+        ))
+    })?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    match (read(TLS_CERT_ENV)?, read(TLS_KEY_ENV)?) {
+        (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(cert, key)),
+        (None, None) => {}
+        _ => {
+            return Err(Error::Config(format!(
+                "set both {TLS_CERT_ENV} and {TLS_KEY_ENV} for a client certificate, or neither"
+            )))
+        }
+    }
+    Ok(tls)
 }
 
 /// A channel to a flight-server.
 pub async fn channel(location: &str) -> Result<Channel> {
     let uri = grpc_uri(location)?;
-    Endpoint::from_shared(uri.clone())
+    let mut endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| Error::Flight(format!("bad location {location}: {e}")))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| {
-            Error::Flight(format!(
-                "cannot reach flight-server at {location}: {e}; is it running?"
-            ))
-        })
+        .tcp_nodelay(true);
+    if uri.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(location)?)
+            .map_err(|e| Error::Config(format!("TLS settings for {location}: {e}")))?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        Error::Flight(format!(
+            "cannot reach flight-server at {location}: {e}; is it running?"
+        ))
+    })
 }
 
 /// Environment: the database user `mop` and its trainers log in to

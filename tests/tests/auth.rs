@@ -8,7 +8,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
 use base64::Engine as _;
 use futures::TryStreamExt;
-use hopper_tests::{cluster, python, segment_args, FlightServer};
+use hopper_tests::{binary, cluster, python, segment_args, FlightServer};
 use tonic::Code;
 
 /// Rows of `secret` on each segment.
@@ -462,4 +462,105 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         rows(&mut rc, &t).await.unwrap() as i64,
         2 * ROWS_PER_SEGMENT
     );
+}
+
+/// `mop train` against a flight-server with `--auth database` over TLS:
+/// the runner and the trainers it spawns log in as the granted user
+/// (`HOPPER_FLIGHT_USER`, `HOPPER_PASSWORD`) and trust the server through
+/// `HOPPER_TLS_CA`; a wrong password stops the run with a message naming
+/// the login, and without the CA the run says which variable to set.
+#[tokio::test]
+async fn mop_train_logs_in_and_trains_over_tls_as_the_granted_user() {
+    let c = segments().await;
+    flight_server::cluster::load_criteo(&c, "criteo", 1200, 3)
+        .await
+        .unwrap();
+    for i in 0..c.len() {
+        c.client(i)
+            .await
+            .unwrap()
+            .batch_execute("GRANT SELECT ON criteo TO reader")
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let fs = server(
+        &c,
+        &[
+            "--tls-cert",
+            certs.server_cert.to_str().unwrap(),
+            "--tls-key",
+            certs.server_key.to_str().unwrap(),
+        ],
+    );
+    let out = dir.path().join("run");
+    let config = dir.path().join("grid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[source]
+flight = "{url}"
+table = "criteo"
+
+[train]
+epochs = 1
+seed = 5
+threads = 1
+
+[grid]
+arch = [{{ kind = "log_reg" }}]
+lr = [1e-2]
+batch_size = [64]
+input = {{ kind = "criteo", sparse = true }}
+
+[output]
+dir = "{out}"
+"#,
+            url = fs.url,
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let mop = |password: &str, ca: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(binary("mop").unwrap());
+        cmd.args(["train", "--progress", "quiet", "--config"])
+            .arg(&config)
+            .env("HOPPER_FLIGHT_USER", "reader")
+            .env("HOPPER_PASSWORD", password)
+            .env_remove("HOPPER_TLS_CA")
+            .stdin(std::process::Stdio::null());
+        if let Some(ca) = ca {
+            cmd.env("HOPPER_TLS_CA", ca);
+        }
+        cmd.output().unwrap()
+    };
+
+    let no_ca = mop("reader-pw", None);
+    let err = String::from_utf8_lossy(&no_ca.stderr);
+    assert!(
+        !no_ca.status.success(),
+        "trained without trusting the server"
+    );
+    assert!(err.contains("HOPPER_TLS_CA"), "{err}");
+
+    let wrong = mop("wrong", Some(&certs.ca));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "trained with a wrong password");
+    assert!(err.contains("reader"), "{err}");
+
+    let ok = mop("reader-pw", Some(&certs.ca));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let models = results["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1);
+    let loss = models[0]["train_loss"].as_array().unwrap();
+    assert_eq!(loss.len(), 1, "one epoch: {}", models[0]);
+    assert!(loss[0].as_f64().unwrap().is_finite());
 }
