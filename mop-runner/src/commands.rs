@@ -44,6 +44,16 @@ pub struct TrainerArgs {
     /// orphaned trainers behind).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
+    /// PEM certificate to serve TLS with (the runner then dials `https://`
+    /// and trusts the CA in `HOPPER_TLS_CA`).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require runners to present a certificate signed by this CA (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -148,16 +158,24 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
         exit_with_parent();
     }
     crate::train::set_threads(args.threads);
+    let tls = flight_server::tls::ServerTls::from_flags(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+    )
+    .and_then(|t| t.map(|t| t.config()).transpose())
+    .map_err(|e| Error::Config(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = runtime()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.bind)
             .await
             .map_err(|e| Error::Config(format!("cannot bind {}: {e}", args.bind)))?;
         let addr = listener.local_addr()?;
-        println!("{}http://{addr}", crate::runner::trainers::LISTENING);
+        println!("{}{scheme}://{addr}", crate::runner::trainers::LISTENING);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::trainer::serve(listener, interrupted()).await
+        crate::trainer::serve(listener, tls, interrupted()).await
     })
 }
 

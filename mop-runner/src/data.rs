@@ -81,9 +81,10 @@ pub const TLS_CERT_ENV: &str = "HOPPER_TLS_CERT";
 /// Environment: the PEM private key of [`TLS_CERT_ENV`].
 pub const TLS_KEY_ENV: &str = "HOPPER_TLS_KEY";
 
-/// The client TLS settings for `location`, from the environment (which
-/// `mop train` passes on to the trainers it spawns).
-fn tls_config(location: &str) -> Result<ClientTlsConfig> {
+/// The client TLS settings for `location` (a flight-server or a trainer),
+/// from the environment (which `mop train` passes on to the trainers it
+/// spawns).
+pub fn tls_config(location: &str) -> Result<ClientTlsConfig> {
     let read = |var: &str| -> Result<Option<Vec<u8>>> {
         match std::env::var_os(var) {
             Some(path) if !path.is_empty() => std::fs::read(&path).map(Some).map_err(|e| {
@@ -95,7 +96,7 @@ fn tls_config(location: &str) -> Result<ClientTlsConfig> {
     let ca = read(TLS_CA_ENV)?.ok_or_else(|| {
         Error::Config(format!(
             "{location} is served over TLS: set {TLS_CA_ENV} to the PEM file of the CA \
-             that signed the flight-server's certificate"
+             that signed its certificate"
         ))
     })?;
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));

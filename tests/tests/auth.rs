@@ -8,7 +8,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
 use base64::Engine as _;
 use futures::TryStreamExt;
-use hopper_tests::{binary, cluster, python, segment_args, FlightServer};
+use hopper_tests::{binary, cluster, python, segment_args, ChildGuard, FlightServer};
 use tonic::Code;
 
 /// Rows of `secret` on each segment.
@@ -563,4 +563,63 @@ dir = "{out}"
     let loss = models[0]["train_loss"].as_array().unwrap();
     assert_eq!(loss.len(), 1, "one epoch: {}", models[0]);
     assert!(loss[0].as_f64().unwrap().is_finite());
+
+    // The same run over trainers that serve TLS themselves: the runner
+    // dials them at https:// trusting the same CA.
+    let trainers: Vec<(ChildGuard, String)> = (0..c.len())
+        .map(|i| {
+            let mut child = std::process::Command::new(binary("mop").unwrap())
+                .args(["trainer", "--bind", "127.0.0.1:0", "--tls-cert"])
+                .arg(&certs.server_cert)
+                .arg("--tls-key")
+                .arg(&certs.server_key)
+                .env("HOPPER_FLIGHT_USER", "reader")
+                .env("HOPPER_PASSWORD", "reader-pw")
+                .env("HOPPER_TLS_CA", &certs.ca)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let guard = ChildGuard::new(format!("trainer {i}"), child);
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+            let address = line
+                .trim()
+                .strip_prefix("mop trainer listening on ")
+                .unwrap_or_else(|| panic!("trainer printed {line:?}"))
+                .to_string();
+            assert!(address.starts_with("https://"), "{address}");
+            (guard, address)
+        })
+        .collect();
+    let addresses: Vec<String> = trainers.iter().map(|(_, a)| format!("{a:?}")).collect();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "threads = 1\n",
+        &format!("threads = 1\naddresses = [{}]\n", addresses.join(", ")),
+    );
+    let remote = dir.path().join("remote.toml");
+    std::fs::write(&remote, text.replace("/run\"", "/remote\"")).unwrap();
+    let ok = std::process::Command::new(binary("mop").unwrap())
+        .args(["train", "--progress", "quiet", "--config"])
+        .arg(&remote)
+        .env("HOPPER_FLIGHT_USER", "reader")
+        .env("HOPPER_PASSWORD", "reader-pw")
+        .env("HOPPER_TLS_CA", &certs.ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("remote").join("results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        results["models"][0]["train_loss"], models[0]["train_loss"],
+        "remote TLS trainers train the same model as spawned ones"
+    );
 }

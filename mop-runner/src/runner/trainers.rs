@@ -113,10 +113,16 @@ pub async fn connect(address: &str) -> Result<TrainerClient<Channel>> {
         trainer: address.to_string(),
         message: m,
     };
-    let channel = Endpoint::from_shared(address.to_string())
+    let mut endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| err(format!("bad address: {e}")))?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(10));
+    if address.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(crate::data::tls_config(address)?)
+            .map_err(|e| err(format!("TLS settings: {e}")))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| err(format!("cannot connect: {e}")))?;

@@ -288,16 +288,25 @@ impl Trainer for TrainerService {
 }
 
 /// Serves a trainer on `listener` until `shutdown` completes.
+///
+/// With `tls`, the runner must dial `https://` and trust the certificate's
+/// CA (and present a client certificate if `tls` names a client CA).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let svc = TrainerServer::new(TrainerService::new())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Config(format!("trainer TLS (--tls-cert, --tls-key): {e}")))?;
+    }
+    builder
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
