@@ -14,7 +14,7 @@
 //! [`Error::Unavailable`], so that a unit fails and runs again from its
 //! starting state and a cache is read again from the beginning.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -22,7 +22,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, Ticket};
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{Error, Result};
 
@@ -85,31 +85,33 @@ pub const TLS_KEY_ENV: &str = "HOPPER_TLS_KEY";
 /// from the environment (which `mop train` passes on to the trainers it
 /// spawns).
 pub fn tls_config(location: &str) -> Result<ClientTlsConfig> {
-    let read = |var: &str| -> Result<Option<Vec<u8>>> {
-        match std::env::var_os(var) {
-            Some(path) if !path.is_empty() => std::fs::read(&path).map(Some).map_err(|e| {
-                Error::Config(format!("reading {var} {}: {e}", Path::new(&path).display()))
-            }),
-            _ => Ok(None),
-        }
+    let path = |var: &str| {
+        std::env::var_os(var)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
     };
-    let ca = read(TLS_CA_ENV)?.ok_or_else(|| {
+    let ca = path(TLS_CA_ENV).ok_or_else(|| {
         Error::Config(format!(
             "{location} is served over TLS: set {TLS_CA_ENV} to the PEM file of the CA \
              that signed its certificate"
         ))
     })?;
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-    match (read(TLS_CERT_ENV)?, read(TLS_KEY_ENV)?) {
-        (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(cert, key)),
-        (None, None) => {}
+    let identity = match (path(TLS_CERT_ENV), path(TLS_KEY_ENV)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
         _ => {
             return Err(Error::Config(format!(
                 "set both {TLS_CERT_ENV} and {TLS_KEY_ENV} for a client certificate, or neither"
             )))
         }
+    };
+    flight_server::tls::ClientTls {
+        ca: Some(ca),
+        identity,
+        domain: None,
     }
-    Ok(tls)
+    .config()
+    .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// A channel to a flight-server.
