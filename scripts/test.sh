@@ -10,6 +10,11 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== build"
+# The same targets (so the same dependency features) as the test build; it
+# also links the binaries the end-to-end tests start (see
+# tests/src/lib.rs `binary`).
+cargo build --workspace --all-targets --quiet
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

@@ -150,6 +150,20 @@ impl From<Error> for Status {
             Error::Config(_) => Code::FailedPrecondition,
             Error::Decode { .. } | Error::Arrow(_) | Error::Internal(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if matches!(e, Error::BadTicket(_)) {
+            // Machine-readable: a fresh GetFlightInfo is the cure.
+            status.metadata_mut().insert(
+                TICKET_REFUSED,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
     }
 }
+
+/// Status metadata key set on every refusal of a ticket (forged, altered,
+/// expired, issued under another key, a single-read endpoint read again):
+/// planning the query again with `GetFlightInfo` gives tickets that work.
+/// `mop` re-plans when it sees it.
+pub const TICKET_REFUSED: &str = "x-hopper-ticket-refused";

@@ -19,7 +19,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -95,11 +95,15 @@ impl HopperFlightService {
         schema: &SchemaRef,
         partitions: &[Partition],
     ) -> Result<FlightInfo, Status> {
-        let expires = SystemTime::now() + self.signer.ttl();
-        let expiration = prost_types_timestamp(expires);
+        let expires_at = self.signer.expiry();
+        let expiration = prost_types_timestamp(UNIX_EPOCH + Duration::from_secs(expires_at));
         let endpoints = partitions.iter().map(|p| {
             FlightEndpoint::new()
-                .with_ticket(Ticket::new(self.signer.sign(p, caller.user())))
+                .with_ticket(Ticket::new(self.signer.sign_until(
+                    p,
+                    caller.user(),
+                    expires_at,
+                )))
                 .with_location(self.location.clone())
                 .with_expiration_time(expiration)
                 // The segment, so that a client can DoPut results next to the rows.

@@ -73,10 +73,28 @@ impl TicketSigner {
 
     /// Issues a ticket for `partition`, valid for the signer's ttl.
     pub fn sign(&self, partition: &Partition, user: Option<&str>) -> Vec<u8> {
+        self.sign_until(partition, user, self.expiry())
+    }
+
+    /// The `expires_at` of a ticket issued now: the last second (since the
+    /// Unix epoch) in which it is accepted. An endpoint that advertises it
+    /// as its expiration time errs on the early side.
+    pub fn expiry(&self) -> u64 {
+        now_secs() + self.ttl.as_secs()
+    }
+
+    /// Issues a ticket for `partition` that expires after `expires_at`
+    /// (from [`TicketSigner::expiry`], shared by a plan's endpoints).
+    pub fn sign_until(
+        &self,
+        partition: &Partition,
+        user: Option<&str>,
+        expires_at: u64,
+    ) -> Vec<u8> {
         let body = TicketBody {
             partition: partition.clone(),
             user: user.map(str::to_owned),
-            expires_at: now_secs() + self.ttl.as_secs(),
+            expires_at,
         };
         self.sign_body(&body)
     }

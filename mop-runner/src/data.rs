@@ -15,7 +15,7 @@
 //! starting state and a cache is read again from the beginning.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
 use arrow_flight::error::FlightError;
@@ -213,12 +213,31 @@ fn flight_err(context: &str, e: arrow_flight::error::FlightError) -> Error {
 
 /// Plans `sql` on a flight-server: one slice per endpoint, in order.
 pub async fn plan(location: &str, sql: &str) -> Result<Vec<FlightSlice>> {
+    Ok(plan_until(location, sql).await?.0)
+}
+
+/// [`plan`], and the earliest expiration time of the endpoints' tickets
+/// (`None`: the server set none).
+pub async fn plan_until(
+    location: &str,
+    sql: &str,
+) -> Result<(Vec<FlightSlice>, Option<SystemTime>)> {
     let mut c = client(location).await?;
     let info = c
         .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(sql.to_string()))
         .await
         .map_err(|e| flight_err(&format!("planning {sql:?}"), e))?;
-    Ok(info
+    let expires = info
+        .endpoint
+        .iter()
+        .filter_map(|ep| ep.expiration_time.as_ref())
+        .map(|t| {
+            UNIX_EPOCH
+                + Duration::from_secs(t.seconds.max(0) as u64)
+                + Duration::from_nanos(t.nanos.max(0) as u64)
+        })
+        .min();
+    let slices = info
         .endpoint
         .into_iter()
         .map(|ep| FlightSlice {
@@ -229,7 +248,8 @@ pub async fn plan(location: &str, sql: &str) -> Result<Vec<FlightSlice>> {
                 .unwrap_or_else(|| location.to_string()),
             ticket: ep.ticket.map(|t| t.ticket.to_vec()).unwrap_or_default(),
         })
-        .collect())
+        .collect();
+    Ok((slices, expires))
 }
 
 /// Starts reading `slices` one after another into a bounded channel; the
@@ -301,6 +321,13 @@ enum SliceError {
 }
 
 fn classify(context: &str, e: FlightError) -> SliceError {
+    if let FlightError::Tonic(s) = &e {
+        if s.metadata()
+            .contains_key(flight_server::error::TICKET_REFUSED)
+        {
+            return SliceError::Fatal(Error::TicketRefused(format!("{context}: {}", s.message())));
+        }
+    }
     let transient = match &e {
         FlightError::Tonic(s) => matches!(
             s.code(),

@@ -23,6 +23,11 @@ pub enum Error {
     /// stream broke mid-way; running the read again may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A flight-server refused a ticket (expired, issued under another key
+    /// by a server since restarted, a single-read endpoint read again):
+    /// planning the query again gives tickets that work.
+    #[error("ticket refused: {0}")]
+    TicketRefused(String),
     /// A trainer failed, died, or could not be reached.
     #[error("trainer {trainer}: {message}")]
     Trainer {

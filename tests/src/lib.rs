@@ -14,11 +14,16 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// Path of a workspace binary (`flight-server`, `mop`), built if stale.
 ///
-/// `cargo test --workspace` builds every binary before the tests run, but
-/// `cargo test -p hopper-tests` does not; so each test process asks cargo
-/// once per binary (a no-op when it is up to date).
+/// A test build (`cargo test`, `cargo nextest run`) builds no binary of a
+/// package without integration tests of its own, so each test process asks
+/// cargo once for `cargo build --workspace --all-targets`: it selects the
+/// same targets' dependencies, hence the same features, as the test build,
+/// so it only links the binaries (and is a no-op when they are up to
+/// date). `cargo build -p flight-server` would not do: without the tests'
+/// dev-dependencies it resolves other features for shared dependencies and
+/// rebuilds most of the tree.
 pub fn binary(name: &str) -> Result<PathBuf> {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     // Test executables live in target/<profile>/deps/; binaries one level up.
     let exe = std::env::current_exe()?;
     let dir = exe
@@ -27,18 +32,43 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("unexpected test executable path {exe:?}"))?;
     let path = dir.join(name);
     let mut built = BUILT.lock().map_err(|_| anyhow!("poisoned"))?;
-    if !built.iter().any(|b| b == name) {
-        let package = if name == "mop" { "mop-runner" } else { name };
+    if !*built {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        cmd.args(["build", "--workspace", "--all-targets", "--quiet"]);
+        // What cargo set for this test process is no input of the build:
+        // some build scripts (ring's) rerun when CARGO_MANIFEST_DIR differs,
+        // which would rebuild everything above them here and again in the
+        // next test build.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
-        let status = cmd.status().context("running cargo build")?;
+        let status = cmd
+            .stdout(Stdio::null())
+            .status()
+            .context("running cargo build")?;
         if !status.success() {
-            bail!("cargo build of {name} failed");
+            bail!("cargo build --workspace --all-targets failed (building {name})");
         }
-        built.push(name.to_string());
+        *built = true;
+    }
+    if !path.exists() {
+        bail!("{} is not built", path.display());
     }
     Ok(path)
 }

@@ -1,9 +1,11 @@
 //! Faults injected into the data plane while it works: a PostgreSQL
-//! segment stopped mid-stream, and a flight-server killed with SIGKILL and
-//! restarted on the same port. Clients get a clear `Unavailable`; a `mop
-//! train` run rides through either fault (its trainers retry with backoff,
-//! a unit whose stream broke runs again from its starting state) and ends
-//! with the same weights, byte for byte, as a run without the fault.
+//! segment stopped mid-stream, a flight-server killed with SIGKILL and
+//! restarted on the same port with another ticket key, and tickets that
+//! expire during a run. Clients get a clear `Unavailable`; a `mop train`
+//! run rides through each (its trainers retry with backoff, a unit whose
+//! stream broke runs again from its starting state, the runner plans again
+//! when its tickets expire or are refused) and ends with the same weights,
+//! byte for byte, as a run without the fault.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -109,17 +111,25 @@ async fn a_segment_stopped_mid_stream_is_unavailable_with_a_clear_message_until_
     assert_eq!(flight_backends(&admin).await.unwrap(), 0);
 }
 
-/// A cluster with a Criteo-like table and a ticket key shared by every
-/// flight-server the test starts.
+/// A cluster with a Criteo-like table, and a ticket key for the
+/// flight-servers the test starts.
 struct Setup {
     cluster: LocalCluster,
     dir: tempfile::TempDir,
     key_file: String,
 }
 
-async fn setup() -> Setup {
+/// Rows of the runs that break streams mid-unit: with [`PAD`] bytes of
+/// padding each, a partition (≈ 24 MB) is many times what the sockets, the
+/// HTTP/2 windows and the prefetch channel hold, so a fault a moment into
+/// a unit finds its stream still open.
+const MID_UNIT_ROWS: u64 = 30_000;
+/// Bytes of padding per row (appended to a categorical column).
+const PAD: usize = 2000;
+
+async fn setup(rows: u64) -> Setup {
     let cluster = cluster(2).await.unwrap();
-    load_criteo(&cluster, "criteo", 3000, 7).await.unwrap();
+    load_criteo(&cluster, "criteo", rows, 7).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("ticket.key");
     std::fs::write(&key_file, b"faults-test-ticket-key").unwrap();
@@ -138,14 +148,23 @@ impl Setup {
     }
 
     /// A run re-reading its partition every pass (`cache = "none"`), so
-    /// that a fault anywhere in the run hits a read.
-    fn config(&self, name: &str, flight: &str) -> PathBuf {
+    /// that a fault anywhere in the run hits a read; the last categorical
+    /// column of each row is made `pad` bytes longer.
+    fn config(&self, name: &str, flight: &str, pad: usize) -> PathBuf {
         let out = self.dir.path().join(name);
+        let columns: Vec<String> = (1..=13)
+            .map(|j| format!("i{j}"))
+            .chain((1..=25).map(|j| format!("c{j}")))
+            .collect();
+        let sql = format!(
+            "SELECT id, label, {}, c26 || repeat('x', {pad}) AS c26 FROM criteo",
+            columns.join(", ")
+        );
         let text = format!(
             r#"
 [source]
 flight = "{flight}"
-table = "criteo"
+sql = "{sql}"
 validation = {{ fraction = 0.2, key = "id" }}
 cache = "none"
 
@@ -202,17 +221,29 @@ fn spawn_mop(config: &Path) -> (ChildGuard, mpsc::Receiver<Value>) {
     (guard, rx)
 }
 
-/// Waits for the first event named `name`.
-fn wait_event(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, name: &str) {
+/// Waits for a unit on `partition` to report training progress: its
+/// stream has handed on batches, and (see [`PAD`]) is still open.
+fn wait_mid_unit(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, partition: usize) {
+    wait_for(rx, seen, "progress", |v| {
+        v["event"] == "progress" && v["partition"] == partition && v["samples"].as_u64() > Some(0)
+    })
+}
+
+fn wait_for(
+    rx: &mpsc::Receiver<Value>,
+    seen: &mut Vec<Value>,
+    what: &str,
+    found: impl Fn(&Value) -> bool,
+) {
     let deadline = Instant::now() + RUN_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let v = rx
             .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no {name} event: {e}"));
-        let found = v["event"] == name;
+            .unwrap_or_else(|e| panic!("no {what} event: {e}"));
+        let hit = found(&v);
         seen.push(v);
-        if found {
+        if hit {
             return;
         }
     }
@@ -267,18 +298,32 @@ fn count(events: &[Value], name: &str) -> usize {
     events.iter().filter(|v| v["event"] == name).count()
 }
 
+/// The failures of units whose stream broke after handing on batches.
+fn broken_mid_unit(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|v| v["event"] == "unit_failed")
+        .filter(|v| {
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("the stream broke after"))
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_run_whose_segment_stops_and_returns_ends_with_the_weights_of_a_clean_run() {
-    let s = setup().await;
+async fn a_segment_stopped_mid_unit_and_back_leaves_the_weights_of_a_clean_run() {
+    let s = setup(MID_UNIT_ROWS).await;
     let args = s.server_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = FlightServer::start(&args).unwrap();
-    let faulty = s.config("faulty", &server.url);
-    let clean = s.config("clean", &server.url);
+    let faulty = s.config("faulty", &server.url, PAD);
+    let clean = s.config("clean", &server.url, PAD);
 
     let (mop, rx) = spawn_mop(&faulty);
     let mut events = Vec::new();
-    wait_event(&rx, &mut events, "unit");
+    // Segment 1 holds partition 1: stop it while a unit there trains.
+    wait_mid_unit(&rx, &mut events, 1);
     let outage = Instant::now();
     s.cluster.stop_segment(1).await.unwrap();
     std::thread::sleep(Duration::from_secs(3)); // the outage itself
@@ -290,9 +335,18 @@ async fn a_run_whose_segment_stops_and_returns_ends_with_the_weights_of_a_clean_
     println!("segment 1 down for {:.1?}", outage.elapsed());
     finish(mop, rx, &mut events);
     println!(
-        "segment outage: {} units, {} failed and ran again",
+        "segment outage: {} units, {} failed and ran again ({} mid-stream)",
         count(&events, "unit"),
-        count(&events, "unit_failed")
+        count(&events, "unit_failed"),
+        broken_mid_unit(&events)
+    );
+    assert!(
+        broken_mid_unit(&events) >= 1,
+        "the outage broke a unit's stream mid-way: {:?}",
+        events
+            .iter()
+            .filter(|v| v["event"] == "unit_failed")
+            .collect::<Vec<_>>()
     );
     assert_eq!(count(&events, "unit"), 12, "every unit completed once");
 
@@ -303,30 +357,44 @@ async fn a_run_whose_segment_stops_and_returns_ends_with_the_weights_of_a_clean_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_flight_server_killed_and_restarted_on_its_port_lets_the_run_end_identical() {
-    let s = setup().await;
+async fn a_flight_server_killed_mid_unit_and_restarted_with_a_new_key_lets_the_run_end_identical() {
+    let s = setup(MID_UNIT_ROWS).await;
     let args = s.server_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut server = FlightServer::start(&args).unwrap();
     let addr = server.addr.clone();
-    let faulty = s.config("faulty", &server.url);
-    let clean = s.config("clean", &server.url);
+    let faulty = s.config("faulty", &server.url, PAD);
+    let clean = s.config("clean", &server.url, PAD);
 
     let (mop, rx) = spawn_mop(&faulty);
     let mut events = Vec::new();
-    wait_event(&rx, &mut events, "unit");
+    wait_mid_unit(&rx, &mut events, 0);
     server.process.kill(); // SIGKILL
     std::thread::sleep(Duration::from_secs(2)); // the outage itself
     assert!(
         !exited(mop.pid()),
         "the run was still going when the server came back"
     );
-    let server = FlightServer::start_on(&addr, &args).unwrap();
+    // Without --ticket-key-file: a fresh random key, so every ticket the
+    // run holds is refused and the runner must plan again.
+    let fresh = segment_args(&s.cluster);
+    let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
+    let restarted = FlightServer::start_on(&addr, &fresh).unwrap();
     finish(mop, rx, &mut events);
+    let replans: Vec<_> = events.iter().filter(|v| v["event"] == "replan").collect();
     println!(
-        "flight-server restart: {} units, {} failed and ran again",
+        "flight-server restart: {} units, {} failed and ran again ({} mid-stream), replans {replans:?}",
         count(&events, "unit"),
-        count(&events, "unit_failed")
+        count(&events, "unit_failed"),
+        broken_mid_unit(&events)
+    );
+    assert!(
+        broken_mid_unit(&events) >= 1,
+        "the kill broke a stream mid-unit"
+    );
+    assert!(
+        replans.iter().any(|v| v["reason"] == "refused"),
+        "the new server refused the old tickets and the run planned again"
     );
     assert_eq!(count(&events, "unit"), 12, "every unit completed once");
 
@@ -334,5 +402,45 @@ async fn a_flight_server_killed_and_restarted_on_its_port_lets_the_run_end_ident
     let mut clean_events = Vec::new();
     finish(mop, rx, &mut clean_events);
     assert_same_models(&s.out("faulty"), &s.out("clean"));
-    drop(server);
+    drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_longer_than_its_tickets_live_plans_again_and_matches_a_run_that_needed_none() {
+    let s = setup(3000).await;
+    let args = s.server_args();
+    let mut short: Vec<&str> = args.iter().map(String::as_str).collect();
+    short.extend(["--ticket-ttl", "2"]);
+    let short = FlightServer::start(&short).unwrap();
+    let long: Vec<&str> = args.iter().map(String::as_str).collect();
+    let long = FlightServer::start(&long).unwrap();
+    let expiring = s.config("expiring", &short.url, 0);
+    let clean = s.config("clean", &long.url, 0);
+
+    let started = Instant::now();
+    let (mop, rx) = spawn_mop(&expiring);
+    let mut events = Vec::new();
+    finish(mop, rx, &mut events);
+    let took = started.elapsed();
+    let replans: Vec<_> = events.iter().filter(|v| v["event"] == "replan").collect();
+    println!("{took:.1?} run over 2 s tickets: replans {replans:?}");
+    assert_eq!(
+        count(&events, "unit_failed"),
+        0,
+        "no read met an expired ticket"
+    );
+    assert_eq!(count(&events, "unit"), 12);
+    // Tickets issued in second s are valid through s + 2 and advertised
+    // to expire at s + 2; the runner plans again a quarter early.
+    if took > Duration::from_secs(3) {
+        assert!(
+            replans.iter().any(|v| v["reason"] == "expiring"),
+            "a {took:.1?} run over 2 s tickets planned again"
+        );
+    }
+
+    let (mop, rx) = spawn_mop(&clean);
+    let mut clean_events = Vec::new();
+    finish(mop, rx, &mut clean_events);
+    assert_same_models(&s.out("expiring"), &s.out("clean"));
 }

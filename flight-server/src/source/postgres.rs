@@ -219,7 +219,16 @@ impl PostgresSource {
     ) -> Result<(SchemaRef, Vec<Type>)> {
         let seg = &self.segments[i];
         let client = seg.connect(caller).await?;
-        describe_with(&client, sql, i, &seg.display).await
+        let described = describe_with(&client, sql, i, &seg.display).await?;
+        // PostgreSQL checks privileges when a plan starts, not when it is
+        // prepared. EXPLAIN starts one without running it, so a missing
+        // SELECT right is refused here, at GetFlightInfo, rather than in
+        // the middle of a training run's first DoGet.
+        client
+            .simple_query(&format!("EXPLAIN {sql}"))
+            .await
+            .map_err(|e| Error::from_pg(&format!("segment {i} ({})", seg.display), e))?;
+        Ok(described)
     }
 
     /// The partitions of `sql` on segment `seg`: ctid ranges of its one

@@ -25,6 +25,7 @@
 //! the states they validate, so `--resume` still validates every epoch.
 
 pub mod checkpoint;
+pub mod plan;
 pub mod progress;
 pub mod results;
 pub mod trainers;
@@ -37,15 +38,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hopper_proto::trainer_client::TrainerClient;
-use hopper_proto::{train_event, CacheMode as ProtoCache, FlightEndpoint, TrainUnitRequest};
+use hopper_proto::{train_event, CacheMode as ProtoCache, TrainUnitRequest};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use crate::data::{self, FlightSlice};
 use crate::error::{Error, Result};
 use crate::grid::{Cache, RunConfig};
 use crate::schedule::{Policy, Scheduler, Unit};
 use checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord};
+use plan::Plan;
 use progress::{ProgressMode, Reporter};
 use trainers::LocalTrainer;
 
@@ -208,20 +209,26 @@ fn fingerprint(config: &RunConfig) -> String {
     format!("{h:016x}")
 }
 
-fn endpoints(slices: &[FlightSlice]) -> Vec<FlightEndpoint> {
-    slices
-        .iter()
-        .map(|s| FlightEndpoint {
-            location: s.location.clone(),
-            ticket: s.ticket.clone(),
-        })
-        .collect()
-}
-
 fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
     Error::Trainer {
         trainer: w.to_string(),
         message: m.to_string(),
+    }
+}
+
+/// A trainer's refusal as an error (`what`: " evaluating", or empty for a
+/// unit); a flight-server's refusal of a ticket
+/// that the trainer passes on becomes [`Error::TicketRefused`].
+fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
+    if s.metadata()
+        .contains_key(flight_server::error::TICKET_REFUSED)
+    {
+        Error::TicketRefused(format!("trainer {w}{what}: {}", s.message()))
+    } else {
+        match what.trim_start() {
+            "" => trainer_err(w, s.message()),
+            what => trainer_err(w, format!("{what}: {}", s.message())),
+        }
     }
 }
 
@@ -235,43 +242,29 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
 
     // Plan the data.
     let train_sql = config.train_sql()?;
-    let mut train_slices = Vec::new();
-    for location in config.source.flight.locations() {
-        train_slices.extend(data::plan(location, &train_sql).await?);
-    }
-    let val_slices = match config.validation_sql()? {
-        Some(sql) => {
-            let mut v = Vec::new();
-            for location in config.source.flight.locations() {
-                v.extend(data::plan(location, &sql).await?);
-            }
-            v
-        }
-        None => Vec::new(),
-    };
+    let locations = config
+        .source
+        .flight
+        .locations()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut plan = Plan::new(locations, train_sql.clone(), config.validation_sql()?).await?;
     let w = if !config.train.addresses.is_empty() {
         config.train.addresses.len()
     } else {
-        config.train.trainers.unwrap_or(train_slices.len()).max(1)
+        config.train.trainers.unwrap_or(plan.train.len()).max(1)
     };
-    if train_slices.is_empty() {
+    if plan.train.is_empty() {
         return Err(Error::Config(format!("{train_sql:?} has no endpoints")));
     }
-    if w > train_slices.len() {
+    if w > plan.train.len() {
         return Err(Error::Config(format!(
             "{w} trainers but the data has {} endpoints: every trainer needs at least one \
              (use fewer trainers, or more segments or --split on the flight-server)",
-            train_slices.len()
+            plan.train.len()
         )));
     }
-    let part = |slices: &[FlightSlice], p: usize| -> Vec<FlightSlice> {
-        slices
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % w == p)
-            .map(|(_, s)| s.clone())
-            .collect()
-    };
 
     // Resume or start fresh.
     let existing = ckdir.load()?;
@@ -353,26 +346,30 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         Cache::Disk => ProtoCache::Disk,
         Cache::None => ProtoCache::None,
     };
-    let open_req = |p: usize| hopper_proto::OpenPartitionRequest {
+    let threads = config.train.threads as u32;
+    let open_req = |plan: &Plan, p: usize| hopper_proto::OpenPartitionRequest {
         partition: p as u32,
-        train: endpoints(&part(&train_slices, p)),
-        validation: endpoints(&part(&val_slices, p)),
+        train: plan.train_part(p, w),
+        validation: plan.validation_part(p, w),
         cache: cache as i32,
         features_json: String::new(),
-        threads: config.train.threads as u32,
+        threads,
     };
     let mut opens = JoinSet::new();
     for (p, c) in trainers.clients.iter().enumerate() {
         let mut c = c.clone();
-        let req = open_req(p);
+        let req = open_req(&plan, p);
         opens.spawn(async move { (p, c.open_partition(req).await) });
     }
     while let Some(r) = opens.join_next().await {
         let (p, r) = r.map_err(|e| trainer_err(0, e))?;
-        r.map_err(|s| trainer_err(p, format!("opening its partition: {}", s.message())))?;
+        r.map_err(|s| trainer_status(p, " opening its partition", s))?;
     }
 
-    let has_validation = !val_slices.is_empty();
+    let has_validation = !plan.validation.is_empty();
+    // Units and validation passes read with the runner's tickets only
+    // without a cache; with one, tickets matter when a partition is opened.
+    let reads_every_pass = config.source.cache == Cache::None;
     let configs_json: Vec<Arc<String>> = models
         .iter()
         .map(|m| serde_json::to_string(m).map(Arc::new))
@@ -392,6 +389,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         spawn_eval(
             &mut set,
             &trainers.clients,
+            &plan,
             configs_json[e.model].clone(),
             PendingEval {
                 model: e.model,
@@ -403,6 +401,10 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     }
 
     loop {
+        if reads_every_pass && plan.expiring() {
+            plan.refresh().await?;
+            reporter.replanned("expiring", plan.replans);
+        }
         for (worker, is_busy) in busy.iter_mut().enumerate() {
             if *is_busy {
                 continue;
@@ -421,7 +423,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     .unwrap_or_default(),
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
-                train: Vec::new(),
+                train: plan.train_part(worker, w),
             };
             let client = trainers.clients[worker].clone();
             let rep = reporter.clone();
@@ -495,6 +497,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                         spawn_eval(
                             &mut set,
                             &trainers.clients,
+                            &plan,
                             configs_json[m].clone(),
                             PendingEval {
                                 model: m,
@@ -529,6 +532,9 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 sched.requeue(unit)?;
                 failures[worker] += 1;
                 reporter.unit_failed(unit, &e.to_string());
+                if matches!(e, Error::TicketRefused(_)) {
+                    replan(&mut plan, &reporter).await?;
+                }
                 if failures[worker] > MAX_RETRIES {
                     reporter.finish();
                     return Err(trainer_err(worker, format!(
@@ -542,15 +548,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
                     tokio::time::sleep(backoff).await;
                 }
-                if let Err(s) = trainers.clients[worker]
-                    .open_partition(open_req(worker))
-                    .await
-                {
-                    reporter.println(format!(
-                        "trainer {worker}: reopening partition failed: {}",
-                        s.message()
-                    ));
-                }
+                reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?;
             }
             Done::Eval {
                 eval,
@@ -596,21 +594,16 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     eval.model,
                     eval.epoch + 1
                 ));
+                if matches!(e, Error::TicketRefused(_)) {
+                    replan(&mut plan, &reporter).await?;
+                }
                 // Replace whichever trainer died (a busy one's unit fails
                 // too and is rerun), reopen it, then validate again.
                 let mut replaced = false;
                 for worker in 0..w {
                     if trainers.replace_if_dead(worker, &reporter).await? {
                         replaced = true;
-                        if let Err(s) = trainers.clients[worker]
-                            .open_partition(open_req(worker))
-                            .await
-                        {
-                            reporter.println(format!(
-                                "trainer {worker}: reopening partition failed: {}",
-                                s.message()
-                            ));
-                        }
+                        reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?;
                     }
                 }
                 if !replaced {
@@ -622,6 +615,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 spawn_eval(
                     &mut set,
                     &trainers.clients,
+                    &plan,
                     configs_json[eval.model].clone(),
                     eval,
                 );
@@ -739,7 +733,7 @@ async fn run_unit(
     let mut stream = client
         .train_unit(req)
         .await
-        .map_err(|s| trainer_err(w, s.message()))?
+        .map_err(|s| trainer_status(w, "", s))?
         .into_inner();
     loop {
         match stream.message().await {
@@ -751,7 +745,46 @@ async fn run_unit(
                 None => {}
             },
             Ok(None) => return Err(trainer_err(w, "the unit ended without a result")),
-            Err(s) => return Err(trainer_err(w, s.message())),
+            Err(s) => return Err(trainer_status(w, "", s)),
+        }
+    }
+}
+
+/// Plans the run's queries again after a flight-server refused a ticket.
+async fn replan(plan: &mut Plan, reporter: &Reporter) -> Result<()> {
+    plan.refresh().await?;
+    reporter.replanned("refused", plan.replans);
+    Ok(())
+}
+
+/// Opens trainer `w`'s partition again (after a failed unit or a new
+/// process), planning again first if the tickets expire soon or are refused.
+async fn reopen(
+    trainers: &mut Trainers,
+    plan: &mut Plan,
+    w: usize,
+    open_req: &impl Fn(&Plan, usize) -> hopper_proto::OpenPartitionRequest,
+    reporter: &Reporter,
+) -> Result<()> {
+    if plan.expiring() {
+        plan.refresh().await?;
+        reporter.replanned("expiring", plan.replans);
+    }
+    let mut refused_once = false;
+    loop {
+        match trainers.clients[w].open_partition(open_req(plan, w)).await {
+            Ok(_) => return Ok(()),
+            Err(s) => match trainer_status(w, " opening its partition", s) {
+                Error::TicketRefused(_) if !refused_once => {
+                    refused_once = true;
+                    replan(plan, reporter).await?;
+                }
+                e => {
+                    // The next unit on this trainer fails and brings it back here.
+                    reporter.println(format!("reopening a partition failed: {e}"));
+                    return Ok(());
+                }
+            },
         }
     }
 }
@@ -759,26 +792,33 @@ async fn run_unit(
 fn spawn_eval(
     set: &mut JoinSet<Done>,
     clients: &[TrainerClient<Channel>],
+    plan: &Plan,
     config_json: Arc<String>,
     eval: PendingEval,
 ) {
-    let clients = clients.to_vec();
+    let w = clients.len();
+    let work: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(p, c)| (c.clone(), plan.validation_part(p, w)))
+        .collect();
     set.spawn(async move {
-        let result = evaluate_everywhere(clients, config_json, eval.state.clone()).await;
+        let result = evaluate_everywhere(work, config_json, eval.state.clone()).await;
         Done::Eval { eval, result }
     });
 }
 
 async fn evaluate_everywhere(
-    clients: Vec<TrainerClient<Channel>>,
+    work: Vec<(TrainerClient<Channel>, Vec<hopper_proto::FlightEndpoint>)>,
     config_json: Arc<String>,
     state: Arc<Vec<u8>>,
 ) -> Result<(u64, f64, u64)> {
     let mut set = JoinSet::new();
-    for (w, mut c) in clients.into_iter().enumerate() {
+    for (w, (mut c, validation)) in work.into_iter().enumerate() {
         let req = hopper_proto::EvaluateRequest {
             config_json: (*config_json).clone(),
             state: state.to_vec(),
+            validation,
         };
         set.spawn(async move { (w, c.evaluate(req).await) });
     }
@@ -786,7 +826,7 @@ async fn evaluate_everywhere(
     while let Some(r) = set.join_next().await {
         let (w, r) = r.map_err(|e| trainer_err(0, e))?;
         let r = r
-            .map_err(|s| trainer_err(w, format!("evaluating: {}", s.message())))?
+            .map_err(|s| trainer_status(w, " evaluating", s))?
             .into_inner();
         n += r.samples;
         loss += r.loss_sum;

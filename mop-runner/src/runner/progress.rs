@@ -15,7 +15,8 @@ pub enum ProgressMode {
     /// Bars: overall (units, ETA) and one line per trainer.
     #[default]
     Bars,
-    /// One JSON object per line on stdout (unit and epoch events).
+    /// One JSON object per line on stdout (trainer, unit, progress, epoch
+    /// and replan events).
     Json,
     /// Nothing but errors.
     Quiet,
@@ -102,6 +103,11 @@ impl Reporter {
 
     /// A unit reported progress.
     pub fn unit_progress(&self, unit: Unit, samples: u64, samples_per_second: f64) {
+        self.json(serde_json::json!({
+            "event": "progress", "model": unit.model, "partition": unit.partition,
+            "epoch": unit.epoch, "samples": samples,
+            "samples_per_second": finite(samples_per_second),
+        }));
         self.set_worker(
             unit.partition,
             format!(
@@ -153,6 +159,18 @@ impl Reporter {
             "train_loss": m.train_loss(), "train_acc": m.train_acc(),
             "val_loss": finite(m.val_loss()), "val_acc": finite(m.val_acc()),
         }));
+    }
+
+    /// The run planned its queries again (`why`: "expiring" or "refused").
+    pub fn replanned(&self, why: &str, count: u32) {
+        let line = match why {
+            "expiring" => "the tickets were about to expire",
+            _ => "a flight-server refused a ticket",
+        };
+        self.println(format!(
+            "{line}: planned the queries again ({count} times so far)"
+        ));
+        self.json(serde_json::json!({ "event": "replan", "reason": why, "count": count }));
     }
 
     /// A line above the bars (or on stderr).

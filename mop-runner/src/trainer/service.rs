@@ -59,6 +59,15 @@ impl TrainerService {
 fn status(e: Error) -> Status {
     match e {
         Error::Config(m) => Status::invalid_argument(m),
+        Error::TicketRefused(m) => {
+            // The runner plans again when it sees the flight-server's marker.
+            let mut s = Status::failed_precondition(m);
+            s.metadata_mut().insert(
+                flight_server::error::TICKET_REFUSED,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            s
+        }
         Error::Flight(m) | Error::Unavailable(m) => Status::unavailable(m),
         other => Status::internal(other.to_string()),
     }
@@ -247,9 +256,11 @@ impl Trainer for TrainerService {
         let f2 = featurizer.clone();
         let batches = opened
             .validation
-            .pass(&feature_key(&config.input), Vec::new(), move |b| {
-                f2.featurize(b)
-            })
+            .pass(
+                &feature_key(&config.input),
+                slices(req.validation),
+                move |b| f2.featurize(b),
+            )
             .map_err(status)?;
         let threads = opened.threads;
         let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {

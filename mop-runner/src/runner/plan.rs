@@ -1,0 +1,222 @@
+//! The run's tickets: the endpoints of its training and validation queries,
+//! planned on the flight-servers — and planned again before they expire or
+//! as soon as a server refuses them.
+//!
+//! A ticket lives for its server's `--ticket-ttl` (an hour by default) and
+//! is signed with its server's key, while a run may last many hours and a
+//! flight-server may be restarted with another key. With `cache = "none"`
+//! every unit and validation pass reads with the tickets the runner hands
+//! it, and a trainer that is replaced reads its partition again in any
+//! cache mode; so the runner plans again a little before the tickets
+//! expire, and at once when a trainer reports a refusal
+//! ([`Error::TicketRefused`]). The layout (how many endpoints each query
+//! has) must stay the same: it decides which trainer holds which rows.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use hopper_proto::FlightEndpoint;
+
+use crate::data::{self, FlightSlice};
+use crate::error::{Error, Result};
+
+/// The endpoints a run reads, and when their tickets expire.
+pub struct Plan {
+    locations: Vec<String>,
+    train_sql: String,
+    validation_sql: Option<String>,
+    /// Endpoints of the training query, over every location, in order.
+    pub train: Vec<FlightSlice>,
+    /// Endpoints of the validation query (empty without one).
+    pub validation: Vec<FlightSlice>,
+    planned: SystemTime,
+    expires: Option<SystemTime>,
+    /// How many times the run planned again.
+    pub replans: u32,
+}
+
+type Planned = (Vec<FlightSlice>, Vec<FlightSlice>, Option<SystemTime>);
+
+impl Plan {
+    /// Plans `train_sql` (and `validation_sql`) on every location.
+    pub async fn new(
+        locations: Vec<String>,
+        train_sql: String,
+        validation_sql: Option<String>,
+    ) -> Result<Self> {
+        let mut plan = Plan {
+            locations,
+            train_sql,
+            validation_sql,
+            train: Vec::new(),
+            validation: Vec::new(),
+            planned: SystemTime::now(),
+            expires: None,
+            replans: 0,
+        };
+        let (train, validation, expires) = plan.fetch().await?;
+        plan.train = train;
+        plan.validation = validation;
+        plan.expires = expires;
+        Ok(plan)
+    }
+
+    async fn fetch(&self) -> Result<Planned> {
+        let (train, mut expires) = plan_all(&self.locations, &self.train_sql).await?;
+        let validation = match &self.validation_sql {
+            Some(sql) => {
+                let (v, e) = plan_all(&self.locations, sql).await?;
+                expires = earliest(expires, e);
+                v
+            }
+            None => Vec::new(),
+        };
+        Ok((train, validation, expires))
+    }
+
+    /// Whether the tickets expire soon: within a quarter of their lifetime,
+    /// at most five minutes (a read that waits out a short outage must
+    /// still start before the expiry).
+    pub fn expiring(&self) -> bool {
+        let Some(expires) = self.expires else {
+            return false;
+        };
+        let life = expires
+            .duration_since(self.planned)
+            .unwrap_or(Duration::ZERO);
+        let margin = (life / 4).min(Duration::from_secs(300));
+        SystemTime::now() + margin >= expires
+    }
+
+    /// Plans again, retrying while a flight-server is unreachable (for the
+    /// read retry budget, `HOPPER_READ_RETRY_SECONDS`).
+    pub async fn refresh(&mut self) -> Result<()> {
+        let deadline = Instant::now() + data::retry_budget();
+        let mut delay = Duration::from_millis(100);
+        let planned = SystemTime::now();
+        let (train, validation, expires) = loop {
+            match self.fetch().await {
+                Ok(p) => break p,
+                Err(Error::Flight(m)) | Err(Error::Unavailable(m))
+                    if Instant::now() + delay < deadline =>
+                {
+                    tracing::warn!(error = %m, "planning again: retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        for (what, old, new) in [
+            ("training", &self.train, &train),
+            ("validation", &self.validation, &validation),
+        ] {
+            if old.len() != new.len() {
+                return Err(Error::Config(format!(
+                    "planned again, the {what} query has {} endpoints instead of {}: \
+                     the segments (or the flight-servers' --split) changed during the run; \
+                     restore them and `--resume`",
+                    new.len(),
+                    old.len()
+                )));
+            }
+        }
+        self.train = train;
+        self.validation = validation;
+        self.planned = planned;
+        self.expires = expires;
+        self.replans += 1;
+        Ok(())
+    }
+
+    /// The training endpoints of partition `p` of `w`: endpoint `i` goes
+    /// to partition `i % w`.
+    pub fn train_part(&self, p: usize, w: usize) -> Vec<FlightEndpoint> {
+        part(&self.train, p, w)
+    }
+
+    /// The validation endpoints of partition `p` of `w`.
+    pub fn validation_part(&self, p: usize, w: usize) -> Vec<FlightEndpoint> {
+        part(&self.validation, p, w)
+    }
+}
+
+/// Plans `sql` on every location, endpoints in location order.
+async fn plan_all(
+    locations: &[String],
+    sql: &str,
+) -> Result<(Vec<FlightSlice>, Option<SystemTime>)> {
+    let mut slices = Vec::new();
+    let mut expires = None;
+    for location in locations {
+        let (s, e) = data::plan_until(location, sql).await?;
+        slices.extend(s);
+        expires = earliest(expires, e);
+    }
+    Ok((slices, expires))
+}
+
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn part(slices: &[FlightSlice], p: usize, w: usize) -> Vec<FlightEndpoint> {
+    slices
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % w == p)
+        .map(|(_, s)| FlightEndpoint {
+            location: s.location.clone(),
+            ticket: s.ticket.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(life: Duration, age: Duration) -> Plan {
+        let planned = SystemTime::now() - age;
+        Plan {
+            locations: Vec::new(),
+            train_sql: String::new(),
+            validation_sql: None,
+            train: (0..5)
+                .map(|i| FlightSlice {
+                    location: format!("grpc+tcp://h:{i}"),
+                    ticket: vec![i as u8],
+                })
+                .collect(),
+            validation: Vec::new(),
+            planned,
+            expires: Some(planned + life),
+            replans: 0,
+        }
+    }
+
+    #[test]
+    fn tickets_expire_a_quarter_of_their_life_early_at_most_five_minutes() {
+        let hour = Duration::from_secs(3600);
+        assert!(!plan(hour, Duration::from_secs(3200)).expiring());
+        assert!(plan(hour, Duration::from_secs(3400)).expiring());
+        let short = Duration::from_secs(8);
+        assert!(!plan(short, Duration::from_secs(5)).expiring());
+        assert!(plan(short, Duration::from_secs(7)).expiring());
+        let mut never = plan(hour, hour * 2);
+        never.expires = None;
+        assert!(!never.expiring());
+    }
+
+    #[test]
+    fn endpoints_are_dealt_round_robin() {
+        let p = plan(Duration::from_secs(60), Duration::ZERO);
+        let tickets =
+            |v: Vec<FlightEndpoint>| v.into_iter().map(|e| e.ticket[0]).collect::<Vec<_>>();
+        assert_eq!(tickets(p.train_part(0, 2)), vec![0, 2, 4]);
+        assert_eq!(tickets(p.train_part(1, 2)), vec![1, 3]);
+        assert!(p.validation_part(1, 2).is_empty());
+    }
+}
