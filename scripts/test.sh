@@ -11,10 +11,9 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"
-# The same targets (so the same dependency features) as the test build; it
-# also links the binaries the end-to-end tests start (see
-# tests/src/lib.rs `binary`).
-cargo build --workspace --all-targets --quiet
+# The binaries the end-to-end tests start, built the way the tests' own
+# check builds them (tests/src/lib.rs `binary`), so none is built mid-run.
+cargo build --workspace --bins --quiet
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

@@ -16,12 +16,11 @@ use anyhow::{anyhow, bail, Context, Result};
 ///
 /// A test build (`cargo test`, `cargo nextest run`) builds no binary of a
 /// package without integration tests of its own, so each test process asks
-/// cargo once for `cargo build --workspace --all-targets`: it selects the
-/// same targets' dependencies, hence the same features, as the test build,
-/// so it only links the binaries (and is a no-op when they are up to
-/// date). `cargo build -p flight-server` would not do: without the tests'
-/// dev-dependencies it resolves other features for shared dependencies and
-/// rebuilds most of the tree.
+/// cargo once for `cargo build --workspace --bins` (what `scripts/test.sh`
+/// runs before the tests, so there it is a no-op). It must name the whole
+/// workspace: `cargo build -p flight-server` unifies the features of shared
+/// dependencies over that one package, so it would rebuild most of the
+/// tree with other features, and the next build would rebuild it back.
 pub fn binary(name: &str) -> Result<PathBuf> {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     // Test executables live in target/<profile>/deps/; binaries one level up.
@@ -34,7 +33,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     let mut built = BUILT.lock().map_err(|_| anyhow!("poisoned"))?;
     if !*built {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--workspace", "--all-targets", "--quiet"]);
+        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
         // What cargo set for this test process is no input of the build:
         // some build scripts (ring's) rerun when CARGO_MANIFEST_DIR differs,
         // which would rebuild everything above them here and again in the
@@ -63,7 +62,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             .status()
             .context("running cargo build")?;
         if !status.success() {
-            bail!("cargo build --workspace --all-targets failed (building {name})");
+            bail!("cargo build --workspace --bins failed (building {name})");
         }
         *built = true;
     }
