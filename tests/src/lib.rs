@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod run;
+
 /// Path of a workspace binary (`flight-server`, `mop`), built if stale.
 ///
 /// A test build (`cargo test`, `cargo nextest run`) builds no binary of a
@@ -189,6 +191,46 @@ fn listening_url(line: &str) -> Option<String> {
 /// The Python with pyarrow that `scripts/setup.sh` prepared (`HOPPER_PYTHON`).
 pub fn python() -> Option<PathBuf> {
     std::env::var_os("HOPPER_PYTHON").map(PathBuf::from)
+}
+
+/// Runs `tests/python/<script> <args>` with `env` under [`python`] and
+/// returns what it did (panics if there is no `HOPPER_PYTHON`).
+pub fn python_script(
+    script: &str,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let py = python().expect("HOPPER_PYTHON is not set: run the tests through scripts/test.sh");
+    Command::new(py)
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("python")
+                .join(script),
+        )
+        .args(args.iter().map(|a| a.as_ref()))
+        .envs(env.iter().copied())
+        .output()
+        .expect("running python")
+}
+
+/// [`python_script`], which must succeed; its stdout parsed as JSON.
+pub fn python_json(
+    script: &str,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let out = python_script(script, args, env);
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Starts a local cluster of `n` PostgreSQL segments for a test.

@@ -8,7 +8,9 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
 use base64::Engine as _;
 use futures::TryStreamExt;
-use hopper_tests::{binary, cluster, python, segment_args, ChildGuard, FlightServer};
+use hopper_tests::{
+    binary, cluster, python_json, python_script, segment_args, ChildGuard, FlightServer,
+};
 use tonic::Code;
 
 /// Rows of `secret` on each segment.
@@ -226,42 +228,21 @@ async fn an_expired_bearer_token_is_refused_with_a_pointer_to_the_handshake() {
 
 #[tokio::test]
 async fn pyarrow_logs_in_with_authenticate_basic_token_and_reads_every_endpoint() {
-    let py = python().expect("HOPPER_PYTHON is not set: run the tests through scripts/test.sh");
     let c = segments().await;
     let fs = server(&c, &[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/auth_read.py");
-    let out = std::process::Command::new(&py)
-        .args([
-            script,
-            &fs.url,
-            "reader",
-            "HOPPER_TEST_PASSWORD",
-            "SELECT * FROM secret",
-        ])
-        .env("HOPPER_TEST_PASSWORD", "reader-pw")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let sql = "SELECT * FROM secret";
+    let args: [&dyn AsRef<std::ffi::OsStr>; 4] =
+        [&fs.url, &"reader", &"HOPPER_TEST_PASSWORD", &sql];
+    let summary = python_json(
+        "auth_read.py",
+        &args,
+        &[("HOPPER_TEST_PASSWORD", "reader-pw")],
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["endpoints"], 2);
     assert_eq!(summary["rows"], 2 * ROWS_PER_SEGMENT);
 
     // pyarrow with a wrong password gets the server's refusal.
-    let out = std::process::Command::new(&py)
-        .args([
-            script,
-            &fs.url,
-            "reader",
-            "HOPPER_TEST_PASSWORD",
-            "SELECT * FROM secret",
-        ])
-        .env("HOPPER_TEST_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let out = python_script("auth_read.py", &args, &[("HOPPER_TEST_PASSWORD", "wrong")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -336,6 +317,22 @@ fn make_certs(dir: &std::path::Path) -> Certs {
 
 /// A TLS channel to `url` (`grpc+tls://…`) trusting `ca` (none: no root at
 /// all), presenting `identity` if given.
+/// A flight-server with `--auth database` serving TLS with `certs`.
+fn tls_server(
+    c: &flight_server::cluster::LocalCluster,
+    certs: &Certs,
+    extra: &[&str],
+) -> FlightServer {
+    let mut args = vec![
+        "--tls-cert",
+        certs.server_cert.to_str().unwrap(),
+        "--tls-key",
+        certs.server_key.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    server(c, &args)
+}
+
 async fn tls_channel(
     url: &str,
     ca: Option<&std::path::Path>,
@@ -361,15 +358,7 @@ async fn over_tls_clients_that_trust_the_ca_read_and_others_are_refused() {
     let c = segments().await;
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
-    let fs = server(
-        &c,
-        &[
-            "--tls-cert",
-            certs.server_cert.to_str().unwrap(),
-            "--tls-key",
-            certs.server_key.to_str().unwrap(),
-        ],
-    );
+    let fs = tls_server(&c, &certs, &[]);
     assert!(fs.url.starts_with("grpc+tls://"), "{}", fs.url);
     let sql = "SELECT id, v FROM secret";
 
@@ -401,24 +390,12 @@ async fn over_tls_clients_that_trust_the_ca_read_and_others_are_refused() {
     }
 
     // pyarrow over TLS with the CA as its root.
-    if let Some(py) = python() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/auth_read.py");
-        let out = std::process::Command::new(&py)
-            .args([script, &fs.url, "reader", "HOPPER_TEST_PASSWORD", sql])
-            .arg(&certs.ca)
-            .env("HOPPER_TEST_PASSWORD", "reader-pw")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(summary["rows"], 2 * ROWS_PER_SEGMENT);
-    } else {
-        panic!("HOPPER_PYTHON is not set: run the tests through scripts/test.sh");
-    }
+    let summary = python_json(
+        "auth_read.py",
+        &[&fs.url, &"reader", &"HOPPER_TEST_PASSWORD", &sql, &certs.ca],
+        &[("HOPPER_TEST_PASSWORD", "reader-pw")],
+    );
+    assert_eq!(summary["rows"], 2 * ROWS_PER_SEGMENT);
 }
 
 #[tokio::test]
@@ -426,17 +403,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let c = segments().await;
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
-    let fs = server(
-        &c,
-        &[
-            "--tls-cert",
-            certs.server_cert.to_str().unwrap(),
-            "--tls-key",
-            certs.server_key.to_str().unwrap(),
-            "--tls-client-ca",
-            certs.ca.to_str().unwrap(),
-        ],
-    );
+    let fs = tls_server(&c, &certs, &["--tls-client-ca", certs.ca.to_str().unwrap()]);
     let refused = match tls_channel(&fs.url, Some(&certs.ca), None).await {
         Err(_) => true,
         Ok(ch) => handshake_on(ch, "reader", "reader-pw").await.is_err(),
@@ -482,15 +449,7 @@ async fn mop_train_logs_in_and_trains_over_tls_as_the_granted_user() {
     }
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
-    let fs = server(
-        &c,
-        &[
-            "--tls-cert",
-            certs.server_cert.to_str().unwrap(),
-            "--tls-key",
-            certs.server_key.to_str().unwrap(),
-        ],
-    );
+    let fs = tls_server(&c, &certs, &[]);
     let out = dir.path().join("run");
     let config = dir.path().join("grid.toml");
     std::fs::write(

@@ -1,23 +1,16 @@
 //! docker-compose.yml cannot rot: every service's command uses flags the
 //! built binaries accept (there is no Docker engine here to run it).
 
-use hopper_tests::{binary, python};
+use hopper_tests::{binary, python_script};
 
 #[test]
 fn every_compose_command_uses_flags_the_binaries_accept() {
-    let py = python().expect("HOPPER_PYTHON is not set: run the tests through scripts/test.sh");
     let dir = binary("flight-server").unwrap();
     binary("mop").unwrap();
     let dir = dir.parent().unwrap();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = std::process::Command::new(py)
-        .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/python/check_compose.py"),
-            &format!("{root}/docker-compose.yml"),
-            dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let compose = format!("{root}/docker-compose.yml");
+    let out = python_script("check_compose.py", &[&compose, &dir], &[]);
     assert!(
         out.status.success(),
         "{}",

@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flight_server::cluster::LocalCluster;
+use hopper_tests::run::{is_gone, results};
 use hopper_tests::{binary, ChildGuard};
 use serde_json::Value;
 
@@ -172,18 +173,6 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Whether process `pid` is gone (or a zombie that no longer runs).
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 /// Fails unless every process the demo started is gone and no process
 /// names the demo's directories (a postmaster's `-D`) any more.
 fn assert_nothing_left(seen: &BTreeMap<u32, String>, dirs: &[&Path]) {
@@ -296,10 +285,6 @@ async fn connect(url: &str) -> tokio_postgres::Client {
         .unwrap();
     tokio::spawn(conn);
     client
-}
-
-fn results(out: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
 
 /// Whether the report engineer's `report.html` is part of the demo (it

@@ -7,24 +7,21 @@
 //! when its tickets expire or are refused) and ends with the same weights,
 //! byte for byte, as a run without the fault.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::FlightDescriptor;
 use flight_server::cluster::{load_criteo, LocalCluster};
 use futures::StreamExt;
+use hopper_tests::run::{
+    assert_same_models, count, is_gone, spawn_mop_train, wait_for, RUN_TIMEOUT,
+};
 use hopper_tests::{
-    binary, cluster, flight_backends, flight_client, segment_args, status_of, ChildGuard,
-    FlightServer,
+    cluster, flight_backends, flight_client, segment_args, status_of, ChildGuard, FlightServer,
 };
 use serde_json::Value;
 use tonic::Code;
-
-/// How long one `mop train` may take before the test gives up.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_segment_stopped_mid_stream_is_unavailable_with_a_clear_message_until_it_returns() {
@@ -195,32 +192,6 @@ dir = "{out}"
     }
 }
 
-/// `mop train` with JSON progress on a pipe (read by a thread).
-fn spawn_mop(config: &Path) -> (ChildGuard, mpsc::Receiver<Value>) {
-    let child = Command::new(binary("mop").unwrap())
-        .args(["train", "--progress", "json", "--config"])
-        .arg(config)
-        .env("HOPPER_READ_RETRY_SECONDS", "60")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard::new("mop train", child);
-    let stdout = guard.take_stdout().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (guard, rx)
-}
-
 /// Waits for a unit on `partition` to report training progress: its
 /// stream has handed on batches, and (see [`PAD`]) is still open.
 fn wait_mid_unit(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, partition: usize) {
@@ -229,73 +200,15 @@ fn wait_mid_unit(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, partition: u
     })
 }
 
-fn wait_for(
-    rx: &mpsc::Receiver<Value>,
-    seen: &mut Vec<Value>,
-    what: &str,
-    found: impl Fn(&Value) -> bool,
-) {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let v = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no {what} event: {e}"));
-        let hit = found(&v);
-        seen.push(v);
-        if hit {
-            return;
-        }
-    }
-}
-
-/// Whether the process has exited (or is a zombie).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
+/// `mop train` with reads that retry for a minute.
+fn spawn_mop(config: &Path) -> (ChildGuard, mpsc::Receiver<Value>) {
+    spawn_mop_train(config, &[], &[("HOPPER_READ_RETRY_SECONDS", "60")])
 }
 
 fn finish(mut mop: ChildGuard, rx: mpsc::Receiver<Value>, seen: &mut Vec<Value>) {
     let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
     seen.extend(rx.iter());
     assert!(status.success(), "the run survives the fault: {status}");
-}
-
-fn model_files(out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("models"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn assert_same_models(a: &Path, b: &Path) {
-    let (fa, fb) = (model_files(a), model_files(b));
-    assert_eq!(fa.len(), 2, "{a:?} has {} model files", fa.len());
-    assert_eq!(
-        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        fb.iter().map(|f| &f.0).collect::<Vec<_>>()
-    );
-    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
-        assert!(x == y, "{name} differs between {a:?} and {b:?}");
-    }
-}
-
-fn count(events: &[Value], name: &str) -> usize {
-    events.iter().filter(|v| v["event"] == name).count()
 }
 
 fn mean_unit_seconds(events: &[Value]) -> f64 {
@@ -337,7 +250,7 @@ async fn a_segment_stopped_mid_unit_and_back_leaves_the_weights_of_a_clean_run()
     s.cluster.stop_segment(1).await.unwrap();
     std::thread::sleep(Duration::from_secs(3)); // the outage itself
     assert!(
-        !exited(mop.pid()),
+        !is_gone(mop.pid()),
         "the run was still going when the segment came back"
     );
     s.cluster.start_segment(1).await.unwrap();
@@ -363,7 +276,7 @@ async fn a_segment_stopped_mid_unit_and_back_leaves_the_weights_of_a_clean_run()
     let (mop, rx) = spawn_mop(&clean);
     let mut clean_events = Vec::new();
     finish(mop, rx, &mut clean_events);
-    assert_same_models(&s.out("faulty"), &s.out("clean"));
+    assert_same_models(&s.out("faulty"), &s.out("clean"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,7 +295,7 @@ async fn a_flight_server_killed_mid_unit_and_restarted_with_a_new_key_lets_the_r
     server.process.kill(); // SIGKILL
     std::thread::sleep(Duration::from_secs(2)); // the outage itself
     assert!(
-        !exited(mop.pid()),
+        !is_gone(mop.pid()),
         "the run was still going when the server came back"
     );
     // Without --ticket-key-file: a fresh random key, so every ticket the
@@ -411,7 +324,7 @@ async fn a_flight_server_killed_mid_unit_and_restarted_with_a_new_key_lets_the_r
     let (mop, rx) = spawn_mop(&clean);
     let mut clean_events = Vec::new();
     finish(mop, rx, &mut clean_events);
-    assert_same_models(&s.out("faulty"), &s.out("clean"));
+    assert_same_models(&s.out("faulty"), &s.out("clean"), 2);
     drop(restarted);
 }
 
@@ -453,5 +366,5 @@ async fn a_run_longer_than_its_tickets_live_plans_again_and_matches_a_run_that_n
     let (mop, rx) = spawn_mop(&clean);
     let mut clean_events = Vec::new();
     finish(mop, rx, &mut clean_events);
-    assert_same_models(&s.out("expiring"), &s.out("clean"));
+    assert_same_models(&s.out("expiring"), &s.out("clean"), 2);
 }

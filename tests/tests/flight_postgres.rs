@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use hopper_tests::{cluster, python, read_all, segment_args, FlightServer};
+use hopper_tests::{cluster, python_json, read_all, segment_args, FlightServer};
 
 /// Every supported type, NULLs in every column (every 7th row), per segment
 /// its own id range.
@@ -254,21 +254,12 @@ async fn split_reads_each_segment_through_several_endpoints() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pyarrow_reads_every_endpoint_in_parallel() {
-    let Some(py) = python() else {
-        panic!("HOPPER_PYTHON is not set: run the tests through scripts/test.sh, which prepares pyarrow");
-    };
     let (cluster, server) = setup(3).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_flight.py");
-    let out = std::process::Command::new(py)
-        .args([script, &server.url, "SELECT * FROM all_types"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = python_json(
+        "read_flight.py",
+        &[&server.url, &"SELECT * FROM all_types"],
+        &[],
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = cluster.client(0).await.unwrap();
     let mut rows = 0i64;
     let mut sum_i8 = 0i64;

@@ -4,14 +4,15 @@
 //! killed trainer with the same final weights.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flight_server::cluster::{load_criteo, LocalCluster};
-use hopper_tests::{binary, cluster, segment_args, ChildGuard, FlightServer};
+use hopper_tests::run::{
+    assert_same_models, count, is_event, is_gone, mop_train, results, spawn_mop_train, wait_for,
+};
+use hopper_tests::{cluster, segment_args, FlightServer};
 use mop_runner::data::{plan, spawn_reader, FlightSlice};
 use mop_runner::featurize::Featurizer;
 use mop_runner::grid::RunConfig;
@@ -19,9 +20,6 @@ use mop_runner::model::Model;
 use mop_runner::schedule::visit_order;
 use mop_runner::train::{set_threads, train_partition};
 use serde_json::Value;
-
-/// How long any one `mop train` may take before the test gives up.
-const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A cluster with a Criteo-like table and a flight-server over it.
 struct Setup {
@@ -121,71 +119,6 @@ dir = "{out}"
     }
 }
 
-/// `mop train --config <config> <extra>` with JSON progress on a pipe.
-fn spawn_mop(config: &Path, extra: &[&str]) -> (ChildGuard, mpsc::Receiver<Value>) {
-    let child = Command::new(binary("mop").unwrap())
-        .args(["train", "--progress", "json", "--config"])
-        .arg(config)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard::new("mop train", child);
-    let stdout = guard_stdout(&mut guard);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (guard, rx)
-}
-
-fn guard_stdout(guard: &mut ChildGuard) -> std::process::ChildStdout {
-    guard.take_stdout().expect("mop's stdout is piped")
-}
-
-/// Runs `mop train` to completion; returns its JSON events.
-fn mop_train(config: &Path, extra: &[&str]) -> Vec<Value> {
-    let (mut guard, rx) = spawn_mop(config, extra);
-    let status = guard.wait_timeout(RUN_TIMEOUT).unwrap();
-    assert!(status.success(), "mop train {config:?} failed: {status}");
-    // The reader thread ends at end of file, once mop has exited.
-    rx.iter().collect()
-}
-
-/// Collects events into `seen` until one satisfies `want`.
-fn wait_for(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, want: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(v) => {
-                let found = want(&v);
-                seen.push(v);
-                if found {
-                    return;
-                }
-            }
-            Err(e) => panic!("no matching progress event: {e}"),
-        }
-    }
-}
-
-fn count(events: &[Value], name: &str) -> usize {
-    events.iter().filter(|v| is_event(v, name)).count()
-}
-
-fn is_event(v: &Value, name: &str) -> bool {
-    v["event"] == name
-}
-
 /// Trainer pids announced by the runner (initial and replacements).
 fn trainer_pids(events: &[Value]) -> Vec<u32> {
     events
@@ -193,18 +126,6 @@ fn trainer_pids(events: &[Value]) -> Vec<u32> {
         .filter(|v| is_event(v, "trainer"))
         .filter_map(|v| v["pid"].as_u64().map(|p| p as u32))
         .collect()
-}
-
-/// Whether process `pid` is gone (or a zombie that no longer runs).
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
 }
 
 fn wait_gone(pid: u32) {
@@ -222,38 +143,6 @@ fn kill9(pid: u32) {
         .unwrap()
         .success();
     assert!(ok, "kill -9 {pid} failed");
-}
-
-/// The model files of a finished run, by name.
-fn model_files(out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("models"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn assert_same_models(a: &Path, b: &Path, models: usize) {
-    let (fa, fb) = (model_files(a), model_files(b));
-    assert_eq!(fa.len(), models, "{a:?} has {} model files", fa.len());
-    assert_eq!(
-        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        fb.iter().map(|f| &f.0).collect::<Vec<_>>()
-    );
-    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
-        assert!(x == y, "{name} differs between {a:?} and {b:?}");
-    }
-}
-
-fn results(out: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -518,10 +407,10 @@ async fn a_killed_runner_resumes_to_the_same_weights() {
     let interrupted = s.config("interrupted", &run);
     let straight = s.config("straight", &run);
 
-    let (mut mop, rx) = spawn_mop(&interrupted, &[]);
+    let (mut mop, rx) = spawn_mop_train(&interrupted, &[], &[]);
     let mut seen = Vec::new();
     while count(&seen, "unit") < 3 {
-        wait_for(&rx, &mut seen, |v| is_event(v, "unit"));
+        wait_for(&rx, &mut seen, "unit", |v| is_event(v, "unit"));
     }
     mop.kill(); // SIGKILL: no chance to clean up
     let pids = trainer_pids(&seen);
@@ -560,17 +449,17 @@ async fn a_trainer_killed_mid_unit_is_replaced_and_the_run_ends_identical() {
     let faulty = s.config("faulty", &run);
     let clean = s.config("clean", &run);
 
-    let (mut mop, rx) = spawn_mop(&faulty, &[]);
+    let (mut mop, rx) = spawn_mop_train(&faulty, &[], &[]);
     let mut events = Vec::new();
     while count(&events, "unit") < 2 {
-        wait_for(&rx, &mut events, |v| is_event(v, "unit"));
+        wait_for(&rx, &mut events, "unit", |v| is_event(v, "unit"));
     }
     let victim = trainer_pids(&events)[0];
-    wait_for(&rx, &mut events, |v| {
+    wait_for(&rx, &mut events, "unit_start", |v| {
         is_event(v, "unit_start") && v["partition"] == 0
     });
     kill9(victim);
-    let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
+    let status = mop.wait_timeout(hopper_tests::run::RUN_TIMEOUT).unwrap();
     assert!(
         status.success(),
         "the run survives a dead trainer: {status}"
