@@ -31,6 +31,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Location;
 use futures::future::try_join_all;
+use futures::FutureExt;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
@@ -783,34 +784,47 @@ async fn stream_copy(
     drop(client);
 }
 
+/// Rows (COPY messages) taken from the connection's buffer in one go
+/// before the stream looks at its reader again.
+const DRAIN_ROWS: usize = 1024;
+
 async fn pump(
     mut copy: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
     mut decoder: CopyDecoder,
     tx: &mpsc::Sender<Result<arrow_array::RecordBatch>>,
     display: &str,
 ) -> std::result::Result<(), Stop> {
+    type Chunk = Option<std::result::Result<bytes::Bytes, tokio_postgres::Error>>;
+    let push = |decoder: &mut CopyDecoder, chunk: Chunk| -> std::result::Result<bool, Stop> {
+        match chunk {
+            Some(Ok(bytes)) => decoder.push(&bytes).map(|()| false).map_err(Stop::Failed),
+            Some(Err(e)) => Err(Stop::Failed(Error::from_pg(
+                &format!("segment {display}"),
+                e,
+            ))),
+            None => decoder.finish().map(|()| true).map_err(Stop::Failed),
+        }
+    };
     loop {
+        // Waiting for the database, notice a reader that went away.
         let chunk = tokio::select! {
             biased;
             _ = tx.closed() => return Err(Stop::Cancelled),
             chunk = copy.next() => chunk,
         };
-        let last = match chunk {
-            Some(Ok(bytes)) => {
-                decoder.push(&bytes).map_err(Stop::Failed)?;
-                false
+        let mut last = push(&mut decoder, chunk)?;
+        // Then take what the connection already holds (one message per
+        // row) without arming that check again for every row; a reader
+        // that went away still fails the next send.
+        for _ in 0..DRAIN_ROWS {
+            if last {
+                break;
             }
-            Some(Err(e)) => {
-                return Err(Stop::Failed(Error::from_pg(
-                    &format!("segment {display}"),
-                    e,
-                )))
+            match copy.next().now_or_never() {
+                Some(chunk) => last = push(&mut decoder, chunk)?,
+                None => break,
             }
-            None => {
-                decoder.finish().map_err(Stop::Failed)?;
-                true
-            }
-        };
+        }
         while let Some(batch) = decoder.take_batch().map_err(Stop::Failed)? {
             tx.send(Ok(batch)).await.map_err(|_| Stop::Cancelled)?;
         }
