@@ -23,6 +23,8 @@
 //! Trainers run with `--exit-with-parent`, so a runner killed outright
 //! leaves none behind. Validation passes in flight are checkpointed with
 //! the states they validate, so `--resume` still validates every epoch.
+//! Tickets that expire or that a flight-server refuses are replaced by
+//! planning again ([`plan`]); the unit that met the refusal runs again.
 
 pub mod checkpoint;
 pub mod plan;
@@ -217,8 +219,8 @@ fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
 }
 
 /// A trainer's refusal as an error (`what`: " evaluating", or empty for a
-/// unit); a flight-server's refusal of a ticket
-/// that the trainer passes on becomes [`Error::TicketRefused`].
+/// unit); a flight-server's refusal of a ticket that the trainer passes on
+/// becomes [`Error::TicketRefused`].
 fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
     if s.metadata()
         .contains_key(flight_server::error::TICKET_REFUSED)
