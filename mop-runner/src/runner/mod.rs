@@ -218,19 +218,20 @@ fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A trainer's refusal as an error (`what`: " evaluating", or empty for a
+/// A trainer's refusal as an error, `what` naming the call (empty for a
 /// unit); a flight-server's refusal of a ticket that the trainer passes on
 /// becomes [`Error::TicketRefused`].
 fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
+    let message = match what {
+        "" => s.message().to_string(),
+        what => format!("{what}: {}", s.message()),
+    };
     if s.metadata()
         .contains_key(flight_server::error::TICKET_REFUSED)
     {
-        Error::TicketRefused(format!("trainer {w}{what}: {}", s.message()))
+        Error::TicketRefused(format!("trainer {w}: {message}"))
     } else {
-        match what.trim_start() {
-            "" => trainer_err(w, s.message()),
-            what => trainer_err(w, format!("{what}: {}", s.message())),
-        }
+        trainer_err(w, message)
     }
 }
 
@@ -365,7 +366,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     }
     while let Some(r) = opens.join_next().await {
         let (p, r) = r.map_err(|e| trainer_err(0, e))?;
-        r.map_err(|s| trainer_status(p, " opening its partition", s))?;
+        r.map_err(|s| trainer_status(p, "opening its partition", s))?;
     }
 
     let has_validation = !plan.validation.is_empty();
@@ -776,7 +777,7 @@ async fn reopen(
     loop {
         match trainers.clients[w].open_partition(open_req(plan, w)).await {
             Ok(_) => return Ok(()),
-            Err(s) => match trainer_status(w, " opening its partition", s) {
+            Err(s) => match trainer_status(w, "opening its partition", s) {
                 Error::TicketRefused(_) if !refused_once => {
                     refused_once = true;
                     replan(plan, reporter).await?;
@@ -828,7 +829,7 @@ async fn evaluate_everywhere(
     while let Some(r) = set.join_next().await {
         let (w, r) = r.map_err(|e| trainer_err(0, e))?;
         let r = r
-            .map_err(|s| trainer_status(w, " evaluating", s))?
+            .map_err(|s| trainer_status(w, "evaluating", s))?
             .into_inner();
         n += r.samples;
         loss += r.loss_sum;
