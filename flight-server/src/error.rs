@@ -153,13 +153,24 @@ impl From<Error> for Status {
         let mut status = Status::new(code, e.to_string());
         if matches!(e, Error::BadTicket(_)) {
             // Machine-readable: a fresh GetFlightInfo is the cure.
-            status.metadata_mut().insert(
-                TICKET_REFUSED,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
+            mark_ticket_refused(&mut status);
         }
         status
     }
+}
+
+/// Marks `status` as a refusal of a ticket ([`TICKET_REFUSED`]); a trainer
+/// passing a flight-server's refusal on to its runner keeps the mark.
+pub fn mark_ticket_refused(status: &mut Status) {
+    status.metadata_mut().insert(
+        TICKET_REFUSED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+}
+
+/// Whether `status` carries the [`TICKET_REFUSED`] mark.
+pub fn is_ticket_refused(status: &Status) -> bool {
+    status.metadata().contains_key(TICKET_REFUSED)
 }
 
 /// Status metadata key set on every refusal of a ticket (forged, altered,

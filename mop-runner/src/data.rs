@@ -322,9 +322,7 @@ enum SliceError {
 
 fn classify(context: &str, e: FlightError) -> SliceError {
     if let FlightError::Tonic(s) = &e {
-        if s.metadata()
-            .contains_key(flight_server::error::TICKET_REFUSED)
-        {
+        if flight_server::error::is_ticket_refused(s) {
             return SliceError::Fatal(Error::TicketRefused(format!("{context}: {}", s.message())));
         }
     }

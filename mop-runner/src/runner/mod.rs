@@ -226,9 +226,7 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
         "" => s.message().to_string(),
         what => format!("{what}: {}", s.message()),
     };
-    if s.metadata()
-        .contains_key(flight_server::error::TICKET_REFUSED)
-    {
+    if flight_server::error::is_ticket_refused(&s) {
         Error::TicketRefused(format!("trainer {w}: {message}"))
     } else {
         trainer_err(w, message)

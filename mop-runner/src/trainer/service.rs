@@ -62,10 +62,7 @@ fn status(e: Error) -> Status {
         Error::TicketRefused(m) => {
             // The runner plans again when it sees the flight-server's marker.
             let mut s = Status::failed_precondition(m);
-            s.metadata_mut().insert(
-                flight_server::error::TICKET_REFUSED,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
+            flight_server::error::mark_ticket_refused(&mut s);
             s
         }
         Error::Flight(m) | Error::Unavailable(m) => Status::unavailable(m),
