@@ -1,10 +1,43 @@
 #!/usr/bin/env bash
 # README's second command: install what the tests need, check style, run
-# every test (unit, and end-to-end over real PostgreSQL, flight-server and
-# trainer processes, and pyarrow).
+# every test (unit, and end-to-end over real PostgreSQL, Greenplum,
+# flight-server and trainer processes, and pyarrow).
+#
+# Greenplum: the tests that need one are #[ignore]d in plain `cargo test`
+# and run here against HOPPER_GREENPLUM_URL — the URL you export (your own
+# Greenplum 7 coordinator, a superuser's login), or else the cluster
+# ../shared/greenplum/up.sh starts beside the checkout. HOPPER_GREENPLUM=
+#   auto     (default) run them when a Greenplum is at hand, say so when not;
+#   require  (the default under CI=true) fail when none is at hand;
+#   off      do not run them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
+
+default_mode=auto
+[[ "${CI:-}" == true ]] && default_mode=require
+mode="${HOPPER_GREENPLUM:-$default_mode}"
+if [[ "$mode" != off && -z "${HOPPER_GREENPLUM_URL:-}" && -x ../shared/greenplum/up.sh ]]; then
+    echo "== greenplum: starting ../shared/greenplum"
+    HOPPER_GREENPLUM_URL="$(../shared/greenplum/up.sh)"
+    export HOPPER_GREENPLUM_URL
+fi
+greenplum=()
+if [[ "$mode" != off && -n "${HOPPER_GREENPLUM_URL:-}" ]]; then
+    greenplum=(--run-ignored all)
+    echo "== greenplum: the Greenplum tests run against ${HOPPER_GREENPLUM_URL%%://*}://…@${HOPPER_GREENPLUM_URL##*@}"
+elif [[ "$mode" == require ]]; then
+    echo "test.sh: a Greenplum is required (HOPPER_GREENPLUM=require, or CI=true) but there is" >&2
+    echo "  neither HOPPER_GREENPLUM_URL nor ../shared/greenplum/up.sh" >&2
+    exit 1
+else
+    echo "== greenplum: NOT RUN (no HOPPER_GREENPLUM_URL and no ../shared/greenplum); the tests named greenplum stay ignored"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "== installing cargo-nextest"
+    cargo install --locked --quiet cargo-nextest
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
@@ -15,8 +48,5 @@ echo "== build"
 # check builds them (tests/src/lib.rs `binary`), so none is built mid-run.
 cargo build --workspace --bins --quiet
 echo "== tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
-else
-    cargo test --workspace --no-fail-fast "$@"
-fi
+# Measurements (tests named measure_*) are #[ignore]d and never run here.
+cargo nextest run --workspace --no-fail-fast "${greenplum[@]}" -E 'not test(/measure_/)' "$@"

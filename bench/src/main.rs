@@ -36,7 +36,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use flight_server::cluster::{load_criteo, ClusterOptions, LocalCluster};
+use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use procstat::CpuSnapshot;
 use readers::{CopyFormat, Stage, Volume};
 
@@ -80,7 +80,7 @@ impl Server {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = tokio::process::Command::new(bin)
-            .args(["--bind", "127.0.0.1:0"])
+            .args(["--bind", "127.0.0.1:0", "--auth", "none"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -72,6 +72,9 @@ impl fmt::Debug for Credentials {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     login: Option<Arc<Credentials>>,
+    /// A user proven by a Bearer token another server sharing the key
+    /// issued: this server holds no password for it.
+    elsewhere: Option<String>,
 }
 
 impl Caller {
@@ -87,12 +90,43 @@ impl Caller {
                 user: user.into(),
                 password: password.into(),
             })),
+            elsewhere: None,
+        }
+    }
+
+    /// A user who logged in at another server that shares the key (its
+    /// Bearer token proves who they are) but not here: this server can
+    /// serve them what needs no database login of theirs — a Greenplum
+    /// endpoint, whose retrieve token is in the sealed ticket — and nothing
+    /// else until they log in here.
+    pub fn logged_in_elsewhere(user: impl Into<String>) -> Self {
+        Self {
+            login: None,
+            elsewhere: Some(user.into()),
         }
     }
 
     /// The authenticated user's name, if any (tickets are bound to it).
     pub fn user(&self) -> Option<&str> {
-        self.login.as_deref().map(|c| c.user.as_str())
+        self.login
+            .as_deref()
+            .map(|c| c.user.as_str())
+            .or(self.elsewhere.as_deref())
+    }
+
+    /// The login to connect to the database with: the caller's own, or
+    /// `None` for the server's configured connections (no authentication).
+    /// A caller who logged in at another server has neither here.
+    pub fn login_here(&self) -> Result<Option<&Credentials>> {
+        match (&self.login, &self.elsewhere) {
+            (Some(c), _) => Ok(Some(c)),
+            (None, None) => Ok(None),
+            (None, Some(user)) => Err(Error::Unauthenticated(format!(
+                "{user} logged in at another flight-server (its Bearer token is valid here, \
+                 but this server holds no password for it): handshake with this server \
+                 too (Basic credentials) to plan or read from the database here"
+            ))),
+        }
     }
 
     /// The authenticated user's credentials, if any.
@@ -274,11 +308,13 @@ impl TokenStore {
         }
         match self.lock().get(&claims.id) {
             Some(e) if e.caller.user() == Some(claims.user.as_str()) => Ok(e.caller.clone()),
-            _ => Err(Error::Unauthenticated(format!(
-                "bearer token unknown to this server (it restarted, or dropped the token to \
-                 stay within {} tokens); {AGAIN}",
-                self.capacity
+            Some(_) => Err(Error::Unauthenticated(format!(
+                "bearer token does not match its login; {AGAIN}"
             ))),
+            // Signed with the shared key but not issued here (another server,
+            // or this one before a restart): who the user is is proven, what
+            // they may read is still for the database to say at a login here.
+            None => Ok(Caller::logged_in_elsewhere(claims.user)),
         }
     }
 }
@@ -366,16 +402,25 @@ mod tests {
         store.issue(Caller::login("b", "2")).unwrap();
         store.issue(Caller::login("c", "3")).unwrap();
         assert_eq!(store.len(), 2);
-        let e = store
-            .verify(&first)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        // Equal expiries: any one of the three may have been dropped.
-        assert!(
-            store.len() == 2 && (e.is_empty() || e.contains("unknown")),
-            "{e}"
-        );
+        // Equal expiries: any one of the three may have been dropped; a
+        // dropped token still proves its user, but holds no password here.
+        let caller = store.verify(&first).unwrap();
+        assert_eq!(caller.user(), Some("a"));
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_token_of_another_server_with_the_key_proves_the_user_but_logs_in_nowhere() {
+        let issuer = TokenStore::new(b"shared".to_vec(), Duration::from_secs(60));
+        let t = issuer.issue(Caller::login("alice", "pw")).unwrap();
+        let here = TokenStore::new(b"shared".to_vec(), Duration::from_secs(60));
+        let caller = here.verify(&t).unwrap();
+        assert_eq!(caller.user(), Some("alice"));
+        assert!(caller.credentials().is_none());
+        let e = caller.login_here().unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        assert!(e.to_string().contains("handshake with this server"), "{e}");
+        assert_eq!(Caller::server().login_here().unwrap(), None);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     pub greenplum: Option<String>,
 
+    /// A Greenplum segment host name (as gp_segment_configuration knows it)
+    /// and the address to dial for it here; repeat per host.
+    #[arg(long, value_name = "NAME=ADDRESS", value_parser = parse_host_map, requires = "greenplum")]
+    pub host_map: Vec<(String, String)>,
+
     /// A directory or glob of Parquet / CSV / Arrow IPC files.
     #[arg(long, value_name = "PATH")]
     pub files: Option<String>,
@@ -60,10 +65,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3600)]
     pub ticket_ttl: u64,
 
-    /// How clients authenticate: `database` (a Flight Handshake with Basic
-    /// credentials, checked by a login to the database; queries run as that
-    /// user) or `none` (loopback addresses only). Default: `none` on a
-    /// loopback address, `database` on any other.
+    /// How clients authenticate: `database` (the default: a Flight
+    /// Handshake with Basic credentials, checked by a login to the database;
+    /// queries run as that user, and URLs need no password) or `none`
+    /// (loopback addresses only: every caller runs as the URLs' user).
     #[arg(long, value_name = "none|database")]
     pub auth: Option<crate::auth::AuthMode>,
 
@@ -83,17 +88,39 @@ pub struct Args {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
-    /// Database connections held per PostgreSQL segment at once; streams
-    /// beyond it wait in line (keep it below the database's max_connections).
+    /// Database connections held per segment at once (PostgreSQL
+    /// connections; Greenplum retrieve sessions per segment and coordinator
+    /// sessions); streams beyond it wait in line (keep it below the
+    /// database's max_connections).
     #[arg(long, default_value_t = crate::source::limit::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
+
+    /// Seconds a Greenplum cursor may sit with none of its endpoints being
+    /// read before it is closed and its coordinator session released.
+    #[arg(long, default_value_t = crate::source::greenplum::DEFAULT_CURSOR_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub cursor_idle_timeout: u64,
+
+    /// The endpoint of segment CONTENT (its index; `gp_segment_id` for
+    /// Greenplum) is located at URL — a flight-server beside that segment,
+    /// sharing --ticket-key-file — instead of here; repeat per segment.
+    #[arg(long, value_name = "CONTENT=URL", value_parser = parse_segment_flight)]
+    pub segment_flight: Vec<(i32, String)>,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (rows and bytes
+    /// sent per segment, open streams, cursors, connections, durations).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 impl Args {
     /// Turns the arguments into a server configuration.
     pub fn config(&self) -> Result<ServerConfig> {
         let source = if let Some(url) = &self.greenplum {
-            SourceConfig::Greenplum { url: url.clone() }
+            SourceConfig::Greenplum {
+                url: url.clone(),
+                host_map: self.host_map.iter().cloned().collect(),
+                cursor_idle_timeout: Duration::from_secs(self.cursor_idle_timeout.max(1)),
+            }
         } else if let Some(path) = &self.files {
             SourceConfig::Files {
                 path: path.clone(),
@@ -128,7 +155,7 @@ impl Args {
         config.ticket_ttl = Duration::from_secs(self.ticket_ttl);
         config.auth = self.auth;
         config.token_ttl = Duration::from_secs(self.token_ttl.max(1));
-        config.tls = crate::tls::ServerTls::from_flags(
+        config.tls = flight_client::tls::ServerTls::from_flags(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_client_ca.as_deref(),
@@ -137,7 +164,45 @@ impl Args {
             return Err(Error::Config("--max-connections must be > 0".into()));
         }
         config.max_connections = self.max_connections;
+        config.metrics = self.metrics.clone();
+        config.segment_flight = self.segment_flight.iter().cloned().collect();
+        if !config.segment_flight.is_empty() && config.ticket_key.is_none() {
+            return Err(Error::Config(
+                "--segment-flight points clients at other flight-servers, which can serve \
+                 this server's tickets only with the same key: give every server the same \
+                 --ticket-key-file (or HOPPER_TICKET_KEY)"
+                    .into(),
+            ));
+        }
         Ok(config)
+    }
+}
+
+/// Parses `CONTENT=URL` of `--segment-flight`.
+fn parse_segment_flight(s: &str) -> std::result::Result<(i32, String), String> {
+    let usage = || {
+        format!(
+            "{s:?}: expected CONTENT=URL, e.g. 1=grpc+tcp://sdw2:50051 (a segment's index and \
+             the flight-server beside it)"
+        )
+    };
+    let (content, url) = s.split_once('=').ok_or_else(usage)?;
+    let content: i32 = content.trim().parse().map_err(|_| usage())?;
+    if !(url.starts_with("grpc+tcp://") || url.starts_with("grpc+tls://")) {
+        return Err(usage());
+    }
+    Ok((content, url.to_string()))
+}
+
+/// Parses `NAME=ADDRESS` of `--host-map`.
+fn parse_host_map(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, addr)) if !name.is_empty() && !addr.is_empty() => {
+            Ok((name.to_string(), addr.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: expected NAME=ADDRESS, e.g. sdw1=10.0.0.11 (a segment host name and the address to dial for it)"
+        )),
     }
 }
 

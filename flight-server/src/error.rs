@@ -117,7 +117,39 @@ impl Error {
                 _ => Error::InvalidQuery(msg),
             };
         }
+        if let Some(config) = Self::configuration(context, &err) {
+            return config;
+        }
         Error::Unavailable(format!("{context}: {err}; {RETRY_HINT}"))
+    }
+
+    /// A connection failure that no retry cures — a connection string
+    /// lacking what the login needs, a host name that does not resolve
+    /// here — as the configuration error it is, naming the flag to fix.
+    /// `None` for anything else (an outage).
+    pub fn configuration(context: &str, err: &tokio_postgres::Error) -> Option<Self> {
+        let text = err.to_string();
+        if text.starts_with("invalid configuration") {
+            let hint = if text.contains("password missing") {
+                "; the server connects with this URL's user only under --auth none, which \
+                 then needs the password in the URL — or serve with --auth database (the \
+                 default), where callers log in as themselves and URLs carry no password"
+            } else {
+                ""
+            };
+            return Some(Error::Config(format!("{context}: {text}{hint}")));
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+        while let Some(c) = cause {
+            if c.to_string().contains("failed to lookup address") {
+                return Some(Error::Config(format!(
+                    "{context}: {text}: {c}; the host name does not resolve where the \
+                     server runs — fix the URL, or map the name with --host-map NAME=ADDRESS"
+                )));
+            }
+            cause = c.source();
+        }
+        None
     }
 }
 
@@ -131,6 +163,15 @@ impl From<datafusion::error::DataFusionError> for Error {
             }
             D::IoError(..) | D::ObjectStore(..) => Error::Unavailable(e.to_string()),
             _ => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<flight_client::Error> for Error {
+    fn from(e: flight_client::Error) -> Self {
+        match e {
+            flight_client::Error::BadPut(m) => Error::BadRequest(m),
+            other => Error::Config(other.to_string()),
         }
     }
 }
@@ -153,28 +194,8 @@ impl From<Error> for Status {
         let mut status = Status::new(code, e.to_string());
         if matches!(e, Error::BadTicket(_)) {
             // Machine-readable: a fresh GetFlightInfo is the cure.
-            mark_ticket_refused(&mut status);
+            flight_client::refused::mark_ticket_refused(&mut status);
         }
         status
     }
 }
-
-/// Marks `status` as a refusal of a ticket ([`TICKET_REFUSED`]); a trainer
-/// passing a flight-server's refusal on to its runner keeps the mark.
-pub fn mark_ticket_refused(status: &mut Status) {
-    status.metadata_mut().insert(
-        TICKET_REFUSED,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-}
-
-/// Whether `status` carries the [`TICKET_REFUSED`] mark.
-pub fn is_ticket_refused(status: &Status) -> bool {
-    status.metadata().contains_key(TICKET_REFUSED)
-}
-
-/// Status metadata key set on every refusal of a ticket (forged, altered,
-/// expired, issued under another key, a single-read endpoint read again):
-/// planning the query again with `GetFlightInfo` gives tickets that work.
-/// `mop` re-plans when it sees it.
-pub const TICKET_REFUSED: &str = "x-hopper-ticket-refused";

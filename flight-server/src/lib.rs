@@ -3,15 +3,18 @@
 //! An Apache Arrow Flight service that streams query results straight out of
 //! database segments — so that trainers (and any Flight client: pyarrow,
 //! Java, ADBC, Rust) read training data where it lives instead of from an
-//! exported copy.
+//! exported copy. This crate is the data plane only; what its clients share
+//! with it (TLS files, the DoPut command, the ticket-refused mark) is in
+//! `flight-client`.
 //!
 //! # Design
 //!
 //! ```text
 //!  client ── GetFlightInfo(SQL) ──► Service ── Source::plan ──► one Partition per segment
-//!         ◄── FlightInfo: schema + one endpoint per partition (ticket = signed Partition)
+//!         ◄── FlightInfo: schema + one endpoint per partition (ticket = sealed Partition,
+//!             location = this server, or the server beside the segment: --segment-flight)
 //!  client ── DoGet(ticket) ───────► Service ── Source::read ──► bounded channel of RecordBatch
-//!         ◄── FlightData stream (FlightDataEncoder, sized for the wire)
+//!         ◄── FlightData stream (FlightDataEncoder, sized for the wire; counted in metrics)
 //! ```
 //!
 //! Three sources implement [`source::Source`]:
@@ -20,23 +23,24 @@
 //!   fastest export path — decoded straight into Arrow builders
 //!   ([`types`] holds the whole type mapping);
 //! - [`source::greenplum`]: a Greenplum coordinator; endpoints are the
-//!   segments' endpoints of a parallel retrieve cursor;
+//!   segments' endpoints of a parallel retrieve cursor, and a ticket carries
+//!   all a server beside the segment needs to retrieve one;
 //! - [`source::files`]: Parquet, CSV and Arrow IPC files through DataFusion.
 //!
-//! [`cluster`] starts local PostgreSQL instances that play the segments of
-//! an MPP database (tests, benchmarks and the demo use it).
+//! Callers log in as themselves ([`auth`]): the server holds no database
+//! password of its own, and the database's GRANTs decide what each reads.
 
 pub mod auth;
+pub mod batch_limits;
 pub mod cli;
-pub mod cluster;
 pub mod copy_in;
 pub mod error;
+pub mod metrics;
 pub mod put;
 pub mod server;
 pub mod service;
 pub mod source;
 pub mod ticket;
-pub mod tls;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 //! [`serve`] takes an already-bound listener and a shutdown future, so
 //! tests bind port 0, read the address, and stop the server cleanly.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,13 +15,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{AuthMode, TokenStore, DEFAULT_TOKEN_TTL};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::service::HopperFlightService;
 use crate::source::files::FilesSource;
 use crate::source::greenplum::GreenplumSource;
 use crate::source::postgres::PostgresSource;
 use crate::source::{BatchLimits, Source};
 use crate::ticket::TicketSigner;
-use crate::tls::ServerTls;
+use flight_client::tls::ServerTls;
 
 /// Where the data comes from.
 #[derive(Clone, Debug)]
@@ -36,6 +38,11 @@ pub enum SourceConfig {
     Greenplum {
         /// Connection string of the coordinator.
         url: String,
+        /// Segment host names (as `gp_segment_configuration` knows them)
+        /// mapped to addresses that resolve where this server runs.
+        host_map: BTreeMap<String, String>,
+        /// How long a cursor may sit unread before it is closed.
+        cursor_idle_timeout: Duration,
     },
     /// Parquet / CSV / Arrow IPC files through DataFusion.
     Files {
@@ -59,8 +66,7 @@ pub struct ServerConfig {
     pub ticket_key: Option<Vec<u8>>,
     /// How long tickets stay valid.
     pub ticket_ttl: Duration,
-    /// How callers authenticate; `None` picks by the bound address:
-    /// no authentication on loopback, [`AuthMode::Database`] otherwise.
+    /// How callers authenticate; `None` means [`AuthMode::Database`].
     pub auth: Option<AuthMode>,
     /// How long Bearer tokens stay valid.
     pub token_ttl: Duration,
@@ -69,6 +75,11 @@ pub struct ServerConfig {
     /// Database connections held per PostgreSQL segment at once; requests
     /// beyond it wait in line.
     pub max_connections: usize,
+    /// Where to serve Prometheus metrics (`/metrics`); none if unset.
+    pub metrics: Option<String>,
+    /// Segments whose endpoints another flight-server serves (one beside
+    /// the segment), and its location.
+    pub segment_flight: BTreeMap<i32, String>,
 }
 
 impl ServerConfig {
@@ -84,43 +95,64 @@ impl ServerConfig {
             token_ttl: DEFAULT_TOKEN_TTL,
             tls: None,
             max_connections: crate::source::limit::DEFAULT_MAX_CONNECTIONS,
+            metrics: None,
+            segment_flight: BTreeMap::new(),
         }
     }
 }
 
-/// Connects the configured source (checking that it is reachable).
-pub async fn open_source(config: &ServerConfig) -> Result<Arc<dyn Source>> {
+/// Opens the configured source. Under [`AuthMode::None`] the server runs
+/// queries as its URLs' users, so it logs in now and fails early; under
+/// [`AuthMode::Database`] it never logs in but as a caller, so URLs need no
+/// password and only what can be checked without a login is checked.
+pub async fn open_source(config: &ServerConfig, auth: AuthMode) -> Result<Arc<dyn Source>> {
+    let server_login = auth == AuthMode::None;
     Ok(match &config.source {
         SourceConfig::Postgres { segments, split } => {
             if segments.is_empty() {
                 return Err(Error::Config("give at least one --segment URL".into()));
             }
-            Arc::new(
-                PostgresSource::new(segments.clone(), (*split).max(1), config.limits)
-                    .await?
-                    .with_max_connections(config.max_connections),
-            )
+            let (segments, split) = (segments.clone(), (*split).max(1));
+            let source = if server_login {
+                PostgresSource::new(segments, split, config.limits).await?
+            } else {
+                PostgresSource::for_callers(segments, split, config.limits).await?
+            };
+            Arc::new(source.with_max_connections(config.max_connections))
         }
-        SourceConfig::Greenplum { url } => {
-            Arc::new(GreenplumSource::new(url, config.limits).await?)
-        }
+        SourceConfig::Greenplum {
+            url,
+            host_map,
+            cursor_idle_timeout,
+        } => Arc::new(
+            GreenplumSource::open(url, config.limits, server_login)
+                .await?
+                .with_cursor_timeout(*cursor_idle_timeout)
+                .with_host_map(host_map.clone())
+                .with_remote_segments(config.segment_flight.keys().copied().collect())
+                .with_max_connections(config.max_connections),
+        ),
         SourceConfig::Files { path, partitions } => {
+            if !server_login {
+                return Err(Error::Config(
+                    "the files source has no database to check passwords against: serve \
+                     it with --auth none (on a loopback address)"
+                        .into(),
+                ));
+            }
             Arc::new(FilesSource::open(path, config.limits, (*partitions).max(1)).await?)
         }
     })
 }
 
-/// The authentication a server bound to `addr` uses: `requested`, or by
-/// default none on loopback and database logins elsewhere. Refuses `none`
-/// on any other address, where anyone who can reach the port would read
-/// with the server's own database rights.
+/// The authentication a server bound to `addr` uses: `requested`, or
+/// database logins by default — on every address, so that no caller reads
+/// with the server's own rights unless the operator asked for it. Refuses
+/// `none` on any address but loopback, where anyone who can reach the port
+/// would read with the server's database rights.
 pub fn auth_mode(requested: Option<AuthMode>, addr: SocketAddr) -> Result<AuthMode> {
     let loopback = addr.ip().is_loopback();
-    let mode = requested.unwrap_or(if loopback {
-        AuthMode::None
-    } else {
-        AuthMode::Database
-    });
+    let mode = requested.unwrap_or(AuthMode::Database);
     match mode {
         AuthMode::None if !loopback => Err(Error::Config(format!(
             "--auth none is allowed only on a loopback address, and {addr} is not one: \
@@ -160,7 +192,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
     let auth = auth_mode(config.auth, addr)?;
-    let source = open_source(&config).await?;
+    let source = open_source(&config, auth).await?;
     let location = config
         .advertise
         .clone()
@@ -169,7 +201,23 @@ pub async fn serve(
         Some(key) => TicketSigner::new(key.clone(), config.ticket_ttl),
         None => TicketSigner::random(config.ticket_ttl),
     };
-    let mut service = HopperFlightService::new(source, signer, location);
+    let metrics = Metrics::new();
+    // One signal stops both the Flight server and the metrics endpoint.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    if let Some(addr) = &config.metrics {
+        let bound = crate::metrics::serve(addr, metrics.clone(), source.clone(), async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await?;
+        tracing::info!("metrics at http://{bound}/metrics");
+    }
+    let mut service = HopperFlightService::new(source, signer, location)
+        .with_metrics(metrics)
+        .with_segment_locations(config.segment_flight.clone());
     if auth == AuthMode::Database {
         let key = config
             .ticket_key

@@ -1,15 +1,16 @@
 //! The Arrow Flight service: `GetFlightInfo` plans, `DoGet` streams.
 //!
-//! The service is stateless for the PostgreSQL and file sources: a ticket
-//! is a signed [`Partition`], so any request can be served by any server
-//! that shares the ticket key, and a restart loses nothing but tickets'
-//! validity if the key was random.
+//! The service keeps no state a reader depends on: a ticket is a sealed
+//! [`Partition`] (for Greenplum, with the endpoint's retrieve token), so any
+//! request can be served by any server that shares the ticket key, and a
+//! restart loses nothing but tickets' validity if the key was random.
 //!
 //! A query is named either by a command (`FlightDescriptor::new_cmd(sql)`)
 //! or by a path of one element, a table name (`new_path(["criteo"])`), which
 //! reads the whole table.
 //!
-//! Every endpoint's `app_metadata` is `{"segment": i}`. `DoPut` writes
+//! Every endpoint's `app_metadata` is `{"segment": i}` (with
+//! `"shared_tables": true` where every segment sees the same tables). `DoPut` writes
 //! Arrow batches into a table on the segment its descriptor names — a path
 //! `["table"]` (append on segment 0) or a JSON command `{"table": "t",
 //! "segment": i, "create": true, "mode": "append" | "replace"}` — with
@@ -17,6 +18,7 @@
 //! `app_metadata` is `{"table": "t", "segment": i, "rows": n}` (see
 //! [`crate::put`]).
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +38,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{parse_basic, parse_bearer, Caller, TokenStore};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::source::{Partition, PartitionSpec, Source};
 use crate::ticket::TicketSigner;
 
@@ -53,6 +56,10 @@ pub struct HopperFlightService {
     /// Bearer tokens when callers authenticate (`--auth database`); `None`
     /// runs every call as the server's own connections.
     tokens: Option<Arc<TokenStore>>,
+    metrics: Metrics,
+    /// Segments whose endpoints are served by another flight-server, and
+    /// its location (`--segment-flight`).
+    segment_locations: BTreeMap<i32, String>,
 }
 
 impl HopperFlightService {
@@ -64,7 +71,22 @@ impl HopperFlightService {
             signer,
             location,
             tokens: None,
+            metrics: Metrics::new(),
+            segment_locations: BTreeMap::new(),
         }
+    }
+
+    /// Endpoints of the segments in `locations` point at the flight-server
+    /// given for each (one beside the segment) instead of this one.
+    pub fn with_segment_locations(mut self, locations: BTreeMap<i32, String>) -> Self {
+        self.segment_locations = locations;
+        self
+    }
+
+    /// The same service counting into `metrics` (shared with `/metrics`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same service requiring a Handshake and a Bearer token from
@@ -97,6 +119,7 @@ impl HopperFlightService {
     ) -> Result<FlightInfo, Status> {
         let expires_at = self.signer.expiry();
         let expiration = prost_types_timestamp(UNIX_EPOCH + Duration::from_secs(expires_at));
+        let shared_tables = self.source.shared_tables();
         let endpoints = partitions.iter().map(|p| {
             FlightEndpoint::new()
                 .with_ticket(Ticket::new(self.signer.sign_until(
@@ -104,10 +127,20 @@ impl HopperFlightService {
                     caller.user(),
                     expires_at,
                 )))
-                .with_location(self.location.clone())
+                .with_location(
+                    self.segment_locations
+                        .get(&p.segment)
+                        .unwrap_or(&self.location)
+                        .clone(),
+                )
                 .with_expiration_time(expiration)
-                // The segment, so that a client can DoPut results next to the rows.
-                .with_app_metadata(format!("{{\"segment\":{}}}", p.segment))
+                // The segment, so that a client can DoPut results next to the
+                // rows (or, with shared tables, into the one table).
+                .with_app_metadata(if shared_tables {
+                    format!("{{\"segment\":{},\"shared_tables\":true}}", p.segment)
+                } else {
+                    format!("{{\"segment\":{}}}", p.segment)
+                })
         });
         let info = FlightInfo::new()
             .try_with_schema(schema)
@@ -237,6 +270,7 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let started = std::time::Instant::now();
         let caller = self.caller(&request)?;
         let descriptor = request.into_inner();
         let sql = descriptor_sql(&descriptor)?;
@@ -247,6 +281,7 @@ impl FlightService for HopperFlightService {
             .map_err(Status::from)?;
         tracing::info!(partitions = plan.partitions.len(), %sql, "planned");
         let info = self.flight_info(&caller, descriptor, &plan.schema, &plan.partitions)?;
+        self.metrics.observe("GetFlightInfo", started);
         Ok(Response::new(info))
     }
 
@@ -304,12 +339,24 @@ impl FlightService for HopperFlightService {
         };
         tracing::debug!(segment = partition.segment, "streaming");
 
-        let batches = stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
+        // Rows are counted as batches leave the source, bytes as messages
+        // leave the encoder; the guard counts the stream open until the
+        // response stream is dropped (finished or cancelled).
+        let (metrics, segment) = (self.metrics.clone(), partition.segment);
+        let guard = self.metrics.stream();
+        let batches = stream
+            .inspect_ok(move |b| metrics.sent(segment, b.num_rows() as u64, 0))
+            .map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
+        let metrics = self.metrics.clone();
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(MAX_FLIGHT_DATA)
             .build(batches)
-            .map_err(Status::from);
+            .map_err(Status::from)
+            .inspect_ok(move |d| {
+                let _open = &guard;
+                metrics.sent(segment, 0, (d.data_header.len() + d.data_body.len()) as u64);
+            });
         Ok(Response::new(Box::pin(flight)))
     }
 

@@ -1,26 +1,33 @@
-//! Tickets: what a `DoGet` reads, signed so that a client can neither forge
-//! nor alter one.
+//! Tickets: what a `DoGet` reads, sealed so that a client can neither
+//! forge, alter nor read one.
 //!
-//! A ticket carries the whole [`Partition`] (the SQL and the segment), so
-//! any server that shares the key can serve it and the PostgreSQL and file
-//! sources keep no per-query state. It is bound to the user it was issued
-//! to and expires; the signature is an HMAC-SHA256 over everything else.
+//! A ticket carries the whole [`Partition`] — the SQL and the segment, or
+//! for Greenplum where and how to retrieve the endpoint, including the
+//! endpoint's retrieve token — so that any server that shares the key can
+//! serve it and the sources keep no per-query state a reader depends on.
+//! It is bound to the user it was issued to and expires. The body is
+//! encrypted and authenticated with ChaCha20-Poly1305 (RFC 8439) under a
+//! key derived from the servers' shared key: a client learns nothing from
+//! a ticket that it could misuse (a retrieve token, a host), and any change
+//! makes it unreadable.
 //!
-//! Wire form: `b"hop1" | u32 payload length (BE) | JSON payload | 32-byte MAC`.
+//! Wire form: `b"hop2" | 12-byte random nonce | sealed JSON body (+ 16-byte tag)`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::source::Partition;
 
-const MAGIC: &[u8; 4] = b"hop1";
-const MAC_LEN: usize = 32;
+const MAGIC: &[u8; 4] = b"hop2";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 
-/// The signed content of a ticket.
+/// The sealed content of a ticket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketBody {
     /// What to read.
@@ -31,10 +38,10 @@ pub struct TicketBody {
     pub expires_at: u64,
 }
 
-/// Signs and verifies tickets with one secret key.
+/// Seals and opens tickets with one secret key.
 #[derive(Clone)]
 pub struct TicketSigner {
-    key: Vec<u8>,
+    cipher: ChaCha20Poly1305,
     ttl: Duration,
 }
 
@@ -49,8 +56,14 @@ impl std::fmt::Debug for TicketSigner {
 impl TicketSigner {
     /// A signer with the given key; tickets live for `ttl`.
     pub fn new(key: impl Into<Vec<u8>>, ttl: Duration) -> Self {
+        // Any length of shared secret, one 256-bit cipher key (domain-separated
+        // from the Bearer tokens' HMAC key, which derives from the same secret).
+        let mut digest = Sha256::new();
+        digest.update(b"hopper ticket key v2\0");
+        digest.update(key.into());
+        let key: [u8; 32] = digest.finalize().into();
         Self {
-            key: key.into(),
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             ttl,
         }
     }
@@ -64,11 +77,6 @@ impl TicketSigner {
     /// How long issued tickets stay valid.
     pub fn ttl(&self) -> Duration {
         self.ttl
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length.
-        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length")
     }
 
     /// Issues a ticket for `partition`, valid for the signer's ttl.
@@ -99,43 +107,52 @@ impl TicketSigner {
         self.sign_body(&body)
     }
 
-    /// Signs an explicit body (tests use it to make expired tickets).
+    /// Seals an explicit body (tests use it to make expired tickets).
     pub fn sign_body(&self, body: &TicketBody) -> Vec<u8> {
         let payload = serde_json::to_vec(body).expect("ticket body serializes");
-        let mut out = Vec::with_capacity(8 + payload.len() + MAC_LEN);
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &payload,
+                    aad: MAGIC,
+                },
+            )
+            .expect("ChaCha20-Poly1305 seals any message of a ticket's size");
+        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(&payload);
-        let mut mac = self.mac();
-        mac.update(&out);
-        out.extend_from_slice(&mac.finalize().into_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
         out
     }
 
-    /// Checks a ticket's form, signature, expiry and user; returns its body.
+    /// Opens a ticket and checks its expiry and user; returns its body.
     pub fn verify(&self, ticket: &[u8], user: Option<&str>) -> Result<TicketBody> {
         const HINT: &str = "ask GetFlightInfo for a fresh ticket";
-        if ticket.len() < 8 + MAC_LEN || &ticket[..4] != MAGIC {
+        if ticket.len() < MAGIC.len() + NONCE_LEN + TAG_LEN || &ticket[..4] != MAGIC {
             return Err(Error::BadTicket(format!(
                 "not a hopper ticket ({} bytes); {HINT}",
                 ticket.len()
             )));
         }
-        let len = u32::from_be_bytes(ticket[4..8].try_into().expect("4 bytes")) as usize;
-        if ticket.len() != 8 + len + MAC_LEN {
-            return Err(Error::BadTicket(format!(
-                "truncated or padded ticket; {HINT}"
-            )));
-        }
-        let (signed, tag) = ticket.split_at(8 + len);
-        let mut mac = self.mac();
-        mac.update(signed);
-        mac.verify_slice(tag).map_err(|_| {
-            Error::BadTicket(format!(
-                "signature does not match (forged, altered, or issued by a server with another key); {HINT}"
-            ))
-        })?;
-        let body: TicketBody = serde_json::from_slice(&signed[8..])
+        let (nonce, sealed) = ticket[MAGIC.len()..].split_at(NONCE_LEN);
+        let payload = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: MAGIC,
+                },
+            )
+            .map_err(|_| {
+                Error::BadTicket(format!(
+                    "signature does not match (forged, altered, or issued by a server with another key); {HINT}"
+                ))
+            })?;
+        let body: TicketBody = serde_json::from_slice(&payload)
             .map_err(|e| Error::BadTicket(format!("unreadable payload: {e}; {HINT}")))?;
         if body.expires_at < now_secs() {
             return Err(Error::BadTicket(format!("ticket expired; {HINT}")));
@@ -168,6 +185,17 @@ mod tests {
                 sql: "SELECT 1".into(),
             },
         }
+    }
+
+    #[test]
+    fn a_ticket_reveals_nothing_of_what_it_carries() {
+        let s = TicketSigner::random(Duration::from_secs(60));
+        let t = s.sign(&partition(), Some("alice"));
+        let text = String::from_utf8_lossy(&t);
+        assert!(
+            !text.contains("SELECT") && !text.contains("alice"),
+            "{text}"
+        );
     }
 
     #[test]

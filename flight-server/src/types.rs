@@ -46,8 +46,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray}
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use tokio_postgres::types::Type;
 
+use crate::batch_limits::BatchLimits;
 use crate::error::{Error, Result};
-use crate::source::BatchLimits;
 
 /// Field metadata key of Arrow extension types.
 const EXTENSION_NAME: &str = "ARROW:extension:name";

@@ -7,8 +7,9 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::grid::RunConfig;
+use crate::run_dir::{results, RunOutcome};
 use crate::runner::progress::ProgressMode;
-use crate::runner::{results, train, RunOutcome, TrainOptions};
+use crate::runner::{train, TrainOptions};
 
 /// `mop train`: train a grid of models with model hopper parallelism.
 #[derive(Debug, Args)]
@@ -157,8 +158,8 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
     if args.exit_with_parent {
         exit_with_parent();
     }
-    crate::train::set_threads(args.threads);
-    let tls = flight_server::tls::ServerTls::from_flags(
+    crate::device::set_threads(args.threads);
+    let tls = flight_client::tls::ServerTls::from_flags(
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
         args.tls_client_ca.as_deref(),

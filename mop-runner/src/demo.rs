@@ -6,6 +6,11 @@
 //! 16-configuration grid with model hopper parallelism — one trainer per
 //! segment — then prints the leaderboard and where everything is.
 //!
+//! With `--greenplum URL` the table is generated into that Greenplum
+//! instead (distributed by `id` over its segments) and the flight-server
+//! reads it through parallel retrieve cursors, logging the demo in as the
+//! URL's user: the server itself is given no password.
+//!
 //! Ctrl-C stops everything it started; `--resume` continues the run from
 //! its checkpoint; `--keep` leaves the database and flight-server running.
 
@@ -14,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use clap::{Args, ValueEnum};
-use flight_server::cluster::{self, ClusterOptions, LocalCluster};
+use devcluster::{self as cluster, ClusterOptions, LocalCluster};
 
 use crate::commands::{interrupted, print_leaderboard};
 use crate::error::{Error, Result};
@@ -62,6 +67,21 @@ pub struct DemoArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value_t = ProgressMode::Bars)]
     pub progress: ProgressMode,
+    /// Use this Greenplum coordinator (a URL with a user allowed to create
+    /// tables, and its password) instead of starting PostgreSQL segments.
+    #[arg(long, value_name = "URL", conflicts_with = "segments")]
+    pub greenplum: Option<String>,
+}
+
+/// Where the demo's table lives.
+enum Database {
+    /// PostgreSQL segments the demo started (or found again).
+    Local {
+        cluster: LocalCluster,
+        base: PathBuf,
+    },
+    /// A Greenplum the user named.
+    Greenplum { url: String },
 }
 
 /// A child process killed when dropped.
@@ -105,29 +125,25 @@ fn cluster_dir(out: &Path) -> Result<PathBuf> {
     Ok(std::env::temp_dir().join(format!("hopper-demo-{:08x}", h as u32)))
 }
 
-fn grid_toml(args: &DemoArgs, flight: &str, database: &str) -> String {
-    let (table, grid) = match args.data {
+fn grid_toml(args: &DemoArgs, table: &str, flight: &str, database: &str) -> String {
+    let grid = match args.data {
         DemoData::Criteo => {
             let hidden = if args.full {
                 "[1000, 500]"
             } else {
                 "[128, 64]"
             };
-            (
-                "criteo",
-                format!(
-                    "arch = [{{ kind = \"mlp\", hidden = {hidden} }}]\n\
-                     lr = [1e-3, 1e-4]\nl2 = [1e-4, 1e-5]\nbatch_size = [32, 64, 256, 512]\n\
-                     input = {{ kind = \"criteo\", sparse = true }}\nclasses = 2\n"
-                ),
+            format!(
+                "arch = [{{ kind = \"mlp\", hidden = {hidden} }}]\n\
+                 lr = [1e-3, 1e-4]\nl2 = [1e-4, 1e-5]\nbatch_size = [32, 64, 256, 512]\n\
+                 input = {{ kind = \"criteo\", sparse = true }}\nclasses = 2\n"
             )
         }
-        DemoData::Images => (
-            "images",
+        DemoData::Images => {
             "arch = [{ kind = \"cnn\" }]\nlr = [1e-3, 3e-4]\nl2 = [1e-4]\nbatch_size = [32, 128]\n\
              input = { kind = \"image\", channels = 3, height = 32, width = 32 }\nclasses = 10\n"
-                .to_string(),
-        ),
+                .to_string()
+        }
     };
     format!(
         "# Written by `mop demo`; `mop train --config {cfg}` runs it again.\n\
@@ -142,6 +158,37 @@ fn grid_toml(args: &DemoArgs, flight: &str, database: &str) -> String {
     )
 }
 
+/// `url` with its password replaced, for messages.
+fn redact(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => format!(
+            "{}@{}",
+            c.get_user().unwrap_or("?"),
+            without_login(url).unwrap_or_default()
+        ),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// `url`'s host, port and database, without user or password: what a
+/// flight-server whose callers log in as themselves is given.
+fn without_login(url: &str) -> Result<String> {
+    let c: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Config(format!("--greenplum: {e}")))?;
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => {
+            return Err(Error::Config(
+                "--greenplum needs a TCP host (host:port), not a socket".into(),
+            ))
+        }
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let db = c.get_dbname().or(c.get_user()).unwrap_or("postgres");
+    Ok(format!("postgres://{host}:{port}/{db}"))
+}
+
 /// Runs the demo.
 pub fn run_demo(args: DemoArgs) -> Result<()> {
     if args.segments == 0 || args.rows == 0 {
@@ -150,6 +197,25 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
         ));
     }
     std::fs::create_dir_all(&args.dir)?;
+    if let Some(url) = &args.greenplum {
+        // The runner and the trainers it spawns log in to the flight-server
+        // as the URL's user (set before any thread starts).
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Config(format!("--greenplum {}: {e}", redact(url))))?;
+        let (Some(user), Some(password)) = (config.get_user(), config.get_password()) else {
+            return Err(Error::Config(
+                "--greenplum needs a URL with a user and its password, e.g. \
+                 postgres://gpadmin:PASSWORD@mdw:5432/postgres"
+                    .into(),
+            ));
+        };
+        std::env::set_var(flight_client::connect::USER_ENV, user);
+        std::env::set_var(
+            flight_client::connect::PASSWORD_ENV,
+            String::from_utf8_lossy(password).as_ref(),
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -162,43 +228,82 @@ async fn demo(args: DemoArgs) -> Result<()> {
             eprintln!("{s}");
         }
     };
-    let base = cluster_dir(&args.dir)?;
-    let fs = |e: flight_server::Error| Error::Config(e.to_string());
-    let cluster = if base.join(cluster::MANIFEST_FILE).exists() {
-        say(format!("reusing the segments in {}", base.display()));
-        LocalCluster::attach(&base).await.map_err(fs)?
-    } else {
-        say(format!(
-            "starting {} PostgreSQL segments in {}",
-            args.segments,
-            base.display()
-        ));
-        LocalCluster::start(
-            args.segments,
-            ClusterOptions::default().with_base_dir(&base),
-        )
-        .await
-        .map_err(fs)?
+    let fs = |e: devcluster::Error| Error::Config(e.to_string());
+    // In a Greenplum of the user's, a name of the demo's own: it is
+    // dropped and generated again.
+    let table = match (args.data, &args.greenplum) {
+        (DemoData::Criteo, Some(_)) => "hopper_demo_criteo",
+        (DemoData::Criteo, None) => "criteo",
+        (DemoData::Images, _) => "images",
     };
-    let (table, exists_sql) = match args.data {
-        DemoData::Criteo => ("criteo", "SELECT to_regclass('criteo') IS NOT NULL"),
-        DemoData::Images => ("images", "SELECT to_regclass('images') IS NOT NULL"),
+    let exists_sql = format!("SELECT to_regclass('{table}') IS NOT NULL");
+    let db = match &args.greenplum {
+        Some(url) => {
+            if args.data != DemoData::Criteo {
+                return Err(Error::Config(
+                    "--greenplum runs the demo on the criteo data (leave out --data)".into(),
+                ));
+            }
+            Database::Greenplum { url: url.clone() }
+        }
+        None => {
+            let base = cluster_dir(&args.dir)?;
+            let cluster = if base.join(cluster::MANIFEST_FILE).exists() {
+                say(format!("reusing the segments in {}", base.display()));
+                LocalCluster::attach(&base).await.map_err(fs)?
+            } else {
+                say(format!(
+                    "starting {} PostgreSQL segments in {}",
+                    args.segments,
+                    base.display()
+                ));
+                LocalCluster::start(
+                    args.segments,
+                    ClusterOptions::default().with_base_dir(&base),
+                )
+                .await
+                .map_err(fs)?
+            };
+            Database::Local { cluster, base }
+        }
     };
-    let client = cluster.client(0).await.map_err(fs)?;
+    let client = match &db {
+        Database::Local { cluster, .. } => cluster.client(0).await.map_err(fs)?,
+        Database::Greenplum { url } => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!("connecting to --greenplum {}: {e}", redact(url)))
+                })?;
+            tokio::spawn(conn);
+            client
+        }
+    };
     let exists: bool = client
-        .query_one(exists_sql, &[])
+        .query_one(&exists_sql, &[])
         .await
         .map(|r| r.get(0))
         .unwrap_or(false);
     if !exists || !args.resume {
-        say(format!(
-            "generating {} {table} rows over {} segments",
-            args.rows,
-            cluster.len()
-        ));
-        let stats = match args.data {
-            DemoData::Criteo => cluster::load_criteo(&cluster, table, args.rows, 7).await,
-            DemoData::Images => cluster::load_images(&cluster, table, args.rows, 7).await,
+        let stats = match &db {
+            Database::Local { cluster, .. } => {
+                say(format!(
+                    "generating {} {table} rows over {} segments",
+                    args.rows,
+                    cluster.len()
+                ));
+                match args.data {
+                    DemoData::Criteo => cluster::load_criteo(cluster, table, args.rows, 7).await,
+                    DemoData::Images => cluster::load_images(cluster, table, args.rows, 7).await,
+                }
+            }
+            Database::Greenplum { .. } => {
+                say(format!(
+                    "generating {} {table} rows into Greenplum (distributed by id)",
+                    args.rows
+                ));
+                cluster::load_criteo_into(&client, table, args.rows, 7).await
+            }
         }
         .map_err(fs)?;
         say(format!(
@@ -209,16 +314,30 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ));
     }
 
-    // One flight-server over every segment.
     let mut cmd = Command::new(sibling_binary("flight-server")?);
     cmd.args(["--bind", "127.0.0.1:0"]);
     if std::env::var_os("RUST_LOG").is_none() {
         // Its per-query log lines would interleave with the progress bars.
         cmd.env("RUST_LOG", "flight_server=warn");
     }
-    for url in cluster.segment_urls() {
-        cmd.args(["--segment", &url]);
-    }
+    let auth_note = match &db {
+        // The demo's segments trust local connections and the server
+        // listens on loopback only, so it runs without logins — asked for
+        // explicitly, as authentication is on unless turned off.
+        Database::Local { cluster, .. } => {
+            cmd.args(["--auth", "none"]);
+            for url in cluster.segment_urls() {
+                cmd.args(["--segment", &url]);
+            }
+            "--auth none: loopback only, no logins; real deployments log callers in"
+        }
+        // The server gets host, port and database only; the demo's runner
+        // and trainers log in as the URL's user (set in run_demo).
+        Database::Greenplum { url } => {
+            cmd.args(["--auth", "database", "--greenplum", &without_login(url)?]);
+            "--auth database: the demo logs in as the URL's user; the server holds no password"
+        }
+    };
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -235,17 +354,20 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .strip_prefix("flight-server listening on ")
         .ok_or_else(|| Error::Config(format!("flight-server did not start: {line:?}")))?
         .to_string();
-    say(format!("flight-server at {flight}"));
+    say(format!("flight-server at {flight} ({auth_note})"));
 
-    let toml = grid_toml(&args, &flight, &cluster.url(0));
+    let database = match &db {
+        Database::Local { cluster, .. } => cluster.url(0),
+        Database::Greenplum { url } => url.clone(),
+    };
+    let toml = grid_toml(&args, table, &flight, &database);
     let grid_path = args.dir.join("grid.toml");
     std::fs::write(&grid_path, &toml)?;
     let config = RunConfig::parse(&toml)?;
     let n = config.grid.expand()?.len();
     say(format!(
-        "training {n} models × {} epochs with model hopper parallelism on {} trainers",
-        args.epochs,
-        cluster.len()
+        "training {n} models × {} epochs with model hopper parallelism, one trainer per segment",
+        args.epochs
     ));
     let result = train(
         config.clone(),
@@ -273,23 +395,34 @@ async fn demo(args: DemoArgs) -> Result<()> {
             return Err(e);
         }
     }
-    if args.keep {
-        let kept = cluster.keep();
-        println!();
-        let pid = server.0.as_ref().map(Child::id).unwrap_or_default();
-        println!("kept running (stop them with `kill {pid}` and `pg_ctl stop -D <segments>/seg<i>/data`):");
-        println!("  flight:  {flight}");
-        println!("  server:  pid {pid}");
-        println!("  segments: {}", kept.base_dir().display());
-        for (i, url) in kept.segment_urls().iter().enumerate() {
-            println!("  psql:    psql '{url}'   # segment {i}");
+    let pid = server.0.as_ref().map(Child::id).unwrap_or_default();
+    match (db, args.keep) {
+        (Database::Local { cluster, .. }, true) => {
+            let kept = cluster.keep();
+            println!();
+            println!("kept running (stop them with `kill {pid}` and `pg_ctl stop -D <segments>/seg<i>/data`):");
+            println!("  flight:  {flight}");
+            println!("  server:  pid {pid}");
+            println!("  segments: {}", kept.base_dir().display());
+            for (i, url) in kept.segment_urls().iter().enumerate() {
+                println!("  psql:    psql '{url}'   # segment {i}");
+            }
+            std::mem::forget(server);
         }
-        std::mem::forget(server);
-    } else {
-        drop(server);
-        drop(cluster);
-        std::fs::remove_dir_all(&base).ok();
-        println!("(the segments are stopped; run with --keep to query the result tables with psql afterwards)");
+        (Database::Greenplum { url }, true) => {
+            println!();
+            println!("kept running (stop it with `kill {pid}`):");
+            println!("  flight:  {flight}  (log in as the --greenplum URL's user)");
+            println!("  tables:  {table}, {table}_models* in {}", redact(&url));
+            std::mem::forget(server);
+        }
+        (Database::Local { cluster, base }, false) => {
+            drop(server);
+            drop(cluster);
+            std::fs::remove_dir_all(&base).ok();
+            println!("(the segments are stopped; run with --keep to query the result tables with psql afterwards)");
+        }
+        (Database::Greenplum { .. }, false) => drop(server),
     }
     Ok(())
 }

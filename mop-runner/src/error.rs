@@ -64,5 +64,17 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl From<flight_client::Error> for Error {
+    fn from(e: flight_client::Error) -> Self {
+        use flight_client::Error as F;
+        match e {
+            F::Config(m) => Error::Config(m),
+            F::Flight(m) | F::BadPut(m) => Error::Flight(m),
+            F::Unavailable(m) => Error::Unavailable(m),
+            F::TicketRefused(m) => Error::TicketRefused(m),
+        }
+    }
+}
+
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,8 +5,8 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod data;
 pub mod demo;
+pub mod device;
 pub mod error;
 pub mod featurize;
 pub mod grid;
@@ -14,6 +14,7 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod report;
+pub mod run_dir;
 pub mod runner;
 pub mod schedule;
 pub mod simulate;

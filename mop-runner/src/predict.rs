@@ -24,20 +24,21 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::FlightDescriptor;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::{ArgGroup, Args};
-use flight_server::put::{PutCommand, PutMode, PutOutcome};
+use flight_client::put::{PutCommand, PutMode, PutOutcome};
 use futures::TryStreamExt;
 use tch::Kind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::ModelConfig;
-use crate::data::{self, FlightSlice};
 use crate::error::{Error, Result};
 use crate::featurize::{Featurizer, DEFAULT_LABEL_COLUMN};
 use crate::model::Model;
+use flight_client::plan::plan_query;
+use flight_client::read::spawn_reader;
+use flight_client::FlightSlice;
 
 /// Rows per forward pass (bounds the memory of dense or image inputs).
 const FORWARD_ROWS: usize = 1024;
@@ -155,53 +156,9 @@ fn split_locations(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// One endpoint: where to read it and which segment it came from.
-struct Endpoint {
-    slice: FlightSlice,
-    segment: i32,
-}
-
-/// Plans `sql` on `location`: its schema and endpoints with their segments
-/// (from the endpoint's app metadata; the endpoint's index without it).
-async fn plan(location: &str, sql: &str) -> Result<(SchemaRef, Vec<Endpoint>)> {
-    let mut client = data::client(location).await?;
-    let info = client
-        .get_flight_info(FlightDescriptor::new_cmd(sql.to_owned()))
-        .await
-        .map_err(|e| Error::Flight(format!("planning {sql:?} at {location}: {e}")))?;
-    let schema = Arc::new(
-        info.clone()
-            .try_decode_schema()
-            .map_err(|e| Error::Flight(format!("decoding the schema from {location}: {e}")))?,
-    );
-    let endpoints = info
-        .endpoint
-        .into_iter()
-        .enumerate()
-        .map(|(i, ep)| {
-            let segment = serde_json::from_slice::<serde_json::Value>(&ep.app_metadata)
-                .ok()
-                .and_then(|v| v["segment"].as_i64())
-                .unwrap_or(i as i64) as i32;
-            Endpoint {
-                slice: FlightSlice {
-                    location: ep
-                        .location
-                        .first()
-                        .map(|l| l.uri.clone())
-                        .unwrap_or_else(|| location.to_owned()),
-                    ticket: ep.ticket.map(|t| t.ticket.to_vec()).unwrap_or_default(),
-                },
-                segment,
-            }
-        })
-        .collect();
-    Ok((schema, endpoints))
-}
-
 /// Runs `mop predict`.
 pub fn run_predict(args: PredictArgs) -> Result<()> {
-    crate::train::set_threads(args.threads);
+    crate::device::set_threads(args.threads);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -254,7 +211,8 @@ pub async fn predict(args: &PredictArgs) -> Result<(usize, Vec<SegmentScore>)> {
 
     let mut scores = Vec::new();
     for location in &locations {
-        let (schema, endpoints) = plan(location, &sql).await?;
+        let planned = plan_query(location, &sql).await?;
+        let schema = planned.schema;
         let key = schema.field_with_name(&args.key).map_err(|_| {
             Error::Data(format!(
                 "the input has no key column {:?} (columns: {:?}); pass --key",
@@ -267,13 +225,16 @@ pub async fn predict(args: &PredictArgs) -> Result<(usize, Vec<SegmentScore>)> {
             Field::new("predicted", DataType::Int32, false),
             Field::new("probability", DataType::Float64, false),
         ]));
-        // One upload per segment, however many endpoints it was split into.
+        // One upload per segment, however many endpoints it was split into;
+        // where every segment sees the same tables (Greenplum), one upload
+        // of every segment's predictions into the one table.
         let mut groups: BTreeMap<(String, i32), Vec<FlightSlice>> = BTreeMap::new();
-        for ep in endpoints {
+        for (slice, segment) in planned.slices.into_iter().zip(planned.segments) {
+            let segment = if planned.shared_tables { 0 } else { segment };
             groups
-                .entry((ep.slice.location.clone(), ep.segment))
+                .entry((slice.location.clone(), segment))
                 .or_default()
-                .push(ep.slice);
+                .push(slice);
         }
         for ((put_location, segment), slices) in groups {
             let command = PutCommand::new(args.into.clone(), segment)
@@ -325,10 +286,10 @@ async fn score_segment(
     command: PutCommand,
     out_schema: SchemaRef,
 ) -> Result<(Model, u64)> {
-    let input = data::spawn_reader(&tokio::runtime::Handle::current(), slices);
+    let input = spawn_reader(&tokio::runtime::Handle::current(), slices);
     let (tx, rx) = mpsc::channel(OUTPUT_DEPTH);
     // Logged in like every other client of mop (HOPPER_FLIGHT_USER).
-    let mut client = data::client(location).await?;
+    let mut client = flight_client::connect::client(location).await?;
     let upload = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(command.descriptor()))
         .with_schema(out_schema.clone())

@@ -16,8 +16,8 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::grid::RunConfig;
 use crate::report::{self, optimizer_name, short_number, RunResults};
-use crate::runner::checkpoint::{Checkpoint, CheckpointDir};
-use crate::runner::results::arch_name;
+use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir};
+use crate::run_dir::results::arch_name;
 
 /// `mop status` options.
 #[derive(Debug, clap::Args)]
@@ -335,7 +335,7 @@ pub fn models_from_files(dir: &Path) -> Result<Vec<ModelRow>> {
 /// The models in a run's result table `table` (written by `mop train` with
 /// output.table).
 pub async fn models_from_table(database: &str, table: &str) -> Result<Vec<ModelRow>> {
-    crate::runner::results::check_ident(table)?;
+    crate::run_dir::results::check_ident(table)?;
     let (client, conn) = tokio_postgres::connect(database, NoTls)
         .await
         .map_err(|e| Error::Database(format!("cannot connect to {database}: {e}")))?;

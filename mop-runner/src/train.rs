@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Kind, Reduction, Tensor};
 
 use crate::error::Result;
 use crate::featurize::Featurized;
@@ -24,19 +24,6 @@ use crate::optim::Optimizer;
 /// Rows per forward pass in [`evaluate`], bounding memory for dense one-hot
 /// input (1024 × 7306 floats ≈ 30 MB).
 const EVAL_CHUNK: usize = 1024;
-
-/// The device models are built on: the first CUDA GPU if there is one, else
-/// the CPU.
-pub fn default_device() -> Device {
-    Device::cuda_if_available()
-}
-
-/// Sets libtorch's intra-op thread count for this process. Pin it per
-/// trainer: two trainers on two cores each asking for two threads run far
-/// slower than each taking one.
-pub fn set_threads(n: usize) {
-    tch::set_num_threads(n.max(1) as i32);
-}
 
 /// What one training unit did.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -164,10 +164,16 @@ impl FlightServer {
     }
 
     /// Spawns the server on `bind`; returns it and its first stdout line.
+    /// Authentication is on by default; a test that does not name `--auth`
+    /// asks for `--auth none` (its servers bind loopback only).
     fn spawn(bind: &str, args: &[&str]) -> Result<(ChildGuard, String)> {
         let bin = binary("flight-server")?;
-        let mut child = Command::new(&bin)
-            .args(["--bind", bind])
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--bind", bind]);
+        if !args.contains(&"--auth") {
+            cmd.args(["--auth", "none"]);
+        }
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -234,14 +240,14 @@ pub fn python_json(
 }
 
 /// Starts a local cluster of `n` PostgreSQL segments for a test.
-pub async fn cluster(n: usize) -> Result<flight_server::cluster::LocalCluster> {
-    flight_server::cluster::LocalCluster::start(n, Default::default())
+pub async fn cluster(n: usize) -> Result<devcluster::LocalCluster> {
+    devcluster::LocalCluster::start(n, Default::default())
         .await
         .context("starting local PostgreSQL segments")
 }
 
 /// `--segment URL` arguments for every segment of `cluster`.
-pub fn segment_args(cluster: &flight_server::cluster::LocalCluster) -> Vec<String> {
+pub fn segment_args(cluster: &devcluster::LocalCluster) -> Vec<String> {
     cluster
         .segment_urls()
         .into_iter()

@@ -18,7 +18,7 @@ const ROWS_PER_SEGMENT: i64 = 25;
 
 /// Two segments, each with `secret` (readable by `reader` only) and the
 /// roles `reader` and `outsider`, both logging in with a password.
-async fn segments() -> flight_server::cluster::LocalCluster {
+async fn segments() -> devcluster::LocalCluster {
     let c = cluster(2).await.unwrap();
     for i in 0..c.len() {
         let db = c.client(i).await.unwrap();
@@ -37,7 +37,7 @@ async fn segments() -> flight_server::cluster::LocalCluster {
     c
 }
 
-fn server(c: &flight_server::cluster::LocalCluster, extra: &[&str]) -> FlightServer {
+fn server(c: &devcluster::LocalCluster, extra: &[&str]) -> FlightServer {
     let mut args = segment_args(c);
     args.extend(["--auth", "database"].map(String::from));
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -318,11 +318,7 @@ fn make_certs(dir: &std::path::Path) -> Certs {
 /// A TLS channel to `url` (`grpc+tls://…`) trusting `ca` (none: no root at
 /// all), presenting `identity` if given.
 /// A flight-server with `--auth database` serving TLS with `certs`.
-fn tls_server(
-    c: &flight_server::cluster::LocalCluster,
-    certs: &Certs,
-    extra: &[&str],
-) -> FlightServer {
+fn tls_server(c: &devcluster::LocalCluster, certs: &Certs, extra: &[&str]) -> FlightServer {
     let mut args = vec![
         "--tls-cert",
         certs.server_cert.to_str().unwrap(),
@@ -436,7 +432,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
 #[tokio::test]
 async fn mop_train_logs_in_and_trains_over_tls_as_the_granted_user() {
     let c = segments().await;
-    flight_server::cluster::load_criteo(&c, "criteo", 1200, 3)
+    devcluster::load_criteo(&c, "criteo", 1200, 3)
         .await
         .unwrap();
     for i in 0..c.len() {

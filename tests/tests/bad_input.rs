@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
-use flight_server::cluster::{load_criteo, LocalCluster};
+use devcluster::{load_criteo, LocalCluster};
 use flight_server::source::{Partition, PartitionSpec};
 use flight_server::ticket::{TicketBody, TicketSigner};
 use futures::TryStreamExt;

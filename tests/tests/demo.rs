@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flight_server::cluster::LocalCluster;
+use devcluster::LocalCluster;
 use hopper_tests::run::{is_gone, results};
 use hopper_tests::{binary, ChildGuard};
 use serde_json::Value;
@@ -252,11 +252,7 @@ impl Kept {
                 .arg(self.server_pid.to_string())
                 .status();
         }
-        if self
-            .segments
-            .join(flight_server::cluster::MANIFEST_FILE)
-            .exists()
-        {
+        if self.segments.join(devcluster::MANIFEST_FILE).exists() {
             // Attaching adopts the running segments; dropping stops them.
             let dir = self.segments.clone();
             std::thread::spawn(move || {
@@ -287,22 +283,6 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Whether the report engineer's `report.html` is part of the demo (it
-/// lands in the same tree; until then the check is skipped).
-fn demo_writes_a_report() -> bool {
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../mop-runner/src");
-    [
-        "demo.rs",
-        "runner/mod.rs",
-        "runner/results.rs",
-        "commands.rs",
-    ]
-    .iter()
-    .any(|f| {
-        std::fs::read_to_string(Path::new(demo).join(f)).is_ok_and(|s| s.contains("report.html"))
-    })
-}
-
 fn assert_all_models_trained(out: &Path, epochs: usize) {
     let r = results(out);
     let models = r["models"].as_array().unwrap();
@@ -321,12 +301,14 @@ fn assert_all_models_trained(out: &Path, epochs: usize) {
         let file = m["model_file"].as_str().unwrap();
         assert!(out.join(file).is_file(), "{file} exists");
     }
-    if demo_writes_a_report() {
-        assert!(
-            out.join("report.html").is_file(),
-            "the demo writes report.html"
-        );
-    }
+    let report = std::fs::read_to_string(out.join("report.html"))
+        .expect("the demo writes report.html into its run directory");
+    assert!(
+        report.contains("Leaderboard")
+            && report.contains("<svg")
+            && report.contains("models/model-0.safetensors"),
+        "report.html has the leaderboard, its charts and links to the model files"
+    );
 }
 
 /// `mop predict` against a kept demo.

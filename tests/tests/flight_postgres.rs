@@ -158,7 +158,7 @@ fn arrow_rows(batches: &[RecordBatch]) -> Rows {
     out
 }
 
-async fn postgres_rows(cluster: &flight_server::cluster::LocalCluster) -> Rows {
+async fn postgres_rows(cluster: &devcluster::LocalCluster) -> Rows {
     let mut out = Rows::new();
     for i in 0..cluster.len() {
         let client = cluster.client(i).await.unwrap();
@@ -171,7 +171,7 @@ async fn postgres_rows(cluster: &flight_server::cluster::LocalCluster) -> Rows {
     out
 }
 
-async fn setup(segments: usize) -> (flight_server::cluster::LocalCluster, FlightServer) {
+async fn setup(segments: usize) -> (devcluster::LocalCluster, FlightServer) {
     let cluster = cluster(segments).await.unwrap();
     for i in 0..segments {
         cluster

@@ -74,7 +74,7 @@ fn code(e: FlightError) -> (Code, String) {
     }
 }
 
-async fn count(cluster: &flight_server::cluster::LocalCluster, seg: usize, table: &str) -> i64 {
+async fn count(cluster: &devcluster::LocalCluster, seg: usize, table: &str) -> i64 {
     cluster
         .client(seg)
         .await

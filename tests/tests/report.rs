@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use hopper_tests::{binary, cluster};
 use mop_runner::grid::RunConfig;
-use mop_runner::runner::checkpoint::{EpochMetrics, UnitRecord};
-use mop_runner::runner::results::{self, ModelResult};
-use mop_runner::runner::RunOutcome;
+use mop_runner::run_dir::checkpoint::{EpochMetrics, UnitRecord};
+use mop_runner::run_dir::results::{self, ModelResult};
+use mop_runner::run_dir::RunOutcome;
 
 fn mop(args: &[&str]) -> Output {
     Command::new(binary("mop").unwrap())

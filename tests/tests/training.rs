@@ -8,17 +8,20 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flight_server::cluster::{load_criteo, LocalCluster};
+use devcluster::{load_criteo, LocalCluster};
+use flight_client::plan::plan;
+use flight_client::read::spawn_reader;
+use flight_client::FlightSlice;
 use hopper_tests::run::{
     assert_same_models, count, is_event, is_gone, mop_train, results, spawn_mop_train, wait_for,
 };
 use hopper_tests::{cluster, segment_args, FlightServer};
-use mop_runner::data::{plan, spawn_reader, FlightSlice};
+use mop_runner::device::set_threads;
 use mop_runner::featurize::Featurizer;
 use mop_runner::grid::RunConfig;
 use mop_runner::model::Model;
 use mop_runner::schedule::visit_order;
-use mop_runner::train::{set_threads, train_partition};
+use mop_runner::train::train_partition;
 use serde_json::Value;
 
 /// A cluster with a Criteo-like table and a flight-server over it.
@@ -330,7 +333,7 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
             .filter(|(i, _)| i % w == p)
             .map(|(_, s)| s.clone())
             .collect();
-        let mut rx = spawn_reader(&tokio::runtime::Handle::current(), mine);
+        let mut rx = spawn_reader::<flight_client::Error>(&tokio::runtime::Handle::current(), mine);
         while let Some(batch) = rx.recv().await {
             part.push(batch.unwrap());
         }

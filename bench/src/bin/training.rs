@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use mop_runner::config::{ModelConfig, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
+use mop_runner::device::set_threads;
 use mop_runner::featurize::{categorical_slot, numeric_bucket, Featurized};
 use mop_runner::model::Model;
 use mop_runner::schedule::{Policy, Scheduler};
 use mop_runner::simulate::{simulate, SimOptions, UnitTimes};
-use mop_runner::train::{set_threads, train_partition, UnitMetrics};
+use mop_runner::train::{train_partition, UnitMetrics};
 use tch::{Device, Kind, Tensor};
 
 /// Numeric columns of a Criteo row.

@@ -49,6 +49,11 @@ impl ConnectionLimit {
         self.max - self.permits.available_permits()
     }
 
+    /// A permit if one is free now, without waiting.
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     /// Waits (first come, first served) for a connection slot on `segment`.
     pub async fn acquire(&self, segment: &str) -> Result<OwnedSemaphorePermit> {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {

@@ -19,38 +19,20 @@ use arrow_schema::SchemaRef;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use flight_client::put::PutCommand;
+
 use crate::auth::Caller;
+pub use crate::batch_limits::BatchLimits;
 use crate::error::Result;
-use crate::put::PutCommand;
 
 pub mod files;
 pub mod greenplum;
 pub mod limit;
 pub mod postgres;
+pub mod upload;
 
 /// A stream of record batches, the unit that flows through the server.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
-
-/// How big one record batch may grow before it is sent.
-///
-/// Whichever limit is hit first closes the batch. Small batches keep
-/// latency and memory low; large ones amortize per-batch overhead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchLimits {
-    /// Maximum rows per batch.
-    pub rows: usize,
-    /// Approximate maximum bytes of column data per batch.
-    pub bytes: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self {
-            rows: 16 * 1024,
-            bytes: 8 * 1024 * 1024,
-        }
-    }
-}
 
 /// How many finished batches a producer may run ahead of its client.
 pub const CHANNEL_DEPTH: usize = 2;
@@ -75,10 +57,12 @@ pub enum PartitionSpec {
         /// The statement to run on the segment.
         sql: String,
     },
-    /// One endpoint of a Greenplum parallel retrieve cursor held by the server.
+    /// One endpoint of a Greenplum parallel retrieve cursor.
     Greenplum {
-        /// Server-side id of the cursor's coordinator session.
+        /// `<cursor id>/<gp_segment_id>`: the planning server's name for it.
         cursor: String,
+        /// Where and how any server with the key retrieves it.
+        retrieve: greenplum::Retrieve,
     },
     /// One output partition of a DataFusion plan over files.
     Files {
@@ -140,6 +124,25 @@ pub trait Source: Send + Sync + 'static {
         ))
     }
 
+    /// Greenplum cursors this server declared and holds open (metrics).
+    fn cursors_held(&self) -> usize {
+        0
+    }
+
+    /// Database connections held now, per segment (the Greenplum
+    /// coordinator as segment -1), for metrics.
+    fn connections_in_use(&self) -> Vec<(i32, usize)> {
+        Vec::new()
+    }
+
+    /// Whether every segment sees the same tables (one database: Greenplum),
+    /// so that a `DoPut` writes one table whatever segment it names, rather
+    /// than one table per segment (PostgreSQL segments). Endpoints say so in
+    /// their `app_metadata` (`"shared_tables": true`).
+    fn shared_tables(&self) -> bool {
+        false
+    }
+
     /// Writes `batches` of `schema` into the table `command` names, on its
     /// segment, all or nothing (`DoPut`); returns the rows written.
     async fn put(
@@ -156,4 +159,22 @@ pub trait Source: Send + Sync + 'static {
             command.table
         )))
     }
+}
+
+/// Checks that every TCP host of `config` resolves here: a name that does
+/// not is a configuration error naming `what` (the flag that gave it), not
+/// an outage.
+pub async fn resolve_hosts(config: &tokio_postgres::Config, what: &str) -> Result<()> {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let Host::Tcp(name) = host else { continue };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        if let Err(e) = tokio::net::lookup_host((name.as_str(), port)).await {
+            return Err(crate::Error::Config(format!(
+                "{what}: host {name:?} does not resolve here ({e}); fix the host in the URL"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -73,7 +73,7 @@ impl Segment {
     /// the password and its GRANTs decide what the session may read), else
     /// with the segment's configured connection string.
     async fn connect(&self, caller: &Caller) -> Result<Client> {
-        let config = match caller.credentials() {
+        let config = match caller.login_here()? {
             Some(login) => {
                 let mut config = self.config.clone();
                 config.user(&login.user).password(login.password.as_bytes());
@@ -89,6 +89,7 @@ impl Segment {
             match std::error::Error::source(&e) {
                 // I/O failures: say why ("Connection refused"), which the
                 // error's own message leaves out.
+                _ if Error::configuration(&context, &e).is_some() => Error::from_pg(&context, e),
                 Some(cause) if e.as_db_error().is_none() => Error::Unavailable(format!(
                     "segment {} at {} is unreachable: {e}: {cause}; \
                      the request can be retried once the segment is back",
@@ -134,9 +135,39 @@ impl std::fmt::Debug for PostgresSource {
 impl PostgresSource {
     /// A source over `segments` (libpq `key=value` strings or
     /// `postgresql://` URLs), splitting each table scan into up to `split`
-    /// ctid ranges per segment. Fails with [`Error::Unavailable`] naming the
-    /// first segment that cannot be reached.
+    /// ctid ranges per segment, whose callers run as the URLs' own user
+    /// (`--auth none`). Logs in to every segment with the URL: fails with
+    /// [`Error::Unavailable`] naming the first segment that cannot be
+    /// reached, or [`Error::Config`] when a URL cannot log in (no password).
     pub async fn new(segments: Vec<String>, split: usize, limits: BatchLimits) -> Result<Self> {
+        let source = Self::for_callers(segments, split, limits).await?;
+        try_join_all(source.segments.iter().enumerate().map(|(i, s)| async move {
+            s.connect(&Caller::server()).await.map(drop).map_err(|e| {
+                // The message already names the segment's address.
+                let why = match e {
+                    Error::Config(m) => return Error::Config(m),
+                    Error::Unavailable(m) if m.starts_with("segment ") => {
+                        return Error::Unavailable(m)
+                    }
+                    Error::Unavailable(m) | Error::Unauthenticated(m) => m,
+                    other => other.to_string(),
+                };
+                Error::Unavailable(format!("segment {i} is unreachable: {why}"))
+            })
+        }))
+        .await?;
+        Ok(source)
+    }
+
+    /// A source whose callers log in as themselves (`--auth database`):
+    /// the URLs name host, port and database and need no password, and
+    /// the server never connects but as a caller. Checks only what it can
+    /// without a login: that every URL parses and its host resolves.
+    pub async fn for_callers(
+        segments: Vec<String>,
+        split: usize,
+        limits: BatchLimits,
+    ) -> Result<Self> {
         if segments.is_empty() {
             return Err(Error::Config("no PostgreSQL segment given".into()));
         }
@@ -163,20 +194,9 @@ impl PostgresSource {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        try_join_all(segments.iter().enumerate().map(|(i, s)| async move {
-            s.connect(&Caller::server()).await.map(drop).map_err(|e| {
-                // The message already names the segment's address.
-                let why = match e {
-                    Error::Unavailable(m) if m.starts_with("segment ") => {
-                        return Error::Unavailable(m)
-                    }
-                    Error::Unavailable(m) | Error::Unauthenticated(m) => m,
-                    other => other.to_string(),
-                };
-                Error::Unavailable(format!("segment {i} is unreachable: {why}"))
-            })
-        }))
-        .await?;
+        for s in &segments {
+            crate::source::resolve_hosts(&s.config, &format!("--segment {}", s.display)).await?;
+        }
         Ok(Self {
             segments,
             split: split.max(1),
@@ -709,10 +729,17 @@ impl Source for PostgresSource {
             .collect())
     }
 
+    fn connections_in_use(&self) -> Vec<(i32, usize)> {
+        self.segments
+            .iter()
+            .map(|s| (s.index as i32, s.limit.in_use()))
+            .collect()
+    }
+
     async fn put(
         &self,
         caller: &Caller,
-        command: &crate::put::PutCommand,
+        command: &flight_client::put::PutCommand,
         schema: SchemaRef,
         batches: BatchStream,
     ) -> Result<u64> {
@@ -887,8 +914,8 @@ mod tests {
         }
     }
 
-    /// Integration tests against a live server: `HOPPER_PG_URL` names a
-    /// PostgreSQL (14+) the tests may create databases on.
+    /// Integration tests against a live server: a local PostgreSQL, or the
+    /// one `HOPPER_PG_URL` names (14+; the tests create databases on it).
     mod live {
         use super::super::*;
         use arrow_array::cast::AsArray;
@@ -896,12 +923,17 @@ mod tests {
         use arrow_array::{Array, RecordBatch};
         use std::time::{Duration, Instant};
 
-        fn base_url() -> Option<String> {
-            let url = std::env::var("HOPPER_PG_URL").ok();
-            if url.is_none() {
-                eprintln!("HOPPER_PG_URL is not set; skipping live PostgreSQL test");
+        /// The server to test against: `HOPPER_PG_URL` when set, else a
+        /// local PostgreSQL started for the test (kept alive by the guard).
+        async fn server() -> (Option<devcluster::LocalCluster>, String) {
+            if let Ok(url) = std::env::var("HOPPER_PG_URL") {
+                return (None, url);
             }
-            url
+            let cluster = devcluster::LocalCluster::start(1, Default::default())
+                .await
+                .expect("a local PostgreSQL (scripts/setup.sh installs it)");
+            let url = cluster.url(0);
+            (Some(cluster), url)
         }
 
         async fn connect(url: &str) -> Client {
@@ -990,7 +1022,7 @@ mod tests {
 
         #[tokio::test]
         async fn reads_every_type_as_tokio_postgres_query_returns_it() {
-            let Some(base) = base_url() else { return };
+            let (_cluster, base) = server().await;
             let url = fresh_db(&base, "hopper_t_types").await;
             let c = connect(&url).await;
             c.batch_execute(ALL_TYPES).await.unwrap();
@@ -1103,7 +1135,7 @@ mod tests {
 
         #[tokio::test]
         async fn dropping_the_stream_cancels_the_query_and_frees_the_backend() {
-            let Some(base) = base_url() else { return };
+            let (_cluster, base) = server().await;
             let src = PostgresSource::new(
                 vec![base.clone()],
                 1,
@@ -1160,7 +1192,7 @@ mod tests {
 
         #[tokio::test]
         async fn splits_one_table_by_ctid_without_losing_rows_added_later() {
-            let Some(base) = base_url() else { return };
+            let (_cluster, base) = server().await;
             let url = fresh_db(&base, "hopper_t_split").await;
             let c = connect(&url).await;
             c.batch_execute(
@@ -1210,7 +1242,7 @@ mod tests {
 
         #[tokio::test]
         async fn refuses_segments_whose_schemas_differ_and_bad_queries() {
-            let Some(base) = base_url() else { return };
+            let (_cluster, base) = server().await;
             let a = fresh_db(&base, "hopper_t_seg_a").await;
             let b = fresh_db(&base, "hopper_t_seg_b").await;
             connect(&a)
@@ -1274,7 +1306,7 @@ mod tests {
 
         #[tokio::test]
         async fn lists_readable_tables_with_supported_columns_and_row_estimates() {
-            let Some(base) = base_url() else { return };
+            let (_cluster, base) = server().await;
             let a = fresh_db(&base, "hopper_t_list_a").await;
             let b = fresh_db(&base, "hopper_t_list_b").await;
             for (url, n) in [(&a, 30), (&b, 12)] {

@@ -51,9 +51,9 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Builds `config`'s network with weights drawn from `seed`, on
-    /// [`crate::train::default_device`].
+    /// [`crate::device::default_device`].
     pub fn new(config: ModelConfig, seed: u64) -> Result<Self> {
-        Self::new_on(config, seed, crate::train::default_device())
+        Self::new_on(config, seed, crate::device::default_device())
     }
 
     /// Builds `config`'s network with weights drawn from `seed`, on `device`.

@@ -113,9 +113,9 @@ impl Model {
     }
 
     /// Rebuilds a model and its optimizer from [`to_state`](Self::to_state)'s
-    /// blob, on [`crate::train::default_device`].
+    /// blob, on [`crate::device::default_device`].
     pub fn from_state(config: ModelConfig, bytes: &[u8]) -> Result<(Model, Optimizer)> {
-        Self::from_state_on(config, bytes, crate::train::default_device())
+        Self::from_state_on(config, bytes, crate::device::default_device())
     }
 
     /// Rebuilds a model and its optimizer from a state blob, on `device`.

@@ -10,9 +10,10 @@ use tch::{Device, Kind, Tensor};
 
 use super::Model;
 use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
+use crate::device::set_threads;
 use crate::featurize::{Featurized, Featurizer};
 use crate::optim::Optimizer;
-use crate::train::{evaluate, set_threads, train_partition};
+use crate::train::{evaluate, train_partition};
 
 /// A Criteo-like batch whose label is planted in `c0` (values `a…` → 1,
 /// `b…` → 0) and, more weakly, in `i0` (large → 1); all other columns noise.

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::grid::RunConfig;
-use crate::runner::checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, UnitRecord};
-use crate::runner::results::{self, ModelResult};
-use crate::runner::RunOutcome;
+use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, UnitRecord};
+use crate::run_dir::results::{self, ModelResult};
+use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler};
 use crate::simulate::{simulate, EventKind, SimOptions, UnitTimes};
 

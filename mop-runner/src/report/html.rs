@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::charts::{self, color, curve_svg, esc, gantt_svg, hex, Bar, Series};
 use super::{optimizer_name, short_number, ModelRecord, RunFiles};
 use crate::error::Result;
-use crate::runner::checkpoint::UnitRecord;
+use crate::run_dir::checkpoint::UnitRecord;
 
 const STYLE: &str = r#"
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d2330;

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::config::{ModelConfig, OptimizerKind};
 use crate::error::{Error, Result};
-use crate::runner::checkpoint::UnitRecord;
+use crate::run_dir::checkpoint::UnitRecord;
 
 pub use html::render;
 
@@ -290,7 +290,7 @@ pub fn write_report(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(REPORT_FILE));
     let html = render(&run)?;
-    crate::runner::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| {
+    crate::run_dir::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| {
         Error::Config(format!(
             "cannot write the report to {}: {e}",
             path.display()

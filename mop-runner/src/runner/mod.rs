@@ -26,10 +26,8 @@
 //! Tickets that expire or that a flight-server refuses are replaced by
 //! planning again ([`plan`]); the unit that met the refusal runs again.
 
-pub mod checkpoint;
 pub mod plan;
 pub mod progress;
-pub mod results;
 pub mod trainers;
 
 use std::collections::BTreeMap;
@@ -46,8 +44,10 @@ use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::grid::{Cache, RunConfig};
+use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord};
+use crate::run_dir::results;
+pub use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler, Unit};
-use checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord};
 use plan::Plan;
 use progress::{ProgressMode, Reporter};
 use trainers::LocalTrainer;
@@ -76,21 +76,6 @@ impl Default for TrainOptions {
             interrupt: None,
         }
     }
-}
-
-/// The outcome of a finished run.
-#[derive(Debug, Clone)]
-pub struct RunOutcome {
-    /// Per model: configuration and per-epoch metrics.
-    pub models: Vec<results::ModelResult>,
-    /// Every unit as it ran.
-    pub timeline: Vec<UnitRecord>,
-    /// Wall seconds of the run (over resumes).
-    pub seconds: f64,
-    /// Number of trainers.
-    pub trainers: usize,
-    /// The output directory.
-    pub dir: PathBuf,
 }
 
 enum Done {
@@ -226,7 +211,7 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
         "" => s.message().to_string(),
         what => format!("{what}: {}", s.message()),
     };
-    if flight_server::error::is_ticket_refused(&s) {
+    if flight_client::refused::is_ticket_refused(&s) {
         Error::TicketRefused(format!("trainer {w}: {message}"))
     } else {
         trainer_err(w, message)
@@ -700,7 +685,7 @@ fn commit(
     for (&(model, epoch), bytes) in evals {
         let name = format!("model-{model}.e{epoch}.safetensors");
         if !ckdir_has(ckdir, &name) {
-            checkpoint::write_atomic(&ckdir.file().with_file_name(&name), bytes)?;
+            crate::run_dir::checkpoint::write_atomic(&ckdir.file().with_file_name(&name), bytes)?;
         }
         pending_evals.push(EvalRecord {
             model,

@@ -12,11 +12,13 @@
 //! ([`Error::TicketRefused`]). The layout (how many endpoints each query
 //! has) must stay the same: it decides which trainer holds which rows.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use flight_client::plan::plan_until;
+use flight_client::retry::Backoff;
+use flight_client::FlightSlice;
 use hopper_proto::FlightEndpoint;
 
-use crate::data::{self, FlightSlice};
 use crate::error::{Error, Result};
 
 /// The endpoints a run reads, and when their tickets expire.
@@ -90,18 +92,16 @@ impl Plan {
     /// Plans again, retrying while a flight-server is unreachable (for the
     /// read retry budget, `HOPPER_READ_RETRY_SECONDS`).
     pub async fn refresh(&mut self) -> Result<()> {
-        let deadline = Instant::now() + data::retry_budget();
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::from_env();
         let planned = SystemTime::now();
         let (train, validation, expires) = loop {
             match self.fetch().await {
                 Ok(p) => break p,
-                Err(Error::Flight(m)) | Err(Error::Unavailable(m))
-                    if Instant::now() + delay < deadline =>
-                {
-                    tracing::warn!(error = %m, "planning again: retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                Err(e @ (Error::Flight(_) | Error::Unavailable(_))) => {
+                    tracing::warn!(error = %e, "planning again: retrying");
+                    if !backoff.wait().await {
+                        return Err(e);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -148,7 +148,7 @@ async fn plan_all(
     let mut slices = Vec::new();
     let mut expires = None;
     for location in locations {
-        let (s, e) = data::plan_until(location, sql).await?;
+        let (s, e) = plan_until(location, sql).await?;
         slices.extend(s);
         expires = earliest(expires, e);
     }

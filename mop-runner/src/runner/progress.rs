@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::checkpoint::EpochMetrics;
+use crate::run_dir::checkpoint::EpochMetrics;
 use crate::schedule::Unit;
 
 /// How progress is reported.

@@ -119,7 +119,7 @@ pub async fn connect(address: &str) -> Result<TrainerClient<Channel>> {
         .connect_timeout(Duration::from_secs(10));
     if address.starts_with("https://") {
         endpoint = endpoint
-            .tls_config(crate::data::tls_config(address)?)
+            .tls_config(flight_client::connect::tls_config(address)?)
             .map_err(|e| err(format!("TLS settings: {e}")))?;
     }
     let channel = endpoint

@@ -11,9 +11,11 @@ use arrow_ipc::writer::FileWriter;
 use tokio::sync::mpsc;
 
 use crate::config::InputSpec;
-use crate::data::{spawn_reader, FlightSlice};
 use crate::error::{Error, Result};
 use crate::featurize::Featurized;
+use flight_client::read::{spawn_reader, PREFETCH_BATCHES};
+use flight_client::retry::retry_budget;
+use flight_client::FlightSlice;
 
 /// How the trainer keeps its partition (mirrors the proto's `CacheMode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +86,7 @@ impl PartitionData {
         }
         // A stream that broke part-way leaves nothing behind: the cache is
         // emptied and the partition read again from its first row.
-        let deadline = std::time::Instant::now() + crate::data::retry_budget();
+        let deadline = std::time::Instant::now() + retry_budget();
         loop {
             match data.fill(dir, name).await {
                 Err(Error::Unavailable(m)) if std::time::Instant::now() < deadline => {
@@ -102,7 +104,7 @@ impl PartitionData {
     /// Reads every slice into the cache (memory or disk mode).
     async fn fill(&mut self, dir: &Path, name: &str) -> Result<()> {
         let (mode, data) = (self.mode, self);
-        let mut rx = spawn_reader(&tokio::runtime::Handle::current(), data.slices.clone());
+        let mut rx = spawn_reader::<Error>(&tokio::runtime::Handle::current(), data.slices.clone());
         let mut writer: Option<FileWriter<File>> = None;
         let path = dir.join(format!("{name}.arrow"));
         while let Some(batch) = rx.recv().await {
@@ -157,7 +159,7 @@ impl PartitionData {
                 Ok(Batches::Featurized(f))
             }
             CacheMode::Disk => {
-                let (tx, rx) = mpsc::channel(crate::data::PREFETCH_BATCHES);
+                let (tx, rx) = mpsc::channel(PREFETCH_BATCHES);
                 let file = self.file.clone();
                 std::thread::spawn(move || {
                     let Some(path) = file else { return };

@@ -18,11 +18,11 @@ use tonic::{Request, Response, Status};
 
 use super::cache::{feature_key, Batches, CacheMode, PartitionData};
 use crate::config::ModelConfig;
-use crate::data::FlightSlice;
 use crate::error::{Error, Result};
 use crate::featurize::{Featurized, Featurizer};
 use crate::model::Model;
 use crate::train::{evaluate, train_partition};
+use flight_client::FlightSlice;
 
 /// Largest gRPC message a trainer sends or accepts: a model's state
 /// (weights plus two Adam moments) travels in one message.
@@ -62,7 +62,7 @@ fn status(e: Error) -> Status {
         Error::TicketRefused(m) => {
             // The runner plans again when it sees the flight-server's marker.
             let mut s = Status::failed_precondition(m);
-            flight_server::error::mark_ticket_refused(&mut s);
+            flight_client::refused::mark_ticket_refused(&mut s);
             s
         }
         Error::Flight(m) | Error::Unavailable(m) => Status::unavailable(m),
@@ -177,7 +177,7 @@ impl Trainer for TrainerService {
             let _guard = guard; // released when the unit ends
             let progress_tx = tx.clone();
             let result = (|| -> Result<UnitResult> {
-                crate::train::set_threads(threads as usize);
+                crate::device::set_threads(threads as usize);
                 let (mut model, mut opt) = if req.state.is_empty() {
                     let model = Model::new(config.clone(), req.seed)?;
                     let opt = model.optimizer()?;
@@ -262,7 +262,7 @@ impl Trainer for TrainerService {
         let threads = opened.threads;
         let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {
             let _guard = guard;
-            crate::train::set_threads(threads as usize);
+            crate::device::set_threads(threads as usize);
             let (model, _opt) = Model::from_state(config, &req.state)?;
             let m = evaluate(&model, featurized_iter(batches, featurizer))?;
             Ok(EvaluateResponse {
@@ -286,7 +286,7 @@ impl Trainer for TrainerService {
             Err(_) => (true, 0), // busy training: certainly open
         };
         Ok(Response::new(HealthResponse {
-            device: format!("{:?}", crate::train::default_device()),
+            device: format!("{:?}", crate::device::default_device()),
             threads: tch::get_num_threads() as u32,
             partition_open: open,
             partition: index,

@@ -12,11 +12,11 @@
 use serde::Serialize;
 use tokio_postgres::NoTls;
 
-use super::checkpoint::EpochMetrics;
-use super::RunOutcome;
 use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
 use crate::grid::RunConfig;
+use crate::run_dir::checkpoint::EpochMetrics;
+use crate::run_dir::RunOutcome;
 
 /// One model's result.
 #[derive(Debug, Clone)]

@@ -77,7 +77,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
 use super::LocalCluster;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Share of rows with label 1 the Criteo-like generator aims at.
 pub const CRITEO_BASE_RATE: f64 = 0.25;
@@ -210,17 +210,17 @@ pub async fn load_criteo(
     seed: u64,
 ) -> Result<LoadStats> {
     let model = Arc::new(CriteoModel::new());
-    let mut columns = String::from("id bigint, label int");
-    for j in 1..=13 {
-        columns.push_str(&format!(", i{j} real"));
-    }
-    for j in 1..=26 {
-        columns.push_str(&format!(", c{j} text"));
-    }
-    load(cluster, table, &columns, rows, seed, move |rng, id, buf| {
-        let row = model.row(rng, id);
-        model.write_text(&row, id, buf);
-    })
+    load(
+        cluster,
+        table,
+        &criteo_columns(),
+        rows,
+        seed,
+        move |rng, id, buf| {
+            let row = model.row(rng, id);
+            model.write_text(&row, id, buf);
+        },
+    )
     .await
 }
 
@@ -255,6 +255,50 @@ pub fn seed_key(seed: u64) -> [u8; 32] {
     ChaCha8Rng::seed_from_u64(seed).get_seed()
 }
 
+/// The column list of the Criteo-like table.
+fn criteo_columns() -> String {
+    let mut columns = String::from("id bigint, label int");
+    for j in 1..=13 {
+        columns.push_str(&format!(", i{j} real"));
+    }
+    for j in 1..=26 {
+        columns.push_str(&format!(", c{j} text"));
+    }
+    columns
+}
+
+/// (Re)creates `table` through one connection — a Greenplum coordinator,
+/// which distributes the rows by `id` over its segments — and loads the
+/// same `rows` Criteo-like rows [`load_criteo`] would for `seed`; then
+/// ANALYZEs.
+pub async fn load_criteo_into(
+    client: &tokio_postgres::Client,
+    table: &str,
+    rows: u64,
+    seed: u64,
+) -> Result<LoadStats> {
+    check_table_name(table)?;
+    let started = Instant::now();
+    let model = Arc::new(CriteoModel::new());
+    let write_row = Arc::new(move |rng: &mut ChaCha8Rng, id: u64, buf: &mut Vec<u8>| {
+        let row = model.row(rng, id);
+        model.write_text(&row, id, buf);
+    });
+    let create = format!(
+        "CREATE TABLE {table} ({}) DISTRIBUTED BY (id)",
+        criteo_columns()
+    );
+    let (loaded, bytes) =
+        load_segment(client, table, &create, "", (1, 0), rows, seed, write_row).await?;
+    Ok(LoadStats {
+        table: table.to_string(),
+        rows: loaded,
+        rows_per_segment: vec![loaded],
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
 /// Creates the table on every segment and streams generated rows into it.
 async fn load<F>(
     cluster: &LocalCluster,
@@ -271,50 +315,25 @@ where
     let started = Instant::now();
     let write_row = Arc::new(write_row);
     let segments = cluster.len();
+    let create = format!("CREATE TABLE {table} ({columns})");
     let per_segment = (0..segments).map(|s| {
         let write_row = Arc::clone(&write_row);
+        let create = &create;
         async move {
             let client = cluster.client(s).await?;
-            let ctx = |what: &str| format!("{what} {table} on segment {s}");
-            client
-                .batch_execute(&format!(
-                    "BEGIN; DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns})"
-                ))
-                .await
-                .map_err(|e| Error::from_pg(&ctx("creating"), e))?;
-            let sink = client
-                .copy_in::<_, Bytes>(&format!("COPY {table} FROM STDIN (FORMAT text, FREEZE)"))
-                .await
-                .map_err(|e| Error::from_pg(&ctx("loading"), e))?;
-            let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-            let producer = tokio::task::spawn_blocking(move || {
-                generate(segments, s, rows, seed, write_row.as_ref(), tx)
-            });
-            let mut sink = Box::pin(sink);
-            let mut bytes = 0u64;
-            let mut sent = Ok(());
-            while let Some(chunk) = rx.recv().await {
-                bytes += chunk.len() as u64;
-                if let Err(e) = sink.send(chunk).await {
-                    sent = Err(Error::from_pg(&ctx("loading"), e));
-                    break;
-                }
-            }
-            drop(rx);
-            producer
-                .await
-                .map_err(|e| Error::Internal(format!("row generator of segment {s}: {e}")))?;
-            sent?;
-            let loaded = sink
-                .as_mut()
-                .finish()
-                .await
-                .map_err(|e| Error::from_pg(&ctx("loading"), e))?;
-            client
-                .batch_execute(&format!("COMMIT; ANALYZE {table}"))
-                .await
-                .map_err(|e| Error::from_pg(&ctx("analyzing"), e))?;
-            Ok::<_, Error>((loaded, bytes))
+            // FREEZE: the table is new in this transaction, so the first
+            // scan need not set hint bits.
+            load_segment(
+                &client,
+                table,
+                create,
+                ", FREEZE",
+                (segments, s),
+                rows,
+                seed,
+                write_row,
+            )
+            .await
         }
     });
     let results = futures::future::try_join_all(per_segment).await?;
@@ -333,6 +352,64 @@ where
         "loaded generated table"
     );
     Ok(stats)
+}
+
+/// Recreates `table` with `create` over `client` and COPYs into it the rows
+/// of segment `s` of `segments` in one transaction; returns (rows, bytes).
+#[allow(clippy::too_many_arguments)]
+async fn load_segment<F>(
+    client: &tokio_postgres::Client,
+    table: &str,
+    create: &str,
+    copy_options: &str,
+    (segments, s): (usize, usize),
+    rows: u64,
+    seed: u64,
+    write_row: Arc<F>,
+) -> Result<(u64, u64)>
+where
+    F: Fn(&mut ChaCha8Rng, u64, &mut Vec<u8>) + Send + Sync + 'static,
+{
+    let ctx = |what: &str| format!("{what} {table} on segment {s}");
+    client
+        .batch_execute(&format!("BEGIN; DROP TABLE IF EXISTS {table}; {create}"))
+        .await
+        .map_err(|e| Error::from_pg(&ctx("creating"), e))?;
+    let sink = client
+        .copy_in::<_, Bytes>(&format!(
+            "COPY {table} FROM STDIN (FORMAT text{copy_options})"
+        ))
+        .await
+        .map_err(|e| Error::from_pg(&ctx("loading"), e))?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let producer = tokio::task::spawn_blocking(move || {
+        generate(segments, s, rows, seed, write_row.as_ref(), tx)
+    });
+    let mut sink = Box::pin(sink);
+    let mut bytes = 0u64;
+    let mut sent = Ok(());
+    while let Some(chunk) = rx.recv().await {
+        bytes += chunk.len() as u64;
+        if let Err(e) = sink.send(chunk).await {
+            sent = Err(Error::from_pg(&ctx("loading"), e));
+            break;
+        }
+    }
+    drop(rx);
+    producer
+        .await
+        .map_err(|e| Error::Internal(format!("row generator of segment {s}: {e}")))?;
+    sent?;
+    let loaded = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|e| Error::from_pg(&ctx("loading"), e))?;
+    client
+        .batch_execute(&format!("COMMIT; ANALYZE {table}"))
+        .await
+        .map_err(|e| Error::from_pg(&ctx("analyzing"), e))?;
+    Ok((loaded, bytes))
 }
 
 /// Writes the COPY text of segment `s`'s rows into 1 MiB chunks; stops early

@@ -1,0 +1,94 @@
+//! Planning a query on a flight-server: `GetFlightInfo` with the SQL as a
+//! command — the one place a hopper client calls it — into the schema, one
+//! [`FlightSlice`] per endpoint with the segment it reads, and when the
+//! tickets expire.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow_schema::SchemaRef;
+
+use crate::connect::client;
+use crate::endpoint::FlightSlice;
+use crate::error::{Error, Result};
+
+/// A planned query.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The result's schema.
+    pub schema: SchemaRef,
+    /// The endpoints, in the server's order.
+    pub slices: Vec<FlightSlice>,
+    /// Per endpoint, the segment it reads (`app_metadata` `{"segment": i}`;
+    /// the endpoint's index when the server says nothing).
+    pub segments: Vec<i32>,
+    /// Whether every segment sees the same tables (Greenplum): a `DoPut`
+    /// then writes one table, whatever segment it names.
+    pub shared_tables: bool,
+    /// The earliest expiration of the endpoints' tickets (`None`: none set).
+    pub expires: Option<SystemTime>,
+}
+
+/// Plans `sql` on a flight-server: one slice per endpoint, in order.
+pub async fn plan(location: &str, sql: &str) -> Result<Vec<FlightSlice>> {
+    Ok(plan_query(location, sql).await?.slices)
+}
+
+/// [`plan`], and the earliest expiration time of the endpoints' tickets
+/// (`None`: the server set none).
+pub async fn plan_until(
+    location: &str,
+    sql: &str,
+) -> Result<(Vec<FlightSlice>, Option<SystemTime>)> {
+    let p = plan_query(location, sql).await?;
+    Ok((p.slices, p.expires))
+}
+
+/// Plans `sql` on the flight-server at `location`, logged in as
+/// `HOPPER_FLIGHT_USER` if set.
+pub async fn plan_query(location: &str, sql: &str) -> Result<Planned> {
+    let mut c = client(location).await?;
+    let info = c
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(sql.to_string()))
+        .await
+        .map_err(|e| Error::Flight(format!("planning {sql:?} at {location}: {e}")))?;
+    let schema = Arc::new(
+        info.clone()
+            .try_decode_schema()
+            .map_err(|e| Error::Flight(format!("decoding the schema from {location}: {e}")))?,
+    );
+    let expires = info
+        .endpoint
+        .iter()
+        .filter_map(|ep| ep.expiration_time.as_ref())
+        .map(|t| {
+            UNIX_EPOCH
+                + Duration::from_secs(t.seconds.max(0) as u64)
+                + Duration::from_nanos(t.nanos.max(0) as u64)
+        })
+        .min();
+    let mut planned = Planned {
+        schema,
+        slices: Vec::with_capacity(info.endpoint.len()),
+        segments: Vec::with_capacity(info.endpoint.len()),
+        shared_tables: false,
+        expires,
+    };
+    for (i, ep) in info.endpoint.into_iter().enumerate() {
+        let meta = serde_json::from_slice::<serde_json::Value>(&ep.app_metadata).ok();
+        let meta = meta.as_ref();
+        planned
+            .segments
+            .push(meta.and_then(|v| v["segment"].as_i64()).unwrap_or(i as i64) as i32);
+        planned.shared_tables |= meta.and_then(|v| v["shared_tables"].as_bool()) == Some(true);
+        planned.slices.push(FlightSlice {
+            location: ep
+                .location
+                .first()
+                .map(|l| l.uri.clone())
+                .unwrap_or_else(|| location.to_string()),
+            ticket: ep.ticket.map(|t| t.ticket.to_vec()).unwrap_or_default(),
+        });
+    }
+    Ok(planned)
+}

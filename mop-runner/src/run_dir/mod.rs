@@ -1,0 +1,28 @@
+//! What a run leaves in its directory, one serde type per file format:
+//! [`checkpoint`] (`checkpoint.json` and the model states it names, the
+//! unit timeline inside it) and [`results`] (`results.json`, `results.csv`
+//! and the result tables). The runner writes them; `mop report`, `mop
+//! status`, `mop models` and `mop predict` read them — none of those needs
+//! the runner.
+
+pub mod checkpoint;
+pub mod results;
+
+use std::path::PathBuf;
+
+use checkpoint::UnitRecord;
+
+/// The outcome of a finished run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Per model: configuration and per-epoch metrics.
+    pub models: Vec<results::ModelResult>,
+    /// Every unit as it ran.
+    pub timeline: Vec<UnitRecord>,
+    /// Wall seconds of the run (over resumes).
+    pub seconds: f64,
+    /// Number of trainers.
+    pub trainers: usize,
+    /// The output directory.
+    pub dir: PathBuf,
+}
