@@ -32,7 +32,14 @@ pub enum Error {
 
 impl Error {
     /// A PostgreSQL error with what was being done when it happened.
+    /// A refused or broken connection is [`Error::Unavailable`].
     pub fn from_pg(context: &str, source: tokio_postgres::Error) -> Self {
+        if source.as_db_error().is_none() {
+            let cause = std::error::Error::source(&source)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            return Self::Unavailable(format!("{context}: {source}{cause}"));
+        }
         Self::Postgres {
             context: context.to_string(),
             source,

@@ -128,12 +128,17 @@ impl Error {
     /// here — as the configuration error it is, naming the flag to fix.
     /// `None` for anything else (an outage).
     pub fn configuration(context: &str, err: &tokio_postgres::Error) -> Option<Self> {
-        let text = err.to_string();
+        let mut text = err.to_string();
+        if let Some(cause) = std::error::Error::source(err) {
+            if !text.contains(&cause.to_string()) {
+                text = format!("{text}: {cause}");
+            }
+        }
         if text.starts_with("invalid configuration") {
-            let hint = if text.contains("password missing") {
-                "; the server connects with this URL's user only under --auth none, which \
-                 then needs the password in the URL — or serve with --auth database (the \
-                 default), where callers log in as themselves and URLs carry no password"
+            let hint = if text.contains("password missing") || text.contains("user missing") {
+                "; the server connects with this URL's login only under --auth none, which \
+                 then needs the user and password in the URL — or serve with --auth database \
+                 (the default), where callers log in as themselves and URLs carry no password"
             } else {
                 ""
             };
