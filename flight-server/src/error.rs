@@ -158,6 +158,7 @@ impl Error {
     }
 }
 
+#[cfg(feature = "files")]
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;

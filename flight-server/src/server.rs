@@ -17,7 +17,6 @@ use crate::auth::{AuthMode, TokenStore, DEFAULT_TOKEN_TTL};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::service::HopperFlightService;
-use crate::source::files::FilesSource;
 use crate::source::greenplum::GreenplumSource;
 use crate::source::postgres::PostgresSource;
 use crate::source::{BatchLimits, Source};
@@ -140,9 +139,30 @@ pub async fn open_source(config: &ServerConfig, auth: AuthMode) -> Result<Arc<dy
                         .into(),
                 ));
             }
-            Arc::new(FilesSource::open(path, config.limits, (*partitions).max(1)).await?)
+            open_files(path, config, (*partitions).max(1)).await?
         }
     })
+}
+
+/// The files source, where it was built in.
+#[cfg(feature = "files")]
+async fn open_files(
+    path: &str,
+    config: &ServerConfig,
+    partitions: usize,
+) -> Result<Arc<dyn Source>> {
+    let source = crate::source::files::FilesSource::open(path, config.limits, partitions).await?;
+    Ok(Arc::new(source))
+}
+
+/// The files source, where it was built in.
+#[cfg(not(feature = "files"))]
+async fn open_files(_: &str, _: &ServerConfig, _: usize) -> Result<Arc<dyn Source>> {
+    Err(Error::Config(
+        "this flight-server was built without the files source (DataFusion): \
+         cargo build --release -p flight-server (default features include it)"
+            .into(),
+    ))
 }
 
 /// The authentication a server bound to `addr` uses: `requested`, or

@@ -508,8 +508,8 @@ impl Source for GreenplumSource {
             session: Mutex::new(Some(Arc::new(session))),
             state: Mutex::new(CursorState {
                 endpoints: endpoints
-                    .into_iter()
-                    .map(|(seg, _)| {
+                    .into_keys()
+                    .map(|seg| {
                         let status = if self.remote.contains(&seg) {
                             Status::Remote
                         } else {

@@ -25,6 +25,7 @@ use crate::auth::Caller;
 pub use crate::batch_limits::BatchLimits;
 use crate::error::Result;
 
+#[cfg(feature = "files")]
 pub mod files;
 pub mod greenplum;
 pub mod limit;

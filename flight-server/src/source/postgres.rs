@@ -24,15 +24,15 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
-use datafusion::sql::sqlparser::ast::{
-    visit_expressions, Expr, GroupByExpr, SetExpr, Spanned, Statement, TableFactor,
-};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Location;
 use futures::future::try_join_all;
 use futures::FutureExt;
 use futures::StreamExt;
+use sqlparser::ast::{
+    visit_expressions, Expr, GroupByExpr, SetExpr, Spanned, Statement, TableFactor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Location;
 use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
 use tokio_postgres::types::Type;
