@@ -116,6 +116,27 @@ fn rand_suffix() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
+/// A generated Criteo-like table the analyst may read.
+async fn criteo_table(admin: &Client, prefix: &str, rows: u64, seed: u64) -> Table {
+    let table = Table::new(prefix);
+    devcluster::load_criteo_into(admin, &table.name, rows, seed)
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("GRANT SELECT ON {} TO {}", table.name, ANALYST.0))
+        .await
+        .unwrap();
+    table
+}
+
+/// `mop train --config config`, logged in as the analyst; must succeed.
+fn train_as_analyst(config: &Path) {
+    let login = [(USER_ENV, ANALYST.0), (PASSWORD_ENV, ANALYST.1)];
+    let (mut mop, _events) = spawn_mop_train(config, &[], &login);
+    let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
+    assert!(status.success(), "mop train {config:?}: {status}");
+}
+
 /// Primary segments of the cluster.
 async fn primaries(admin: &Client) -> usize {
     let n: i64 = admin
@@ -395,14 +416,7 @@ dir = "{out}"
 #[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
 async fn greenplum_mop_train_with_every_cache_equals_sequential_training_over_the_same_endpoints() {
     let admin = admin().await;
-    let table = Table::new("hopper_criteo");
-    devcluster::load_criteo_into(&admin, &table.name, 3000, 7)
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("GRANT SELECT ON {} TO {}", table.name, ANALYST.0))
-        .await
-        .unwrap();
+    let table = criteo_table(&admin, "hopper_criteo", 3000, 7).await;
     let segments = primaries(&admin).await;
     let server = server(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -412,10 +426,14 @@ async fn greenplum_mop_train_with_every_cache_equals_sequential_training_over_th
     let mut runs = Vec::new();
     for cache in ["none", "memory", "disk"] {
         let tables = (cache == "none").then_some(results.name.as_str());
-        let config = run_config(dir.path(), cache, &server.url, &table.name, cache, tables);
-        let (mut mop, _events) = spawn_mop_train(&config, &[], &login);
-        let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
-        assert!(status.success(), "mop train with cache {cache}: {status}");
+        train_as_analyst(&run_config(
+            dir.path(),
+            cache,
+            &server.url,
+            &table.name,
+            cache,
+            tables,
+        ));
         runs.push(dir.path().join(cache));
     }
     // The result tables, written to the Greenplum coordinator.
@@ -569,14 +587,7 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
         2,
         "the shared cluster has two primaries"
     );
-    let table = Table::new("hopper_beside");
-    devcluster::load_criteo_into(&admin, &table.name, 2000, 3)
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("GRANT SELECT ON {} TO {}", table.name, ANALYST.0))
-        .await
-        .unwrap();
+    let table = criteo_table(&admin, "hopper_beside", 2000, 3).await;
     let per_segment: std::collections::BTreeMap<i32, u64> = admin
         .query(
             &format!(
@@ -669,12 +680,15 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
     // mop train over the same topology ends with the weights of a run
     // through one server.
     let single = server(&[]);
-    let login = [(USER_ENV, ANALYST.0), (PASSWORD_ENV, ANALYST.1)];
     for (name, flight) in [("beside", &a.url), ("single", &single.url)] {
-        let config = run_config(dir.path(), name, flight, &table.name, "memory", None);
-        let (mut mop, _events) = spawn_mop_train(&config, &[], &login);
-        let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
-        assert!(status.success(), "mop train through {name}: {status}");
+        train_as_analyst(&run_config(
+            dir.path(),
+            name,
+            flight,
+            &table.name,
+            "memory",
+            None,
+        ));
     }
     assert_same_models(&dir.path().join("beside"), &dir.path().join("single"), 2);
     let trained_b = rows_sent(&metrics_b);
@@ -712,14 +726,7 @@ async fn eventually(secs: u64, what: &str, mut done: impl AsyncFnMut() -> bool) 
 #[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
 async fn greenplum_cursors_left_unread_or_by_a_vanished_client_are_released() {
     let admin = admin().await;
-    let table = Table::new("hopper_leave");
-    devcluster::load_criteo_into(&admin, &table.name, 60_000, 9)
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("GRANT SELECT ON {} TO {}", table.name, ANALYST.0))
-        .await
-        .unwrap();
+    let table = criteo_table(&admin, "hopper_leave", 60_000, 9).await;
     let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     // Small batches: the stream is far from done when its client vanishes.
     let server = server(&[
