@@ -14,9 +14,12 @@
 //! [`Error::Unavailable`], so that a unit fails and runs again from its
 //! starting state and a cache is read again from the beginning.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::Ticket;
 use futures::TryStreamExt;
@@ -41,10 +44,24 @@ pub fn spawn_reader<E>(
 where
     E: From<Error> + Send + 'static,
 {
+    spawn_counted_reader(runtime, slices, Arc::default())
+}
+
+/// [`spawn_reader`], adding to `bytes` the Arrow IPC bytes (message headers
+/// and bodies, as `hopper_flight_bytes_total` counts them on the server)
+/// that arrive over the wire — what a trainer reports as read, local or not.
+pub fn spawn_counted_reader<E>(
+    runtime: &tokio::runtime::Handle,
+    slices: Vec<FlightSlice>,
+    bytes: Arc<AtomicU64>,
+) -> mpsc::Receiver<std::result::Result<RecordBatch, E>>
+where
+    E: From<Error> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(PREFETCH_BATCHES);
     runtime.spawn(async move {
         for slice in slices {
-            if let Err(e) = read_slice_retrying(&slice, &tx, retry_budget()).await {
+            if let Err(e) = read_slice_retrying(&slice, &tx, &bytes, retry_budget()).await {
                 let _ = tx.send(Err(e.into())).await;
                 return;
             }
@@ -58,13 +75,14 @@ where
 async fn read_slice_retrying<E: Send>(
     slice: &FlightSlice,
     tx: &mpsc::Sender<std::result::Result<RecordBatch, E>>,
+    bytes: &Arc<AtomicU64>,
     budget: Duration,
 ) -> Result<()> {
     grpc_uri(&slice.location)?; // a bad location is not worth retrying
     let mut backoff = Backoff::new(budget);
     loop {
         let mut sent = 0usize;
-        let e = match read_slice(slice, tx, &mut sent).await {
+        let e = match read_slice(slice, tx, bytes, &mut sent).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -123,6 +141,7 @@ fn classify(context: &str, e: FlightError) -> SliceError {
 async fn read_slice<E: Send>(
     slice: &FlightSlice,
     tx: &mpsc::Sender<std::result::Result<RecordBatch, E>>,
+    bytes: &Arc<AtomicU64>,
     sent: &mut usize,
 ) -> std::result::Result<(), SliceError> {
     let mut c = match client(&slice.location).await {
@@ -130,10 +149,28 @@ async fn read_slice<E: Send>(
         Err(Error::Flight(m)) => return Err(SliceError::Transient(m)),
         Err(e) => return Err(SliceError::Fatal(e)),
     };
-    let mut stream = c
-        .do_get(Ticket::new(slice.ticket.clone()))
-        .await
-        .map_err(|e| classify(&format!("DoGet at {}", slice.location), e))?;
+    // FlightClient::do_get, with the raw messages counted on their way to
+    // the decoder.
+    let mut request = tonic::Request::new(Ticket::new(slice.ticket.clone()));
+    *request.metadata_mut() = c.metadata().clone();
+    let response = c.inner_mut().do_get(request).await.map_err(|s| {
+        classify(
+            &format!("DoGet at {}", slice.location),
+            FlightError::Tonic(Box::new(s)),
+        )
+    })?;
+    let bytes = bytes.clone();
+    let messages = response
+        .into_inner()
+        .map_ok(move |d| {
+            bytes.fetch_add(
+                (d.data_header.len() + d.data_body.len()) as u64,
+                Ordering::Relaxed,
+            );
+            d
+        })
+        .map_err(|s| FlightError::Tonic(Box::new(s)));
+    let mut stream = FlightRecordBatchStream::new_from_flight_data(messages);
     while let Some(batch) = stream
         .try_next()
         .await

@@ -106,6 +106,14 @@ pub struct Args {
     #[arg(long, value_name = "CONTENT=URL", value_parser = parse_segment_flight)]
     pub segment_flight: Vec<(i32, String)>,
 
+    /// Every Greenplum segment's endpoint is located at the flight-server on
+    /// its segment host, `grpc+tcp://<host>:PORT` (the host as
+    /// gp_segment_configuration names it, through --host-map; grpc+tls with
+    /// --tls-cert); --segment-flight still names exceptions. Start one server
+    /// per segment host at PORT, all sharing --ticket-key-file.
+    #[arg(long, value_name = "PORT", requires = "greenplum")]
+    pub segment_flight_port: Option<u16>,
+
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (rows and bytes
     /// sent per segment, open streams, cursors, connections, durations).
     #[arg(long, value_name = "HOST:PORT")]
@@ -166,9 +174,11 @@ impl Args {
         config.max_connections = self.max_connections;
         config.metrics = self.metrics.clone();
         config.segment_flight = self.segment_flight.iter().cloned().collect();
-        if !config.segment_flight.is_empty() && config.ticket_key.is_none() {
+        config.segment_flight_port = self.segment_flight_port;
+        let elsewhere = !config.segment_flight.is_empty() || config.segment_flight_port.is_some();
+        if elsewhere && config.ticket_key.is_none() {
             return Err(Error::Config(
-                "--segment-flight points clients at other flight-servers, which can serve \
+                "--segment-flight(-port) points clients at other flight-servers, which can serve \
                  this server's tickets only with the same key: give every server the same \
                  --ticket-key-file (or HOPPER_TICKET_KEY)"
                     .into(),

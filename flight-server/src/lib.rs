@@ -35,6 +35,7 @@ pub mod batch_limits;
 pub mod cli;
 pub mod copy_in;
 pub mod error;
+pub mod locate;
 pub mod metrics;
 pub mod put;
 pub mod server;

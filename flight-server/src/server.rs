@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{AuthMode, TokenStore, DEFAULT_TOKEN_TTL};
 use crate::error::{Error, Result};
+use crate::locate::Locator;
 use crate::metrics::Metrics;
 use crate::service::HopperFlightService;
 use crate::source::greenplum::GreenplumSource;
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     /// Segments whose endpoints another flight-server serves (one beside
     /// the segment), and its location.
     pub segment_flight: BTreeMap<i32, String>,
+    /// The port of the flight-server on every Greenplum segment host:
+    /// endpoints not in `segment_flight` are located there.
+    pub segment_flight_port: Option<u16>,
 }
 
 impl ServerConfig {
@@ -96,6 +100,7 @@ impl ServerConfig {
             max_connections: crate::source::limit::DEFAULT_MAX_CONNECTIONS,
             metrics: None,
             segment_flight: BTreeMap::new(),
+            segment_flight_port: None,
         }
     }
 }
@@ -104,7 +109,11 @@ impl ServerConfig {
 /// queries as its URLs' users, so it logs in now and fails early; under
 /// [`AuthMode::Database`] it never logs in but as a caller, so URLs need no
 /// password and only what can be checked without a login is checked.
-pub async fn open_source(config: &ServerConfig, auth: AuthMode) -> Result<Arc<dyn Source>> {
+pub async fn open_source(
+    config: &ServerConfig,
+    auth: AuthMode,
+    locator: Arc<Locator>,
+) -> Result<Arc<dyn Source>> {
     let server_login = auth == AuthMode::None;
     Ok(match &config.source {
         SourceConfig::Postgres { segments, split } => {
@@ -128,7 +137,7 @@ pub async fn open_source(config: &ServerConfig, auth: AuthMode) -> Result<Arc<dy
                 .await?
                 .with_cursor_timeout(*cursor_idle_timeout)
                 .with_host_map(host_map.clone())
-                .with_remote_segments(config.segment_flight.keys().copied().collect())
+                .with_locator(locator)
                 .with_max_connections(config.max_connections),
         ),
         SourceConfig::Files { path, partitions } => {
@@ -193,6 +202,17 @@ pub fn auth_mode(requested: Option<AuthMode>, addr: SocketAddr) -> Result<AuthMo
     }
 }
 
+/// Where endpoints are located: at `own`, or beside their segments.
+fn locator(config: &ServerConfig, own: String) -> Locator {
+    let mut locator = Locator::here(own).with_segments(config.segment_flight.clone());
+    if let (Some(port), SourceConfig::Greenplum { host_map, .. }) =
+        (config.segment_flight_port, &config.source)
+    {
+        locator = locator.with_host_port(scheme(config), port, host_map.clone());
+    }
+    locator
+}
+
 /// `grpc+tls` or `grpc+tcp`: the Flight scheme clients dial.
 pub fn scheme(config: &ServerConfig) -> &'static str {
     if config.tls.is_some() {
@@ -212,11 +232,12 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
     let auth = auth_mode(config.auth, addr)?;
-    let source = open_source(&config, auth).await?;
     let location = config
         .advertise
         .clone()
         .unwrap_or_else(|| format!("{}://{addr}", scheme(&config)));
+    let locator = Arc::new(locator(&config, location));
+    let source = open_source(&config, auth, locator.clone()).await?;
     let signer = match &config.ticket_key {
         Some(key) => TicketSigner::new(key.clone(), config.ticket_ttl),
         None => TicketSigner::random(config.ticket_ttl),
@@ -235,9 +256,9 @@ pub async fn serve(
         .await?;
         tracing::info!("metrics at http://{bound}/metrics");
     }
-    let mut service = HopperFlightService::new(source, signer, location)
+    let mut service = HopperFlightService::new(source, signer, locator.own().to_string())
         .with_metrics(metrics)
-        .with_segment_locations(config.segment_flight.clone());
+        .with_locator(locator);
     if auth == AuthMode::Database {
         let key = config
             .ticket_key

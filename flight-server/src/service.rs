@@ -18,7 +18,6 @@
 //! `app_metadata` is `{"table": "t", "segment": i, "rows": n}` (see
 //! [`crate::put`]).
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{parse_basic, parse_bearer, Caller, TokenStore};
 use crate::error::Error;
+use crate::locate::Locator;
 use crate::metrics::Metrics;
 use crate::source::{Partition, PartitionSpec, Source};
 use crate::ticket::TicketSigner;
@@ -52,14 +52,13 @@ const MAX_FLIGHT_DATA: usize = 2 * 1024 * 1024;
 pub struct HopperFlightService {
     source: Arc<dyn Source>,
     signer: TicketSigner,
-    location: String,
     /// Bearer tokens when callers authenticate (`--auth database`); `None`
     /// runs every call as the server's own connections.
     tokens: Option<Arc<TokenStore>>,
     metrics: Metrics,
-    /// Segments whose endpoints are served by another flight-server, and
-    /// its location (`--segment-flight`).
-    segment_locations: BTreeMap<i32, String>,
+    /// Where each endpoint is read: here, or at the flight-server beside
+    /// its segment.
+    locator: Arc<Locator>,
 }
 
 impl HopperFlightService {
@@ -69,17 +68,16 @@ impl HopperFlightService {
         Self {
             source,
             signer,
-            location,
+            locator: Arc::new(Locator::here(location)),
             tokens: None,
             metrics: Metrics::new(),
-            segment_locations: BTreeMap::new(),
         }
     }
 
-    /// Endpoints of the segments in `locations` point at the flight-server
-    /// given for each (one beside the segment) instead of this one.
-    pub fn with_segment_locations(mut self, locations: BTreeMap<i32, String>) -> Self {
-        self.segment_locations = locations;
+    /// Endpoints are located where `locator` says (at the flight-server
+    /// beside their segment) instead of all here.
+    pub fn with_locator(mut self, locator: Arc<Locator>) -> Self {
+        self.locator = locator;
         self
     }
 
@@ -127,12 +125,7 @@ impl HopperFlightService {
                     caller.user(),
                     expires_at,
                 )))
-                .with_location(
-                    self.segment_locations
-                        .get(&p.segment)
-                        .unwrap_or(&self.location)
-                        .clone(),
-                )
+                .with_location(self.locator.locate(p.segment, p.host()))
                 .with_expiration_time(expiration)
                 // The segment, so that a client can DoPut results next to the
                 // rows (or, with shared tables, into the one table).

@@ -341,3 +341,36 @@ pub fn status_of(e: arrow_flight::error::FlightError) -> tonic::Status {
         other => panic!("not a gRPC status: {other}"),
     }
 }
+
+/// A running `mop trainer` process.
+pub struct TrainerProcess {
+    /// The process.
+    pub process: ChildGuard,
+    /// The address it prints (`http://HOST:PORT`, `https://` with TLS).
+    pub address: String,
+}
+
+impl TrainerProcess {
+    /// Starts `mop trainer --bind <bind> <args>` with `envs` (a login, TLS
+    /// files) and waits for its address line.
+    pub fn start(bind: &str, args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Result<Self> {
+        let mut child = Command::new(binary("mop")?)
+            .args(["trainer", "--bind", bind])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("spawning mop trainer")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let process = ChildGuard::new(format!("trainer on {bind}"), child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let address = line
+            .trim()
+            .strip_prefix("mop trainer listening on ")
+            .ok_or_else(|| anyhow!("mop trainer did not start on {bind}; it printed {line:?}"))?
+            .to_string();
+        Ok(Self { process, address })
+    }
+}

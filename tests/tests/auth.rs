@@ -9,7 +9,7 @@ use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
 use base64::Engine as _;
 use futures::TryStreamExt;
 use hopper_tests::{
-    binary, cluster, python_json, python_script, segment_args, ChildGuard, FlightServer,
+    binary, cluster, python_json, python_script, segment_args, FlightServer, TrainerProcess,
 };
 use tonic::Code;
 
@@ -518,34 +518,31 @@ dir = "{out}"
 
     // The same run over trainers that serve TLS themselves: the runner
     // dials them at https:// trusting the same CA.
-    let trainers: Vec<(ChildGuard, String)> = (0..c.len())
-        .map(|i| {
-            let mut child = std::process::Command::new(binary("mop").unwrap())
-                .args(["trainer", "--bind", "127.0.0.1:0", "--tls-cert"])
-                .arg(&certs.server_cert)
-                .arg("--tls-key")
-                .arg(&certs.server_key)
-                .env("HOPPER_FLIGHT_USER", "reader")
-                .env("HOPPER_PASSWORD", "reader-pw")
-                .env("HOPPER_TLS_CA", &certs.ca)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let guard = ChildGuard::new(format!("trainer {i}"), child);
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-            let address = line
-                .trim()
-                .strip_prefix("mop trainer listening on ")
-                .unwrap_or_else(|| panic!("trainer printed {line:?}"))
-                .to_string();
-            assert!(address.starts_with("https://"), "{address}");
-            (guard, address)
+    let trainers: Vec<TrainerProcess> = (0..c.len())
+        .map(|_| {
+            let t = TrainerProcess::start(
+                "127.0.0.1:0",
+                &[
+                    "--tls-cert".as_ref(),
+                    certs.server_cert.as_os_str(),
+                    "--tls-key".as_ref(),
+                    certs.server_key.as_os_str(),
+                ],
+                &[
+                    ("HOPPER_FLIGHT_USER", "reader"),
+                    ("HOPPER_PASSWORD", "reader-pw"),
+                    ("HOPPER_TLS_CA", certs.ca.to_str().unwrap()),
+                ],
+            )
+            .unwrap();
+            assert!(t.address.starts_with("https://"), "{}", t.address);
+            t
         })
         .collect();
-    let addresses: Vec<String> = trainers.iter().map(|(_, a)| format!("{a:?}")).collect();
+    let addresses: Vec<String> = trainers
+        .iter()
+        .map(|t| format!("{:?}", t.address))
+        .collect();
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "threads = 1\n",
         &format!("threads = 1\naddresses = [{}]\n", addresses.join(", ")),

@@ -23,7 +23,9 @@ use flight_server::batch_limits::BatchLimits;
 use flight_server::types::{arrow_schema, CopyDecoder};
 use futures::StreamExt;
 use hopper_tests::run::{assert_same_models, spawn_mop_train, RUN_TIMEOUT};
-use hopper_tests::{binary, flight_client, python_json, python_script, status_of, FlightServer};
+use hopper_tests::{
+    binary, flight_client, python_json, python_script, status_of, FlightServer, TrainerProcess,
+};
 use mop_runner::device::set_threads;
 use mop_runner::featurize::Featurizer;
 use mop_runner::grid::RunConfig;
@@ -568,9 +570,20 @@ fn gauge(metrics: &str, name: &str) -> i64 {
 
 /// Each `hopper_flight_rows_total` sample of a flight-server, by segment.
 fn rows_sent(metrics: &str) -> std::collections::BTreeMap<i32, u64> {
+    per_segment(metrics, "hopper_flight_rows_total")
+}
+
+/// Each `hopper_flight_bytes_total` sample of a flight-server, by segment.
+fn bytes_sent(metrics: &str) -> std::collections::BTreeMap<i32, u64> {
+    per_segment(metrics, "hopper_flight_bytes_total")
+}
+
+/// The samples of the per-segment counter `name`, by segment.
+fn per_segment(metrics: &str, name: &str) -> std::collections::BTreeMap<i32, u64> {
+    let prefix = format!("{name}{{segment=\"");
     metrics_text(metrics)
         .lines()
-        .filter_map(|l| l.strip_prefix("hopper_flight_rows_total{segment=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|l| {
             let (seg, rest) = l.split_once("\"} ")?;
             Some((seg.parse().ok()?, rest.trim().parse().ok()?))
@@ -677,28 +690,163 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
         "server B: {sent_b:?}"
     );
 
-    // mop train over the same topology ends with the weights of a run
-    // through one server.
+    // mop train over the same topology, with a trainer beside each server
+    // (listed the other way round: the runner matches them by host), ends
+    // with the weights of a run through one server and spawned trainers.
+    let before_train_b = bytes_sent(&metrics_b);
+    let login = [(USER_ENV, ANALYST.0), (PASSWORD_ENV, ANALYST.1)];
+    let trainers: Vec<TrainerProcess> = ["127.0.0.3:0", "127.0.0.2:0"]
+        .iter()
+        .map(|bind| {
+            TrainerProcess::start(bind, &["--threads".as_ref(), "1".as_ref()], &login).unwrap()
+        })
+        .collect();
     let single = server(&[]);
-    for (name, flight) in [("beside", &a.url), ("single", &single.url)] {
-        train_as_analyst(&run_config(
-            dir.path(),
-            name,
-            flight,
-            &table.name,
-            "memory",
-            None,
-        ));
-    }
+    let beside = run_config(dir.path(), "beside", &a.url, &table.name, "memory", None);
+    let addresses: Vec<String> = trainers
+        .iter()
+        .map(|t| format!("{:?}", t.address))
+        .collect();
+    let text = std::fs::read_to_string(&beside).unwrap().replace(
+        "threads = 1\n",
+        &format!("threads = 1\naddresses = [{}]\n", addresses.join(", ")),
+    );
+    std::fs::write(&beside, text).unwrap();
+    train_as_analyst(&beside);
+    train_as_analyst(&run_config(
+        dir.path(),
+        "single",
+        &single.url,
+        &table.name,
+        "memory",
+        None,
+    ));
     assert_same_models(&dir.path().join("beside"), &dir.path().join("single"), 2);
     let trained_b = rows_sent(&metrics_b);
     assert!(
         trained_b.get(&1) > sent_b.get(&1) && trained_b.get(&0).copied().unwrap_or(0) == 0,
         "the trainers read segment 1 from the server beside it: {trained_b:?}"
     );
+
+    // Every partition was read by the trainer on its server's host, and the
+    // bytes the trainer beside B counts are the bytes B's metrics count.
+    let results = hopper_tests::run::results(&dir.path().join("beside"));
+    let parts = results["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{results}");
+    for p in parts {
+        assert_eq!(p["local"], true, "{p}");
+        assert_eq!(
+            p["endpoint_hosts"],
+            serde_json::json!([p["trainer_host"]]),
+            "{p}"
+        );
+    }
+    let on_b = parts
+        .iter()
+        .find(|p| p["trainer_host"] == "127.0.0.3")
+        .unwrap();
+    let bytes_b = bytes_sent(&metrics_b);
+    assert_eq!(
+        on_b["open_bytes"].as_u64(),
+        Some(bytes_b[&1] - before_train_b[&1]),
+        "{on_b}"
+    );
+    let timeline: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("beside/timeline.json")).unwrap())
+            .unwrap();
+    assert!(!timeline.is_empty());
+    for u in &timeline {
+        assert_eq!(u["local"], true, "{u}");
+        assert_eq!(u["bytes_read"], 0, "trained from the memory cache: {u}");
+    }
+    let report = std::fs::read_to_string(dir.path().join("beside/report.html")).unwrap();
+    assert!(report.contains("<h2>Data locality</h2>"));
 }
 
-/// Sessions `user` holds on the coordinator through hopper.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
+async fn greenplum_a_port_convention_locates_every_segment_at_the_server_on_its_host() {
+    let admin = admin().await;
+    let table = criteo_table(&admin, "hopper_convention", 1000, 4).await;
+    let hosts: Vec<String> = admin
+        .query(
+            "SELECT DISTINCT hostname FROM gp_segment_configuration \
+             WHERE content >= 0 AND role = 'p'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        hosts.len(),
+        1,
+        "the shared cluster runs its primaries on one host"
+    );
+
+    // The segment host is "at" 127.0.0.3, where a server listens on the
+    // agreed port; the server clients plan at (127.0.0.2) names no segment.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ticket.key");
+    std::fs::write(&key, "one key for the cluster").unwrap();
+    let key = key.to_str().unwrap().to_string();
+    let bare = bare_url();
+    let port = free_port("127.0.0.3");
+    let metrics_b = format!("127.0.0.3:{}", free_port("127.0.0.3"));
+    let common = [
+        "--greenplum",
+        bare.as_str(),
+        "--auth",
+        "database",
+        "--ticket-key-file",
+        key.as_str(),
+    ];
+    let mut args_b = common.to_vec();
+    args_b.extend(["--metrics", metrics_b.as_str()]);
+    let b = FlightServer::start_on(&format!("127.0.0.3:{port}"), &args_b).unwrap();
+    let port_arg = port.to_string();
+    let host_map = format!("{}=127.0.0.3", hosts[0]);
+    let mut args_a = common.to_vec();
+    args_a.extend([
+        "--segment-flight-port",
+        port_arg.as_str(),
+        "--host-map",
+        host_map.as_str(),
+    ]);
+    let a = FlightServer::start_on("127.0.0.2:0", &args_a).unwrap();
+
+    let out = dir.path().join("convention.arrow");
+    let sql = format!("SELECT * FROM {}", table.name);
+    let read = python_json(
+        "read_to_ipc.py",
+        &[&a.url, &ANALYST.0, &"GP_PASSWORD", &sql, &out],
+        &[("GP_PASSWORD", ANALYST.1)],
+    );
+    assert_eq!(
+        read["locations"],
+        serde_json::json!([b.url, b.url]),
+        "{read}"
+    );
+    assert_eq!(read["rows"], 1000);
+    assert_eq!(
+        sorted_rows(&read_ipc(&out)),
+        sorted_rows(&via_copy(&admin, &sql).await)
+    );
+    let sent = rows_sent(&metrics_b);
+    assert_eq!(sent.values().sum::<u64>(), 1000, "{sent:?}");
+
+    // A configuration that cannot work is refused at start, saying why.
+    let out = Command::new(binary("flight-server").unwrap())
+        .args(["--bind", "127.0.0.2:0", "--greenplum", bare.as_str()])
+        .args(["--segment-flight-port", "50051"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ticket-key-file"), "{stderr}");
+}
+
 async fn coordinator_sessions(admin: &Client, user: &str) -> i64 {
     admin
         .query_one(

@@ -47,6 +47,8 @@ fn finished_run(dir: &Path) -> (RunOutcome, RunConfig) {
         end: start + 1.0,
         samples: 100,
         wait_seconds: 0.0,
+        bytes_read: 0,
+        local: None,
     };
     let outcome = RunOutcome {
         models: models
@@ -71,6 +73,7 @@ fn finished_run(dir: &Path) -> (RunOutcome, RunConfig) {
             unit(1, 0, 1.0),
             unit(0, 1, 1.0),
         ],
+        partitions: Vec::new(),
         seconds: 2.5,
         trainers: 2,
         dir: dir.to_path_buf(),

@@ -38,7 +38,7 @@
 
 mod text;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,7 @@ use super::{
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
+use crate::locate::Locator;
 use crate::types::{arrow_field, arrow_schema};
 use text::BatchBuilder;
 
@@ -86,10 +87,10 @@ pub struct GreenplumSource {
     host_map: BTreeMap<String, String>,
     /// Caps on coordinator sessions and on retrieve sessions per segment.
     connections: Connections,
-    /// Segments (`gp_segment_id`) whose endpoints are located at another
-    /// flight-server (`--segment-flight`): their reads are watched on the
-    /// coordinator, not seen here.
-    remote: BTreeSet<i32>,
+    /// Where endpoints are located: those at another flight-server (beside
+    /// their segment) are read there, so their progress is watched on the
+    /// coordinator instead of seen here.
+    locator: Arc<Locator>,
     /// Shared connection for `describe` and `list_tables` (reconnected when closed).
     coordinator: tokio::sync::Mutex<Option<Arc<Client>>>,
     registry: Arc<Registry>,
@@ -314,7 +315,7 @@ impl GreenplumSource {
             config,
             limits,
             host_map: BTreeMap::new(),
-            remote: BTreeSet::new(),
+            locator: Arc::new(Locator::default()),
             connections: Connections::new(super::limit::DEFAULT_MAX_CONNECTIONS),
             coordinator: tokio::sync::Mutex::new(coordinator),
             registry,
@@ -340,11 +341,12 @@ impl GreenplumSource {
         self
     }
 
-    /// Marks the endpoints of `segments` (`gp_segment_id`s) as located at
-    /// other flight-servers (`--segment-flight`): this server watches their
-    /// progress on the coordinator instead of seeing their reads.
-    pub fn with_remote_segments(mut self, segments: BTreeSet<i32>) -> Self {
-        self.remote = segments;
+    /// Endpoints `locator` places at other flight-servers
+    /// (`--segment-flight`, `--segment-flight-port`) are read there: this
+    /// server watches their progress on the coordinator instead of seeing
+    /// their reads.
+    pub fn with_locator(mut self, locator: Arc<Locator>) -> Self {
+        self.locator = locator;
         self
     }
 
@@ -500,24 +502,26 @@ impl Source for GreenplumSource {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let watch = endpoints.keys().any(|s| self.remote.contains(s));
+        // Endpoints read at another server are watched on the coordinator.
+        let statuses: BTreeMap<i32, Endpoint> = endpoints
+            .iter()
+            .map(|(&seg, info)| {
+                let status = if self.locator.is_elsewhere(seg, Some(&info.host)) {
+                    Status::Remote
+                } else {
+                    Status::Ready
+                };
+                (seg, Endpoint { status })
+            })
+            .collect();
+        let watch = statuses.values().any(|e| e.status == Status::Remote);
         let cursor = Arc::new(Cursor {
             name,
             schema: schema.clone(),
             _permit: permit,
             session: Mutex::new(Some(Arc::new(session))),
             state: Mutex::new(CursorState {
-                endpoints: endpoints
-                    .into_keys()
-                    .map(|seg| {
-                        let status = if self.remote.contains(&seg) {
-                            Status::Remote
-                        } else {
-                            Status::Ready
-                        };
-                        (seg, Endpoint { status })
-                    })
-                    .collect(),
+                endpoints: statuses,
                 last_activity: Instant::now(),
             }),
         });
@@ -1280,7 +1284,7 @@ mod tests {
             config: Config::new(),
             limits: BatchLimits::default(),
             host_map: BTreeMap::new(),
-            remote: BTreeSet::new(),
+            locator: Arc::new(Locator::default()),
             connections: Connections::new(2),
             coordinator: tokio::sync::Mutex::new(None),
             registry,

@@ -48,6 +48,17 @@ pub struct Partition {
     pub spec: PartitionSpec,
 }
 
+impl Partition {
+    /// The segment's host as the database names it, where the source
+    /// knows it (Greenplum): what `--segment-flight-port` locates by.
+    pub fn host(&self) -> Option<&str> {
+        match &self.spec {
+            PartitionSpec::Greenplum { retrieve, .. } => Some(&retrieve.host),
+            _ => None,
+        }
+    }
+}
+
 /// Source-specific part of a [`Partition`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::grid::RunConfig;
 use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, UnitRecord};
+use crate::run_dir::partitions::PartitionRecord;
 use crate::run_dir::results::{self, ModelResult};
 use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler};
@@ -73,6 +74,8 @@ pub fn timeline() -> Vec<UnitRecord> {
                 end: e.time + 0.5,
                 samples: 1000,
                 wait_seconds: 0.05,
+                bytes_read: 0,
+                local: None,
             }),
             EventKind::Fail => {}
         }
@@ -127,6 +130,17 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
             })
             .collect(),
         timeline,
+        partitions: (0..TRAINERS)
+            .map(|p| PartitionRecord {
+                partition: p,
+                trainer: format!("http://127.0.0.{}:7000", p + 2),
+                trainer_host: format!("127.0.0.{}", p + 2),
+                endpoint_hosts: vec!["127.0.0.2".into()],
+                local: p == 0,
+                rows: 500,
+                open_bytes: 123_456,
+            })
+            .collect(),
         seconds,
         trainers: TRAINERS,
         dir: dir.to_path_buf(),
@@ -156,6 +170,8 @@ pub fn checkpoint(dir: &Path, units: usize) -> Checkpoint {
                     end: t + 1.0,
                     samples: 100,
                     wait_seconds: 0.0,
+                    bytes_read: 0,
+                    local: None,
                 });
                 t += 1.0;
                 progressed = true;

@@ -161,6 +161,7 @@ pub fn render(run: &RunFiles) -> Result<String> {
     curves(&mut h, run, best)?;
     schedule(&mut h, run, wall);
     timings(&mut h, &times, wall);
+    locality(&mut h, run);
     h.push_str("</body></html>\n");
     Ok(h)
 }
@@ -316,7 +317,7 @@ fn curves(h: &mut String, run: &RunFiles, best: Option<usize>) -> Result<()> {
 
 fn unit_title(u: &UnitRecord) -> String {
     format!(
-        "model {} · epoch {} · partition {}\n{:.2}–{:.2} s ({:.2} s), {} rows, {:.2} s waiting for data",
+        "model {} · epoch {} · partition {}\n{:.2}–{:.2} s ({:.2} s), {} rows, {:.2} s waiting for data{}",
         u.model,
         u.epoch + 1,
         u.partition,
@@ -324,8 +325,80 @@ fn unit_title(u: &UnitRecord) -> String {
         u.end,
         u.end - u.start,
         u.samples,
-        u.wait_seconds
+        u.wait_seconds,
+        match (u.bytes_read, u.local) {
+            (0, _) => String::new(),
+            (b, Some(true)) => format!(", {} read locally", bytes(b)),
+            (b, Some(false)) => format!(", {} read over the network", bytes(b)),
+            (b, None) => format!(", {} read", bytes(b)),
+        }
     )
+}
+
+/// `12.3 MiB`.
+fn bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut x = b as f64;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.1} {}", UNITS[unit])
+    }
+}
+
+/// Which trainer held each partition, where its rows came from, and how
+/// many bytes crossed from flight-servers to trainers.
+fn locality(h: &mut String, run: &RunFiles) {
+    let parts = &run.results.partitions;
+    if parts.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Data locality</h2><table><tr><th>partition</th><th class=\"l\">trainer</th>\
+         <th class=\"l\">read from</th><th class=\"l\">local</th><th>rows</th>\
+         <th>read at open</th><th>read by units</th></tr>",
+    );
+    let (mut local_bytes, mut total_bytes) = (0u64, 0u64);
+    for p in parts {
+        let unit_bytes: u64 = run
+            .timeline
+            .iter()
+            .filter(|u| u.partition == p.partition)
+            .map(|u| u.bytes_read)
+            .sum();
+        let all = p.open_bytes + unit_bytes;
+        total_bytes += all;
+        if p.local {
+            local_bytes += all;
+        }
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"l\"><code>{}</code></td><td class=\"l\">{}</td>\
+             <td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.partition,
+            esc(&p.trainer),
+            esc(&p.endpoint_hosts.join(", ")),
+            if p.local { "yes" } else { "no" },
+            p.rows,
+            bytes(p.open_bytes),
+            bytes(unit_bytes)
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p class=\"note\">A partition is local when its trainer's address names the \
+         host its endpoints are located at (a flight-server beside the segment, a trainer beside \
+         the server): its rows never crossed the network. {} of {} Arrow bytes read were local. \
+         With a cache, a partition is read once when it is opened; with <code>cache = \"none\"</code> \
+         every unit reads it again.</p>",
+        bytes(local_bytes),
+        bytes(total_bytes)
+    );
 }
 
 fn schedule(h: &mut String, run: &RunFiles, wall: f64) {

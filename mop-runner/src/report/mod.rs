@@ -23,6 +23,7 @@ use serde::Deserialize;
 use crate::config::{ModelConfig, OptimizerKind};
 use crate::error::{Error, Result};
 use crate::run_dir::checkpoint::UnitRecord;
+use crate::run_dir::partitions::PartitionRecord;
 
 pub use html::render;
 
@@ -158,6 +159,10 @@ pub struct RunResults {
     pub best_model: Option<usize>,
     /// Every model, by id.
     pub models: Vec<ModelRecord>,
+    /// Every partition: its trainer and where it was read from (empty in
+    /// results of older versions).
+    #[serde(default)]
+    pub partitions: Vec<PartitionRecord>,
 }
 
 impl RunResults {

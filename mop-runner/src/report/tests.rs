@@ -42,6 +42,23 @@ fn report_has_leaderboard_curves_and_one_gantt_bar_per_unit() {
         assert!(html.contains(&format!(">trainer {t}<")));
     }
 
+    // The locality table: one row per partition, local or not.
+    let locality = html
+        .split("<h2>Data locality</h2>")
+        .nth(1)
+        .expect("a locality section")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(locality.matches("<tr>").count(), 1 + fixture::TRAINERS);
+    assert!(locality.contains(
+        "http://127.0.0.2:7000</code></td><td class=\"l\">127.0.0.2</td><td class=\"l\">yes"
+    ));
+    assert!(locality.contains(
+        "http://127.0.0.3:7000</code></td><td class=\"l\">127.0.0.2</td><td class=\"l\">no"
+    ));
+    assert!(locality.contains("120.6 KiB"));
+
     // The leaderboard lists every model, best first, with its file.
     let board = html
         .split("<h2>Leaderboard</h2>")

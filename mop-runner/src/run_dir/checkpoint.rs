@@ -79,6 +79,14 @@ pub struct UnitRecord {
     pub samples: u64,
     /// Seconds waiting for data.
     pub wait_seconds: f64,
+    /// Arrow IPC bytes the unit read over Flight (0 when it trained from
+    /// the trainer's cache; the cache's own read is the partition's
+    /// `open_bytes` in results.json).
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// Whether the trainer sits on the host its partition is served from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<bool>,
 }
 
 /// A validation pass that was running when the checkpoint was taken.

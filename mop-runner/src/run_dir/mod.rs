@@ -6,6 +6,7 @@
 //! the runner.
 
 pub mod checkpoint;
+pub mod partitions;
 pub mod results;
 
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ pub struct RunOutcome {
     pub models: Vec<results::ModelResult>,
     /// Every unit as it ran.
     pub timeline: Vec<UnitRecord>,
+    /// Every partition: its trainer, where it was read from, what was read.
+    pub partitions: Vec<partitions::PartitionRecord>,
     /// Wall seconds of the run (over resumes).
     pub seconds: f64,
     /// Number of trainers.

@@ -149,6 +149,7 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
         "seconds": outcome.seconds,
         "best_model": best,
         "models": rows,
+        "partitions": outcome.partitions,
     });
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
     std::fs::write(dir.join("results.csv"), csv)?;

@@ -26,6 +26,7 @@
 //! Tickets that expire or that a flight-server refuses are replaced by
 //! planning again ([`plan`]); the unit that met the refusal runs again.
 
+pub mod locality;
 pub mod plan;
 pub mod progress;
 pub mod trainers;
@@ -45,6 +46,7 @@ use tonic::transport::Channel;
 use crate::error::{Error, Result};
 use crate::grid::{Cache, RunConfig};
 use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord};
+use crate::run_dir::partitions::PartitionRecord;
 use crate::run_dir::results;
 pub use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler, Unit};
@@ -105,34 +107,42 @@ struct PendingEval {
 /// runner spawned (so that a dead one can be replaced).
 struct Trainers {
     clients: Vec<TrainerClient<Channel>>,
+    /// Each trainer's address.
+    addresses: Vec<String>,
     local: Vec<Option<LocalTrainer>>,
     binary: PathBuf,
     threads: usize,
 }
 
 impl Trainers {
+    /// Connects to `addresses` (trainer `p` holds partition `p`), or
+    /// spawns `w` local trainers when there are none.
     async fn start(
         config: &RunConfig,
+        addresses: &[String],
         w: usize,
         binary: PathBuf,
         reporter: &Reporter,
     ) -> Result<Self> {
         let mut t = Trainers {
             clients: Vec::with_capacity(w),
+            addresses: Vec::with_capacity(w),
             local: Vec::with_capacity(w),
             binary,
             threads: config.train.threads,
         };
-        if config.train.addresses.is_empty() {
+        if addresses.is_empty() {
             for worker in 0..w {
                 let lt = LocalTrainer::spawn(&t.binary, t.threads)?;
                 reporter.trainer_started(worker, lt.pid(), &lt.address);
                 t.clients.push(trainers::connect(&lt.address).await?);
+                t.addresses.push(lt.address.clone());
                 t.local.push(Some(lt));
             }
         } else {
-            for a in &config.train.addresses {
+            for a in addresses {
                 t.clients.push(trainers::connect(a).await?);
+                t.addresses.push(a.clone());
                 t.local.push(None);
             }
         }
@@ -170,6 +180,7 @@ impl Trainers {
         ));
         reporter.trainer_started(w, t.pid(), &t.address);
         self.clients[w] = trainers::connect(&t.address).await?;
+        self.addresses[w] = t.address.clone();
         self.local[w] = Some(t);
         Ok(true)
     }
@@ -326,7 +337,31 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         progress.total,
         progress.done,
     ));
-    let mut trainers = Trainers::start(&config, w, binary, &reporter).await?;
+    // Given trainers are matched to the hosts of their partitions.
+    let partition_hosts: Vec<Vec<String>> = (0..w)
+        .map(|p| {
+            let eps = plan
+                .train_part(p, w)
+                .into_iter()
+                .chain(plan.validation_part(p, w));
+            locality::hosts(&eps.map(|e| e.location).collect::<Vec<_>>())
+        })
+        .collect();
+    let given = &config.train.addresses;
+    let given_hosts: Vec<String> = given.iter().map(|a| locality::host_of(a)).collect();
+    let addresses: Vec<String> = locality::assign(&given_hosts, &partition_hosts)
+        .into_iter()
+        .filter_map(|t| given.get(t).cloned())
+        .collect();
+    let mut trainers = Trainers::start(&config, &addresses, w, binary, &reporter).await?;
+    let trainer_hosts: Vec<String> = trainers
+        .addresses
+        .iter()
+        .map(|a| locality::host_of(a))
+        .collect();
+    let local: Vec<bool> = (0..w)
+        .map(|p| locality::is_local(&trainer_hosts[p], &partition_hosts[p]))
+        .collect();
     let cache = match config.source.cache {
         Cache::Memory => ProtoCache::Memory,
         Cache::Disk => ProtoCache::Disk,
@@ -347,9 +382,32 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         let req = open_req(&plan, p);
         opens.spawn(async move { (p, c.open_partition(req).await) });
     }
+    let mut partitions: Vec<PartitionRecord> = (0..w)
+        .map(|p| PartitionRecord {
+            partition: p,
+            trainer: trainers.addresses[p].clone(),
+            trainer_host: trainer_hosts[p].clone(),
+            endpoint_hosts: partition_hosts[p].clone(),
+            local: local[p],
+            rows: 0,
+            open_bytes: 0,
+        })
+        .collect();
     while let Some(r) = opens.join_next().await {
         let (p, r) = r.map_err(|e| trainer_err(0, e))?;
-        r.map_err(|s| trainer_status(p, "opening its partition", s))?;
+        let opened = r
+            .map_err(|s| trainer_status(p, "opening its partition", s))?
+            .into_inner();
+        partitions[p].rows = opened.train_rows;
+        partitions[p].open_bytes = opened.train_bytes + opened.validation_bytes;
+    }
+    for r in partitions.iter().filter(|r| !r.local) {
+        reporter.println(format!(
+            "partition {}: trainer on {} reads from {} (not local)",
+            r.partition,
+            r.trainer_host,
+            r.endpoint_hosts.join(", ")
+        ));
     }
 
     let has_validation = !plan.validation.is_empty();
@@ -474,6 +532,8 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     end,
                     samples: r.samples,
                     wait_seconds: r.wait_seconds,
+                    bytes_read: r.bytes_read,
+                    local: Some(local[unit.partition]),
                 });
                 reporter.unit_done(unit, r.samples, r.seconds);
                 if sched.model_epoch(m)? > unit.epoch {
@@ -623,6 +683,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     let outcome = RunOutcome {
         models: model_results,
         timeline,
+        partitions,
         seconds,
         trainers: w,
         dir: out,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::InputSpec;
 use crate::error::{Error, Result};
 use crate::featurize::Featurized;
-use flight_client::read::{spawn_reader, PREFETCH_BATCHES};
+use flight_client::read::{spawn_counted_reader, PREFETCH_BATCHES};
 use flight_client::retry::retry_budget;
 use flight_client::FlightSlice;
 
@@ -50,6 +51,8 @@ pub struct PartitionData {
     file: Option<PathBuf>,
     /// Rows read at open (memory and disk modes).
     pub rows: u64,
+    /// Arrow IPC bytes read over Flight at open (memory and disk modes).
+    pub bytes: u64,
 }
 
 /// Featurized batches shared between passes. Tensors are `Send` but not
@@ -80,6 +83,7 @@ impl PartitionData {
             featurized: HashMap::new(),
             file: None,
             rows: 0,
+            bytes: 0,
         };
         if mode == CacheMode::None || data.slices.is_empty() {
             return Ok(data);
@@ -104,7 +108,12 @@ impl PartitionData {
     /// Reads every slice into the cache (memory or disk mode).
     async fn fill(&mut self, dir: &Path, name: &str) -> Result<()> {
         let (mode, data) = (self.mode, self);
-        let mut rx = spawn_reader::<Error>(&tokio::runtime::Handle::current(), data.slices.clone());
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut rx = spawn_counted_reader::<Error>(
+            &tokio::runtime::Handle::current(),
+            data.slices.clone(),
+            bytes.clone(),
+        );
         let mut writer: Option<FileWriter<File>> = None;
         let path = dir.join(format!("{name}.arrow"));
         while let Some(batch) = rx.recv().await {
@@ -133,15 +142,19 @@ impl PartitionData {
                 .map_err(|e| Error::Io(std::io::Error::other(e)))?;
             data.file = Some(path);
         }
+        // Every attempt's bytes crossed the wire, a failed one's too.
+        data.bytes += bytes.load(Ordering::Relaxed);
         Ok(())
     }
 
     /// Batches for one pass. `fresh` replaces the opened slices (mode none:
-    /// a Greenplum endpoint can be read only once).
+    /// a Greenplum endpoint can be read only once); `bytes` counts what the
+    /// pass reads over Flight.
     pub fn pass(
         &mut self,
         key: &str,
         fresh: Vec<FlightSlice>,
+        bytes: Arc<AtomicU64>,
         featurize: impl Fn(&RecordBatch) -> Result<Featurized>,
     ) -> Result<Batches> {
         match self.mode {
@@ -189,9 +202,10 @@ impl PartitionData {
                 } else {
                     fresh
                 };
-                Ok(Batches::Stream(spawn_reader(
+                Ok(Batches::Stream(spawn_counted_reader(
                     &tokio::runtime::Handle::current(),
                     slices,
+                    bytes,
                 )))
             }
         }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -132,6 +133,8 @@ impl Trainer for TrainerService {
             train_rows: train.rows,
             validation_rows: validation.rows,
             seconds: start.elapsed().as_secs_f64(),
+            train_bytes: train.bytes,
+            validation_bytes: validation.bytes,
         };
         tracing::info!(
             partition = req.partition,
@@ -163,11 +166,16 @@ impl Trainer for TrainerService {
         })?;
         let featurizer = Featurizer::new(&config);
         let f2 = featurizer.clone();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let read = bytes.clone();
         let batches = opened
             .train
-            .pass(&feature_key(&config.input), slices(req.train), move |b| {
-                f2.featurize(b)
-            })
+            .pass(
+                &feature_key(&config.input),
+                slices(req.train),
+                bytes,
+                move |b| f2.featurize(b),
+            )
             .map_err(status)?;
         let threads = opened.threads;
         let (tx, rx) = mpsc::channel(16);
@@ -215,6 +223,7 @@ impl Trainer for TrainerService {
                     correct: metrics.correct,
                     seconds: metrics.seconds,
                     wait_seconds: metrics.wait_seconds,
+                    bytes_read: read.load(Ordering::Relaxed),
                 })
             })();
             let event = match result {
@@ -256,6 +265,7 @@ impl Trainer for TrainerService {
             .pass(
                 &feature_key(&config.input),
                 slices(req.validation),
+                Arc::default(),
                 move |b| f2.featurize(b),
             )
             .map_err(status)?;
