@@ -12,7 +12,7 @@
 //! epochs = 10
 //! seed = 42
 //! trainers = 2              # spawned locally, one per partition…
-//! # addresses = ["http://10.0.0.5:7000", …]   # …or already running
+//! # addresses = ["http://10.0.0.5:7000", …]   # …or already running (matched to partitions by host)
 //! threads = 1               # intra-op threads per trainer
 //!
 //! [grid]                    # the cross product of these lists
@@ -146,7 +146,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Trainers to spawn locally (default: one per partition).
     pub trainers: Option<usize>,
-    /// Addresses of running trainers (instead of spawning).
+    /// Addresses of running trainers (instead of spawning), in any order:
+    /// each partition goes to a trainer on its endpoints' host if there is
+    /// one (see `runner::locality`).
     pub addresses: Vec<String>,
     /// Intra-op threads per trainer.
     pub threads: usize,
