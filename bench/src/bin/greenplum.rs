@@ -21,6 +21,8 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -120,8 +122,8 @@ async fn raw_retrieve(url: &str, database: &str) -> Result<u64> {
 }
 
 /// GetFlightInfo at `location`, then every endpoint read in parallel where
-/// it points; returns rows.
-async fn hopper_read(location: &str) -> Result<u64> {
+/// it points; returns rows, and adds the Arrow IPC bytes received to `bytes`.
+async fn hopper_read(location: &str, bytes: &Arc<AtomicU64>) -> Result<u64> {
     let planned =
         flight_client::plan::plan_query(location, &format!("SELECT * FROM {TABLE}")).await?;
     let handle = tokio::runtime::Handle::current();
@@ -129,8 +131,11 @@ async fn hopper_read(location: &str) -> Result<u64> {
         .slices
         .into_iter()
         .map(|slice| {
-            let mut rx =
-                flight_client::read::spawn_reader::<flight_client::Error>(&handle, vec![slice]);
+            let mut rx = flight_client::read::spawn_counted_reader::<flight_client::Error>(
+                &handle,
+                vec![slice],
+                bytes.clone(),
+            );
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while let Some(b) = rx.recv().await {
@@ -199,6 +204,23 @@ fn cpu_seconds(pid: u32) -> f64 {
         .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
         .sum();
     ticks / 100.0
+}
+
+/// CPU seconds the whole machine has been busy (every core; idle and
+/// iowait excluded), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| cpu.get(i)).sum();
+    busy / 100.0
 }
 
 /// Peak RSS of a process, MiB.
@@ -304,6 +326,8 @@ async fn main() -> Result<()> {
     };
     let mut results = Vec::new();
     let n = args.rows;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (client_us, arrow_bytes, server_us);
 
     let (rps, _) = best(args.repeats, n, &[], || async {
         coordinator_copy(&url).await.map(|_| n)
@@ -315,7 +339,12 @@ async fn main() -> Result<()> {
         server_cpu_us_per_row: None,
         server_rss_mib: None,
     });
+    let me = std::process::id();
+    let (busy0, self0) = (machine_busy_seconds(), cpu_seconds(me));
     let (rps, _) = best(args.repeats, n, &[], || raw_retrieve(&url, &database)).await?;
+    // Every RETRIEVE pass (warm-up included) made the segments produce n rows.
+    let database_cpu = (machine_busy_seconds() - busy0) - (cpu_seconds(me) - self0);
+    let segment_us = database_cpu * 1e6 / (n as f64 * (args.repeats + 1) as f64);
     results.push(Row {
         what: "raw RETRIEVE, endpoints in parallel",
         rows_per_sec: rps,
@@ -325,7 +354,16 @@ async fn main() -> Result<()> {
 
     {
         let one = Server::start(&bin, "127.0.0.1:0", &common(&[])).await?;
-        let (rps, cpu) = best(args.repeats, n, &[one.pid], || hopper_read(&one.url)).await?;
+        let self0 = cpu_seconds(me);
+        bytes.store(0, Ordering::Relaxed);
+        let (rps, cpu) = best(args.repeats, n, &[one.pid], || {
+            hopper_read(&one.url, &bytes)
+        })
+        .await?;
+        let passes = (n * (args.repeats as u64 + 1)) as f64;
+        client_us = (cpu_seconds(me) - self0) * 1e6 / passes;
+        arrow_bytes = bytes.load(Ordering::Relaxed) as f64 / passes;
+        server_us = cpu * 1e6 / n as f64;
         results.push(Row {
             what: "hopper, one flight-server",
             rows_per_sec: rps,
@@ -353,7 +391,7 @@ async fn main() -> Result<()> {
         let pids: Vec<u32> = std::iter::once(planner.pid)
             .chain(beside.iter().map(|s| s.pid))
             .collect();
-        let (rps, cpu) = best(args.repeats, n, &pids, || hopper_read(&planner.url)).await?;
+        let (rps, cpu) = best(args.repeats, n, &pids, || hopper_read(&planner.url, &bytes)).await?;
         let rss = pids.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max);
         results.push(Row {
             what: "hopper, a flight-server beside each segment",
@@ -385,6 +423,18 @@ async fn main() -> Result<()> {
             r.server_rss_mib.map_or("–".into(), |m| format!("{m:.0}")),
         );
     }
+    // The per-row costs `hopper-bench --bin scale` extrapolates from.
+    println!(
+        "\nper-row costs (CPU µs; bytes): segments for RETRIEVE {segment_us:.2}, flight-server \
+         {server_us:.2}, Flight client decode {client_us:.2}; text rows as loaded {:.0} B, Arrow IPC \
+         {arrow_bytes:.0} B",
+        stats.bytes as f64 / stats.rows.max(1) as f64
+    );
+    println!(
+        "scale inputs: --segment-us {segment_us:.2} --server-us {server_us:.2} --client-us \
+         {client_us:.2} --text-bytes {:.0} --arrow-bytes {arrow_bytes:.0}",
+        stats.bytes as f64 / stats.rows.max(1) as f64
+    );
     Ok(())
 }
 
