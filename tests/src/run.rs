@@ -134,3 +134,17 @@ pub fn assert_same_models(a: &Path, b: &Path, models: usize) {
 pub fn results(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
+
+/// A run configuration's text (with `threads = 1` under `[train]`) that
+/// uses `trainers`, already running, instead of spawning its own.
+pub fn with_trainers(config: &str, trainers: &[crate::TrainerProcess]) -> String {
+    let addresses: Vec<String> = trainers
+        .iter()
+        .map(|t| format!("{:?}", t.address))
+        .collect();
+    assert!(config.contains("threads = 1\n"), "{config}");
+    config.replace(
+        "threads = 1\n",
+        &format!("threads = 1\naddresses = [{}]\n", addresses.join(", ")),
+    )
+}

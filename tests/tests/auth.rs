@@ -8,6 +8,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
 use base64::Engine as _;
 use futures::TryStreamExt;
+use hopper_tests::run::with_trainers;
 use hopper_tests::{
     binary, cluster, python_json, python_script, segment_args, FlightServer, TrainerProcess,
 };
@@ -539,14 +540,7 @@ dir = "{out}"
             t
         })
         .collect();
-    let addresses: Vec<String> = trainers
-        .iter()
-        .map(|t| format!("{:?}", t.address))
-        .collect();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "threads = 1\n",
-        &format!("threads = 1\naddresses = [{}]\n", addresses.join(", ")),
-    );
+    let text = with_trainers(&std::fs::read_to_string(&config).unwrap(), &trainers);
     let remote = dir.path().join("remote.toml");
     std::fs::write(&remote, text.replace("/run\"", "/remote\"")).unwrap();
     let ok = std::process::Command::new(binary("mop").unwrap())

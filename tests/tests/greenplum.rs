@@ -22,7 +22,7 @@ use flight_client::FlightSlice;
 use flight_server::batch_limits::BatchLimits;
 use flight_server::types::{arrow_schema, CopyDecoder};
 use futures::StreamExt;
-use hopper_tests::run::{assert_same_models, spawn_mop_train, RUN_TIMEOUT};
+use hopper_tests::run::{assert_same_models, spawn_mop_train, with_trainers, RUN_TIMEOUT};
 use hopper_tests::{
     binary, flight_client, python_json, python_script, status_of, FlightServer, TrainerProcess,
 };
@@ -538,6 +538,29 @@ async fn greenplum_mop_train_with_every_cache_equals_sequential_training_over_th
     assert_eq!((rows, keys, valid), (3000, 3000, 3000));
 }
 
+/// pyarrow, logged in as the analyst at `url`, reads `sql` from every
+/// endpoint where it points; the values must equal the coordinator's COPY.
+/// Returns what the script reports (`locations`, `rows`).
+async fn pyarrow_reads_as_analyst(
+    admin: &Client,
+    url: &str,
+    sql: &str,
+    dir: &Path,
+) -> serde_json::Value {
+    let out = dir.join(format!("read-{:08x}.arrow", rand_suffix()));
+    let read = python_json(
+        "read_to_ipc.py",
+        &[&url, &ANALYST.0, &"GP_PASSWORD", &sql, &out],
+        &[("GP_PASSWORD", ANALYST.1)],
+    );
+    assert_eq!(
+        sorted_rows(&read_ipc(&out)),
+        sorted_rows(&via_copy(admin, sql).await),
+        "values read through {url}"
+    );
+    read
+}
+
 /// A port on `ip` that was free a moment ago.
 fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
@@ -658,21 +681,14 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
 
     // A client that logged in at the first server reads each endpoint
     // where it points, with the one Bearer token.
-    let out = dir.path().join("beside.arrow");
     let sql = format!("SELECT * FROM {} ", table.name);
-    let read = python_json(
-        "read_to_ipc.py",
-        &[&a.url, &ANALYST.0, &"GP_PASSWORD", &sql, &out],
-        &[("GP_PASSWORD", ANALYST.1)],
-    );
+    let read = pyarrow_reads_as_analyst(&admin, &a.url, &sql, dir.path()).await;
     assert_eq!(
         read["locations"],
         serde_json::json!([a.url, b.url]),
         "{read}"
     );
     assert_eq!(read["rows"], 2000);
-    let got = sorted_rows(&read_ipc(&out));
-    assert_eq!(got, sorted_rows(&via_copy(&admin, &sql).await));
 
     // Each server sent exactly its own segment's rows.
     let sent_a = rows_sent(&metrics_a);
@@ -703,14 +719,7 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
         .collect();
     let single = server(&[]);
     let beside = run_config(dir.path(), "beside", &a.url, &table.name, "memory", None);
-    let addresses: Vec<String> = trainers
-        .iter()
-        .map(|t| format!("{:?}", t.address))
-        .collect();
-    let text = std::fs::read_to_string(&beside).unwrap().replace(
-        "threads = 1\n",
-        &format!("threads = 1\naddresses = [{}]\n", addresses.join(", ")),
-    );
+    let text = with_trainers(&std::fs::read_to_string(&beside).unwrap(), &trainers);
     std::fs::write(&beside, text).unwrap();
     train_as_analyst(&beside);
     train_as_analyst(&run_config(
@@ -816,23 +825,14 @@ async fn greenplum_a_port_convention_locates_every_segment_at_the_server_on_its_
     ]);
     let a = FlightServer::start_on("127.0.0.2:0", &args_a).unwrap();
 
-    let out = dir.path().join("convention.arrow");
     let sql = format!("SELECT * FROM {}", table.name);
-    let read = python_json(
-        "read_to_ipc.py",
-        &[&a.url, &ANALYST.0, &"GP_PASSWORD", &sql, &out],
-        &[("GP_PASSWORD", ANALYST.1)],
-    );
+    let read = pyarrow_reads_as_analyst(&admin, &a.url, &sql, dir.path()).await;
     assert_eq!(
         read["locations"],
         serde_json::json!([b.url, b.url]),
         "{read}"
     );
     assert_eq!(read["rows"], 1000);
-    assert_eq!(
-        sorted_rows(&read_ipc(&out)),
-        sorted_rows(&via_copy(&admin, &sql).await)
-    );
     let sent = rows_sent(&metrics_b);
     assert_eq!(sent.values().sum::<u64>(), 1000, "{sent:?}");
 
