@@ -94,11 +94,6 @@ impl Locator {
     pub fn is_elsewhere(&self, segment: i32, host: Option<&str>) -> bool {
         self.locate(segment, host) != self.own
     }
-
-    /// Whether any endpoint can be located elsewhere.
-    pub fn points_elsewhere(&self) -> bool {
-        !self.by_segment.is_empty() || self.by_host.is_some()
-    }
 }
 
 /// An IPv6 literal in a URL needs brackets.
@@ -137,7 +132,7 @@ mod tests {
     #[test]
     fn without_flags_everything_is_here() {
         let loc = Locator::here("grpc+tls://a:1");
-        assert!(!loc.points_elsewhere());
         assert_eq!(loc.locate(7, Some("sdw9")), "grpc+tls://a:1");
+        assert!(!loc.is_elsewhere(7, Some("sdw9")));
     }
 }
