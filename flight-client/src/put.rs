@@ -37,6 +37,8 @@ pub enum PutMode {
     Append,
     /// Drop the table (if any) and create it from the upload's schema.
     Replace,
+    /// Create the table from the upload's schema; refuse if it exists.
+    Create,
 }
 
 /// The `PutResult` app metadata of a finished upload.
@@ -109,7 +111,7 @@ impl PutCommand {
 
 /// A plain identifier, optionally schema-qualified: what hopper splices
 /// into `CREATE TABLE` and `COPY` unquoted (PostgreSQL folds it to lower case).
-fn check_table_name(name: &str) -> Result<()> {
+pub fn check_table_name(name: &str) -> Result<()> {
     let part_ok = |p: &str| {
         p.chars()
             .next()

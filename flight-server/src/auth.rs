@@ -37,7 +37,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -326,7 +328,13 @@ pub fn parse_basic(header: &str) -> Result<(String, String)> {
     let encoded = strip_scheme(header, "Basic").ok_or_else(|| {
         Error::Unauthenticated(format!("handshake without Basic credentials; {HOW}"))
     })?;
-    let decoded = STANDARD
+    // Padding is optional: Arrow's Go client (ADBC's Flight SQL driver)
+    // sends the credentials unpadded.
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let decoded = BASE64
         .decode(encoded.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
@@ -374,6 +382,7 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn issued_tokens_verify_to_their_caller_and_forgeries_do_not() {
@@ -429,6 +438,12 @@ mod tests {
         assert_eq!(parse_basic(&h).unwrap(), ("bob".into(), "s:cret".into()));
         assert!(parse_basic("Bearer x").is_err());
         assert!(parse_basic(&format!("Basic {}", STANDARD.encode(":pw"))).is_err());
+        // Unpadded, as Arrow's Go client sends it.
+        let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("bob:pw");
+        assert_eq!(
+            parse_basic(&format!("Basic {unpadded}")).unwrap(),
+            ("bob".to_string(), "pw".to_string())
+        );
         assert_eq!(parse_bearer(Some("Bearer abc")).unwrap(), "abc");
         assert_eq!(parse_bearer(Some("bearer abc")).unwrap(), "abc");
         let e = parse_bearer(None).unwrap_err().to_string();

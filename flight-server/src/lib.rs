@@ -34,6 +34,7 @@ pub mod auth;
 pub mod batch_limits;
 pub mod cli;
 pub mod copy_in;
+pub mod core;
 pub mod error;
 pub mod locate;
 pub mod metrics;
@@ -41,6 +42,7 @@ pub mod put;
 pub mod server;
 pub mod service;
 pub mod source;
+pub mod sql;
 pub mod ticket;
 pub mod types;
 

@@ -56,21 +56,8 @@ where
         Error::BadRequest("the first DoPut message must carry a descriptor naming the table".into())
     })?;
     let command = PutCommand::from_descriptor(&descriptor)?;
-    let messages = futures::stream::once(async move { Ok::<_, Status>(first) })
-        .chain(input)
-        .map_err(|s| FlightError::Tonic(Box::new(s)));
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
-    // Pull until the schema is known; the first batch (if any) is kept.
-    let head = batches.next().await.transpose().map_err(upload_error)?;
-    let schema = batches.schema().cloned().ok_or_else(|| {
-        Error::BadRequest("the upload has no schema message; send the schema first".into())
-    })?;
-    let rest = batches.map_err(upload_error);
-    let stream = futures::stream::iter(head.map(Ok)).chain(rest);
-    let rows = source
-        .put(caller, &command, schema, Box::pin(stream))
-        .await?;
-    tracing::info!(table = %command.table, segment = command.segment, rows, "put");
+    let input = futures::stream::once(async move { Ok::<_, Status>(first) }).chain(input);
+    let rows = put_batches(source, caller, &command, input).await?;
     let outcome = PutOutcome {
         table: command.table,
         segment: command.segment,
@@ -82,7 +69,36 @@ where
     })
 }
 
-fn upload_error(e: FlightError) -> Error {
+/// Decodes an upload's messages (schema first) and writes its batches into
+/// the table `command` names; returns the rows written. Flight SQL's
+/// ingest writes through here too.
+pub async fn put_batches<S>(
+    source: &dyn Source,
+    caller: &Caller,
+    command: &PutCommand,
+    input: S,
+) -> Result<u64>
+where
+    S: Stream<Item = std::result::Result<FlightData, Status>> + Send + 'static,
+{
+    let messages = input.map_err(|s| FlightError::Tonic(Box::new(s)));
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
+    // Pull until the schema is known; the first batch (if any) is kept.
+    let head = batches.next().await.transpose().map_err(upload_error)?;
+    let schema = batches.schema().cloned().ok_or_else(|| {
+        Error::BadRequest("the upload has no schema message; send the schema first".into())
+    })?;
+    let rest = batches.map_err(upload_error);
+    let stream = futures::stream::iter(head.map(Ok)).chain(rest);
+    let rows = source
+        .put(caller, command, schema, Box::pin(stream))
+        .await?;
+    tracing::info!(table = %command.table, segment = command.segment, rows, "put");
+    Ok(rows)
+}
+
+/// An upload that could not be read or decoded.
+pub fn upload_error(e: FlightError) -> Error {
     match e {
         FlightError::Tonic(s) => Error::BadRequest(format!("reading the upload: {}", s.message())),
         other => Error::BadRequest(format!("decoding the upload: {other}")),

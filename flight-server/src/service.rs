@@ -17,140 +17,83 @@
 //! binary `COPY` in one transaction, and answers one `PutResult` whose
 //! `app_metadata` is `{"table": "t", "segment": i, "rows": n}` (see
 //! [`crate::put`]).
+//!
+//! Flight SQL rides on the same service: a descriptor, ticket, upload or
+//! action that carries a Flight SQL message (a protobuf `Any` whose type is
+//! `arrow.flight.protocol.sql.*`) goes to [`crate::sql`], anything else is
+//! served as plain Flight, unchanged. SQL text is never mistaken for a
+//! Flight SQL message: it does not decode as an `Any` of that type.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
 use arrow_ipc::writer::IpcWriteOptions;
 use arrow_schema::SchemaRef;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{parse_basic, parse_bearer, Caller, TokenStore};
+use crate::auth::{parse_basic, Caller, TokenStore};
+use crate::core::{BoxStream, Core};
 use crate::error::Error;
 use crate::locate::Locator;
 use crate::metrics::Metrics;
-use crate::source::{Partition, PartitionSpec, Source};
+use crate::source::Source;
+use crate::sql::{self, FlightSql};
 use crate::ticket::TicketSigner;
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Largest `FlightData` message the server sends; arrow-flight splits
-/// batches to stay under it (gRPC's default receive limit is 4 MiB).
-const MAX_FLIGHT_DATA: usize = 2 * 1024 * 1024;
-
-/// The Flight service over one [`Source`].
+/// The Flight service over one [`Source`], plain Flight and Flight SQL.
 pub struct HopperFlightService {
-    source: Arc<dyn Source>,
-    signer: TicketSigner,
-    /// Bearer tokens when callers authenticate (`--auth database`); `None`
-    /// runs every call as the server's own connections.
-    tokens: Option<Arc<TokenStore>>,
-    metrics: Metrics,
-    /// Where each endpoint is read: here, or at the flight-server beside
-    /// its segment.
-    locator: Arc<Locator>,
+    core: Arc<Core>,
+    sql: FlightSql,
 }
 
 impl HopperFlightService {
     /// A service over `source`; endpoints point clients at `location`
     /// (e.g. `grpc+tcp://10.0.0.5:50051`).
     pub fn new(source: Arc<dyn Source>, signer: TicketSigner, location: String) -> Self {
-        Self {
+        Self::from_core(Core {
             source,
             signer,
             locator: Arc::new(Locator::here(location)),
             tokens: None,
             metrics: Metrics::new(),
+        })
+    }
+
+    fn from_core(core: Core) -> Self {
+        let core = Arc::new(core);
+        Self {
+            sql: FlightSql::new(core.clone()),
+            core,
         }
+    }
+
+    fn with_core(self, change: impl FnOnce(&mut Core)) -> Self {
+        let mut core = (*self.core).clone();
+        change(&mut core);
+        Self::from_core(core)
     }
 
     /// Endpoints are located where `locator` says (at the flight-server
     /// beside their segment) instead of all here.
-    pub fn with_locator(mut self, locator: Arc<Locator>) -> Self {
-        self.locator = locator;
-        self
+    pub fn with_locator(self, locator: Arc<Locator>) -> Self {
+        self.with_core(|c| c.locator = locator)
     }
 
     /// The same service counting into `metrics` (shared with `/metrics`).
-    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = metrics;
-        self
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        self.with_core(|c| c.metrics = metrics)
     }
 
     /// The same service requiring a Handshake and a Bearer token from
     /// `tokens` on every other call (see [`crate::auth`]).
-    pub fn with_auth(mut self, tokens: Arc<TokenStore>) -> Self {
-        self.tokens = Some(tokens);
-        self
-    }
-
-    /// The identity `request` runs with: the bearer token's user, or the
-    /// server itself without authentication.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(Caller::server());
-        };
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let token = parse_bearer(header).map_err(Status::from)?;
-        tokens.verify(token).map_err(Status::from)
-    }
-
-    fn flight_info(
-        &self,
-        caller: &Caller,
-        descriptor: FlightDescriptor,
-        schema: &SchemaRef,
-        partitions: &[Partition],
-    ) -> Result<FlightInfo, Status> {
-        let expires_at = self.signer.expiry();
-        let expiration = prost_types_timestamp(UNIX_EPOCH + Duration::from_secs(expires_at));
-        let shared_tables = self.source.shared_tables();
-        let endpoints = partitions.iter().map(|p| {
-            FlightEndpoint::new()
-                .with_ticket(Ticket::new(self.signer.sign_until(
-                    p,
-                    caller.user(),
-                    expires_at,
-                )))
-                .with_location(self.locator.locate(p.segment, p.host()))
-                .with_expiration_time(expiration)
-                // The segment, so that a client can DoPut results next to the
-                // rows (or, with shared tables, into the one table).
-                .with_app_metadata(if shared_tables {
-                    format!("{{\"segment\":{},\"shared_tables\":true}}", p.segment)
-                } else {
-                    format!("{{\"segment\":{}}}", p.segment)
-                })
-        });
-        let info = FlightInfo::new()
-            .try_with_schema(schema)
-            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
-            .with_descriptor(descriptor)
-            .with_endpoints(endpoints.collect());
-        Ok(info)
-    }
-}
-
-fn prost_types_timestamp(t: SystemTime) -> prost_types::Timestamp {
-    let d = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
+    pub fn with_auth(self, tokens: Arc<TokenStore>) -> Self {
+        self.with_core(|c| c.tokens = Some(tokens))
     }
 }
 
@@ -193,7 +136,7 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let Some(tokens) = &self.tokens else {
+        let Some(tokens) = &self.core.tokens else {
             // Without authentication there is nothing to exchange: answer with
             // an empty handshake so clients that always handshake still work.
             let out = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
@@ -207,7 +150,8 @@ impl FlightService for HopperFlightService {
         let (user, password) = parse_basic(header).map_err(Status::from)?;
         let caller = Caller::login(user, password);
         // The database checks the password: a login as the user.
-        self.source
+        self.core
+            .source
             .authenticate(&caller)
             .await
             .map_err(|e| match e {
@@ -241,8 +185,9 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.core.caller(&request)?;
         let tables = self
+            .core
             .source
             .list_tables(&caller)
             .await
@@ -263,18 +208,13 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let started = std::time::Instant::now();
-        let caller = self.caller(&request)?;
+        if sql::is_command(&request.get_ref().cmd) {
+            return self.sql.get_flight_info(request).await;
+        }
+        let caller = self.core.caller(&request)?;
         let descriptor = request.into_inner();
         let sql = descriptor_sql(&descriptor)?;
-        let plan = self
-            .source
-            .plan(&caller, &sql)
-            .await
-            .map_err(Status::from)?;
-        tracing::info!(partitions = plan.partitions.len(), %sql, "planned");
-        let info = self.flight_info(&caller, descriptor, &plan.schema, &plan.partitions)?;
-        self.metrics.observe("GetFlightInfo", started);
+        let info = self.core.plan_info(&caller, descriptor, &sql).await?;
         Ok(Response::new(info))
     }
 
@@ -291,9 +231,13 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let caller = self.caller(&request)?;
+        if sql::is_command(&request.get_ref().cmd) {
+            return self.sql.schema(request).await;
+        }
+        let caller = self.core.caller(&request)?;
         let sql = descriptor_sql(request.get_ref())?;
         let schema = self
+            .core
             .source
             .describe(&caller, &sql)
             .await
@@ -305,62 +249,36 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
-        let body = self
-            .signer
-            .verify(&request.get_ref().ticket, caller.user())
-            .map_err(Status::from)?;
-        let partition = body.partition;
-        let stream = self
-            .source
-            .read(&caller, &partition)
-            .await
-            .map_err(Status::from)?;
-
-        // Peek at the first batch: an empty partition still has to tell the
-        // client its schema, which only the source knows.
-        let mut stream = stream.peekable();
-        let schema = match Pin::new(&mut stream).peek().await {
-            Some(Ok(batch)) => batch.schema(),
-            Some(Err(_)) => {
-                let err = stream.next().await.and_then(Result::err);
-                return Err(err
-                    .map(Status::from)
-                    .unwrap_or_else(|| Status::internal("lost error")));
-            }
-            None => self.partition_schema(&caller, &partition).await?,
-        };
-        tracing::debug!(segment = partition.segment, "streaming");
-
-        // Rows are counted as batches leave the source, bytes as messages
-        // leave the encoder; the guard counts the stream open until the
-        // response stream is dropped (finished or cancelled).
-        let (metrics, segment) = (self.metrics.clone(), partition.segment);
-        let guard = self.metrics.stream();
-        let batches = stream
-            .inspect_ok(move |b| metrics.sent(segment, b.num_rows() as u64, 0))
-            .map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
-        let metrics = self.metrics.clone();
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(MAX_FLIGHT_DATA)
-            .build(batches)
-            .map_err(Status::from)
-            .inspect_ok(move |d| {
-                let _open = &guard;
-                metrics.sent(segment, 0, (d.data_header.len() + d.data_body.len()) as u64);
-            });
-        Ok(Response::new(Box::pin(flight)))
+        if sql::is_command(&request.get_ref().ticket) {
+            return self.sql.do_get(request).await;
+        }
+        let caller = self.core.caller(&request)?;
+        let stream = self.core.stream(&caller, &request.get_ref().ticket).await?;
+        Ok(Response::new(stream))
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let caller = self.caller(&request)?;
-        let result = crate::put::serve_put(self.source.as_ref(), &caller, request.into_inner())
+        let caller = self.core.caller(&request)?;
+        let mut input = request.into_inner();
+        // The first message's descriptor says which API the upload is for.
+        let first = input
+            .next()
             .await
-            .map_err(Status::from)?;
+            .ok_or_else(|| Status::invalid_argument("DoPut sent no messages"))??;
+        let command = first
+            .flight_descriptor
+            .as_ref()
+            .and_then(|d| sql::command(&d.cmd));
+        let input = futures::stream::once(async move { Ok(first) }).chain(input);
+        let result = match command {
+            Some(command) => self.sql.put(&caller, command, input).await?,
+            None => crate::put::serve_put(self.core.source.as_ref(), &caller, input)
+                .await
+                .map_err(Status::from)?,
+        };
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
     }
 
@@ -375,6 +293,9 @@ impl FlightService for HopperFlightService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        if sql::is_action(&request.get_ref().r#type) {
+            return self.sql.action(request).await;
+        }
         match request.get_ref().r#type.as_str() {
             "health" => {
                 let ok = arrow_flight::Result::new("ok");
@@ -390,29 +311,11 @@ impl FlightService for HopperFlightService {
         &self,
         _request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let actions = vec![Ok(ActionType {
+        let mut actions = vec![Ok(ActionType {
             r#type: "health".into(),
             description: "answers \"ok\" when the server is up".into(),
         })];
+        actions.extend(sql::actions().into_iter().map(Ok));
         Ok(Response::new(Box::pin(futures::stream::iter(actions))))
-    }
-}
-
-impl HopperFlightService {
-    async fn partition_schema(
-        &self,
-        caller: &Caller,
-        partition: &Partition,
-    ) -> Result<SchemaRef, Status> {
-        match &partition.spec {
-            PartitionSpec::Postgres { sql } | PartitionSpec::Files { sql, .. } => self
-                .source
-                .describe(caller, sql)
-                .await
-                .map_err(Status::from),
-            PartitionSpec::Greenplum { .. } => Err(Status::from(Error::Internal(
-                "a Greenplum endpoint ended without a schema".into(),
-            ))),
-        }
     }
 }

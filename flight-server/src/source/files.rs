@@ -31,7 +31,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
+    BatchLimits, BatchStream, Described, Partition, PartitionSpec, Plan, Source, TableInfo,
+    TableKind, CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -249,13 +250,56 @@ impl Source for FilesSource {
         let mut out = Vec::with_capacity(self.tables.len());
         for t in &self.tables {
             let provider = self.ctx.table_provider(t.name.as_str()).await?;
+            let options = self.ctx.state().config_options().catalog.clone();
             out.push(TableInfo {
                 name: t.name.clone(),
+                catalog: options.default_catalog,
+                db_schema: options.default_schema,
+                table: t.name.clone(),
+                kind: TableKind::Table,
                 schema: provider.schema(),
                 rows: t.rows,
             });
         }
         Ok(out)
+    }
+
+    async fn catalog(&self, _caller: &Caller) -> Result<String> {
+        Ok(self
+            .ctx
+            .state()
+            .config_options()
+            .catalog
+            .default_catalog
+            .clone())
+    }
+
+    async fn prepare(&self, _caller: &Caller, sql: &str) -> Result<Described> {
+        // DataFusion infers placeholders' types from where they stand.
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(query_error)?;
+        let types = plan.get_parameter_types().map_err(query_error)?;
+        let mut names: Vec<&String> = types.keys().collect();
+        names.sort_by_key(|n| {
+            n.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let parameters = names
+            .into_iter()
+            .map(|n| {
+                let data_type = types[n].clone().unwrap_or(arrow_schema::DataType::Utf8);
+                arrow_schema::Field::new(n, data_type, true)
+            })
+            .collect::<Vec<_>>();
+        Ok(Described {
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+            parameters: Arc::new(arrow_schema::Schema::new(parameters)),
+        })
     }
 }
 

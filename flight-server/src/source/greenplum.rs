@@ -54,7 +54,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::limit::ConnectionLimit;
 use super::{
-    BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
+    pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
+    Source, TableInfo, CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -428,6 +429,32 @@ impl Source for GreenplumSource {
         Ok(Arc::new(arrow_schema(stmt.columns())?))
     }
 
+    async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
+        let client = self.coordinator_for(caller).await?;
+        pg_catalog::prepare(&client, sql, "preparing the query on the coordinator").await
+    }
+
+    async fn catalog(&self, caller: &Caller) -> Result<String> {
+        let client = self.coordinator_for(caller).await?;
+        pg_catalog::current_database(&client, "asking the coordinator").await
+    }
+
+    async fn primary_keys(
+        &self,
+        caller: &Caller,
+        db_schema: Option<&str>,
+        table: &str,
+    ) -> Result<Vec<KeyColumn>> {
+        let client = self.coordinator_for(caller).await?;
+        pg_catalog::primary_keys(
+            &client,
+            db_schema,
+            table,
+            "looking up keys on the coordinator",
+        )
+        .await
+    }
+
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan> {
         let schema = self.describe(caller, sql).await?;
         // Refuse types without a text parser now, not at the first DoGet.
@@ -719,7 +746,8 @@ impl Source for GreenplumSource {
         let rows = client
             .query(
                 "SELECT format('%I.%I', n.nspname, c.relname), c.reltuples::float8, \
-                        a.attname::text, a.atttypid, a.atttypmod \
+                        a.attname::text, a.atttypid, a.atttypmod, current_database()::text, \
+                        n.nspname::text, c.relname::text, c.relkind \
                  FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
                  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -732,29 +760,37 @@ impl Source for GreenplumSource {
             )
             .await
             .map_err(|e| Error::from_pg(ctx, e))?;
-        let mut tables: Vec<(String, Option<i64>, Vec<arrow_schema::Field>)> = Vec::new();
+        let mut tables: Vec<(TableInfo, Vec<arrow_schema::Field>)> = Vec::new();
         for r in &rows {
             let name: String = r.try_get(0).map_err(|e| Error::from_pg(ctx, e))?;
             let reltuples: f64 = r.try_get(1).map_err(|e| Error::from_pg(ctx, e))?;
             let column: String = r.try_get(2).map_err(|e| Error::from_pg(ctx, e))?;
             let oid: u32 = r.try_get(3).map_err(|e| Error::from_pg(ctx, e))?;
             let typmod: i32 = r.try_get(4).map_err(|e| Error::from_pg(ctx, e))?;
-            if tables.last().is_none_or(|t| t.0 != name) {
+            if tables.last().is_none_or(|t| t.0.name != name) {
                 let estimate = (reltuples > 0.0).then_some(reltuples.round() as i64);
-                tables.push((name, estimate, Vec::new()));
+                let info = TableInfo {
+                    name,
+                    catalog: r.try_get(5).map_err(|e| Error::from_pg(ctx, e))?,
+                    db_schema: r.try_get(6).map_err(|e| Error::from_pg(ctx, e))?,
+                    table: r.try_get(7).map_err(|e| Error::from_pg(ctx, e))?,
+                    kind: pg_catalog::table_kind(r.try_get(8).map_err(|e| Error::from_pg(ctx, e))?),
+                    schema: Arc::new(arrow_schema::Schema::empty()),
+                    rows: estimate,
+                };
+                tables.push((info, Vec::new()));
             }
             // Columns of types hopper cannot stream are left out.
             let field = Type::from_oid(oid).and_then(|t| arrow_field(&column, &t, typmod).ok());
             if let (Some(f), Some(t)) = (field, tables.last_mut()) {
-                t.2.push(f);
+                t.1.push(f);
             }
         }
         Ok(tables
             .into_iter()
-            .map(|(name, rows, fields)| TableInfo {
-                name,
+            .map(|(info, fields)| TableInfo {
                 schema: Arc::new(arrow_schema::Schema::new(fields)),
-                rows,
+                ..info
             })
             .collect())
     }

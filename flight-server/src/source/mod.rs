@@ -29,6 +29,7 @@ use crate::error::Result;
 pub mod files;
 pub mod greenplum;
 pub mod limit;
+pub mod pg_catalog;
 pub mod postgres;
 pub mod upload;
 
@@ -94,15 +95,84 @@ pub struct Plan {
     pub partitions: Vec<Partition>,
 }
 
-/// A table a client may query, for `ListFlights`.
+/// A table a client may query, for `ListFlights` and Flight SQL's
+/// `GetTables`.
 #[derive(Clone, Debug)]
 pub struct TableInfo {
     /// Qualified name (`schema.table`), usable in SQL as it stands.
     pub name: String,
+    /// The database (Flight SQL's catalog) it is in.
+    pub catalog: String,
+    /// Its schema, unquoted.
+    pub db_schema: String,
+    /// Its own name, unquoted.
+    pub table: String,
+    /// What kind of relation it is.
+    pub kind: TableKind,
     /// Columns as Arrow sees them (columns of unsupported types are left out).
     pub schema: SchemaRef,
     /// Estimated row count over all segments, if known.
     pub rows: Option<i64>,
+}
+
+/// The kinds of relation a source lists, as Flight SQL names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// A table (or a partitioned table).
+    Table,
+    /// A view.
+    View,
+    /// A materialized view.
+    MaterializedView,
+    /// A foreign table.
+    ForeignTable,
+}
+
+impl TableKind {
+    /// Every kind, in the order `GetTableTypes` lists them.
+    pub const ALL: [TableKind; 4] = [
+        TableKind::Table,
+        TableKind::View,
+        TableKind::MaterializedView,
+        TableKind::ForeignTable,
+    ];
+
+    /// The name Flight SQL (and JDBC) use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Table => "TABLE",
+            TableKind::View => "VIEW",
+            TableKind::MaterializedView => "MATERIALIZED VIEW",
+            TableKind::ForeignTable => "FOREIGN TABLE",
+        }
+    }
+}
+
+/// A statement's result columns and parameters, known without running it.
+#[derive(Clone, Debug)]
+pub struct Described {
+    /// The result's columns.
+    pub schema: SchemaRef,
+    /// One field per parameter (`$1`, `$2`, …), typed as the database
+    /// infers them.
+    pub parameters: SchemaRef,
+}
+
+/// One column of a primary key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyColumn {
+    /// The database.
+    pub catalog: String,
+    /// The table's schema.
+    pub db_schema: String,
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// Its position in the key, from 1.
+    pub sequence: i32,
+    /// The constraint's name.
+    pub name: String,
 }
 
 /// A place data can be read from: PostgreSQL segments, Greenplum, files.
@@ -134,6 +204,30 @@ pub trait Source: Send + Sync + 'static {
              --auth none on a loopback address"
                 .into(),
         ))
+    }
+
+    /// The result columns and parameters of `sql` (which may hold `$1`,
+    /// `$2`, … placeholders), for a Flight SQL prepared statement. A source
+    /// that cannot infer parameter types describes statements without any.
+    async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
+        Ok(Described {
+            schema: self.describe(caller, sql).await?,
+            parameters: std::sync::Arc::new(arrow_schema::Schema::empty()),
+        })
+    }
+
+    /// The name of the database `caller` reads (Flight SQL's one catalog).
+    async fn catalog(&self, caller: &Caller) -> Result<String>;
+
+    /// The primary-key columns of `table` (in `db_schema`, or any schema).
+    async fn primary_keys(
+        &self,
+        caller: &Caller,
+        db_schema: Option<&str>,
+        table: &str,
+    ) -> Result<Vec<KeyColumn>> {
+        let _ = (caller, db_schema, table);
+        Ok(Vec::new())
     }
 
     /// Greenplum cursors this server declared and holds open (metrics).

@@ -41,7 +41,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::limit::ConnectionLimit;
 use super::{
-    BatchLimits, BatchStream, Partition, PartitionSpec, Plan, Source, TableInfo, CHANNEL_DEPTH,
+    pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
+    Source, TableInfo, CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -643,6 +644,35 @@ impl Source for PostgresSource {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
+    async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
+        let seg = &self.segments[0];
+        let client = seg.connect(caller).await?;
+        pg_catalog::prepare(
+            &client,
+            normalize(sql),
+            &format!("segment 0 ({})", seg.display),
+        )
+        .await
+    }
+
+    async fn catalog(&self, caller: &Caller) -> Result<String> {
+        let seg = &self.segments[0];
+        let client = seg.connect(caller).await?;
+        pg_catalog::current_database(&client, &format!("segment 0 ({})", seg.display)).await
+    }
+
+    async fn primary_keys(
+        &self,
+        caller: &Caller,
+        db_schema: Option<&str>,
+        table: &str,
+    ) -> Result<Vec<KeyColumn>> {
+        let seg = &self.segments[0];
+        let client = seg.connect(caller).await?;
+        let on = format!("looking up keys on segment 0 ({})", seg.display);
+        pg_catalog::primary_keys(&client, db_schema, table, &on).await
+    }
+
     async fn authenticate(&self, caller: &Caller) -> Result<()> {
         // A login to the first segment: the database checks the password.
         self.segments[0].connect(caller).await.map(drop)
@@ -654,7 +684,8 @@ impl Source for PostgresSource {
         let ctx = format!("listing tables on {}", seg0.display);
         let tables = client
             .query(
-                "SELECT c.oid, format('%I.%I', n.nspname, c.relname) \
+                "SELECT c.oid, format('%I.%I', n.nspname, c.relname), current_database()::text, \
+                        n.nspname::text, c.relname::text, c.relkind \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition \
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -723,6 +754,10 @@ impl Source for PostgresSource {
                         fields.remove(&oid).unwrap_or_default(),
                     )),
                     name,
+                    catalog: r.get(2),
+                    db_schema: r.get(3),
+                    table: r.get(4),
+                    kind: pg_catalog::table_kind(r.get(5)),
                     rows,
                 }
             })

@@ -51,12 +51,19 @@ pub async fn copy_upload(
             "CREATE TABLE IF NOT EXISTS {table} ({}){create_suffix}",
             column_definitions(&schema)?
         )),
+        PutMode::Create => Some(format!(
+            "CREATE TABLE {table} ({}){create_suffix}",
+            column_definitions(&schema)?
+        )),
         PutMode::Append => None,
     };
     if let Some(sql) = create {
-        tx.batch_execute(&sql)
-            .await
-            .map_err(|e| Error::from_pg(&format!("creating {on}"), e))?;
+        tx.batch_execute(&sql).await.map_err(|e| match e.code() {
+            Some(c) if *c == SqlState::DUPLICATE_TABLE => Error::BadRequest(format!(
+                "table {on} already exists; append to it or replace it instead"
+            )),
+            _ => Error::from_pg(&format!("creating {on}"), e),
+        })?;
     }
 
     // The table's types of the uploaded columns, checked before any row.

@@ -1,0 +1,164 @@
+//! Prepared statements: what `CreatePreparedStatement` describes, a
+//! parameter `DoPut` binds, and `GetFlightInfo` on the handle plans.
+//!
+//! The statements live in this server's memory, bounded in number (the
+//! oldest goes when the store is full, and its client gets a clear
+//! `NotFound` that says to prepare again), and each belongs to the user who
+//! prepared it: another user's handle finds nothing. The endpoints a
+//! prepared statement's `GetFlightInfo` returns carry the same sealed
+//! tickets as any query's, so they are read anywhere the key is shared;
+//! only the prepare, bind and plan calls must reach the same server, which
+//! is what Flight SQL clients do.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::sql::bind;
+
+/// How many prepared statements a server keeps before it forgets the
+/// oldest.
+const CAPACITY: usize = 4096;
+
+/// One prepared statement.
+#[derive(Clone, Debug)]
+pub struct Statement {
+    /// Who prepared it (`None` without authentication).
+    pub user: Option<String>,
+    /// The statement, placeholders numbered `$1`, `$2`, …
+    pub sql: String,
+    /// The parameters the database inferred.
+    pub parameters: SchemaRef,
+    /// The values bound last, if any.
+    pub bound: Option<RecordBatch>,
+}
+
+impl Statement {
+    /// The SQL to plan: the statement with its bound values in place.
+    pub fn bound_sql(&self) -> Result<String> {
+        let expected = self.parameters.fields().len();
+        match &self.bound {
+            None if expected == 0 => Ok(self.sql.clone()),
+            None => Err(Error::BadRequest(format!(
+                "the prepared statement takes {expected} parameter(s) and none were bound; \
+                 bind them before executing"
+            ))),
+            Some(params) => bind::bind(&self.sql, params),
+        }
+    }
+}
+
+/// The prepared statements of one server.
+#[derive(Debug, Default)]
+pub struct PreparedStatements {
+    inner: Mutex<Store>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    by_handle: HashMap<Bytes, Statement>,
+    order: VecDeque<Bytes>,
+}
+
+impl PreparedStatements {
+    /// Keeps `statement`; returns its handle.
+    pub fn insert(&self, statement: Statement) -> Bytes {
+        let handle = Bytes::from(format!("{:032x}", rand::random::<u128>()));
+        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while store.by_handle.len() >= CAPACITY {
+            let Some(oldest) = store.order.pop_front() else {
+                break;
+            };
+            store.by_handle.remove(&oldest);
+        }
+        store.order.push_back(handle.clone());
+        store.by_handle.insert(handle.clone(), statement);
+        handle
+    }
+
+    /// The statement `handle` names, if `user` prepared it.
+    pub fn get(&self, handle: &[u8], user: Option<&str>) -> Result<Statement> {
+        let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match store.by_handle.get(handle) {
+            Some(s) if s.user.as_deref() == user => Ok(s.clone()),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Binds `params` to the statement `handle` names.
+    pub fn bind(&self, handle: &[u8], user: Option<&str>, params: RecordBatch) -> Result<()> {
+        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match store.by_handle.get_mut(handle) {
+            Some(s) if s.user.as_deref() == user => {
+                s.bound = Some(params);
+                Ok(())
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Forgets the statement `handle` names.
+    pub fn close(&self, handle: &[u8], user: Option<&str>) -> Result<()> {
+        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match store.by_handle.get(handle) {
+            Some(s) if s.user.as_deref() == user => {
+                store.by_handle.remove(handle);
+                store.order.retain(|h| h.as_ref() != handle);
+                Ok(())
+            }
+            _ => Err(not_found()),
+        }
+    }
+}
+
+fn not_found() -> Error {
+    Error::NotFound(
+        "no such prepared statement on this server (closed, forgotten to make room, \
+         prepared by another user or on another server, or the server restarted); prepare it again"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn statement(user: Option<&str>) -> Statement {
+        Statement {
+            user: user.map(str::to_owned),
+            sql: "SELECT 1".into(),
+            parameters: Arc::new(arrow_schema::Schema::empty()),
+            bound: None,
+        }
+    }
+
+    #[test]
+    fn a_handle_belongs_to_its_user_until_closed() {
+        let store = PreparedStatements::default();
+        let h = store.insert(statement(Some("alice")));
+        assert_eq!(store.get(&h, Some("alice")).unwrap().sql, "SELECT 1");
+        assert!(matches!(
+            store.get(&h, Some("bob")),
+            Err(Error::NotFound(_))
+        ));
+        assert!(store.close(&h, Some("bob")).is_err());
+        store.close(&h, Some("alice")).unwrap();
+        assert!(store.get(&h, Some("alice")).is_err());
+    }
+
+    #[test]
+    fn the_oldest_goes_when_full() {
+        let store = PreparedStatements::default();
+        let first = store.insert(statement(None));
+        for _ in 0..CAPACITY {
+            store.insert(statement(None));
+        }
+        assert!(store.get(&first, None).is_err());
+    }
+}
