@@ -20,7 +20,7 @@
 //! infers its type from where it stands, exactly as for a parameter),
 //! floats, dates and timestamps as a cast string (`CAST('1.5' AS DOUBLE
 //! PRECISION)`, which also carries `NaN` and infinities), binary as a
-//! `bytea` hex literal, nulls as `NULL`.
+//! `bytea` hex literal, nulls as a bare `NULL` (so `IS $1` reads `IS NULL`).
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_array::{Array, RecordBatch};
@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(
             bind(sql, &params).unwrap(),
             "SELECT * FROM t WHERE a = -(-5) AND b = ('it''s''; DROP TABLE t; --') \
-             AND c <> (CAST('NaN' AS DOUBLE PRECISION)) AND d = (TRUE) AND e IS (NULL) \
+             AND c <> (CAST('NaN' AS DOUBLE PRECISION)) AND d = (TRUE) AND e IS NULL \
              AND f = (CAST('\\x01ff' AS BYTEA)) AND g < (CAST('2023-11-14T22:13:20' AS TIMESTAMP)) \
              AND h = '$1'"
         );
