@@ -281,6 +281,45 @@ async fn greenplum_pyarrow_reads_every_type_in_parallel_as_a_user_whose_server_h
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
+async fn greenplum_adbc_flight_sql_reads_every_segments_endpoint_in_parallel_with_a_bound_parameter(
+) {
+    let admin = admin().await;
+    let table = criteo_table(&admin, "hopper_fsql", 2000, 11).await;
+    let server = server(&[]);
+    let uri = server.url.replace("grpc+tcp://", "grpc://");
+    let dir = tempfile::tempdir().unwrap();
+    let segments = primaries(&admin).await;
+    for (sql, param) in [
+        (format!("SELECT * FROM {}", table.name), None),
+        (
+            format!("SELECT id, label FROM {} WHERE id < $1", table.name),
+            Some(700),
+        ),
+    ] {
+        let out = dir.path().join("adbc.arrow");
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&uri, &ANALYST.0, &"GP_PASSWORD", &sql, &out];
+        let param_text = param.map(|p: i64| p.to_string());
+        if let Some(p) = &param_text {
+            args.push(p);
+        }
+        let read = python_json("adbc_read_to_ipc.py", &args, &[("GP_PASSWORD", ANALYST.1)]);
+        assert_eq!(
+            read["partitions"], segments,
+            "one partition per primary: {read}"
+        );
+        let reference = match param {
+            None => sql.clone(),
+            Some(p) => sql.replace("$1", &p.to_string()),
+        };
+        let want = sorted_rows(&via_copy(&admin, &reference).await);
+        assert_eq!(read["rows"], want.len());
+        assert_eq!(sorted_rows(&read_ipc(&out)), want, "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
 async fn greenplum_grants_decide_and_bad_logins_are_refused() {
     let admin = admin().await;
     let open = Table::new("hopper_open");
