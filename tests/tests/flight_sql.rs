@@ -190,6 +190,35 @@ async fn adbc_flight_sql_driver_queries_binds_lists_ingests_and_recovers_from_er
     assert!(denied.contains("permission denied"), "{denied}");
     assert!(denied.contains("PermissionDenied"), "{denied}");
     assert_eq!(out["after_errors"], 2 * ROWS_PER_SEGMENT);
+
+    // README's example: polars over the same driver, partitions in parallel.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flight_sql.py");
+    let run = std::process::Command::new(hopper_tests::python().unwrap())
+        .arg(example)
+        .args([uri.as_str(), "reader", "SELECT id, v FROM typed"])
+        .env("HOPPER_PASSWORD", "reader-pw")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        printed.contains(&format!(
+            "polars: {} rows, columns ['id', 'v']",
+            2 * ROWS_PER_SEGMENT
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!(
+            "partitions: 2 read in parallel, rows [{ROWS_PER_SEGMENT}, {ROWS_PER_SEGMENT}]"
+        )),
+        "{printed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
