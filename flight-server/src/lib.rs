@@ -27,6 +27,10 @@
 //!   all a server beside the segment needs to retrieve one;
 //! - [`source::files`]: Parquet, CSV and Arrow IPC files through DataFusion.
 //!
+//! The same service speaks Flight SQL ([`sql`]) for ADBC, JDBC and other
+//! Flight SQL clients: queries are planned the same way ([`core`]), and
+//! the same tickets are read by the same `DoGet`.
+//!
 //! Callers log in as themselves ([`auth`]): the server holds no database
 //! password of its own, and the database's GRANTs decide what each reads.
 
