@@ -323,6 +323,30 @@ async fn a_rust_flight_sql_client_prepares_binds_and_reads_every_endpoint() {
     assert_eq!(column.len(), 1);
     assert_eq!(column.value(0), "id");
 
+    // The types, as JDBC's getTypeInfo reads them.
+    let info = client
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let names = batches[0]
+        .column_by_name("type_name")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let names: Vec<&str> = (0..names.len()).map(|i| names.value(i)).collect();
+    for t in ["int8", "float8", "text", "timestamp"] {
+        assert!(names.contains(&t), "{names:?}");
+    }
+
     // Updates are refused with why; the plain Flight API is unchanged.
     let e = client
         .execute_update("DELETE FROM typed".into(), None)

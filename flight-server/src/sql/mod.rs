@@ -19,17 +19,19 @@
 //! | `CommandStatementQuery` | planned per segment; `GetSchema` describes it |
 //! | `CreatePreparedStatement`, `DoPut` of parameters, `GetFlightInfo` on the handle, `ClosePreparedStatement` | parameter and result schemas from the database; values bound as literals ([`bind`]) |
 //! | `GetSqlInfo` | [`info`] |
+//! | `GetXdbcTypeInfo` | the types hopper streams, PostgreSQL's names ([`xdbc`]) |
 //! | `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas), `GetTableTypes`, `GetPrimaryKeys` | what the caller may `SELECT` ([`metadata`]) |
 //! | `CommandStatementIngest` (ADBC `adbc_ingest`) | the `DoPut` path: binary `COPY` in one transaction; create / append / replace |
 //! | `CommandStatementUpdate`, `CommandPreparedStatementUpdate` | refused: hopper's sessions are read-only; write with ingest, or change data in the database |
 //! | transactions, savepoints, `CancelQuery` | refused: each query is one read-only snapshot per segment; a client cancels by dropping its streams |
 //! | Substrait plans | refused: SQL only |
-//! | `GetExportedKeys`, `GetImportedKeys`, `GetCrossReference`, `GetXdbcTypeInfo` | refused: not needed to read training data |
+//! | `GetExportedKeys`, `GetImportedKeys`, `GetCrossReference` | refused: not needed to read training data |
 
 mod bind;
 mod info;
 mod metadata;
 mod prepared;
+mod xdbc;
 
 use std::sync::Arc;
 
@@ -43,9 +45,9 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, Command, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt,
-    SqlInfo, TableExistsOption, TableNotExistOption,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, DoPutUpdateResult,
+    ProstMessageExt, SqlInfo, TableExistsOption, TableNotExistOption,
 };
 use arrow_flight::{
     Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage,
@@ -480,6 +482,29 @@ impl FlightSqlService for FlightSql {
         self.core.caller(&request)?;
         let schema = metadata::primary_keys_schema();
         self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.core.caller(&request)?;
+        let schema = query.into_builder(&xdbc::XDBC_TYPES).schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> DoGetResponse {
+        self.core.caller(&request)?;
+        let batch = query
+            .into_builder(&xdbc::XDBC_TYPES)
+            .build()
+            .map_err(|e| Status::internal(format!("building XdbcTypeInfo: {e}")))?;
+        Ok(Response::new(batch_stream(batch)))
     }
 
     async fn do_get_catalogs(
