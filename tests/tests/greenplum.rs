@@ -316,6 +316,62 @@ async fn greenplum_adbc_flight_sql_reads_every_segments_endpoint_in_parallel_wit
         assert_eq!(read["rows"], want.len());
         assert_eq!(sorted_rows(&read_ipc(&out)), want, "{sql}");
     }
+
+    // Flight SQL's bulk ingest lands in the one Greenplum table, as the user.
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client.handshake(ANALYST.0, ANALYST.1).await.unwrap();
+    let ingested = Table::new("hopper_ingest");
+    admin
+        .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {}", ANALYST.0))
+        .await
+        .unwrap();
+    let batch = RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(arrow_array::Int64Array::from_iter_values(0..500))
+            as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    use arrow_flight::sql::{TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+    let command = arrow_flight::sql::CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: TableNotExistOption::Create.into(),
+            if_exists: TableExistsOption::Fail.into(),
+        }),
+        table: ingested.name.clone(),
+        schema: None,
+        catalog: None,
+        temporary: false,
+        transaction_id: None,
+        options: Default::default(),
+    };
+    let rows = client
+        .execute_ingest(command, futures::stream::iter([Ok(batch)]))
+        .await
+        .unwrap();
+    assert_eq!(rows, 500);
+    let row = admin
+        .query_one(
+            &format!(
+                "SELECT count(*), sum(x)::int8, (SELECT tableowner FROM pg_tables WHERE tablename = '{0}')::text FROM {0}",
+                ingested.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 500);
+    assert_eq!(row.get::<_, i64>(1), (0..500).sum::<i64>());
+    assert_eq!(
+        row.get::<_, String>(2),
+        ANALYST.0,
+        "created as the logged-in user"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
