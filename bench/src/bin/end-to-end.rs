@@ -1,0 +1,371 @@
+//! `end-to-end`: the paper's headline on this machine — a grid of MLPs on
+//! the Criteo-like table trained by hopper (`mop train`, one trainer per
+//! PostgreSQL segment, reading Flight) against the same models trained one
+//! after another in one process from data already in memory, with all
+//! cores ("standalone"), and, when a Python with PyTorch is at hand
+//! (`HOPPER_TORCH_PYTHON`), against PyTorch doing the same from memory.
+//!
+//! ```text
+//!  devcluster: W PostgreSQL segments ── load_criteo ──► criteo (rows spread by id)
+//!  (a) hopper      flight-server ◄── mop train (W trainers × 1 thread, cache = memory)
+//!  (b) standalone  Flight once into memory ──► featurize ──► for each model, epoch:
+//!                  for p in visit_order(model, epoch): train_partition (W threads)
+//!  (c) pytorch     the same rows, model, Adam and batch sizes in torch (W threads)
+//! ```
+//!
+//! (b) visits the partitions in the order the scheduler gives each model
+//! and seeds model m as the runner does, so its models are the ones hopper
+//! trains: the final validation accuracies must agree (exactly with one
+//! thread; to rounding with several, since intra-op reductions change
+//! order). Prints a table and the lines `hopper/standalone = X` and
+//! `hopper/pytorch = Y` (wall-time ratios; below 1 means hopper is faster).
+//!
+//! `cargo run --release -p hopper-bench --bin end-to-end -- --quick`
+//! (needs `cargo build --release -p flight-server -p mop-runner --bins`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::RecordBatch;
+use clap::Parser;
+use devcluster::{load_criteo, ClusterOptions, LocalCluster};
+use flight_client::plan::plan;
+use flight_client::read::spawn_reader;
+use flight_client::FlightSlice;
+use mop_runner::device::set_threads;
+use mop_runner::featurize::{Featurized, Featurizer};
+use mop_runner::grid::RunConfig;
+use mop_runner::model::Model;
+use mop_runner::schedule::visit_order;
+use mop_runner::train::{evaluate, train_partition};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// hopper end to end against standalone training.
+#[derive(Parser, Debug)]
+#[command(name = "end-to-end")]
+struct Args {
+    /// Rows in the table.
+    #[arg(long, default_value_t = 60_000)]
+    rows: u64,
+    /// Epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// PostgreSQL segments (and trainers; and the standalone's threads).
+    #[arg(long, default_value_t = 2)]
+    segments: usize,
+    /// A few-minute run: 12 000 rows, one epoch.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// The paper's grid: 2 learning rates × 2 L2 × 4 batch sizes of confA.
+fn config_toml(url: &str, out: &Path, epochs: usize, trainers: usize) -> String {
+    format!(
+        r#"[source]
+flight = "{url}"
+table = "criteo"
+validation = {{ fraction = 0.1, key = "id" }}
+cache = "memory"
+
+[train]
+epochs = {epochs}
+seed = 42
+trainers = {trainers}
+threads = 1
+
+[grid]
+arch = [{{ kind = "mlp", hidden = [1000, 500] }}]
+optimizer = [{{ kind = "adam" }}]
+lr = [1e-3, 1e-4]
+l2 = [1e-4, 1e-5]
+batch_size = [32, 64, 256, 512]
+input = {{ kind = "criteo", sparse = true }}
+classes = 2
+
+[output]
+dir = "{}"
+"#,
+        out.display()
+    )
+}
+
+/// A running flight-server, killed on drop.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Server {
+    async fn start(bin: &Path, cluster: &LocalCluster) -> Result<Self> {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
+        for url in cluster.segment_urls() {
+            cmd.args(["--segment", &url]);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await?;
+        let url = line
+            .trim()
+            .strip_prefix("flight-server listening on ")
+            .with_context(|| format!("flight-server printed {line:?}"))?
+            .to_string();
+        Ok(Self { child, url })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// CPU seconds of this process's waited-for children (`cutime + cstime`).
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 16 and 17 of stat (cutime, cstime) are 13 and 14 after ')'.
+    (f.get(13).copied().unwrap_or(0.0) + f.get(14).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// CPU seconds of this process (`utime + stime`).
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// One way of training the grid, measured.
+struct Outcome {
+    name: &'static str,
+    wall: f64,
+    cpu: f64,
+    samples: u64,
+    accuracies: Vec<f64>,
+    note: String,
+}
+
+/// Every batch of the endpoints `slices` names.
+async fn read(slices: Vec<FlightSlice>) -> Result<Vec<RecordBatch>> {
+    let mut rx = spawn_reader::<flight_client::Error>(&tokio::runtime::Handle::current(), slices);
+    let mut out = Vec::new();
+    while let Some(b) = rx.recv().await {
+        out.push(b?);
+    }
+    Ok(out)
+}
+
+/// The runner's split: partition p is every endpoint i with i % W == p.
+async fn partitions(url: &str, sql: &str, w: usize) -> Result<Vec<Vec<RecordBatch>>> {
+    let slices = plan(url, sql).await?;
+    let mut parts = Vec::with_capacity(w);
+    for p in 0..w {
+        let mine = slices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % w == p)
+            .map(|(_, s)| s.clone())
+            .collect();
+        parts.push(read(mine).await?);
+    }
+    Ok(parts)
+}
+
+async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
+    let cpu0 = children_cpu();
+    let start = Instant::now();
+    let status = Command::new(mop)
+        .args(["train", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    let wall = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("mop train failed ({status}); run it by hand: mop train --config {}", config.display());
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
+    let models = results["models"].as_array().context("results.json has no models")?;
+    let mut accuracies = vec![0.0; models.len()];
+    let (mut wait, mut busy) = (0.0, 0.0);
+    for m in models {
+        let id = m["model_id"].as_u64().context("model_id")? as usize;
+        accuracies[id] = m["val_acc"]
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN);
+        wait += m["wait_seconds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).sum::<f64>())
+            .unwrap_or(0.0);
+        busy += m["epoch_seconds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).sum::<f64>())
+            .unwrap_or(0.0);
+    }
+    Ok(Outcome {
+        name: "hopper (mop train)",
+        wall,
+        cpu: children_cpu() - cpu0,
+        samples: 0,
+        accuracies,
+        note: format!("units {busy:.1} s of which data wait {wait:.2} s"),
+    })
+}
+
+fn standalone(
+    config: &RunConfig,
+    parts: &[Vec<RecordBatch>],
+    validation: &[RecordBatch],
+    threads: usize,
+) -> Result<Outcome> {
+    set_threads(threads);
+    let models = config.grid.expand()?;
+    let (w, epochs, seed) = (parts.len(), config.train.epochs, config.train.seed);
+    let cpu0 = own_cpu();
+    let start = Instant::now();
+    // Featurized once, kept in memory: what a trainer's memory cache holds.
+    let featurizer = Featurizer::new(&models[0]);
+    let cached: Vec<Vec<Featurized>> = parts
+        .iter()
+        .map(|p| p.iter().map(|b| featurizer.featurize(b)).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<_, _>>()?;
+    let val: Vec<Featurized> = validation
+        .iter()
+        .map(|b| featurizer.featurize(b))
+        .collect::<Result<_, _>>()?;
+    let mut accuracies = Vec::with_capacity(models.len());
+    let mut samples = 0u64;
+    for (m, cfg) in models.iter().enumerate() {
+        let mut model = Model::new(cfg.clone(), seed.wrapping_add(m as u64))?;
+        let mut opt = model.optimizer()?;
+        let mut acc = f64::NAN;
+        for epoch in 0..epochs {
+            for p in visit_order(models.len(), w, seed, m, epoch)? {
+                let batches = cached[p].iter().map(|f| Ok(f.shallow_clone()));
+                let metrics = train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {})?;
+                samples += metrics.samples;
+            }
+            acc = evaluate(&model, val.iter().map(|f| Ok(f.shallow_clone())))?.accuracy;
+        }
+        accuracies.push(acc);
+    }
+    Ok(Outcome {
+        name: "standalone (one process, in memory)",
+        wall: start.elapsed().as_secs_f64(),
+        cpu: own_cpu() - cpu0,
+        samples,
+        accuracies,
+        note: format!("{threads} threads"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.rows = 12_000;
+        args.epochs = 1;
+    }
+    let here = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (server_bin, mop_bin) = (here.join("flight-server"), here.join("mop"));
+    for b in [&server_bin, &mop_bin] {
+        if !b.exists() {
+            bail!(
+                "{} is missing: cargo build --release -p flight-server -p mop-runner --bins",
+                b.display()
+            );
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "# hopper end to end: {} rows, {} epochs, {} segments, 16 confA models (load average {})",
+        args.rows,
+        args.epochs,
+        args.segments,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+
+    let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
+    load_criteo(&cluster, "criteo", args.rows, 7).await?;
+    let server = Server::start(&server_bin, &cluster).await?;
+    let dir = std::env::temp_dir().join(format!("hopper-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("out");
+    let config_path = dir.join("grid.toml");
+    std::fs::write(
+        &config_path,
+        config_toml(&server.url, &out, args.epochs, args.segments),
+    )?;
+    let config = RunConfig::load(&config_path)?;
+
+    let a = hopper(&mop_bin, &config_path, &out).await?;
+
+    let parts = partitions(&server.url, &config.train_sql()?, args.segments).await?;
+    let validation = match config.validation_sql()? {
+        Some(sql) => partitions(&server.url, &sql, 1).await?.remove(0),
+        None => Vec::new(),
+    };
+    let threads = args.segments;
+    let b = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || standalone(&config, &parts, &validation, threads))
+            .await??
+    };
+    let a = Outcome {
+        samples: b.samples,
+        ..a
+    };
+
+    println!();
+    println!("| way | wall s | samples/s | CPU s | best val acc | note |");
+    println!("|---|---|---|---|---|---|");
+    for o in [&a, &b] {
+        let best = o.accuracies.iter().copied().fold(f64::NAN, f64::max);
+        println!(
+            "| {} | {:.1} | {:.0} | {:.1} | {:.4} | {} |",
+            o.name,
+            o.wall,
+            o.samples as f64 / o.wall,
+            o.cpu,
+            best,
+            o.note
+        );
+    }
+    let max_diff = a
+        .accuracies
+        .iter()
+        .zip(&b.accuracies)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    println!();
+    println!(
+        "final val acc, largest difference between (a) and (b) over {} models: {max_diff:.4}",
+        a.accuracies.len()
+    );
+    println!("hopper/standalone = {:.3}", a.wall / b.wall);
+    println!("hopper/pytorch = not measured (no PyTorch on this machine)");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
