@@ -77,7 +77,7 @@ impl RunStatus {
                 // `mop demo` leaves its run configuration beside the run.
                 let grid = dir.join("grid.toml");
                 RunConfig::load(&grid)
-                    .and_then(|c| c.grid.expand())
+                    .and_then(|c| c.models())
                     .unwrap_or_default()
             }
         };

@@ -115,7 +115,7 @@ pub fn metrics(m: usize, epochs: usize, validation: bool) -> Vec<EpochMetrics> {
 /// train` does at its end; returns the outcome.
 pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
     let config = config(dir);
-    let models = config.grid.expand().unwrap();
+    let models = config.models().unwrap();
     let timeline = timeline();
     let seconds = timeline.iter().map(|u| u.end).fold(0.0, f64::max) + 1.0;
     let outcome = RunOutcome {

@@ -50,6 +50,7 @@ use crate::run_dir::partitions::PartitionRecord;
 use crate::run_dir::results;
 pub use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler, Unit};
+use crate::search::{Reason, Stop};
 use plan::Plan;
 use progress::{ProgressMode, Reporter};
 use trainers::LocalTrainer;
@@ -190,13 +191,20 @@ impl Trainers {
 fn fingerprint(config: &RunConfig) -> String {
     // The flight-server's address is left out: a resumed run (e.g. `mop demo
     // --resume`) may reach the same data through a server on another port.
-    let text = serde_json::to_string(&(
+    let base = (
         config.train_sql().ok(),
         config.validation_sql().ok(),
         &config.grid,
         config.train.epochs,
         config.train.seed,
-    ))
+    );
+    // A run without `[search]` keeps the fingerprint it always had, so its
+    // checkpoints stay resumable.
+    let text = if config.search.is_default() {
+        serde_json::to_string(&base)
+    } else {
+        serde_json::to_string(&(base, &config.search))
+    }
     .unwrap_or_default();
     // FNV-1a: stable across builds and platforms.
     let mut h: u64 = 0xcbf29ce484222325;
@@ -231,7 +239,7 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
 
 /// Trains every model of the grid with MOP; see the module docs.
 pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
-    let models = config.grid.expand()?;
+    let models = config.models()?;
     let out = config.output.dir.clone();
     std::fs::create_dir_all(&out)?;
     let ckdir = CheckpointDir::new(&out)?;
@@ -306,12 +314,13 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 )))
             }
             (_, None) => {
-                let s = Scheduler::new(
+                let s = Scheduler::with_search(
                     models.len(),
                     w,
-                    config.train.epochs,
+                    config.epochs(),
                     config.train.seed,
                     Policy::Reproducible,
+                    config.rule()?,
                 )?;
                 (
                     s,
@@ -607,6 +616,11 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 em.val_loss_sum = loss;
                 em.val_correct = correct;
                 reporter.epoch_done(model, epoch, &metrics[model][epoch]);
+                // The search decides from validation accuracy, a ratio of
+                // integer counts: the same on every run of the same weights.
+                let before = decisions(&sched);
+                sched.record_score(model, epoch, metrics[model][epoch].val_acc())?;
+                report_decisions(&before, &sched, &reporter);
                 commit(
                     &ckdir,
                     &sched,
@@ -703,6 +717,31 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     }
     drop(trainers);
     Ok(outcome)
+}
+
+/// Each model's search limit and decision, to tell what a score changed.
+fn decisions(sched: &Scheduler) -> Vec<(usize, Option<Stop>)> {
+    match sched.search() {
+        None => Vec::new(),
+        Some(p) => (0..sched.models())
+            .map(|m| (p.limit(m), p.fate(m)))
+            .collect(),
+    }
+}
+
+/// Prints the search's decisions taken since `before`.
+fn report_decisions(before: &[(usize, Option<Stop>)], sched: &Scheduler, reporter: &Reporter) {
+    for (m, (now, was)) in decisions(sched).iter().zip(before).enumerate() {
+        match now.1 {
+            Some(stop) if was.1.is_none() && stop.reason != Reason::Finished => reporter.println(
+                format!("model {m}: {} after {} epochs", stop.reason, stop.epochs),
+            ),
+            _ if now.0 > was.0 => {
+                reporter.println(format!("model {m}: goes on to {} epochs", now.0))
+            }
+            _ => {}
+        }
+    }
 }
 
 fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {
