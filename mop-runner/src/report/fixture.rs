@@ -127,6 +127,7 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 config: c,
                 metrics: metrics(id, EPOCHS, validation),
                 state: Some(Arc::new(vec![id as u8; 16])),
+                stop: None,
             })
             .collect(),
         timeline,

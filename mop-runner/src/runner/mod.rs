@@ -692,6 +692,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             config: c.clone(),
             metrics: metrics[i].clone(),
             state: states[i].clone(),
+            stop: sched.fate(i).ok().flatten(),
         })
         .collect();
     let outcome = RunOutcome {
@@ -729,16 +730,14 @@ fn decisions(sched: &Scheduler) -> Vec<(usize, Option<Stop>)> {
     }
 }
 
-/// Prints the search's decisions taken since `before`.
+/// Reports the search's decisions taken since `before`.
 fn report_decisions(before: &[(usize, Option<Stop>)], sched: &Scheduler, reporter: &Reporter) {
     for (m, (now, was)) in decisions(sched).iter().zip(before).enumerate() {
         match now.1 {
-            Some(stop) if was.1.is_none() && stop.reason != Reason::Finished => reporter.println(
-                format!("model {m}: {} after {} epochs", stop.reason, stop.epochs),
-            ),
-            _ if now.0 > was.0 => {
-                reporter.println(format!("model {m}: goes on to {} epochs", now.0))
+            Some(stop) if was.1.is_none() && stop.reason != Reason::Finished => {
+                reporter.decided(m, now.0, Some(&stop))
             }
+            _ if now.0 > was.0 => reporter.decided(m, now.0, None),
             _ => {}
         }
     }

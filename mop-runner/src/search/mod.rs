@@ -33,12 +33,14 @@
 //!
 //! - **ASHA** ([`asha`]): rungs at `min_epochs · eta^k` epochs. A model that
 //!   reaches a rung goes on if it is in the top `1/eta` of the models that
-//!   reached that rung before it (at least the best one goes on: Optuna's
-//!   successive-halving rule), and stops otherwise — no rung ever has to
-//!   fill. "Before it" is a seeded *arrival order* rather than the clock: a
-//!   model is decided once every model ahead of it in that order has reached
-//!   the rung or been stopped below it. The arrival order is the scheduler's
-//!   own tie-break order, so the models ahead are the ones it runs first.
+//!   reached that rung before it (at least the best one goes on), and stops
+//!   otherwise — no rung ever has to fill. The first `eta` models at a rung
+//!   are compared with one another, since the top third of one model is
+//!   not a ranking. "Before it" is a seeded *arrival order* rather than the
+//!   clock: a model is decided once every model ahead of it in that order
+//!   has reached the rung or been stopped below it. The arrival order is
+//!   the scheduler's own tie-break order, so the models ahead are the ones
+//!   it runs first.
 //! - **Hyperband** ([`hyperband`]): MADlib's schedule. Brackets
 //!   `s = s_max..0` with `n_s` configurations starting at `max_epochs ·
 //!   eta^-s` epochs; the configurations at hand are dealt to the brackets in
