@@ -243,6 +243,8 @@ pub struct SimReport {
     /// The best final accuracy of any model, when the simulation had
     /// learning curves.
     pub best_accuracy: Option<f64>,
+    /// Every model's fate: how many epochs it trained and why.
+    pub stops: Vec<Option<crate::search::Stop>>,
 }
 
 /// A unit on a worker: when it ends and whether it fails then.
@@ -290,6 +292,7 @@ pub fn simulate(
         trace: Vec::new(),
         model_epochs: 0,
         best_accuracy: None,
+        stops: Vec::new(),
     };
     let mut now = 0.0;
     let mut dispatches = 0u64;
@@ -377,6 +380,9 @@ pub fn simulate(
             .max(per_partition.iter().copied().fold(0.0, f64::max))
             .max(per_model.iter().copied().fold(0.0, f64::max));
     }
+    report.stops = (0..scheduler.models())
+        .map(|m| scheduler.fate(m).ok().flatten())
+        .collect();
     if let Some(curves) = &options.curves {
         report.best_accuracy = (0..scheduler.models())
             .map(|m| curves.accuracy(m, scheduler.model_epoch(m).unwrap_or(0)))

@@ -229,6 +229,56 @@ pub enum Rule {
     Hyperband(hyperband::Hyperband),
 }
 
+impl Rule {
+    /// Epochs after which some model may be stopped: ASHA's rungs, or
+    /// every Hyperband round but a bracket's last.
+    pub fn decision_epochs(&self) -> Vec<usize> {
+        let mut v = match self {
+            Rule::Full => Vec::new(),
+            Rule::Asha(a) => a.rungs(),
+            Rule::Hyperband(h) => h
+                .brackets()
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|b| b.rounds[..b.rounds.len() - 1].to_vec())
+                .collect(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// A one-line description, e.g. `ASHA: rungs at 1, 3 epochs, eta 3`.
+    pub fn describe(&self) -> String {
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Rule::Full => "every model trains every epoch".into(),
+            Rule::Asha(a) => format!(
+                "ASHA: rungs at {} epochs, keep the top 1/{} at each, at most {} epochs",
+                list(&a.rungs()),
+                a.eta,
+                a.max_epochs
+            ),
+            Rule::Hyperband(h) => format!(
+                "Hyperband: R = {} epochs, eta {}, brackets {}",
+                h.max_epochs,
+                h.eta,
+                h.brackets()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| format!("s={} (rounds at {} epochs)", b.s, list(&b.rounds)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+}
+
 /// Why a model trained as long as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
