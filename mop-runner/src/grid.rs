@@ -23,6 +23,8 @@
 //! batch_size = [32, 64, 256, 512]
 //! input = { kind = "criteo", sparse = true }
 //! classes = 2
+//! # table = "mst"           # instead of the lists: a MADlib-style model-selection
+//! #                         # table, read through source.flight (see `crate::search::mst`)
 //!
 //! [search]                  # optional; the default is the full grid
 //! kind = "asha"             # grid | random | hyperband | asha (see `crate::search`)
@@ -179,21 +181,28 @@ impl Default for TrainConfig {
     }
 }
 
-/// Lists whose cross product is the grid.
+/// Lists whose cross product is the grid, or a table of configurations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GridConfig {
+    /// A MADlib-style model-selection table in the source database, one
+    /// row per configuration, instead of the lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
     /// Architectures.
+    #[serde(default)]
     pub arch: Vec<Arch>,
     /// Optimizers.
     #[serde(default = "default_optimizers")]
     pub optimizer: Vec<OptimizerKind>,
     /// Learning rates (a list, or a distribution for random search).
+    #[serde(default)]
     pub lr: Param<f64>,
     /// L2 λ values (a list, or a distribution for random search).
     #[serde(default = "default_l2")]
     pub l2: Param<f64>,
     /// Batch sizes (a list, or an integer distribution for random search).
+    #[serde(default)]
     pub batch_size: Param<usize>,
     /// The input every model consumes.
     pub input: InputSpec,
@@ -304,10 +313,37 @@ impl RunConfig {
     /// The model configurations of the run: the grid's cross product, or
     /// `search.samples` random draws from it. Model ids are indices into it.
     pub fn models(&self) -> Result<Vec<ModelConfig>> {
+        if let Some(table) = &self.grid.table {
+            return Err(Error::Config(format!(
+                "the configurations are in the table {table}: they are read through \
+                 source.flight when the run starts"
+            )));
+        }
         match self.search.samples {
             Some(n) => self.grid.sample(n, self.train.seed),
             None => self.grid.expand(),
         }
+    }
+
+    /// The model configurations of the run, reading `grid.table` through
+    /// the (first) flight-server when the grid is kept in the database.
+    pub async fn load_models(&self) -> Result<Vec<ModelConfig>> {
+        let Some(table) = &self.grid.table else {
+            return self.models();
+        };
+        let sql = crate::search::mst::query(table)?;
+        let location = self.source.flight.locations()[0].to_string();
+        let slices = flight_client::plan::plan(&location, &sql).await?;
+        let mut rx =
+            flight_client::read::spawn_reader::<Error>(&tokio::runtime::Handle::current(), slices);
+        let mut batches = Vec::new();
+        while let Some(b) = rx.recv().await {
+            batches.push(b?);
+        }
+        crate::search::mst::rows(&batches)?
+            .iter()
+            .map(|row| crate::search::mst::config(row, &self.grid.input, self.grid.classes))
+            .collect()
     }
 
     /// Epochs of the run: `search.max_epochs` if set, else `train.epochs`.
@@ -363,7 +399,33 @@ impl RunConfig {
                 self.search.kind
             )));
         }
-        self.models()?;
+        match &self.grid.table {
+            None => {
+                self.models()?;
+            }
+            Some(table) => {
+                crate::search::mst::query(table)?;
+                let g = &self.grid;
+                if !g.arch.is_empty()
+                    || g.lr != Param::default()
+                    || g.batch_size != Param::default()
+                    || g.optimizer != default_optimizers()
+                    || g.l2 != default_l2()
+                {
+                    return Err(Error::Config(format!(
+                        "grid.table = {table:?} holds the configurations: drop the lists \
+                         (arch, optimizer, lr, l2, batch_size) from [grid], or drop table"
+                    )));
+                }
+                if self.search.samples.is_some() {
+                    return Err(Error::Config(
+                        "search.samples draws from [grid]'s lists, and grid.table has none: \
+                         drop samples to search over the table's configurations"
+                            .into(),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -493,6 +555,24 @@ mod tests {
         assert!(matches!(c.rule().unwrap(), Rule::Hyperband(_)));
         // A config without [search] is the grid it always was.
         assert!(RunConfig::parse(GRID).unwrap().search.is_default());
+    }
+
+    #[test]
+    fn a_grid_kept_in_a_table_takes_no_lists() {
+        let lists = "arch = [{ kind = \"mlp\", hidden = [1000, 500] }]\n        lr = [1e-3, 1e-4]\n        l2 = [1e-4, 1e-5]\n        batch_size = [32, 64, 256, 512]";
+        assert!(GRID.contains(lists));
+        let table = GRID.replace(lists, "table = \"mst\"");
+        let c = RunConfig::parse(&table).unwrap();
+        assert_eq!(c.grid.table.as_deref(), Some("mst"));
+        assert!(matches!(c.models(), Err(Error::Config(m)) if m.contains("table mst")));
+        let both = GRID.replace("[grid]", "[grid]\ntable = \"mst\"");
+        assert!(
+            matches!(RunConfig::parse(&both), Err(Error::Config(m)) if m.contains("drop the lists"))
+        );
+        let bad = table.replace("\"mst\"", "\"mst; drop\"");
+        assert!(
+            matches!(RunConfig::parse(&bad), Err(Error::Config(m)) if m.contains("grid.table"))
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 /// Two segments of a Criteo-like table and a flight-server over them.
 struct Setup {
-    _cluster: LocalCluster,
+    cluster: LocalCluster,
     server: FlightServer,
     dir: tempfile::TempDir,
 }
@@ -41,7 +41,7 @@ async fn setup() -> Setup {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = FlightServer::start(&args).unwrap();
     Setup {
-        _cluster: cluster,
+        cluster,
         server,
         dir: tempfile::tempdir().unwrap(),
     }
@@ -52,6 +52,14 @@ impl Setup {
     /// that learns to one that barely moves, × two batch sizes) with
     /// `search` as its `[search]` section; output in `name/`.
     fn config(&self, name: &str, search: &str) -> PathBuf {
+        let grid = r#"arch = [{ kind = "mlp", hidden = [16] }]
+lr = [1e-2, 1e-3, 1e-5]
+batch_size = [32, 256]"#;
+        self.config_with(name, grid, search)
+    }
+
+    /// A run whose `[grid]` has `grid` besides its input.
+    fn config_with(&self, name: &str, grid: &str, search: &str) -> PathBuf {
         let out = self.out(name);
         let text = format!(
             r#"
@@ -66,9 +74,7 @@ seed = 5
 threads = 1
 
 [grid]
-arch = [{{ kind = "mlp", hidden = [16] }}]
-lr = [1e-2, 1e-3, 1e-5]
-batch_size = [32, 256]
+{grid}
 input = {{ kind = "criteo", sparse = true }}
 
 {search}
@@ -323,4 +329,87 @@ async fn a_runner_killed_mid_search_resumes_to_the_same_decisions_and_weights() 
             .collect()
     };
     assert_eq!(reasons(&s.out("interrupted")), reasons(&s.out("straight")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grid_kept_in_a_madlib_style_table_is_read_through_flight() {
+    let s = setup().await;
+    // The table is distributed like the data: each segment holds some rows.
+    let rows = [
+        (
+            3,
+            r#"{"kind": "mlp", "hidden": [16]}"#,
+            "optimizer='SGD(lr=0.05, momentum=0.9)'",
+            "batch_size=64",
+        ),
+        (
+            1,
+            r#"{"kind": "log_reg"}"#,
+            "optimizer='adam', lr=0.01",
+            "batch_size=32",
+        ),
+        (
+            2,
+            r#"{"kind": "log_reg"}"#,
+            "optimizer='adamw', lr=0.001, l2=0.0001",
+            "batch_size=256",
+        ),
+    ];
+    for seg in 0..SEGMENTS {
+        let c = s.cluster.client(seg).await.unwrap();
+        c.batch_execute(
+            "CREATE TABLE mst (mst_key int, arch text, compile_params text, fit_params text)",
+        )
+        .await
+        .unwrap();
+        for (i, (key, arch, compile, fit)) in rows.iter().enumerate() {
+            if i % SEGMENTS == seg {
+                c.execute(
+                    "INSERT INTO mst VALUES ($1, $2, $3, $4)",
+                    &[key, arch, compile, fit],
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+    let path = s.config_with("mst", "table = \"mst\"", "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("epochs = {MAX_EPOCHS}"), "epochs = 2");
+    std::fs::write(&path, text).unwrap();
+    let events = mop_train(&path, &[]);
+    assert_eq!(count(&events, "unit"), rows.len() * SEGMENTS * 2);
+    let r = results(&s.out("mst"));
+    let models = r["models"].as_array().unwrap();
+    // Model ids follow mst_key order.
+    let got: Vec<(String, f64, u64)> = models
+        .iter()
+        .map(|m| {
+            (
+                m["config"]["optimizer"]["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                m["config"]["lr"].as_f64().unwrap(),
+                m["config"]["batch_size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("adam".to_string(), 0.01, 32),
+            ("adamw".to_string(), 0.001, 256),
+            ("sgd".to_string(), 0.05, 64),
+        ]
+    );
+    assert_eq!(
+        models[2]["config"]["optimizer"]["momentum"].as_f64(),
+        Some(0.9)
+    );
+    assert_eq!(models[1]["config"]["l2"].as_f64(), Some(0.0001));
+    assert!(models
+        .iter()
+        .all(|m| m["val_acc"].as_array().unwrap().len() == 2));
 }

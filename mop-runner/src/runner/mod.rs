@@ -188,7 +188,7 @@ impl Trainers {
 }
 
 /// A stable fingerprint of what determines a run's results.
-fn fingerprint(config: &RunConfig) -> String {
+fn fingerprint(config: &RunConfig, models: &[crate::config::ModelConfig]) -> String {
     // The flight-server's address is left out: a resumed run (e.g. `mop demo
     // --resume`) may reach the same data through a server on another port.
     let base = (
@@ -200,10 +200,12 @@ fn fingerprint(config: &RunConfig) -> String {
     );
     // A run without `[search]` keeps the fingerprint it always had, so its
     // checkpoints stay resumable.
-    let text = if config.search.is_default() {
+    // Configurations kept in a table are part of what the run is.
+    let table = config.grid.table.as_ref().map(|_| models);
+    let text = if config.search.is_default() && table.is_none() {
         serde_json::to_string(&base)
     } else {
-        serde_json::to_string(&(base, &config.search))
+        serde_json::to_string(&(base, &config.search, table))
     }
     .unwrap_or_default();
     // FNV-1a: stable across builds and platforms.
@@ -239,11 +241,11 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
 
 /// Trains every model of the grid with MOP; see the module docs.
 pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
-    let models = config.models()?;
+    let models = config.load_models().await?;
     let out = config.output.dir.clone();
     std::fs::create_dir_all(&out)?;
     let ckdir = CheckpointDir::new(&out)?;
-    let fp = fingerprint(&config);
+    let fp = fingerprint(&config, &models);
 
     // Plan the data.
     let train_sql = config.train_sql()?;

@@ -51,6 +51,7 @@
 
 pub mod asha;
 pub mod hyperband;
+pub mod mst;
 pub mod space;
 
 use std::collections::BTreeMap;

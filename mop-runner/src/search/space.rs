@@ -45,6 +45,13 @@ pub enum Distribution {
     LogInt([u64; 2]),
 }
 
+impl<T> Default for Param<T> {
+    /// No values: a list to fill in (or a grid read from a table).
+    fn default() -> Self {
+        Param::List(Vec::new())
+    }
+}
+
 impl<T> From<Vec<T>> for Param<T> {
     fn from(v: Vec<T>) -> Self {
         Param::List(v)
