@@ -193,6 +193,15 @@ async fn asha_and_hyperband_train_a_fraction_of_the_grid_and_find_its_best_model
         "asha",
         "[search]\nkind = \"asha\"\nmax_epochs = 9\nmin_epochs = 1\neta = 3",
     );
+    // ASHA's results also go to the result tables.
+    let text = std::fs::read_to_string(&asha).unwrap().replace(
+        "[output]\n",
+        &format!(
+            "[output]\ntable = \"asha_models\"\ndatabase = \"{}\"\n",
+            s.cluster.url(0)
+        ),
+    );
+    std::fs::write(&asha, text).unwrap();
     let hyperband = s.config(
         "hyperband",
         "[search]\nkind = \"hyperband\"\nmax_epochs = 9\neta = 3",
@@ -255,6 +264,40 @@ async fn asha_and_hyperband_train_a_fraction_of_the_grid_and_find_its_best_model
         decisions >= MODELS,
         "every model was decided on at rung 1: {decisions}"
     );
+    let db = s.cluster.client(0).await.unwrap();
+    let rows = db
+        .query(
+            "SELECT m.stopped_at, m.stop_reason, array_length(i.val_acc, 1)
+             FROM asha_models m JOIN asha_models_info i USING (model_id) ORDER BY model_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let reasons = results(&s.out("asha"))["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["stop"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(rows.len(), MODELS);
+    for (m, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, Option<i32>>(0), Some(a.epochs[m] as i32));
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            Some(reasons[m].as_str())
+        );
+        assert_eq!(row.get::<_, Option<i32>>(2), Some(a.epochs[m] as i32));
+    }
+    let summary = db
+        .query_one(
+            "SELECT search, model_epochs, full_model_epochs FROM asha_models_summary",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.get::<_, String>(0), "asha");
+    assert_eq!(summary.get::<_, i32>(1), a.model_epochs as i32);
+    assert_eq!(summary.get::<_, i32>(2), (MODELS * MAX_EPOCHS) as i32);
 
     // A model that trained to the end is the grid's model, byte for byte…
     let finished = a.epochs.iter().position(|&e| e == MAX_EPOCHS).unwrap();

@@ -623,6 +623,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 let before = decisions(&sched);
                 sched.record_score(model, epoch, metrics[model][epoch].val_acc())?;
                 report_decisions(&before, &sched, &reporter);
+                reporter.set_total(sched.progress().total);
                 commit(
                     &ckdir,
                     &sched,

@@ -161,6 +161,13 @@ impl Reporter {
         }));
     }
 
+    /// The run's units in all changed (a search stopped a model).
+    pub fn set_total(&self, total: u64) {
+        if let Some(b) = &self.overall {
+            b.set_length(total);
+        }
+    }
+
     /// The search decided on `model`: it goes on to `limit` epochs, or it
     /// stops (`stop`, when not just the end of its budget).
     pub fn decided(&self, model: usize, limit: usize, stop: Option<&crate::search::Stop>) {
