@@ -12,8 +12,16 @@
 //!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, state) on trainer w
 //!        ◄─ state', metrics ─► Scheduler::complete ─► checkpoint
 //!        model finished an epoch ─► Evaluate on every trainer's validation rows
+//!        ◄─ accuracy ─► Scheduler::record_score (a search may stop the model)
 //!  end: model files, results.json/csv, result tables in the database
 //! ```
+//!
+//! # Search
+//! With `[search]` (see [`crate::search`]) a model that reaches a decision
+//! point waits, handed to no trainer, until its validation pass for that
+//! epoch returns; the scheduler's search then lets it go on or stops it.
+//! The decision travels in the checkpoint with the scores it came from, so
+//! `--resume` neither repeats nor changes it.
 //!
 //! # Failures
 //! A unit whose trainer fails is requeued: it runs again from the model's
@@ -198,9 +206,9 @@ fn fingerprint(config: &RunConfig, models: &[crate::config::ModelConfig]) -> Str
         config.train.epochs,
         config.train.seed,
     );
-    // A run without `[search]` keeps the fingerprint it always had, so its
-    // checkpoints stay resumable.
-    // Configurations kept in a table are part of what the run is.
+    // Configurations kept in a table are part of what the run is. A run
+    // without `[search]` or a table keeps the fingerprint it always had, so
+    // its checkpoints stay resumable.
     let table = config.grid.table.as_ref().map(|_| models);
     let text = if config.search.is_default() && table.is_none() {
         serde_json::to_string(&base)

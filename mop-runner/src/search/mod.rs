@@ -548,28 +548,4 @@ impl Pruner {
                 .unwrap_or_default(),
         }
     }
-
-    /// Hyperband: the `s` of `model`'s bracket.
-    pub fn bracket(&self, model: usize) -> Option<usize> {
-        match &self.rule {
-            Rule::Hyperband(h) => h
-                .brackets()
-                .ok()
-                .and_then(|bs| bs.get(self.bracket[model]).map(|b| b.s)),
-            _ => None,
-        }
-    }
-
-    /// Epochs at which decisions are taken, per model group (ASHA: one
-    /// list, the rungs; Hyperband: one list a bracket, its rounds).
-    pub fn decision_points(&self) -> Vec<Vec<usize>> {
-        match &self.rule {
-            Rule::Full => Vec::new(),
-            Rule::Asha(a) => vec![a.rungs()],
-            Rule::Hyperband(h) => h
-                .brackets()
-                .map(|bs| bs.iter().map(|b| b.rounds.clone()).collect())
-                .unwrap_or_default(),
-        }
-    }
 }
