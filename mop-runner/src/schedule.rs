@@ -44,6 +44,11 @@
 //! of the others, so every model that trains runs the units it would run
 //! without the search. Searches that stop models need the reproducible
 //! policy: Cerebro's epoch barrier would wait for models that never come.
+//! "Most remaining work" still counts to the last epoch, not to a model's
+//! next decision: counting to the next decision was worse in simulation
+//! (27 models × 4 workers × 9 epochs, mixed unit times, seeds 0–2:
+//! efficiency over the work trained, ASHA 0.70–0.80 against 0.71–0.87,
+//! Hyperband 0.81–0.86 against 0.96).
 //!
 //! # Visit orders of the reproducible policy
 //! A Latin-square-like layout: the partitions form a shuffled ring, the
