@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, Result};
 use crate::schedule::{Policy, Scheduler};
-use crate::simulate::{simulate, SimOptions, SimReport, UnitTimes};
+use crate::search::{SearchConfig, SearchKind};
+use crate::simulate::{simulate, Curves, SimOptions, SimReport, UnitTimes};
 
 /// Model hopper parallelism: train a grid of models over database segments.
 #[derive(Debug, Parser)]
@@ -74,6 +75,17 @@ impl PolicyArg {
     }
 }
 
+/// Searches `mop simulate --search` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchArg {
+    /// Every model every epoch.
+    Grid,
+    /// Asynchronous successive halving.
+    Asha,
+    /// Hyperband's brackets.
+    Hyperband,
+}
+
 /// Arguments of `mop simulate`.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
@@ -92,9 +104,20 @@ pub struct SimulateArgs {
     /// Scheduling policy, or `all` to compare them.
     #[arg(long, value_enum, default_value_t = PolicyArg::All)]
     pub policy: PolicyArg,
-    /// Seed of the schedule (and of `random` unit times).
+    /// Seed of the schedule (and of `random` unit times and the simulated
+    /// learning curves).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A search that stops models early, against the full grid (simulated
+    /// learning curves give the scores; the reproducible policy runs it).
+    #[arg(long, value_enum, default_value_t = SearchArg::Grid)]
+    pub search: SearchArg,
+    /// The search's reduction factor.
+    #[arg(long, default_value_t = 3)]
+    pub eta: usize,
+    /// ASHA's first rung, in epochs.
+    #[arg(long, default_value_t = 1)]
+    pub min_epochs: usize,
 }
 
 /// Runs a parsed command line.
@@ -144,6 +167,64 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<()> {
         let report = simulate(scheduler, &times, &SimOptions::default())?;
         writeln!(out, "{}", format_row(policy, &report))?;
     }
+    let kind = match args.search {
+        SearchArg::Grid => return Ok(()),
+        SearchArg::Asha => SearchKind::Asha,
+        SearchArg::Hyperband => SearchKind::Hyperband,
+    };
+    let search = SearchConfig {
+        kind,
+        max_epochs: Some(e),
+        eta: Some(args.eta),
+        min_epochs: (kind == SearchKind::Asha).then_some(args.min_epochs),
+        ..SearchConfig::default()
+    };
+    search.validate(e)?;
+    let options = SimOptions {
+        curves: Some(Curves::random(s, args.seed)),
+        ..SimOptions::default()
+    };
+    let policy = Policy::Reproducible;
+    let grid = simulate(
+        Scheduler::new(s, w, e, args.seed, policy)?,
+        &times,
+        &options,
+    )?;
+    let sched = Scheduler::with_search(s, w, e, args.seed, policy, search.rule(e)?)?;
+    let pruned = simulate(sched, &times, &options)?;
+    writeln!(
+        out,
+        "{kind} (eta {}{}), simulated learning curves, reproducible policy:",
+        args.eta,
+        if kind == SearchKind::Asha {
+            format!(", first rung {} epochs", args.min_epochs)
+        } else {
+            String::new()
+        }
+    )?;
+    writeln!(
+        out,
+        "{:<13} {:>12} {:>11} {:>13} {:>14}",
+        "search", "makespan", "efficiency", "model-epochs", "best accuracy"
+    )?;
+    for (name, r) in [("grid", &grid), (kind.name(), &pruned)] {
+        writeln!(
+            out,
+            "{:<13} {:>12.2} {:>11.4} {:>13} {:>14.4}",
+            name,
+            r.makespan,
+            r.efficiency,
+            r.model_epochs,
+            r.best_accuracy.unwrap_or(f64::NAN)
+        )?;
+    }
+    writeln!(
+        out,
+        "{kind} trains {:.0}% of the grid's model-epochs in {:.0}% of its time \
+         (efficiency over the work it trained)",
+        100.0 * pruned.model_epochs as f64 / grid.model_epochs.max(1) as f64,
+        100.0 * pruned.makespan / grid.makespan.max(f64::MIN_POSITIVE)
+    )?;
     Ok(())
 }
 
@@ -191,6 +272,32 @@ mod tests {
             repro.contains("48.00") && repro.contains("1.0000"),
             "{repro}"
         );
+    }
+
+    #[test]
+    fn simulate_reports_what_a_search_saves() {
+        for search in ["asha", "hyperband"] {
+            let args = simulate_args(&format!(
+                "mop simulate --models 27 --workers 4 --epochs 9 --search {search}"
+            ));
+            let mut out = Vec::new();
+            run_simulate(&args, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let row = |name: &str| -> Vec<f64> {
+                let fields = |l: &str| -> Option<Vec<f64>> {
+                    let mut words = l.split_whitespace();
+                    (words.next() == Some(name))
+                        .then(|| words.map(|x| x.parse().ok()).collect())
+                        .flatten()
+                };
+                text.lines().rev().find_map(fields).unwrap()
+            };
+            let (grid, pruned) = (row("grid"), row(search));
+            assert_eq!(grid[2], 27.0 * 9.0, "{text}");
+            assert!(pruned[2] < grid[2] / 2.0, "{text}");
+            assert!(pruned[0] < grid[0], "it takes less time: {text}");
+            assert!(pruned[1] > 0.6, "and keeps the trainers busy: {text}");
+        }
     }
 
     #[test]

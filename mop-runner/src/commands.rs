@@ -23,7 +23,7 @@ pub struct TrainArgs {
     /// Override `output.dir`.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Override `train.epochs`.
+    /// Override `train.epochs` (and `search.max_epochs`, if set).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// How to show progress.
@@ -88,6 +88,9 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(e) = args.epochs {
         config.train.epochs = e;
+        if config.search.max_epochs.is_some() {
+            config.search.max_epochs = Some(e);
+        }
         config.validate()?;
     }
     let rt = runtime()?;
@@ -133,12 +136,22 @@ pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
         );
     }
     println!();
+    let trained = crate::run_dir::results::model_epochs(outcome);
+    let full = outcome.models.len() * config.epochs();
     println!(
-        "{} models × {} epochs on {} trainers in {:.1} s",
+        "{} models × {} epochs on {} trainers in {:.1} s{}",
         outcome.models.len(),
-        config.train.epochs,
+        config.epochs(),
         outcome.trainers,
-        outcome.seconds
+        outcome.seconds,
+        if trained < full {
+            format!(
+                ": the {} search trained {trained} of {full} model-epochs",
+                config.search.kind
+            )
+        } else {
+            String::new()
+        }
     );
     println!("results: {}", outcome.dir.join("results.json").display());
     let report = outcome.dir.join(crate::report::REPORT_FILE);

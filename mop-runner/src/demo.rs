@@ -364,7 +364,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let grid_path = args.dir.join("grid.toml");
     std::fs::write(&grid_path, &toml)?;
     let config = RunConfig::parse(&toml)?;
-    let n = config.grid.expand()?.len();
+    let n = config.models()?.len();
     say(format!(
         "training {n} models × {} epochs with model hopper parallelism, one trainer per segment",
         args.epochs

@@ -18,11 +18,18 @@
 //! [grid]                    # the cross product of these lists
 //! arch = [{ kind = "mlp", hidden = [1000, 500] }]
 //! optimizer = [{ kind = "adam" }]
-//! lr = [1e-3, 1e-4]
+//! lr = [1e-3, 1e-4]         # with search.samples also a distribution: { loguniform = [1e-5, 1e-1] }
 //! l2 = [1e-4, 1e-5]
 //! batch_size = [32, 64, 256, 512]
 //! input = { kind = "criteo", sparse = true }
 //! classes = 2
+//! # table = "mst"           # instead of the lists: a MADlib-style model-selection
+//! #                         # table, read through source.flight (see `crate::search::mst`)
+//!
+//! [search]                  # optional; the default is the full grid
+//! kind = "asha"             # grid | random | hyperband | asha (see `crate::search`)
+//! max_epochs = 9
+//! eta = 3
 //!
 //! [output]
 //! dir = "hopper-out/criteo"     # checkpoint, models, results, report
@@ -34,8 +41,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
 use crate::error::{Error, Result};
+use crate::search::space::{choose, Param};
+use crate::search::{Rule, SearchConfig};
 
 /// A whole run: source, grid, training and output settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +60,9 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// The model configurations to try.
     pub grid: GridConfig,
+    /// How configurations are chosen and how long each trains.
+    #[serde(default, skip_serializing_if = "SearchConfig::is_default")]
+    pub search: SearchConfig,
     /// Where results go.
     #[serde(default)]
     pub output: OutputConfig,
@@ -166,22 +181,29 @@ impl Default for TrainConfig {
     }
 }
 
-/// Lists whose cross product is the grid.
+/// Lists whose cross product is the grid, or a table of configurations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GridConfig {
+    /// A MADlib-style model-selection table in the source database, one
+    /// row per configuration, instead of the lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
     /// Architectures.
+    #[serde(default)]
     pub arch: Vec<Arch>,
     /// Optimizers.
     #[serde(default = "default_optimizers")]
     pub optimizer: Vec<OptimizerKind>,
-    /// Learning rates.
-    pub lr: Vec<f64>,
-    /// L2 λ values.
+    /// Learning rates (a list, or a distribution for random search).
+    #[serde(default)]
+    pub lr: Param<f64>,
+    /// L2 λ values (a list, or a distribution for random search).
     #[serde(default = "default_l2")]
-    pub l2: Vec<f64>,
-    /// Batch sizes.
-    pub batch_size: Vec<usize>,
+    pub l2: Param<f64>,
+    /// Batch sizes (a list, or an integer distribution for random search).
+    #[serde(default)]
+    pub batch_size: Param<usize>,
     /// The input every model consumes.
     pub input: InputSpec,
     /// Number of classes.
@@ -192,8 +214,8 @@ pub struct GridConfig {
 fn default_optimizers() -> Vec<OptimizerKind> {
     vec![OptimizerKind::Adam]
 }
-fn default_l2() -> Vec<f64> {
-    vec![0.0]
+fn default_l2() -> Param<f64> {
+    Param::List(vec![0.0])
 }
 fn default_classes() -> usize {
     2
@@ -225,12 +247,14 @@ impl GridConfig {
     /// Every model configuration, in a fixed order (arch, optimizer, lr, l2,
     /// batch size: the last varies fastest). Model ids are indices into it.
     pub fn expand(&self) -> Result<Vec<ModelConfig>> {
+        let (lrs, l2s) = (self.lr.values("lr")?, self.l2.values("l2")?);
+        let batch_sizes = self.batch_size.values("batch_size")?;
         let mut out = Vec::new();
         for arch in &self.arch {
             for optimizer in &self.optimizer {
-                for &lr in &self.lr {
-                    for &l2 in &self.l2 {
-                        for &batch_size in &self.batch_size {
+                for &lr in &lrs {
+                    for &l2 in &l2s {
+                        for &batch_size in &batch_sizes {
                             let c = ModelConfig {
                                 arch: arch.clone(),
                                 optimizer: optimizer.clone(),
@@ -254,9 +278,84 @@ impl GridConfig {
         }
         Ok(out)
     }
+
+    /// `samples` configurations drawn at random: lists are uniform choices,
+    /// distributions are drawn from (see [`crate::search::space`]). Each
+    /// configuration takes its draws in a fixed order (arch, optimizer, lr,
+    /// l2, batch size) from one seeded stream, so a seed gives the same
+    /// configurations everywhere.
+    pub fn sample(&self, samples: usize, seed: u64) -> Result<Vec<ModelConfig>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // A stream of its own: the scheduler's streams start at 0.
+        rng.set_stream(SAMPLE_STREAM);
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let c = ModelConfig {
+                arch: choose(&self.arch, "arch", &mut rng)?.clone(),
+                optimizer: choose(&self.optimizer, "optimizer", &mut rng)?.clone(),
+                lr: self.lr.sample_f64("lr", &mut rng)?,
+                l2: self.l2.sample_f64("l2", &mut rng)?,
+                batch_size: self.batch_size.sample_usize("batch_size", &mut rng)?,
+                input: self.input.clone(),
+                classes: self.classes,
+            };
+            c.validate()?;
+            out.push(c);
+        }
+        Ok(out)
+    }
 }
 
+/// The RNG stream random search draws configurations from.
+const SAMPLE_STREAM: u64 = u64::MAX - 16;
+
 impl RunConfig {
+    /// The model configurations of the run: the grid's cross product, or
+    /// `search.samples` random draws from it. Model ids are indices into it.
+    pub fn models(&self) -> Result<Vec<ModelConfig>> {
+        if let Some(table) = &self.grid.table {
+            return Err(Error::Config(format!(
+                "the configurations are in the table {table}: they are read through \
+                 source.flight when the run starts"
+            )));
+        }
+        match self.search.samples {
+            Some(n) => self.grid.sample(n, self.train.seed),
+            None => self.grid.expand(),
+        }
+    }
+
+    /// The model configurations of the run, reading `grid.table` through
+    /// the (first) flight-server when the grid is kept in the database.
+    pub async fn load_models(&self) -> Result<Vec<ModelConfig>> {
+        let Some(table) = &self.grid.table else {
+            return self.models();
+        };
+        let sql = crate::search::mst::query(table)?;
+        let location = self.source.flight.locations()[0].to_string();
+        let slices = flight_client::plan::plan(&location, &sql).await?;
+        let mut rx =
+            flight_client::read::spawn_reader::<Error>(&tokio::runtime::Handle::current(), slices);
+        let mut batches = Vec::new();
+        while let Some(b) = rx.recv().await {
+            batches.push(b?);
+        }
+        crate::search::mst::rows(&batches)?
+            .iter()
+            .map(|row| crate::search::mst::config(row, &self.grid.input, self.grid.classes))
+            .collect()
+    }
+
+    /// Epochs of the run: `search.max_epochs` if set, else `train.epochs`.
+    pub fn epochs(&self) -> usize {
+        self.search.epochs(self.train.epochs)
+    }
+
+    /// How long each model trains (every epoch, unless the search stops it).
+    pub fn rule(&self) -> Result<Rule> {
+        self.search.rule(self.epochs())
+    }
+
     /// Reads and checks a TOML run configuration.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -292,7 +391,41 @@ impl RunConfig {
                 )));
             }
         }
-        self.grid.expand()?;
+        self.search.validate(self.train.epochs)?;
+        if self.rule()? != Rule::Full && matches!(self.source.validation, Validation::None) {
+            return Err(Error::Config(format!(
+                "search.kind = \"{}\" ranks models by validation accuracy: \
+                 add source.validation (e.g. {{ fraction = 0.1, key = \"id\" }})",
+                self.search.kind
+            )));
+        }
+        match &self.grid.table {
+            None => {
+                self.models()?;
+            }
+            Some(table) => {
+                crate::search::mst::query(table)?;
+                let g = &self.grid;
+                if !g.arch.is_empty()
+                    || g.lr != Param::default()
+                    || g.batch_size != Param::default()
+                    || g.optimizer != default_optimizers()
+                    || g.l2 != default_l2()
+                {
+                    return Err(Error::Config(format!(
+                        "grid.table = {table:?} holds the configurations: drop the lists \
+                         (arch, optimizer, lr, l2, batch_size) from [grid], or drop table"
+                    )));
+                }
+                if self.search.samples.is_some() {
+                    return Err(Error::Config(
+                        "search.samples draws from [grid]'s lists, and grid.table has none: \
+                         drop samples to search over the table's configurations"
+                            .into(),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -385,6 +518,97 @@ mod tests {
             RunConfig::parse(GRID).unwrap().source.flight.locations(),
             ["grpc+tcp://127.0.0.1:1"]
         );
+    }
+
+    #[test]
+    fn random_search_draws_the_same_configurations_from_the_same_seed() {
+        let text = GRID
+            .replace("lr = [1e-3, 1e-4]", "lr = { loguniform = [1e-5, 1e-1] }")
+            .replace(
+                "batch_size = [32, 64, 256, 512]",
+                "batch_size = { log_int = [16, 512] }",
+            )
+            + "[search]\nkind = \"random\"\nsamples = 20\n";
+        let c = RunConfig::parse(&text).unwrap();
+        let a = c.models().unwrap();
+        assert_eq!(a.len(), 20);
+        assert_eq!(a, c.models().unwrap());
+        assert!(a.iter().all(|m| (1e-5..=1e-1).contains(&m.lr)));
+        assert!(a.iter().all(|m| (16..=512).contains(&m.batch_size)));
+        assert!(a.iter().any(|m| m.lr != a[0].lr), "the draws differ");
+        let other = RunConfig::parse(&text.replace("seed = 7", "seed = 8")).unwrap();
+        assert_ne!(a, other.models().unwrap());
+        assert_eq!(c.rule().unwrap(), Rule::Full);
+        assert_eq!(c.epochs(), 3);
+    }
+
+    #[test]
+    fn asha_and_hyperband_run_over_the_grid_or_random_draws() {
+        let asha = format!("{GRID}[search]\nkind = \"asha\"\nmax_epochs = 9\neta = 3\n");
+        let c = RunConfig::parse(&asha).unwrap();
+        assert_eq!(c.models().unwrap().len(), 16);
+        assert_eq!(c.epochs(), 9);
+        assert!(matches!(c.rule().unwrap(), Rule::Asha(a) if a.rungs() == vec![1, 3]));
+        let hb = format!("{GRID}[search]\nkind = \"hyperband\"\nsamples = 6\nmax_epochs = 9\n");
+        let c = RunConfig::parse(&hb).unwrap();
+        assert_eq!(c.models().unwrap().len(), 6);
+        assert!(matches!(c.rule().unwrap(), Rule::Hyperband(_)));
+        // A config without [search] is the grid it always was.
+        assert!(RunConfig::parse(GRID).unwrap().search.is_default());
+    }
+
+    #[test]
+    fn a_grid_kept_in_a_table_takes_no_lists() {
+        let lists = "arch = [{ kind = \"mlp\", hidden = [1000, 500] }]\n        lr = [1e-3, 1e-4]\n        l2 = [1e-4, 1e-5]\n        batch_size = [32, 64, 256, 512]";
+        assert!(GRID.contains(lists));
+        let table = GRID.replace(lists, "table = \"mst\"");
+        let c = RunConfig::parse(&table).unwrap();
+        assert_eq!(c.grid.table.as_deref(), Some("mst"));
+        assert!(matches!(c.models(), Err(Error::Config(m)) if m.contains("table mst")));
+        let both = GRID.replace("[grid]", "[grid]\ntable = \"mst\"");
+        assert!(
+            matches!(RunConfig::parse(&both), Err(Error::Config(m)) if m.contains("drop the lists"))
+        );
+        let bad = table.replace("\"mst\"", "\"mst; drop\"");
+        assert!(
+            matches!(RunConfig::parse(&bad), Err(Error::Config(m)) if m.contains("grid.table"))
+        );
+    }
+
+    #[test]
+    fn bad_searches_are_config_errors_that_say_what_to_do() {
+        for (search, needle) in [
+            ("kind = \"random\"", "samples"),
+            ("kind = \"grid\"\nsamples = 4", "kind = \"random\""),
+            (
+                "kind = \"asha\"\nmax_epochs = 4\nmin_epochs = 4",
+                "min_epochs",
+            ),
+            ("kind = \"asha\"\neta = 1", "eta"),
+            ("kind = \"random\"\nsamples = 2\neta = 3", "does not apply"),
+            (
+                "kind = \"hyperband\"\nmax_epochs = 9\nskip_last = 3",
+                "skip_last",
+            ),
+            ("kind = \"tpe\"", "tpe"),
+            ("kind = \"asha\"\nbrackets = 2", "brackets"),
+        ] {
+            let text = format!("{GRID}[search]\n{search}\n");
+            match RunConfig::parse(&text) {
+                Err(Error::Config(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+                other => panic!("expected a config error about {needle}, got {other:?}"),
+            }
+        }
+        let no_validation = GRID.replace("validation = { fraction = 0.1, key = \"id\" }", "");
+        match RunConfig::parse(&format!("{no_validation}[search]\nkind = \"asha\"\n")) {
+            Err(Error::Config(m)) => assert!(m.contains("source.validation"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let dist = GRID.replace("lr = [1e-3, 1e-4]", "lr = { loguniform = [1e-5, 1e-1] }");
+        match RunConfig::parse(&dist) {
+            Err(Error::Config(m)) => assert!(m.contains("search.samples"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod report;
 pub mod run_dir;
 pub mod runner;
 pub mod schedule;
+pub mod search;
 pub mod simulate;
 pub mod status;
 pub mod train;

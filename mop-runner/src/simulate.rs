@@ -21,6 +21,15 @@
 //! Efficiency is `bound / makespan` (1.0 = provably optimal). When unit
 //! times depend on the model only, the middle term equals the first and the
 //! last is `W · max unit time`, which is the bound the design notes quote.
+//!
+//! # Searches
+//! A schedule with a search ([`crate::search`]) needs validation scores:
+//! the simulator draws a learning curve per model ([`Curves`]) and reports
+//! each model's accuracy the moment it finishes an epoch. The bound is then
+//! taken over the units actually trained (the same three terms, summed
+//! over completed units only), so efficiency says how well the trainers
+//! were kept busy with the work the search left, and
+//! [`SimReport::model_epochs`] how much work it left.
 
 use std::collections::BTreeSet;
 
@@ -149,6 +158,45 @@ pub struct SimOptions {
     pub checkpoint_roundtrip: bool,
     /// Keep every event in [`SimReport::trace`].
     pub record_trace: bool,
+    /// Learning curves that give the search its scores (required when the
+    /// schedule has a search that stops models).
+    pub curves: Option<Curves>,
+}
+
+/// Simulated learning curves: model `m` reaches validation accuracy
+/// `plateau[m] · (1 − exp(−e / pace[m]))` after `e` epochs, plus a little
+/// seeded noise — models that learn slowly, fast, or to a low ceiling, as
+/// a grid over learning rates has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curves {
+    plateau: Vec<f64>,
+    pace: Vec<f64>,
+    seed: u64,
+}
+
+impl Curves {
+    /// Curves for `models` models, drawn from `seed`: plateaus in
+    /// `[0.6, 0.9)`, paces in `[0.5, 4)` epochs.
+    pub fn random(models: usize, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(1);
+        let (plateau, pace) = (0..models)
+            .map(|_| (rng.random_range(0.6..0.9), rng.random_range(0.5..4.0)))
+            .unzip();
+        Curves {
+            plateau,
+            pace,
+            seed,
+        }
+    }
+
+    /// Accuracy of `model` after `epochs` epochs.
+    pub fn accuracy(&self, model: usize, epochs: usize) -> f64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(2 + (model as u64) * 10_000 + epochs as u64);
+        let noise = rng.random_range(-0.01..0.01);
+        self.plateau[model] * (1.0 - (-(epochs as f64) / self.pace[model]).exp()) + noise
+    }
 }
 
 /// What happened to a unit at a simulated time.
@@ -190,6 +238,13 @@ pub struct SimReport {
     pub failed: u64,
     /// Every event, if [`SimOptions::record_trace`] was set.
     pub trace: Vec<Event>,
+    /// Epochs trained, summed over models.
+    pub model_epochs: usize,
+    /// The best final accuracy of any model, when the simulation had
+    /// learning curves.
+    pub best_accuracy: Option<f64>,
+    /// Every model's fate: how many epochs it trained and why.
+    pub stops: Vec<Option<crate::search::Stop>>,
 }
 
 /// A unit on a worker: when it ends and whether it fails then.
@@ -217,6 +272,15 @@ pub fn simulate(
             workers
         )));
     }
+    let searching = scheduler.search().is_some();
+    if searching && options.curves.is_none() {
+        return Err(Error::Config(
+            "simulating a search needs learning curves (SimOptions::curves) to score models".into(),
+        ));
+    }
+    // Work done, for the bound over what was trained.
+    let mut per_model = vec![0.0; scheduler.models()];
+    let mut per_partition = vec![0.0; workers];
     let mut running: Vec<Option<Running>> = vec![None; workers];
     let mut report = SimReport {
         makespan: 0.0,
@@ -226,6 +290,9 @@ pub fn simulate(
         completed: 0,
         failed: 0,
         trace: Vec::new(),
+        model_epochs: 0,
+        best_accuracy: None,
+        stops: Vec::new(),
     };
     let mut now = 0.0;
     let mut dispatches = 0u64;
@@ -282,6 +349,16 @@ pub fn simulate(
             } else {
                 scheduler.complete(r.unit)?;
                 report.completed += 1;
+                let t = times.get(r.unit.model, r.unit.partition);
+                per_model[r.unit.model] += t;
+                per_partition[r.unit.partition] += t;
+                if scheduler.model_epoch(r.unit.model)? > r.unit.epoch {
+                    report.model_epochs += 1;
+                    if let Some(curves) = &options.curves {
+                        let acc = curves.accuracy(r.unit.model, r.unit.epoch + 1);
+                        scheduler.record_score(r.unit.model, r.unit.epoch, acc)?;
+                    }
+                }
                 EventKind::Finish
             };
             if options.record_trace {
@@ -297,6 +374,20 @@ pub fn simulate(
         }
     }
     report.makespan = now;
+    if searching {
+        let total: f64 = per_partition.iter().sum();
+        report.lower_bound = (total / workers as f64)
+            .max(per_partition.iter().copied().fold(0.0, f64::max))
+            .max(per_model.iter().copied().fold(0.0, f64::max));
+    }
+    report.stops = (0..scheduler.models())
+        .map(|m| scheduler.fate(m).ok().flatten())
+        .collect();
+    if let Some(curves) = &options.curves {
+        report.best_accuracy = (0..scheduler.models())
+            .map(|m| curves.accuracy(m, scheduler.model_epoch(m).unwrap_or(0)))
+            .max_by(f64::total_cmp);
+    }
     report.efficiency = if now > 0.0 {
         report.lower_bound / now
     } else {
@@ -418,6 +509,7 @@ mod tests {
             failures,
             checkpoint_roundtrip,
             record_trace: true,
+            curves: None,
         }
     }
 

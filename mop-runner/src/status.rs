@@ -77,7 +77,7 @@ impl RunStatus {
                 // `mop demo` leaves its run configuration beside the run.
                 let grid = dir.join("grid.toml");
                 RunConfig::load(&grid)
-                    .and_then(|c| c.grid.expand())
+                    .and_then(|c| c.models())
                     .unwrap_or_default()
             }
         };
@@ -244,9 +244,14 @@ impl RunStatus {
             "{:>5}  {:<44} {:>7} {:>7}  {:>10} {:>9} {:>9} {:>9}",
             "model", "config", "epochs", "units", "train loss", "train acc", "val loss", "val acc"
         );
-        let per_model = (sched.partitions() * sched.epochs()) as u64;
         for m in 0..sched.models() {
             let epochs = sched.model_epoch(m).unwrap_or(0);
+            // A model a search stopped has its own budget: `1/1`, not `1/9`.
+            let budget = match sched.fate(m) {
+                Ok(Some(stop)) => stop.epochs,
+                _ => sched.epochs(),
+            };
+            let per_model = (sched.partitions() * budget) as u64;
             let last = c.metrics.get(m).and_then(|v| v.last());
             let f = |x: Option<f64>| match x {
                 Some(v) if v.is_finite() => format!("{v:.4}"),
@@ -257,7 +262,7 @@ impl RunStatus {
                 "{:>5}  {:<44} {:>7} {:>7}  {:>10} {:>9} {:>9} {:>9}",
                 m,
                 self.configs.get(m).map(describe).unwrap_or_default(),
-                format!("{epochs}/{}", sched.epochs()),
+                format!("{epochs}/{budget}"),
                 format!("{}/{per_model}", c.units_done.get(m).copied().unwrap_or(0)),
                 f(last.map(|e| e.train_loss())),
                 f(last.map(|e| e.train_acc())),

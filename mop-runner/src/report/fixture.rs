@@ -11,7 +11,7 @@ use crate::run_dir::partitions::PartitionRecord;
 use crate::run_dir::results::{self, ModelResult};
 use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler};
-use crate::simulate::{simulate, EventKind, SimOptions, UnitTimes};
+use crate::simulate::{simulate, Curves, EventKind, SimOptions, SimReport, UnitTimes};
 
 /// Models, trainers and epochs of the fixture run.
 pub const MODELS: usize = 4;
@@ -59,6 +59,11 @@ pub fn timeline() -> Vec<UnitRecord> {
         },
     )
     .unwrap();
+    records(report)
+}
+
+/// A simulation's trace as the runner's unit records.
+fn records(report: SimReport) -> Vec<UnitRecord> {
     let mut starts = std::collections::HashMap::new();
     let mut out = Vec::new();
     for e in report.trace {
@@ -115,7 +120,7 @@ pub fn metrics(m: usize, epochs: usize, validation: bool) -> Vec<EpochMetrics> {
 /// train` does at its end; returns the outcome.
 pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
     let config = config(dir);
-    let models = config.grid.expand().unwrap();
+    let models = config.models().unwrap();
     let timeline = timeline();
     let seconds = timeline.iter().map(|u| u.end).fold(0.0, f64::max) + 1.0;
     let outcome = RunOutcome {
@@ -127,6 +132,7 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 config: c,
                 metrics: metrics(id, EPOCHS, validation),
                 state: Some(Arc::new(vec![id as u8; 16])),
+                stop: None,
             })
             .collect(),
         timeline,
@@ -141,6 +147,103 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 open_bytes: 123_456,
             })
             .collect(),
+        seconds,
+        trainers: TRAINERS,
+        dir: dir.to_path_buf(),
+    };
+    results::write_files(&outcome, &config).unwrap();
+    outcome
+}
+
+/// Models and epochs of the searched fixture run.
+pub const SEARCH_MODELS: usize = 6;
+/// The searched run's `max_epochs`.
+pub const SEARCH_EPOCHS: usize = 9;
+
+/// A finished ASHA run over six configurations (rungs at 1 and 3 epochs)
+/// in `dir`: the simulator's schedule and decisions on simulated learning
+/// curves, written by `write_files` as `mop train` does.
+pub fn searched_run(dir: &Path) -> RunOutcome {
+    let config = RunConfig::parse(&format!(
+        r#"
+        [source]
+        flight = "grpc+tcp://127.0.0.1:1"
+        table = "criteo"
+        validation = {{ fraction = 0.2, key = "id" }}
+        [train]
+        seed = 3
+        [grid]
+        arch = [{{ kind = "mlp", hidden = [16] }}]
+        lr = [1e-2, 1e-3, 1e-4]
+        batch_size = [32, 256]
+        input = {{ kind = "criteo", sparse = true }}
+        [search]
+        kind = "asha"
+        max_epochs = {SEARCH_EPOCHS}
+        [output]
+        dir = "{}"
+        "#,
+        dir.display()
+    ))
+    .unwrap();
+    let sched = Scheduler::with_search(
+        SEARCH_MODELS,
+        TRAINERS,
+        SEARCH_EPOCHS,
+        3,
+        Policy::Reproducible,
+        config.rule().unwrap(),
+    )
+    .unwrap();
+    let curves = Curves::random(SEARCH_MODELS, 3);
+    let times = UnitTimes::mixed(SEARCH_MODELS, TRAINERS).unwrap();
+    let report = simulate(
+        sched,
+        &times,
+        &SimOptions {
+            record_trace: true,
+            curves: Some(curves.clone()),
+            ..SimOptions::default()
+        },
+    )
+    .unwrap();
+    let stops = report.stops.clone();
+    let timeline = records(report);
+    let seconds = timeline.iter().map(|u| u.end).fold(0.0, f64::max) + 1.0;
+    let outcome = RunOutcome {
+        models: config
+            .models()
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(id, c)| {
+                let epochs = stops[id].map_or(0, |s| s.epochs);
+                let metrics = (1..=epochs)
+                    .map(|e| {
+                        let acc = curves.accuracy(id, e).clamp(0.0, 1.0);
+                        EpochMetrics {
+                            train_samples: 2000,
+                            train_loss_sum: 2000.0 * (1.0 - acc),
+                            train_correct: (2000.0 * acc) as u64,
+                            seconds: 1.0,
+                            wait_seconds: 0.0,
+                            val_samples: 500,
+                            val_loss_sum: 500.0 * (1.0 - acc),
+                            val_correct: (500.0 * acc) as u64,
+                        }
+                    })
+                    .collect();
+                ModelResult {
+                    id,
+                    config: c,
+                    metrics,
+                    state: Some(Arc::new(vec![id as u8; 16])),
+                    stop: stops[id],
+                }
+            })
+            .collect(),
+        timeline,
+        partitions: Vec::new(),
         seconds,
         trainers: TRAINERS,
         dir: dir.to_path_buf(),

@@ -158,6 +158,7 @@ pub fn render(run: &RunFiles) -> Result<String> {
 
     leaderboard(&mut h, &board, best);
     grid(&mut h, r);
+    search(&mut h, r, &run.timeline);
     curves(&mut h, run, best)?;
     schedule(&mut h, run, wall);
     timings(&mut h, &times, wall);
@@ -315,6 +316,113 @@ fn curves(h: &mut String, run: &RunFiles, best: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Trainer-seconds the search saved: each stopped model's untrained units
+/// at its own mean unit time.
+fn freed_seconds(r: &super::RunResults, timeline: &[UnitRecord]) -> f64 {
+    r.models
+        .iter()
+        .map(|m| {
+            let units: Vec<&UnitRecord> =
+                timeline.iter().filter(|u| u.model == m.model_id).collect();
+            let mean =
+                units.iter().map(|u| u.end - u.start).sum::<f64>() / units.len().max(1) as f64;
+            let left = r.epochs.saturating_sub(m.stopped_at.unwrap_or(r.epochs));
+            mean * (left * r.trainers) as f64
+        })
+        .sum()
+}
+
+/// Whether the search stopped model `m` before its budget's end.
+fn stopped_early(m: &ModelRecord) -> bool {
+    m.stop_reason
+        .is_some_and(|r| r != crate::search::Reason::Finished)
+}
+
+/// The search: what it decided at each decision point, and how far each
+/// model went.
+fn search(h: &mut String, r: &super::RunResults, timeline: &[UnitRecord]) {
+    let Some(s) = &r.search else {
+        return;
+    };
+    if s.rule == crate::search::Rule::Full {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>Search</h2><p class=\"note\">{}. The models trained {} model-epochs of the {} the \
+         full grid over the same configurations would ({:.0}%); the units of the models it \
+         stopped would have taken about {:.1} trainer-seconds, which the trainers spent on the \
+         others. Decisions depend on validation accuracy and the seed only, so a resumed run takes \
+         the same ones.</p>",
+        esc(&s.rule.describe()),
+        s.model_epochs,
+        s.full_model_epochs,
+        100.0 * s.model_epochs as f64 / s.full_model_epochs.max(1) as f64,
+        freed_seconds(r, timeline)
+    );
+    // Each decision point: who reached it, who went on, who stopped there.
+    h.push_str(
+        "<h3>Rungs</h3><table><tr><th>after epoch</th><th>reached</th><th class=\"l\">went on \
+         (validation accuracy)</th><th class=\"l\">stopped here</th></tr>",
+    );
+    let acc = |m: &ModelRecord, e: usize| num(m.val_acc.get(e - 1).copied().flatten(), 3);
+    let chip = |m: &ModelRecord, e: usize| {
+        format!(
+            "<span class=\"sw\" style=\"background:{}\"></span> {} ({})",
+            hex(color(m.model_id)),
+            m.model_id,
+            acc(m, e)
+        )
+    };
+    for d in s.rule.decision_epochs() {
+        let reached: Vec<&ModelRecord> = r.models.iter().filter(|m| m.epochs() >= d).collect();
+        if reached.is_empty() {
+            continue;
+        }
+        let on: Vec<String> = reached
+            .iter()
+            .filter(|m| m.epochs() > d)
+            .map(|m| chip(m, d))
+            .collect();
+        let off: Vec<String> = reached
+            .iter()
+            .filter(|m| m.epochs() == d && stopped_early(m))
+            .map(|m| chip(m, d))
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td>{d}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            reached.len(),
+            on.join(" &nbsp; "),
+            off.join(" &nbsp; ")
+        );
+    }
+    h.push_str("</table>");
+    // How far each model went.
+    h.push_str(
+        "<h3>Epochs by model</h3><table><tr><th>model</th><th class=\"l\">configuration</th>\
+         <th class=\"l\">epochs trained</th><th>validation accuracy</th><th class=\"l\">decision</th></tr>",
+    );
+    let width = 240.0 / r.epochs.max(1) as f64;
+    for m in &r.models {
+        let _ = write!(
+            h,
+            "<tr><td><span class=\"sw\" style=\"background:{}\"></span> {}</td><td class=\"l\">{}</td>\
+             <td class=\"l\"><span class=\"bar\" style=\"width:{:.0}px;background:{}\"></span> {}</td>\
+             <td>{}</td><td class=\"l\">{}</td></tr>",
+            hex(color(m.model_id)),
+            m.model_id,
+            esc(&short_config(m)),
+            width * m.epochs() as f64,
+            hex(color(m.model_id)),
+            m.epochs(),
+            num(m.val_acc(), 4),
+            esc(&m.stop_reason.map(|r| r.to_string()).unwrap_or_default())
+        );
+    }
+    h.push_str("</table>");
+}
+
 fn unit_title(u: &UnitRecord) -> String {
     format!(
         "model {} · epoch {} · partition {}\n{:.2}–{:.2} s ({:.2} s), {} rows, {:.2} s waiting for data{}",
@@ -419,24 +527,55 @@ fn schedule(h: &mut String, run: &RunFiles, wall: f64) {
          e&lt;epoch&gt;</code>. A model runs on one trainer at a time and visits every partition \
          once per epoch, so every trainer stays busy with a different model. Gaps are trainers \
          waiting for a runnable model (or validating); a dark strip at a bar's foot is time spent \
-         waiting for data. {} units on {trainers} trainers.</p>",
-        run.timeline.len()
+         waiting for data. {} units on {trainers} trainers.{}</p>",
+        run.timeline.len(),
+        if r.models.iter().any(stopped_early) {
+            " The search stopped some models early: ✕ marks the last unit of each. Their \
+             remaining units never ran, and the trainers took the other models' units instead."
+        } else {
+            ""
+        }
     );
+    // The last unit of a model the search stopped, marked ✕.
+    let last_of_stopped: std::collections::HashSet<(usize, usize)> = r
+        .models
+        .iter()
+        .filter(|m| stopped_early(m))
+        .filter_map(|m| {
+            run.timeline
+                .iter()
+                .filter(|u| u.model == m.model_id)
+                .max_by(|a, b| a.end.total_cmp(&b.end))
+                .map(|u| (u.model, u.partition))
+        })
+        .collect();
     let bars: Vec<Bar> = run
         .timeline
         .iter()
-        .map(|u| Bar {
-            row: u.partition,
-            start: u.start,
-            end: u.end,
-            color: color(u.model),
-            labels: vec![
-                format!("m{} · e{}", u.model, u.epoch + 1),
-                format!("m{}\ne{}", u.model, u.epoch + 1),
-                format!("m{}", u.model),
-            ],
-            title: unit_title(u),
-            wait: u.wait_seconds,
+        .map(|u| {
+            let last = r
+                .models
+                .get(u.model)
+                .is_some_and(|m| m.epochs() == u.epoch + 1)
+                && last_of_stopped.contains(&(u.model, u.partition));
+            let x = if last { " ✕" } else { "" };
+            Bar {
+                row: u.partition,
+                start: u.start,
+                end: u.end,
+                color: color(u.model),
+                labels: vec![
+                    format!("m{} · e{}{x}", u.model, u.epoch + 1),
+                    format!("m{}\ne{}{x}", u.model, u.epoch + 1),
+                    format!("m{}{x}", u.model),
+                ],
+                title: if last {
+                    format!("{}\nthe search stopped the model here", unit_title(u))
+                } else {
+                    unit_title(u)
+                },
+                wait: u.wait_seconds,
+            }
         })
         .collect();
     let rows: Vec<String> = (0..trainers).map(|t| format!("trainer {t}")).collect();

@@ -81,6 +81,13 @@ pub struct ModelRecord {
     pub wait_seconds: Vec<Option<f64>>,
     /// The model file, relative to the run directory.
     pub model_file: Option<String>,
+    /// Epochs it trained in all, when the run decided (a search may stop
+    /// a model before the last epoch).
+    #[serde(default)]
+    pub stopped_at: Option<usize>,
+    /// Why it stopped there.
+    #[serde(default)]
+    pub stop_reason: Option<crate::search::Reason>,
 }
 
 fn last(v: &[Option<f64>]) -> Option<f64> {
@@ -163,6 +170,22 @@ pub struct RunResults {
     /// results of older versions).
     #[serde(default)]
     pub partitions: Vec<PartitionRecord>,
+    /// How the run searched (absent in results of older versions).
+    #[serde(default)]
+    pub search: Option<SearchRecord>,
+}
+
+/// The run's search, in results.json.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SearchRecord {
+    /// grid, random, hyperband or asha.
+    pub kind: crate::search::SearchKind,
+    /// Its parameters.
+    pub rule: crate::search::Rule,
+    /// Epochs trained, summed over models.
+    pub model_epochs: usize,
+    /// What the full grid over the same configurations would train.
+    pub full_model_epochs: usize,
 }
 
 impl RunResults {

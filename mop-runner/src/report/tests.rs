@@ -6,6 +6,58 @@ fn svgs(html: &str) -> Vec<&str> {
 }
 
 #[test]
+fn a_searched_run_shows_its_rungs_and_where_models_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = fixture::searched_run(dir.path());
+    let html = std::fs::read_to_string(write_report(dir.path(), None).unwrap()).unwrap();
+    let stopped: Vec<_> = outcome
+        .models
+        .iter()
+        .filter(|m| m.stop.is_some_and(|s| s.epochs < fixture::SEARCH_EPOCHS))
+        .collect();
+    assert!(!stopped.is_empty(), "the fixture's search stopped someone");
+    let section = html
+        .split("<h2>Search</h2>")
+        .nth(1)
+        .expect("a search section")
+        .split("<h2>")
+        .next()
+        .unwrap();
+    let trained: usize = outcome.models.iter().map(|m| m.metrics.len()).sum();
+    assert!(
+        section.contains(&format!(
+            "trained {trained} model-epochs of the {}",
+            fixture::SEARCH_MODELS * fixture::SEARCH_EPOCHS
+        )),
+        "{section}"
+    );
+    assert!(section.contains("rungs at 1, 3 epochs"), "{section}");
+    // One row per rung, all six models reached the first.
+    let rungs = section
+        .split("<h3>Rungs</h3>")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(rungs.matches("<tr>").count(), 1 + 2, "{rungs}");
+    assert!(rungs.contains("<tr><td>1</td><td>6</td>"), "{rungs}");
+    for m in &stopped {
+        assert!(section.contains(&m.stop.unwrap().reason.to_string()));
+    }
+    // The Gantt chart marks the last unit of every stopped model.
+    assert_eq!(
+        html.matches("the search stopped the model here").count(),
+        stopped.len()
+    );
+    // A run without a search has no such section.
+    let plain = tempfile::tempdir().unwrap();
+    fixture::finished_run(plain.path(), true);
+    let html = std::fs::read_to_string(write_report(plain.path(), None).unwrap()).unwrap();
+    assert!(!html.contains("<h2>Search</h2>") && !html.contains("the search stopped"));
+}
+
+#[test]
 fn report_has_leaderboard_curves_and_one_gantt_bar_per_unit() {
     let dir = tempfile::tempdir().unwrap();
     let outcome = fixture::finished_run(dir.path(), true);

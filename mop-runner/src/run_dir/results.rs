@@ -3,11 +3,14 @@
 //! them where they already look.
 //!
 //! - `<table>`: one row a model — key, architecture, configuration (JSON),
-//!   weights and optimizer state (safetensors as `bytea`), final metrics.
+//!   weights and optimizer state (safetensors as `bytea`), final metrics,
+//!   the epochs it trained and why it stopped there (a search may stop it
+//!   before the last epoch).
 //! - `<table>_info`: per-epoch training and validation loss and accuracy
 //!   arrays and epoch times, one row a model.
 //! - `<table>_summary`: one row for the run — source, grid size, trainers,
-//!   epochs, seed, wall time, best model.
+//!   epochs, seed, wall time, best model, the search and the model-epochs
+//!   it trained.
 
 use serde::Serialize;
 use tokio_postgres::NoTls;
@@ -17,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::grid::RunConfig;
 use crate::run_dir::checkpoint::EpochMetrics;
 use crate::run_dir::RunOutcome;
+use crate::search::{Reason, SearchKind, Stop};
 
 /// One model's result.
 #[derive(Debug, Clone)]
@@ -29,6 +33,9 @@ pub struct ModelResult {
     pub metrics: Vec<EpochMetrics>,
     /// Final weights and optimizer state (safetensors).
     pub state: Option<std::sync::Arc<Vec<u8>>>,
+    /// Where and why its training ended (`None`: the run did not decide,
+    /// as in results written before searches existed).
+    pub stop: Option<Stop>,
 }
 
 impl ModelResult {
@@ -77,6 +84,26 @@ struct ModelRow<'a> {
     epoch_seconds: Vec<f64>,
     wait_seconds: Vec<f64>,
     model_file: Option<String>,
+    stopped_at: Option<usize>,
+    stop_reason: Option<Reason>,
+    stop: Option<String>,
+}
+
+/// How the run searched, in results.json.
+#[derive(Serialize)]
+struct SearchRow {
+    kind: SearchKind,
+    rule: crate::search::Rule,
+    samples: Option<usize>,
+    /// Epochs trained, summed over models.
+    model_epochs: usize,
+    /// What the full grid over the same configurations would train.
+    full_model_epochs: usize,
+}
+
+/// Epochs trained, summed over the models.
+pub fn model_epochs(outcome: &RunOutcome) -> usize {
+    outcome.models.iter().map(|m| m.metrics.len()).sum()
 }
 
 fn opt(x: f64) -> Option<f64> {
@@ -138,12 +165,23 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
             epoch_seconds: m.metrics.iter().map(|e| e.seconds).collect(),
             wait_seconds: m.metrics.iter().map(|e| e.wait_seconds).collect(),
             model_file: file,
+            stopped_at: m.stop.map(|s| s.epochs),
+            stop_reason: m.stop.map(|s| s.reason),
+            stop: m.stop.map(|s| s.reason.to_string()),
         });
     }
     let best = leaderboard(outcome).first().map(|m| m.id);
+    let search = SearchRow {
+        kind: config.search.kind,
+        rule: config.rule()?,
+        samples: config.search.samples,
+        model_epochs: model_epochs(outcome),
+        full_model_epochs: outcome.models.len() * config.epochs(),
+    };
     let json = serde_json::json!({
         "source": { "flight": config.source.flight.to_string(), "sql": config.train_sql()? },
-        "epochs": config.train.epochs,
+        "epochs": config.epochs(),
+        "search": search,
         "seed": config.train.seed,
         "trainers": outcome.trainers,
         "seconds": outcome.seconds,
@@ -205,20 +243,23 @@ pub async fn write_tables(
          CREATE TABLE {table} (
              model_id int PRIMARY KEY, arch text NOT NULL, config jsonb NOT NULL,
              state bytea, epochs int NOT NULL,
-             train_loss float8, train_acc float8, val_loss float8, val_acc float8);
+             train_loss float8, train_acc float8, val_loss float8, val_acc float8,
+             stopped_at int, stop_reason text);
          CREATE TABLE {table}_info (
              model_id int PRIMARY KEY, arch text NOT NULL, config jsonb NOT NULL,
              train_loss float8[], train_acc float8[], val_loss float8[], val_acc float8[],
              epoch_seconds float8[], wait_seconds float8[]);
          CREATE TABLE {table}_summary (
              source text, flight text, models int, trainers int, epochs int, seed int8,
-             seconds float8, best_model_id int, best_val_acc float8, finished_at timestamptz DEFAULT now());"
+             seconds float8, best_model_id int, best_val_acc float8,
+             search text, model_epochs int, full_model_epochs int,
+             finished_at timestamptz DEFAULT now());"
     ))
     .await
     .map_err(db_err)?;
     let ins = tx
         .prepare(&format!(
-            "INSERT INTO {table} VALUES ($1, $2, $3::text::jsonb, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO {table} VALUES ($1, $2, $3::text::jsonb, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .await
         .map_err(db_err)?;
@@ -245,6 +286,8 @@ pub async fn write_tables(
                 &opt(last.train_acc()),
                 &opt(last.val_loss()),
                 &opt(last.val_acc()),
+                &m.stop.map(|s| s.epochs as i32),
+                &m.stop.map(|s| s.reason.to_string()),
             ],
         )
         .await
@@ -274,19 +317,23 @@ pub async fn write_tables(
         .map(|m| (m.id as i32, opt(m.score())));
     tx.execute(
         &format!(
-            "INSERT INTO {table}_summary (source, flight, models, trainers, epochs, seed, seconds, best_model_id, best_val_acc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO {table}_summary (source, flight, models, trainers, epochs, seed, seconds, best_model_id, best_val_acc,
+                                          search, model_epochs, full_model_epochs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ),
         &[
             &config.train_sql()?,
             &config.source.flight.to_string(),
             &(outcome.models.len() as i32),
             &(outcome.trainers as i32),
-            &(config.train.epochs as i32),
+            &(config.epochs() as i32),
             &(config.train.seed as i64),
             &outcome.seconds,
             &best.map(|b| b.0),
             &best.and_then(|b| b.1),
+            &config.search.kind.name(),
+            &(model_epochs(outcome) as i32),
+            &((outcome.models.len() * config.epochs()) as i32),
         ],
     )
     .await

@@ -12,8 +12,16 @@
 //!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, state) on trainer w
 //!        ◄─ state', metrics ─► Scheduler::complete ─► checkpoint
 //!        model finished an epoch ─► Evaluate on every trainer's validation rows
+//!        ◄─ accuracy ─► Scheduler::record_score (a search may stop the model)
 //!  end: model files, results.json/csv, result tables in the database
 //! ```
+//!
+//! # Search
+//! With `[search]` (see [`crate::search`]) a model that reaches a decision
+//! point waits, handed to no trainer, until its validation pass for that
+//! epoch returns; the scheduler's search then lets it go on or stops it.
+//! The decision travels in the checkpoint with the scores it came from, so
+//! `--resume` neither repeats nor changes it.
 //!
 //! # Failures
 //! A unit whose trainer fails is requeued: it runs again from the model's
@@ -50,6 +58,7 @@ use crate::run_dir::partitions::PartitionRecord;
 use crate::run_dir::results;
 pub use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler, Unit};
+use crate::search::{Reason, Stop};
 use plan::Plan;
 use progress::{ProgressMode, Reporter};
 use trainers::LocalTrainer;
@@ -187,16 +196,25 @@ impl Trainers {
 }
 
 /// A stable fingerprint of what determines a run's results.
-fn fingerprint(config: &RunConfig) -> String {
+fn fingerprint(config: &RunConfig, models: &[crate::config::ModelConfig]) -> String {
     // The flight-server's address is left out: a resumed run (e.g. `mop demo
     // --resume`) may reach the same data through a server on another port.
-    let text = serde_json::to_string(&(
+    let base = (
         config.train_sql().ok(),
         config.validation_sql().ok(),
         &config.grid,
         config.train.epochs,
         config.train.seed,
-    ))
+    );
+    // Configurations kept in a table are part of what the run is. A run
+    // without `[search]` or a table keeps the fingerprint it always had, so
+    // its checkpoints stay resumable.
+    let table = config.grid.table.as_ref().map(|_| models);
+    let text = if config.search.is_default() && table.is_none() {
+        serde_json::to_string(&base)
+    } else {
+        serde_json::to_string(&(base, &config.search, table))
+    }
     .unwrap_or_default();
     // FNV-1a: stable across builds and platforms.
     let mut h: u64 = 0xcbf29ce484222325;
@@ -231,11 +249,11 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
 
 /// Trains every model of the grid with MOP; see the module docs.
 pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
-    let models = config.grid.expand()?;
+    let models = config.load_models().await?;
     let out = config.output.dir.clone();
     std::fs::create_dir_all(&out)?;
     let ckdir = CheckpointDir::new(&out)?;
-    let fp = fingerprint(&config);
+    let fp = fingerprint(&config, &models);
 
     // Plan the data.
     let train_sql = config.train_sql()?;
@@ -306,12 +324,13 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 )))
             }
             (_, None) => {
-                let s = Scheduler::new(
+                let s = Scheduler::with_search(
                     models.len(),
                     w,
-                    config.train.epochs,
+                    config.epochs(),
                     config.train.seed,
                     Policy::Reproducible,
+                    config.rule()?,
                 )?;
                 (
                     s,
@@ -607,6 +626,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 em.val_loss_sum = loss;
                 em.val_correct = correct;
                 reporter.epoch_done(model, epoch, &metrics[model][epoch]);
+                // The search decides from validation accuracy, a ratio of
+                // integer counts: the same on every run of the same weights.
+                let before = decisions(&sched);
+                sched.record_score(model, epoch, metrics[model][epoch].val_acc())?;
+                report_decisions(&before, &sched, &reporter);
+                reporter.set_total(sched.progress().total);
                 commit(
                     &ckdir,
                     &sched,
@@ -678,6 +703,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             config: c.clone(),
             metrics: metrics[i].clone(),
             state: states[i].clone(),
+            stop: sched.fate(i).ok().flatten(),
         })
         .collect();
     let outcome = RunOutcome {
@@ -703,6 +729,29 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     }
     drop(trainers);
     Ok(outcome)
+}
+
+/// Each model's search limit and decision, to tell what a score changed.
+fn decisions(sched: &Scheduler) -> Vec<(usize, Option<Stop>)> {
+    match sched.search() {
+        None => Vec::new(),
+        Some(p) => (0..sched.models())
+            .map(|m| (p.limit(m), p.fate(m)))
+            .collect(),
+    }
+}
+
+/// Reports the search's decisions taken since `before`.
+fn report_decisions(before: &[(usize, Option<Stop>)], sched: &Scheduler, reporter: &Reporter) {
+    for (m, (now, was)) in decisions(sched).iter().zip(before).enumerate() {
+        match now.1 {
+            Some(stop) if was.1.is_none() && stop.reason != Reason::Finished => {
+                reporter.decided(m, now.0, Some(&stop))
+            }
+            _ if now.0 > was.0 => reporter.decided(m, now.0, None),
+            _ => {}
+        }
+    }
 }
 
 fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {

@@ -161,6 +161,31 @@ impl Reporter {
         }));
     }
 
+    /// The run's units in all changed (a search stopped a model).
+    pub fn set_total(&self, total: u64) {
+        if let Some(b) = &self.overall {
+            b.set_length(total);
+        }
+    }
+
+    /// The search decided on `model`: it goes on to `limit` epochs, or it
+    /// stops (`stop`, when not just the end of its budget).
+    pub fn decided(&self, model: usize, limit: usize, stop: Option<&crate::search::Stop>) {
+        let line = match stop {
+            Some(s) => format!("model {model:>3}: {} after {} epochs", s.reason, s.epochs),
+            None => format!("model {model:>3}: goes on to {limit} epochs"),
+        };
+        if self.mode == ProgressMode::Bars {
+            self.println(line);
+        }
+        self.json(serde_json::json!({
+            "event": "decision", "model": model,
+            "epochs": stop.map_or(limit, |s| s.epochs),
+            "stopped": stop.is_some(),
+            "reason": stop.map(|s| s.reason.to_string()),
+        }));
+    }
+
     /// The run planned its queries again (`why`: "expiring" or "refused").
     pub fn replanned(&self, why: &str, count: u32) {
         let line = match why {

@@ -1,0 +1,194 @@
+//! Model selection with pruning against the full grid, end to end: local
+//! PostgreSQL segments, a flight-server, `mop`'s runner and its trainer
+//! processes. For each data set (the Criteo-like table, the generated image
+//! table) it trains the same configurations three times — the full grid,
+//! ASHA and Hyperband — and prints model-epochs trained, wall time and the
+//! best validation accuracy of each.
+//!
+//! ```sh
+//! cargo build --bins           # the dev profile is optimized
+//! target/debug/search --segments 2 --criteo-rows 20000 --image-rows 3000
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use devcluster::{ClusterOptions, LocalCluster};
+use mop_runner::grid::RunConfig;
+use mop_runner::run_dir::results::leaderboard;
+use mop_runner::runner::{train, TrainOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Parser)]
+struct Args {
+    /// PostgreSQL segments (one trainer each).
+    #[arg(long, default_value_t = 2)]
+    segments: usize,
+    /// Rows of the Criteo-like table (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    criteo_rows: u64,
+    /// Rows of the image table (0 skips it).
+    #[arg(long, default_value_t = 3_000)]
+    image_rows: u64,
+    /// The most epochs a model trains.
+    #[arg(long, default_value_t = 9)]
+    epochs: usize,
+    /// Where the runs go (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// One data set's grid.
+struct DataSet {
+    name: &'static str,
+    table: &'static str,
+    grid: &'static str,
+}
+
+const DATA: [DataSet; 2] = [
+    DataSet {
+        name: "criteo",
+        table: "criteo",
+        grid: r#"arch = [{ kind = "mlp", hidden = [64, 32] }]
+lr = [1e-2, 1e-3, 1e-5]
+batch_size = [32, 256]
+input = { kind = "criteo", sparse = true }
+classes = 2"#,
+    },
+    DataSet {
+        name: "images",
+        table: "images",
+        grid: r#"arch = [{ kind = "cnn" }]
+lr = [3e-3, 1e-3, 1e-5]
+batch_size = [32, 128]
+input = { kind = "image", channels = 3, height = 32, width = 32 }
+classes = 10"#,
+    },
+];
+
+const SEARCHES: [(&str, &str); 3] = [
+    ("grid", ""),
+    ("asha", "[search]\nkind = \"asha\"\nmin_epochs = 1\neta = 3"),
+    ("hyperband", "[search]\nkind = \"hyperband\"\neta = 3"),
+];
+
+/// A flight-server process, killed on drop.
+struct Server {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+async fn flight_server(cluster: &LocalCluster) -> Result<Server> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("no executable dir")?
+        .join("flight-server");
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
+    for url in cluster.segment_urls() {
+        cmd.args(["--segment", &url]);
+    }
+    let mut child = cmd
+        .env("RUST_LOG", "flight_server=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let out = child.stdout.take().context("no stdout")?;
+    let line = BufReader::new(out)
+        .lines()
+        .next_line()
+        .await?
+        .unwrap_or_default();
+    let Some(url) = line.strip_prefix("flight-server listening on ") else {
+        bail!("flight-server did not start: {line:?}");
+    };
+    Ok(Server {
+        url: url.to_string(),
+        _child: child,
+    })
+}
+
+fn config(d: &DataSet, search: &str, flight: &str, epochs: usize, out: &Path) -> Result<RunConfig> {
+    Ok(RunConfig::parse(&format!(
+        "[source]\nflight = \"{flight}\"\ntable = \"{}\"\n\
+         validation = {{ fraction = 0.2, key = \"id\" }}\n\n\
+         [train]\nepochs = {epochs}\nseed = 42\nthreads = 1\n\n\
+         [grid]\n{}\n\n{search}\n\n[output]\ndir = \"{}\"\n",
+        d.table,
+        d.grid,
+        out.display()
+    ))?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile_dir(args.dir.as_deref())?;
+    let mop = std::env::current_exe()?
+        .parent()
+        .context("no executable dir")?
+        .join("mop");
+    let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
+    let rows = [args.criteo_rows, args.image_rows];
+    println!(
+        "| data | rows | search | model-epochs | of the grid's | wall s | best validation accuracy (final epoch) | (any epoch) |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|"
+    );
+    for (d, &n) in DATA.iter().zip(&rows) {
+        if n == 0 {
+            continue;
+        }
+        match d.name {
+            "criteo" => devcluster::load_criteo(&cluster, d.table, n, 7).await?,
+            _ => devcluster::load_images(&cluster, d.table, n, 7).await?,
+        };
+        let server = flight_server(&cluster).await?;
+        let mut grid_epochs = 0;
+        for (name, search) in SEARCHES {
+            let out = tmp.join(format!("{}-{name}", d.name));
+            let c = config(d, search, &server.url, args.epochs, &out)?;
+            let started = Instant::now();
+            let outcome = train(
+                c,
+                TrainOptions {
+                    trainer_binary: Some(mop.clone()),
+                    ..TrainOptions::default()
+                },
+            )
+            .await?;
+            let wall = started.elapsed().as_secs_f64();
+            let model_epochs: usize = outcome.models.iter().map(|m| m.metrics.len()).sum();
+            if name == "grid" {
+                grid_epochs = model_epochs;
+            }
+            let best = leaderboard(&outcome).first().map(|m| m.score());
+            let peak = outcome
+                .models
+                .iter()
+                .flat_map(|m| m.metrics.iter().map(|e| e.val_acc()))
+                .fold(f64::NAN, f64::max);
+            println!(
+                "| {} | {n} | {name} | {model_epochs} | {:.2} | {wall:.1} | {:.4} | {peak:.4} |",
+                d.name,
+                model_epochs as f64 / grid_epochs.max(1) as f64,
+                best.unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `dir`, or a fresh directory under the system's temporary directory.
+fn tempfile_dir(dir: Option<&Path>) -> Result<PathBuf> {
+    let d = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("hopper-search-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
