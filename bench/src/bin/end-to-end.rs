@@ -34,12 +34,14 @@ use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
 use flight_client::read::spawn_reader;
 use flight_client::FlightSlice;
+use mop_runner::config::Arch;
 use mop_runner::device::set_threads;
 use mop_runner::featurize::{Featurized, Featurizer};
 use mop_runner::grid::RunConfig;
 use mop_runner::model::Model;
 use mop_runner::schedule::visit_order;
 use mop_runner::train::{evaluate, train_partition};
+use tch::Tensor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// hopper end to end against standalone training.
@@ -198,11 +200,16 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
         .status()?;
     let wall = start.elapsed().as_secs_f64();
     if !status.success() {
-        bail!("mop train failed ({status}); run it by hand: mop train --config {}", config.display());
+        bail!(
+            "mop train failed ({status}); run it by hand: mop train --config {}",
+            config.display()
+        );
     }
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
-    let models = results["models"].as_array().context("results.json has no models")?;
+    let models = results["models"]
+        .as_array()
+        .context("results.json has no models")?;
     let mut accuracies = vec![0.0; models.len()];
     let (mut wait, mut busy) = (0.0, 0.0);
     for m in models {
@@ -231,27 +238,119 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
     })
 }
 
-fn standalone(
+/// Featurized once, kept in memory: what a trainer's memory cache holds.
+struct InMemory {
+    parts: Vec<Vec<Featurized>>,
+    validation: Vec<Featurized>,
+}
+
+impl InMemory {
+    fn featurize(
+        config: &RunConfig,
+        parts: &[Vec<RecordBatch>],
+        validation: &[RecordBatch],
+    ) -> Result<Self> {
+        let featurizer = Featurizer::new(&config.grid.expand()?[0]);
+        let all = |batches: &[RecordBatch]| -> Result<Vec<Featurized>> {
+            Ok(batches
+                .iter()
+                .map(|b| featurizer.featurize(b))
+                .collect::<Result<_, _>>()?)
+        };
+        Ok(Self {
+            parts: parts.iter().map(|p| all(p)).collect::<Result<_>>()?,
+            validation: all(validation)?,
+        })
+    }
+
+    /// `x` and `y` of `batches` as `.npy` files in `dir`, named `name`.
+    fn write_npy(batches: &[Featurized], dir: &Path, name: &str) -> Result<serde_json::Value> {
+        let x: Vec<Tensor> = batches.iter().map(|f| f.x.shallow_clone()).collect();
+        let y: Vec<Tensor> = batches.iter().map(|f| f.y.shallow_clone()).collect();
+        let (xp, yp) = (
+            dir.join(format!("{name}-x.npy")),
+            dir.join(format!("{name}-y.npy")),
+        );
+        Tensor::f_cat(&x, 0)?.f_contiguous()?.write_npy(&xp)?;
+        Tensor::f_cat(&y, 0)?.f_contiguous()?.write_npy(&yp)?;
+        Ok(serde_json::json!({ "x": xp, "y": yp }))
+    }
+}
+
+/// (c): the same grid in PyTorch (`bench/python/pytorch_grid.py`), when
+/// `HOPPER_TORCH_PYTHON` names a Python with torch.
+fn pytorch(
     config: &RunConfig,
-    parts: &[Vec<RecordBatch>],
-    validation: &[RecordBatch],
+    data: &InMemory,
+    dir: &Path,
     threads: usize,
-) -> Result<Outcome> {
+) -> Result<Option<Outcome>> {
+    let Some(python) = std::env::var_os("HOPPER_TORCH_PYTHON") else {
+        return Ok(None);
+    };
+    let models = config.grid.expand()?;
+    let (w, epochs, seed) = (data.parts.len(), config.train.epochs, config.train.seed);
+    let mut parts = Vec::new();
+    for (p, batches) in data.parts.iter().enumerate() {
+        parts.push(InMemory::write_npy(batches, dir, &format!("part{p}"))?);
+    }
+    let mut specs = Vec::new();
+    let mut orders = Vec::new();
+    for (m, cfg) in models.iter().enumerate() {
+        let Arch::Mlp { hidden } = &cfg.arch else {
+            bail!("the PyTorch leg builds MLPs only");
+        };
+        specs.push(serde_json::json!({
+            "hidden": hidden, "lr": cfg.lr, "l2": cfg.l2, "batch_size": cfg.batch_size,
+        }));
+        orders.push(
+            (0..epochs)
+                .map(|e| visit_order(models.len(), w, seed, m, e))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    let manifest = serde_json::json!({
+        "threads": threads,
+        "slots": models[0].input.dims(),
+        "classes": models[0].classes,
+        "partitions": parts,
+        "validation": InMemory::write_npy(&data.validation, dir, "validation")?,
+        "models": specs,
+        "orders": orders,
+    });
+    let path = dir.join("pytorch.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest)?)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pytorch_grid.py");
+    let out = Command::new(&python).arg(script).arg(&path).output()?;
+    if !out.status.success() {
+        bail!(
+            "the PyTorch leg failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(Some(Outcome {
+        name: "pytorch (one process, in memory)",
+        wall: r["wall"].as_f64().unwrap_or(f64::NAN),
+        cpu: r["cpu"].as_f64().unwrap_or(f64::NAN),
+        samples: r["samples"].as_u64().unwrap_or(0),
+        accuracies: r["accuracies"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
+            .unwrap_or_default(),
+        note: format!(
+            "torch {}, {threads} threads",
+            r["torch"].as_str().unwrap_or("?")
+        ),
+    }))
+}
+
+fn standalone(config: &RunConfig, data: &InMemory, threads: usize) -> Result<Outcome> {
     set_threads(threads);
     let models = config.grid.expand()?;
-    let (w, epochs, seed) = (parts.len(), config.train.epochs, config.train.seed);
+    let (w, epochs, seed) = (data.parts.len(), config.train.epochs, config.train.seed);
     let cpu0 = own_cpu();
     let start = Instant::now();
-    // Featurized once, kept in memory: what a trainer's memory cache holds.
-    let featurizer = Featurizer::new(&models[0]);
-    let cached: Vec<Vec<Featurized>> = parts
-        .iter()
-        .map(|p| p.iter().map(|b| featurizer.featurize(b)).collect::<Result<Vec<_>, _>>())
-        .collect::<Result<_, _>>()?;
-    let val: Vec<Featurized> = validation
-        .iter()
-        .map(|b| featurizer.featurize(b))
-        .collect::<Result<_, _>>()?;
     let mut accuracies = Vec::with_capacity(models.len());
     let mut samples = 0u64;
     for (m, cfg) in models.iter().enumerate() {
@@ -260,11 +359,16 @@ fn standalone(
         let mut acc = f64::NAN;
         for epoch in 0..epochs {
             for p in visit_order(models.len(), w, seed, m, epoch)? {
-                let batches = cached[p].iter().map(|f| Ok(f.shallow_clone()));
-                let metrics = train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {})?;
+                let batches = data.parts[p].iter().map(|f| Ok(f.shallow_clone()));
+                let metrics =
+                    train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {})?;
                 samples += metrics.samples;
             }
-            acc = evaluate(&model, val.iter().map(|f| Ok(f.shallow_clone())))?.accuracy;
+            acc = evaluate(
+                &model,
+                data.validation.iter().map(|f| Ok(f.shallow_clone())),
+            )?
+            .accuracy;
         }
         accuracies.push(acc);
     }
@@ -304,7 +408,10 @@ async fn main() -> Result<()> {
         args.rows,
         args.epochs,
         args.segments,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
     let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
@@ -328,20 +435,18 @@ async fn main() -> Result<()> {
         None => Vec::new(),
     };
     let threads = args.segments;
-    let b = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || standalone(&config, &parts, &validation, threads))
-            .await??
-    };
+    // Featurizing is not timed: the standalone ways start from data in memory.
+    let data = InMemory::featurize(&config, &parts, &validation)?;
+    let b = standalone(&config, &data, threads)?;
     let a = Outcome {
         samples: b.samples,
         ..a
     };
-
+    let c = pytorch(&config, &data, &dir, threads)?;
     println!();
     println!("| way | wall s | samples/s | CPU s | best val acc | note |");
     println!("|---|---|---|---|---|---|");
-    for o in [&a, &b] {
+    for o in [Some(&a), Some(&b), c.as_ref()].into_iter().flatten() {
         let best = o.accuracies.iter().copied().fold(f64::NAN, f64::max);
         println!(
             "| {} | {:.1} | {:.0} | {:.1} | {:.4} | {} |",
@@ -365,7 +470,12 @@ async fn main() -> Result<()> {
         a.accuracies.len()
     );
     println!("hopper/standalone = {:.3}", a.wall / b.wall);
-    println!("hopper/pytorch = not measured (no PyTorch on this machine)");
+    match &c {
+        Some(c) => println!("hopper/pytorch = {:.3}", a.wall / c.wall),
+        None => println!(
+            "hopper/pytorch = not measured: HOPPER_TORCH_PYTHON=\"$(bench/torch-venv.sh)\" runs the PyTorch leg"
+        ),
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -7,14 +7,19 @@
 //! epochs (rounded) and keeps the best `⌊n_s · eta^-(i+1)⌋` for the next.
 //! hopper searches over a given set of configurations, so it deals them to
 //! the brackets in proportion to `n_s` (largest remainder, in the seeded
-//! arrival order) and applies the same formula to the `N_s` each bracket
-//! got, keeping at least one: in the original algorithm every bracket's
-//! last round trains `n_s · eta^-s ≥ 1` configurations to `R`, and a
-//! bracket dealt fewer configurations than nominal keeps that property.
+//! arrival order) and applies the same formula — MADlib's and the paper's
+//! `⌊n_i / eta⌋`, rounded down — to the `N_s` each bracket got. A bracket
+//! dealt as many configurations as nominal always has one left for its
+//! last round; one dealt fewer may halve to none before `R` and end there,
+//! as MADlib's schedule would with that many configurations. Bracket
+//! `s = 0` trains its configurations to `R` without halving, so some model
+//! always gets there; when too few configurations were dealt for it to get
+//! any, every bracket keeps at least one in each round instead.
 //!
-//! With few configurations that costs: six configurations at `R = 9, eta =
-//! 3` train 32 of the grid's 54 model-epochs, since every bracket's best
-//! trains all nine epochs (ASHA, which has no brackets, needs fewer).
+//! Six configurations at `R = 9, eta = 3` are dealt 3, 2 and 1: bracket
+//! `s = 2` keeps one after epoch 1 and none after epoch 3, bracket `s = 1`
+//! none after epoch 3, and bracket `s = 0` trains its one configuration to
+//! 9 — 20 of the grid's 54 model-epochs.
 
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +127,14 @@ impl Hyperband {
             return;
         };
         let sizes = Self::deal(&brackets, p.order.len());
+        // Bracket s = 0 trains its models to R without halving; if it was
+        // dealt none, every bracket keeps one so that some model gets there.
+        let floor = usize::from(
+            brackets
+                .iter()
+                .zip(&sizes)
+                .all(|(bracket, &n)| bracket.s != 0 || n == 0),
+        );
         for (b, bracket) in brackets.iter().enumerate() {
             for (i, &r) in bracket.rounds.iter().enumerate() {
                 let Some(&next) = bracket.rounds.get(i + 1) else {
@@ -136,7 +149,7 @@ impl Hyperband {
                 if round.is_empty() || !all_in {
                     continue;
                 }
-                let keep = (sizes[b] / self.eta.max(2).pow(i as u32 + 1)).max(1);
+                let keep = (sizes[b] / self.eta.max(2).pow(i as u32 + 1)).max(floor);
                 let ranked = p.ranked(&round, r);
                 let last = i + 2 == bracket.rounds.len();
                 for (place, &m) in ranked.iter().enumerate() {
@@ -205,8 +218,8 @@ mod tests {
     fn a_bracket_halves_only_when_its_whole_round_is_in() {
         // Six models: bracket s=2 gets 0,1,2 (rounds 1,3,9), s=1 gets 3,4
         // (rounds 3,9), s=0 gets 5 (9 epochs, decided from the start).
-        // Every bracket's best trains to the end: 11 + 12 + 9 = 32
-        // model-epochs of the grid's 54.
+        // ⌊n_i / eta⌋ rounds down: 3 + 2 + 6 + 9 = 20 model-epochs of the
+        // grid's 54.
         let mut p = Pruner::new(Rule::Hyperband(hb(9, 3, 0)), 9, (0..6).collect()).unwrap();
         assert_eq!(
             (0..6).map(|m| p.limit(m)).collect::<Vec<_>>(),
@@ -219,13 +232,13 @@ mod tests {
         assert_eq!(p.record(2, 1, 0.5).unwrap(), vec![1]);
         assert_eq!(p.limit(1), 3);
         assert_eq!(p.fate(0).unwrap().epochs, 1);
-        // Round 1 of bracket 2 keeps ⌊3/9⌋, but at least one: the last.
-        assert_eq!(p.record(1, 3, 0.8).unwrap(), vec![1]);
-        assert_eq!(p.fate(1).unwrap().epochs, 9);
-        // Bracket 1 keeps max(⌊2/3⌋, 1) after its first round; a tie goes
-        // to the model ahead in arrival order.
+        // Round 1 of bracket 2 keeps ⌊3/9⌋ = 0: the bracket ends at 3.
+        assert!(p.record(1, 3, 0.8).unwrap().is_empty());
+        assert_eq!(p.fate(1).unwrap().epochs, 3);
+        // Bracket 1 keeps ⌊2/3⌋ = 0 after its first round, once both are in.
         assert!(p.record(4, 3, 0.1).unwrap().is_empty());
-        assert_eq!(p.record(3, 3, 0.1).unwrap(), vec![3]);
+        assert!(p.fate(3).is_none(), "decided before its round was in");
+        assert!(p.record(3, 3, 0.1).unwrap().is_empty());
         assert_eq!(
             p.fate(4).unwrap().reason,
             Reason::Round {
@@ -233,10 +246,21 @@ mod tests {
                 round: 0,
                 place: 2,
                 of: 2,
-                keep: 1
+                keep: 0
             }
         );
         let epochs: usize = (0..6).map(|m| p.fate(m).unwrap().epochs).sum();
-        assert_eq!(epochs, 1 + 9 + 1 + 9 + 3 + 9);
+        assert_eq!(epochs, 1 + 3 + 1 + 3 + 3 + 9);
+    }
+
+    #[test]
+    fn a_search_too_small_to_fill_the_last_bracket_still_trains_one_model_to_the_end() {
+        // One configuration is dealt to bracket s = 2: ⌊1/3⌋ would stop it
+        // after one epoch, so it keeps going as the bracket's one survivor.
+        let mut p = Pruner::new(Rule::Hyperband(hb(9, 3, 0)), 9, vec![0]).unwrap();
+        assert_eq!(p.limit(0), 1);
+        assert_eq!(p.record(0, 1, 0.5).unwrap(), vec![0]);
+        assert_eq!(p.record(0, 3, 0.5).unwrap(), vec![0]);
+        assert_eq!(p.fate(0).unwrap().epochs, 9);
     }
 }
