@@ -49,7 +49,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[command(name = "end-to-end")]
 struct Args {
     /// Rows in the table.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 30_000)]
     rows: u64,
     /// Epochs.
     #[arg(long, default_value_t = 2)]
