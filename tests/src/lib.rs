@@ -328,10 +328,25 @@ pub const BACKENDS: &str =
 
 /// A Flight client connected to `url` (`grpc+tcp://host:port`), without authentication.
 pub async fn flight_client(url: &str) -> Result<arrow_flight::FlightClient> {
-    let channel = tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))?
-        .connect()
-        .await?;
-    Ok(arrow_flight::FlightClient::new(channel))
+    Ok(arrow_flight::FlightClient::new(channel(url).await?))
+}
+
+/// A gRPC channel to a `grpc+tcp://` flight-server.
+pub async fn channel(url: &str) -> Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))?
+            .connect()
+            .await?,
+    )
+}
+
+/// A Flight SQL client of the flight-server at `url`.
+pub async fn flight_sql_client(
+    url: &str,
+) -> Result<arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>> {
+    Ok(arrow_flight::sql::client::FlightSqlServiceClient::new(
+        channel(url).await?,
+    ))
 }
 
 /// The gRPC status inside a Flight client error (panics on any other error).

@@ -3,8 +3,9 @@
 
 use hopper_tests::{python_json, python_script, FlightServer};
 
-#[test]
-fn a_parquet_file_written_by_pyarrow_reads_back_equal() {
+/// pyarrow writes `events.parquet` into a new directory, which a
+/// flight-server serves in 3 partitions.
+fn serve_a_parquet_file() -> (tempfile::TempDir, FlightServer) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let out = python_script("parquet_roundtrip.py", &[&"write", &d], &[]);
@@ -14,6 +15,13 @@ fn a_parquet_file_written_by_pyarrow_reads_back_equal() {
         String::from_utf8_lossy(&out.stderr)
     );
     let server = FlightServer::start(&["--files", d, "--file-partitions", "3"]).unwrap();
+    (dir, server)
+}
+
+#[test]
+fn a_parquet_file_written_by_pyarrow_reads_back_equal() {
+    let (dir, server) = serve_a_parquet_file();
+    let d = dir.path().to_str().unwrap();
     let out = python_script("parquet_roundtrip.py", &[&"check", &d, &server.url], &[]);
     assert!(
         out.status.success(),

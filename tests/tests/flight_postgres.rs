@@ -299,13 +299,7 @@ async fn pyarrow_reads_every_endpoint_in_parallel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_queries_and_tickets_are_invalid_argument_with_the_databases_message() {
     let (_cluster, server) = setup(2).await;
-    let channel =
-        tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = arrow_flight::FlightClient::new(channel);
+    let mut client = hopper_tests::flight_client(&server.url).await.unwrap();
     let cases = [
         ("SELEC 1", "syntax error"),
         ("SELECT * FROM no_such_table", "no_such_table"),

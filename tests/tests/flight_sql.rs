@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use hopper_tests::{cluster, python_json, segment_args, FlightServer};
+use hopper_tests::{cluster, flight_sql_client, python_json, segment_args, FlightServer};
 
 /// Rows of `typed` on each segment.
 const ROWS_PER_SEGMENT: i64 = 40;
@@ -221,17 +221,40 @@ async fn adbc_flight_sql_driver_queries_binds_lists_ingests_and_recovers_from_er
     );
 }
 
+/// The strings of `column` in the one endpoint of a metadata `FlightInfo`.
+async fn strings(
+    client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    info: &arrow_flight::FlightInfo,
+    column: &str,
+) -> Vec<String> {
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column_by_name(column)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            (0..a.len()).map(move |i| a.value(i).to_string())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rust_flight_sql_client_prepares_binds_and_reads_every_endpoint() {
     let c = segments().await;
     let server = server(&c);
-    let channel =
-        tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let mut client = flight_sql_client(&server.url).await.unwrap();
 
     // Without logging in, nothing.
     let e = client
@@ -306,45 +329,17 @@ async fn a_rust_flight_sql_client_prepares_binds_and_reads_every_endpoint() {
         })
         .await
         .unwrap();
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let column = batches[0]
-        .column_by_name("column_name")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    assert_eq!(column.len(), 1);
-    assert_eq!(column.value(0), "id");
+    let column = strings(&mut client, &info, "column_name").await;
+    assert_eq!(column, ["id"]);
 
     // The types, as JDBC's getTypeInfo reads them.
     let info = client
         .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
         .await
         .unwrap();
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let names = batches[0]
-        .column_by_name("type_name")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    let names: Vec<&str> = (0..names.len()).map(|i| names.value(i)).collect();
+    let names = strings(&mut client, &info, "type_name").await;
     for t in ["int8", "float8", "text", "timestamp"] {
-        assert!(names.contains(&t), "{names:?}");
+        assert!(names.iter().any(|n| n == t), "{names:?}");
     }
 
     // Updates are refused with why; the plain Flight API is unchanged.

@@ -318,13 +318,7 @@ async fn greenplum_adbc_flight_sql_reads_every_segments_endpoint_in_parallel_wit
     }
 
     // Flight SQL's bulk ingest lands in the one Greenplum table, as the user.
-    let channel =
-        tonic::transport::Endpoint::from_shared(server.url.replace("grpc+tcp://", "http://"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    let mut client = hopper_tests::flight_sql_client(&server.url).await.unwrap();
     client.handshake(ANALYST.0, ANALYST.1).await.unwrap();
     let ingested = Table::new("hopper_ingest");
     admin

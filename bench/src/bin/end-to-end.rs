@@ -130,27 +130,31 @@ impl Drop for Server {
     }
 }
 
-/// CPU seconds of this process's waited-for children (`cutime + cstime`).
-fn children_cpu() -> f64 {
+/// Fields of `/proc/self/stat` after the command name.
+fn stat_fields() -> Vec<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<f64> = after
+    let after = stat.rsplit(')').next().unwrap_or_default().to_string();
+    after
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // Fields 16 and 17 of stat (cutime, cstime) are 13 and 14 after ')'.
-    (f.get(13).copied().unwrap_or(0.0) + f.get(14).copied().unwrap_or(0.0)) / 100.0
+        .collect()
 }
 
-/// CPU seconds of this process (`utime + stime`).
+/// CPU seconds from two clock-tick fields of [`stat_fields`].
+fn cpu_seconds(user: usize) -> f64 {
+    let f = stat_fields();
+    (f.get(user).copied().unwrap_or(0.0) + f.get(user + 1).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// CPU seconds of this process's waited-for children (`cutime + cstime`,
+/// fields 16 and 17 of stat).
+fn children_cpu() -> f64 {
+    cpu_seconds(13)
+}
+
+/// CPU seconds of this process (`utime + stime`, fields 14 and 15).
 fn own_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    cpu_seconds(11)
 }
 
 /// One way of training the grid, measured.
