@@ -34,15 +34,7 @@ fn a_parquet_file_written_by_pyarrow_reads_back_equal() {
 
 #[test]
 fn adbc_flight_sql_reads_a_file_partition_by_partition_with_a_bound_parameter() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let out = python_script("parquet_roundtrip.py", &[&"write", &d], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let server = FlightServer::start(&["--files", d, "--file-partitions", "3"]).unwrap();
+    let (dir, server) = serve_a_parquet_file();
     let uri = server.url.replace("grpc+tcp://", "grpc://");
     let ipc = dir.path().join("read.arrow");
     let sql = "SELECT id, name FROM events WHERE id < $1";

@@ -221,21 +221,29 @@ async fn adbc_flight_sql_driver_queries_binds_lists_ingests_and_recovers_from_er
     );
 }
 
+/// Every batch of one endpoint.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    endpoint: &arrow_flight::FlightEndpoint,
+) -> Vec<RecordBatch> {
+    let ticket = endpoint.ticket.clone().unwrap();
+    client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// The strings of `column` in the one endpoint of a metadata `FlightInfo`.
 async fn strings(
     client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
     info: &arrow_flight::FlightInfo,
     column: &str,
 ) -> Vec<String> {
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client
-        .do_get(ticket)
+    fetch(client, &info.endpoint[0])
         .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches
         .iter()
         .flat_map(|b| {
             let a = b
@@ -294,15 +302,7 @@ async fn a_rust_flight_sql_client_prepares_binds_and_reads_every_endpoint() {
         assert_eq!(info.endpoint.len(), 2, "one endpoint per segment");
         let mut ids = Vec::new();
         for endpoint in &info.endpoint {
-            let ticket = endpoint.ticket.clone().unwrap();
-            let batches: Vec<RecordBatch> = client
-                .do_get(ticket)
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap();
-            for b in &batches {
+            for b in &fetch(&mut client, endpoint).await {
                 let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
                 let v = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
                 for i in 0..b.num_rows() {
