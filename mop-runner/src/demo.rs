@@ -360,6 +360,19 @@ async fn demo(args: DemoArgs) -> Result<()> {
         Database::Local { cluster, .. } => cluster.url(0),
         Database::Greenplum { url } => url.clone(),
     };
+    // A demo started without --resume is a new run (its table was just
+    // generated anew): the checkpoint of an earlier demo in the same
+    // directory belongs to other data, so it goes, and the command works
+    // the second time as it did the first.
+    let checkpoint = args.dir.join("checkpoint");
+    if !args.resume && checkpoint.exists() {
+        say(format!(
+            "starting afresh: removing the earlier demo's checkpoint in {} \
+             (`mop demo --resume` continues an interrupted one instead)",
+            checkpoint.display()
+        ));
+        std::fs::remove_dir_all(&checkpoint)?;
+    }
     let toml = grid_toml(&args, table, &flight, &database);
     let grid_path = args.dir.join("grid.toml");
     std::fs::write(&grid_path, &toml)?;

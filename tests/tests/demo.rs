@@ -520,6 +520,16 @@ async fn ctrl_c_stops_everything_the_demo_started_and_resume_finishes_every_epoc
         !segments.exists(),
         "a demo without --keep removes its segments"
     );
+
+    // README's first command, run again in the same directory: a new run
+    // that finishes, not a refusal to overwrite the finished one.
+    let (ok, stdout, again) = Demo::spawn(&out, &[]).finish();
+    assert!(
+        ok,
+        "a second mop demo in the same directory failed: {stdout:#?} {:#?}",
+        again.stderr
+    );
+    assert_all_models_trained(&out, 2);
 }
 
 /// SIGINT, without a libc dependency in this crate.
