@@ -12,11 +12,6 @@ use crate::error::{Error, Result};
 use crate::source::{Described, KeyColumn, TableKind};
 use crate::types::{arrow_field, arrow_schema};
 
-/// Schemas a catalog listing leaves out: the system's own.
-pub const SYSTEM_SCHEMAS: &str =
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'gp_toolkit') \
-     AND n.nspname NOT LIKE 'pg\\_%'";
-
 /// The table type Flight SQL names for a `pg_class.relkind`.
 pub fn table_kind(relkind: i8) -> TableKind {
     match relkind as u8 {
