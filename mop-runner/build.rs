@@ -6,8 +6,9 @@
 //! same way `scripts/libtorch.sh` provisions it (the `LIBTORCH` variable, else
 //! the per-user cache) and bake its `lib/` directory into the rpath.
 //!
-//! It also compiles `csrc/fused_adam.cpp`, a small C++ shim over libtorch's
-//! fused Adam kernels, which tch does not expose.
+//! It also compiles `csrc/optim.cpp`, a small C++ shim with the optimizer
+//! kernels tch does not expose (libtorch's fused Adam, dropping a gradient,
+//! lazy Adam over touched rows).
 
 use std::env;
 
@@ -18,7 +19,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=HOPPER_CACHE");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=libtorch_dir.rs");
-    println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Some(dir) = libtorch_dir() else {
         panic!(
@@ -28,23 +29,36 @@ fn main() {
     };
     let lib = dir.join("lib");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    compile_fused_adam(&dir);
+    if lib.join("libtorch_cuda.so").exists() {
+        // A CUDA libtorch: nothing of hopper calls into libtorch_cuda
+        // directly (it registers CUDA with libtorch when loaded), so the
+        // linker's --as-needed would drop it and the binary would run on the
+        // CPU even with a GPU. Keep it, and libtorch that loads it.
+        println!(
+            "cargo:rustc-link-arg=-Wl,-L,{},--push-state,--no-as-needed,-ltorch_cuda,-ltorch,--pop-state",
+            lib.display()
+        );
+    }
+    compile_optim_shim(&dir);
 }
 
-/// Compiles `csrc/fused_adam.cpp`, the shim that exposes libtorch's fused
-/// Adam/AdamW kernels (see `src/optim.rs`), against libtorch's headers with
-/// the same C++ ABI `torch-sys` uses.
-fn compile_fused_adam(libtorch: &std::path::Path) {
+/// Compiles `csrc/optim.cpp`, the optimizer kernels' shim (see
+/// `src/optim.rs`), against libtorch's headers with the same C++ ABI
+/// `torch-sys` uses. Always at -O3 without `errno` from `sqrt`, so the lazy
+/// Adam row loop vectorizes in every profile.
+fn compile_optim_shim(libtorch: &std::path::Path) {
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
     cc::Build::new()
         .cpp(true)
-        .file("csrc/fused_adam.cpp")
+        .file("csrc/optim.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
+        .opt_level(3)
+        .flag("-fno-math-errno")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .warnings(false)
-        .compile("hopper_fused_adam");
+        .compile("hopper_optim");
 }

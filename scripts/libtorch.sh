@@ -7,16 +7,30 @@
 #
 #   LIBTORCH="$(scripts/libtorch.sh)"
 #
-# With an NVIDIA GPU (nvidia-smi present) the CUDA libraries are kept;
-# otherwise the CUDA half is cut from libtorch.so with patchelf (CPU build).
+# With an NVIDIA GPU (nvidia-smi lists one) the build is CUDA: libtorch_cuda
+# and every CUDA library the torch wheel depends on (cuBLAS, cuDNN, cuSPARSE,
+# cuSPARSELt, cuFFT, cuRAND, cuSOLVER, NCCL, NVSHMEM, nvJitLink, NVRTC, the
+# runtime, …) are fetched from PyPI — the versions torch's own metadata pins —
+# and laid flat beside libtorch, whose RPATH includes $ORIGIN. Without a GPU
+# the CUDA half is cut from libtorch.so with patchelf (CPU build, 0.5 GB
+# instead of 3.5 GB).
+#
+# HOPPER_TORCH_FLAVOR=cuda (or cpu) overrides the detection: the CUDA build
+# also runs on a machine without a GPU, on the CPU (scripts/cuda-check.sh).
 set -euo pipefail
 
 TORCH_VERSION=2.13.0
 CACHE="${HOPPER_CACHE:-$HOME/.cache/hopper}"
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    FLAVOR=cuda
-else
-    FLAVOR=cpu
+FLAVOR="${HOPPER_TORCH_FLAVOR:-}"
+if [[ -z "$FLAVOR" ]]; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        FLAVOR=cuda
+    else
+        FLAVOR=cpu
+    fi
+elif [[ "$FLAVOR" != cpu && "$FLAVOR" != cuda ]]; then
+    echo "libtorch: HOPPER_TORCH_FLAVOR must be cpu or cuda, not '$FLAVOR'" >&2
+    exit 2
 fi
 DEST="$CACHE/libtorch-$TORCH_VERSION-$FLAVOR"
 
@@ -40,6 +54,31 @@ pip_download() {
 
 log "downloading torch==$TORCH_VERSION wheels from PyPI ($FLAVOR)"
 pip_download "torch==$TORCH_VERSION" "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cupti==13.0.85"
+if [[ "$FLAVOR" == cuda ]]; then
+    # The CUDA libraries torch was built against: its Linux-only requirements
+    # (cuda-toolkit[...], nvidia-cudnn-cu13, nvidia-nccl-cu13, …) with their
+    # own dependencies, minus the Python-only ones (triton, cuda-bindings).
+    mapfile -t CUDA_REQS < <("$PY" - "$WORK"/wheels/torch-*.whl <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in wheel.read(meta).decode().splitlines():
+        if not line.startswith("Requires-Dist:") or 'platform_system == "Linux"' not in line:
+            continue
+        req = line.split(":", 1)[1].split(";", 1)[0].strip()
+        if not req.startswith(("triton", "cuda-bindings")):
+            print(req)
+PY
+    )
+    log "downloading the CUDA libraries torch requires: ${CUDA_REQS[*]}"
+    "$PY" -m pip download --quiet --only-binary=:all: --python-version 3.11 \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_25_x86_64 --platform manylinux2014_x86_64 \
+        --platform manylinux_2_18_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux_2_12_x86_64 --platform manylinux2010_x86_64 \
+        --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
+        --abi none --abi cp311 -d "$WORK/wheels" "${CUDA_REQS[@]}" >&2
+fi
 
 mkdir -p "$WORK/x" "$WORK/libtorch/lib"
 for w in "$WORK"/wheels/*.whl; do
@@ -64,8 +103,19 @@ if [[ "$FLAVOR" == cpu ]]; then
     log "cutting libtorch_cuda.so out of libtorch.so (CPU build)"
     "$PATCHELF" --remove-needed libtorch_cuda.so "$WORK/libtorch/lib/libtorch.so"
 else
-    cp "$T"/lib/libtorch_cuda.so "$T"/lib/libc10_cuda.so "$WORK/libtorch/lib/"
-    find "$WORK/x/nvidia" -name '*.so*' -exec cp -n {} "$WORK/libtorch/lib/" \; 2>/dev/null || true
+    # libtorch_cuda and the libraries it needs or dlopens (linalg, NVRTC
+    # glue, NVSHMEM), then every CUDA library, flat: their RPATHs hold $ORIGIN.
+    for lib in libc10_cuda.so libtorch_cuda.so libtorch_cuda_linalg.so \
+        libtorch_nvshmem.so libcaffe2_nvrtc.so; do
+        cp "$T/lib/$lib" "$WORK/libtorch/lib/"
+    done
+    find "$WORK/x/nvidia" -name '*.so*' -type f -exec cp -n {} "$WORK/libtorch/lib/" \;
+    for needed in libcudart.so.13 libcublas.so.13 libcudnn.so.9 libnccl.so.2 libcusparseLt.so.0; do
+        if [[ ! -f "$WORK/libtorch/lib/$needed" ]]; then
+            log "the CUDA wheels did not provide $needed"
+            exit 1
+        fi
+    done
 fi
 echo "$TORCH_VERSION" > "$WORK/libtorch/build-version"
 

@@ -187,6 +187,10 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
             .map_err(|e| Error::Config(format!("cannot bind {}: {e}", args.bind)))?;
         let addr = listener.local_addr()?;
         println!("{}{scheme}://{addr}", crate::runner::trainers::LISTENING);
+        if !args.exit_with_parent {
+            // A trainer the runner spawned is named by the runner instead.
+            println!("device: {}", crate::device::describe());
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::trainer::serve(listener, tls, interrupted()).await

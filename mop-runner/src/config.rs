@@ -82,6 +82,13 @@ pub enum OptimizerKind {
     /// AdamW (β = 0.9, 0.999; ε = 1e-8), decoupled weight decay.
     #[serde(rename = "adamw")]
     AdamW,
+    /// Lazy Adam: Adam, except that a sparse first layer's rows (Criteo
+    /// input with `sparse = true`) are updated only when a batch touches
+    /// them — their gradient, moments and L2 term — so a step costs what
+    /// the batch's rows cost, not the whole table. A different optimizer
+    /// from Adam, not a faster way to compute it: an untouched row's moments
+    /// do not decay and its weight does not move on that step.
+    LazyAdam,
 }
 
 /// The input a model consumes.
@@ -210,6 +217,13 @@ impl ModelConfig {
         }
         if self.input.dims() == 0 {
             return bad("the input has no features (all dimensions are 0)".into());
+        }
+        if self.optimizer == OptimizerKind::LazyAdam && !self.input.is_sparse() {
+            return bad(
+                "lazy_adam updates the touched rows of a sparse first layer: set the Criteo input's \
+                 sparse = true, or use adam"
+                    .into(),
+            );
         }
         match (&self.arch, &self.input) {
             (Arch::Mlp { hidden }, _) if hidden.contains(&0) => {

@@ -147,6 +147,20 @@ impl RunStatus {
             (None, None) => {}
         }
         if let Some(r) = &self.results {
+            for p in &r.partitions {
+                let _ = writeln!(
+                    s,
+                    "trainer:  partition {} on {} ({}{})",
+                    p.partition,
+                    p.trainer,
+                    if p.device.is_empty() {
+                        "device not recorded"
+                    } else {
+                        &p.device
+                    },
+                    if p.local { ", local" } else { "" }
+                );
+            }
             if let Some(b) = r.best() {
                 let _ = writeln!(
                     s,
@@ -446,6 +460,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mop report --dir"), "{text}");
+        // Each partition's trainer with the device it computed on.
+        assert!(
+            text.contains("trainer:  partition 0 on http://127.0.0.2:7000 (cpu, local)"),
+            "{text}"
+        );
         // One line per model with its epochs and units.
         for m in 0..fixture::MODELS {
             let line = text

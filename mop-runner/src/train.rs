@@ -137,7 +137,7 @@ fn train_step(
     let logits = model.forward_t(&mb.x, true)?;
     let loss = Model::loss(&logits, &mb.y)?;
     loss.f_backward()?;
-    opt.step()?;
+    opt.step_with_rows(&model.take_row_grads()?)?;
     let n = mb.len();
     metrics.samples += n as u64;
     metrics.loss_sum += loss.f_double_value(&[])? * n as f64;

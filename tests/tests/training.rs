@@ -308,6 +308,9 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
         "mop",
         &Run {
             arch: r#"{ kind = "mlp", hidden = [16] }"#,
+            // Model 0 is Adam, model 1 lazy Adam (the sparse first layer's
+            // touched rows only): both must hop bit-exactly.
+            optimizer: r#"{ kind = "adam" }, { kind = "lazy_adam" }"#,
             lr: "1e-2",
             batch_size: "32",
             epochs: 2,
@@ -316,7 +319,9 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
     );
     let events = mop_train(&path, &[]);
     assert_eq!(trainer_pids(&events).len(), w);
-    let mop_state = std::fs::read(s.out("mop").join("models/model-0.safetensors")).unwrap();
+    let mop_states: Vec<Vec<u8>> = (0..2)
+        .map(|m| std::fs::read(s.out("mop").join(format!("models/model-{m}.safetensors"))).unwrap())
+        .collect();
 
     // The same rows, read through Flight the way the runner splits them:
     // partition p is every endpoint i with i % W == p.
@@ -347,14 +352,18 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
         "every partition has rows: {rows:?}"
     );
 
-    // One process, one model, the partitions in the scheduler's visit order.
+    // One process, one model at a time, the partitions in the scheduler's
+    // visit order.
     let seed = config.train.seed;
-    let cfg = config.grid.expand().unwrap().remove(0);
-    let train = move |order: &dyn Fn(usize) -> Vec<usize>| {
+    let cfgs = config.grid.expand().unwrap();
+    assert_eq!(cfgs.len(), 2);
+    let models = cfgs.len();
+    let train = move |m: usize, order: &dyn Fn(usize) -> Vec<usize>| {
         set_threads(1);
+        let cfg = cfgs[m].clone();
         let featurizer = Featurizer::new(&cfg);
         // The runner seeds model m with train.seed + m.
-        let mut model = Model::new(cfg.clone(), seed).unwrap();
+        let mut model = Model::new(cfg.clone(), seed + m as u64).unwrap();
         let mut opt = model.optimizer().unwrap();
         for epoch in 0..2 {
             for p in order(epoch) {
@@ -364,32 +373,45 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
         }
         (model.to_state(&opt).unwrap(), opt.steps())
     };
-    let (sequential, reordered, steps) = tokio::task::spawn_blocking(move || {
-        let (sequential, steps) = train(&|e| visit_order(1, w, seed, 0, e).unwrap());
-        let (reordered, _) = train(&|e| {
-            let mut o = visit_order(1, w, seed, 0, e).unwrap();
-            o.reverse();
-            o
-        });
-        (sequential, reordered, steps)
+    let (sequential, reordered) = tokio::task::spawn_blocking(move || {
+        let order = |m: usize| move |e: usize| visit_order(models, w, seed, m, e).unwrap();
+        let sequential: Vec<(Vec<u8>, i64)> = (0..models).map(|m| train(m, &order(m))).collect();
+        let reordered: Vec<Vec<u8>> = (0..models)
+            .map(|m| {
+                let forward = order(m);
+                train(m, &|e| {
+                    let mut o = forward(e);
+                    o.reverse();
+                    o
+                })
+                .0
+            })
+            .collect();
+        (sequential, reordered)
     })
     .await
     .unwrap();
 
-    // Adam's step counter travelled with the model: one step per mini-batch.
     let per_epoch: usize = rows.iter().map(|r| r.div_ceil(32)).sum();
-    assert_eq!(steps, 2 * per_epoch as i64);
-    // Weights, both Adam moments and the step, byte for byte.
-    assert_eq!(sequential.len(), mop_state.len());
-    assert!(
-        sequential == mop_state,
-        "MOP's model differs from sequential training"
-    );
-    // And the order matters: the comparison can tell.
-    assert!(
-        reordered != mop_state,
-        "another visit order gave the same bytes"
-    );
+    for (m, ((state, steps), (mop_state, reordered))) in sequential
+        .iter()
+        .zip(mop_states.iter().zip(&reordered))
+        .enumerate()
+    {
+        // Adam's step counter travelled with the model: one step per mini-batch.
+        assert_eq!(*steps, 2 * per_epoch as i64, "model {m}");
+        // Weights, both Adam moments and the step, byte for byte.
+        assert_eq!(state.len(), mop_state.len(), "model {m}");
+        assert!(
+            state == mop_state,
+            "model {m}: MOP's model differs from sequential training"
+        );
+        // And the order matters: the comparison can tell.
+        assert!(
+            reordered != mop_state,
+            "model {m}: another visit order gave the same bytes"
+        );
+    }
 }
 
 /// A grid whose run takes long enough to be interrupted mid-way.

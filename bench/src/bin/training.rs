@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  1. GEMM rate     tch matmul 1024×1024 f32, best of N ──► GFLOP/s ──► confA bound (32.2 MFLOP/row)
-//!  2. throughput    random valid slot indices ──► train_partition(confA, batch, dense|sparse, 1|2 threads)
+//!  2. throughput    random valid slot indices ──► train_partition(confA, batch, dense|sparse|lazy, 1|2 threads)
+//!                   the same rows as .npy ──► bench/python/pytorch_trainer.py (PyTorch, same libtorch)
 //!  3. data stall    same rows from a Vec  vs  producer thread ─ sync_channel(4) ─► train_partition
 //!  4. scheduling    Scheduler + simulate(UnitTimes::{equal, mixed}) ──► makespan / lower bound
 //! ```
@@ -14,7 +15,12 @@
 //! Rows are synthetic but shaped exactly like featurized Criteo: 13 numeric
 //! slots in `j·50 .. j·50+50` and 26 categorical slots in
 //! `650 + k·256 .. +256`, so the model does the same arithmetic it does on
-//! the real table. Throughput runs stop after at least 2 s *and* 3 000 rows
+//! the real table. Categories are drawn as the Criteo-like table draws them
+//! (Zipf-like, ∝ 1/(r+1)^1.1 over 10 000 values, hashed into the column's
+//! slots), which matters for lazy Adam: its cost follows the rows a batch
+//! touches. The PyTorch column (`HOPPER_TORCH_PYTHON`, from
+//! `bench/torch-venv.sh`) trains the same rows with the same model, fused
+//! Adam, batch sizes and timing rule, in the same run. Throughput runs stop after at least 2 s *and* 3 000 rows
 //! (or 10 s), checked between mini-batches, so slow configurations stay short
 //! and fast ones are not dominated by noise.
 
@@ -22,7 +28,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use mop_runner::config::{ModelConfig, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
+use mop_runner::config::{ModelConfig, OptimizerKind, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
 use mop_runner::device::set_threads;
 use mop_runner::featurize::{categorical_slot, numeric_bucket, Featurized};
 use mop_runner::model::Model;
@@ -52,6 +58,54 @@ const MAX_SECONDS: f64 = 10.0;
 /// Rows per batch the simulated reader hands over (a Flight record batch).
 const READER_BATCH: usize = 1024;
 
+/// How confA's first layer runs and is optimized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One-hot input times the full weight; Adam.
+    Dense,
+    /// `embedding_bag` over the 39 active rows; Adam over every row.
+    Sparse,
+    /// `embedding_bag`; lazy Adam over the rows the batch touched.
+    Lazy,
+}
+
+/// PyTorch's rows/s for each `(mode, batch)` at `threads` threads, from
+/// `bench/python/pytorch_trainer.py` on the rows in `x.npy`/`y.npy` in
+/// `dir`; `None` without `HOPPER_TORCH_PYTHON`.
+fn pytorch_rates(
+    dir: &std::path::Path,
+    threads: usize,
+    runs: &[(&str, usize)],
+) -> Result<Option<Vec<f64>>> {
+    let Some(python) = std::env::var_os("HOPPER_TORCH_PYTHON") else {
+        return Ok(None);
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/pytorch_trainer.py");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(script)
+        .arg(dir.join("x.npy"))
+        .arg(dir.join("y.npy"))
+        .arg(threads.to_string());
+    for (mode, batch) in runs {
+        cmd.arg(mode).arg(batch.to_string());
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "pytorch_trainer.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rates = String::from_utf8(out.stdout)?
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            Ok(v["rows"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(f64::NAN))
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(Some(rates))
+}
+
 /// SplitMix64: a tiny deterministic generator, so the benchmark needs no
 /// random-number crate and every run trains on the same rows.
 struct SplitMix(u64);
@@ -70,9 +124,29 @@ impl SplitMix {
     }
 }
 
+/// Distinct values of a categorical column the rows draw from.
+const VOCAB: usize = 10_000;
+
+/// The cumulative distribution of a Zipf-like draw over [`VOCAB`] values,
+/// `P(r) ∝ 1/(r+1)^1.1` (the Criteo-like table's).
+fn zipf_cdf() -> Vec<f64> {
+    let weights: Vec<f64> = (0..VOCAB)
+        .map(|r| 1.0 / ((r + 1) as f64).powf(1.1))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    weights
+        .iter()
+        .scan(0.0, |acc, w| {
+            *acc += w / total;
+            Some(*acc)
+        })
+        .collect()
+}
+
 /// `rows` random but valid featurized Criteo rows.
 fn random_rows(rows: usize, seed: u64) -> Result<Featurized> {
     let mut rng = SplitMix(seed);
+    let cdf = zipf_cdf();
     let mut x = Vec::with_capacity(rows * SLOTS);
     let mut y = Vec::with_capacity(rows);
     for _ in 0..rows {
@@ -81,7 +155,10 @@ fn random_rows(rows: usize, seed: u64) -> Result<Featurized> {
         }
         for k in 0..CATEGORICAL {
             let base = NUMERIC * NUMERIC_BUCKETS + k * CATEGORICAL_SLOTS;
-            x.push((base + rng.below(CATEGORICAL_SLOTS)) as i64);
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let rank = cdf.partition_point(|&c| c < u).min(VOCAB - 1);
+            let slot = SplitMix((rank * CATEGORICAL + k) as u64).next_u64() as usize;
+            x.push((base + slot % CATEGORICAL_SLOTS) as i64);
         }
         y.push(rng.below(2) as i64);
     }
@@ -175,8 +252,12 @@ fn cycle<'a>(
 }
 
 /// Rows per second of confA at `batch` rows per step.
-fn throughput(data: &Featurized, batch: usize, sparse: bool) -> Result<UnitMetrics> {
-    let mut model = Model::new(ModelConfig::conf_a(1e-3, 1e-5, batch, sparse), 7)?;
+fn throughput(data: &Featurized, batch: usize, mode: Mode) -> Result<UnitMetrics> {
+    let mut config = ModelConfig::conf_a(1e-3, 1e-5, batch, mode != Mode::Dense);
+    if mode == Mode::Lazy {
+        config.optimizer = OptimizerKind::LazyAdam;
+    }
+    let mut model = Model::new(config, 7)?;
     let mut opt = model.optimizer()?;
     // Warm-up: allocator, kernels' first-call setup, Adam's state tensors.
     let warm = Instant::now();
@@ -278,26 +359,66 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "\n## 2. confA throughput (rows/s; ≥{MIN_SECONDS} s and ≥{MIN_ROWS} rows after warm-up)"
+        "\n## 2. confA throughput against PyTorch (rows/s; ≥{MIN_SECONDS} s and ≥{MIN_ROWS} rows after warm-up)"
     );
+    println!("dense: one-hot input; sparse: embedding_bag first layer; both with fused Adam.");
+    println!("lazy: hopper's sparse first layer with lazy_adam (touched rows only).");
     println!(
-        "{:>7} {:>5} {:>10} {:>10} {:>13} {:>9} {:>9}",
-        "threads", "batch", "dense", "sparse", "sparse/dense", "dense/GB", "sparse/GB"
+        "{:>7} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8}",
+        "threads",
+        "batch",
+        "dense",
+        "torch",
+        "h/torch",
+        "sparse",
+        "torch",
+        "h/torch",
+        "lazy",
+        "dense/GB"
     );
     let data = random_rows(DATA_ROWS, 1)?;
+    let npy = std::env::temp_dir().join(format!("hopper-training-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&npy)?;
+    data.x.write_npy(npy.join("x.npy"))?;
+    data.y.write_npy(npy.join("y.npy"))?;
+    let batches = [32, 256, 512];
+    let mut ratios = Vec::new();
     for threads in [1, 2] {
         set_threads(threads);
-        for batch in [32, 256, 512] {
-            let d = throughput(&data, batch, false)?;
-            let s = throughput(&data, batch, true)?;
-            let dr = d.samples as f64 / d.seconds;
-            let sr = s.samples as f64 / s.seconds;
+        let runs: Vec<(&str, usize)> = batches
+            .iter()
+            .flat_map(|&b| [("dense", b), ("sparse", b)])
+            .collect();
+        let torch = pytorch_rates(&npy, threads, &runs)?;
+        for (i, batch) in batches.into_iter().enumerate() {
+            let rate = |m: UnitMetrics| m.samples as f64 / m.seconds;
+            let d = rate(throughput(&data, batch, Mode::Dense)?);
+            let s = rate(throughput(&data, batch, Mode::Sparse)?);
+            let l = rate(throughput(&data, batch, Mode::Lazy)?);
+            let (td, ts) = torch
+                .as_ref()
+                .map_or((f64::NAN, f64::NAN), |t| (t[2 * i], t[2 * i + 1]));
+            ratios.push((threads, batch, d / td, s / ts, l));
             println!(
-                "{threads:>7} {batch:>5} {dr:>10.0} {sr:>10.0} {:>12.1}× {:>8.0}% {:>8.0}%",
-                sr / dr,
-                100.0 * dr / bound[threads],
-                100.0 * sr / bound[threads]
+                "{threads:>7} {batch:>5} {d:>9.0} {td:>9.0} {:>7.2}× {s:>9.0} {ts:>9.0} {:>7.2}× {l:>9.0} {:>7.0}%",
+                d / td,
+                s / ts,
+                100.0 * d / bound[threads]
             );
+        }
+    }
+    std::fs::remove_dir_all(&npy)?;
+    if std::env::var_os("HOPPER_TORCH_PYTHON").is_none() {
+        println!("(PyTorch columns: run with HOPPER_TORCH_PYTHON=\"$(bench/torch-venv.sh)\")");
+    }
+    for (threads, batch, dense, _, _) in &ratios {
+        if [256, 512].contains(batch) {
+            println!("hopper/pytorch dense confA, {threads} thread(s), batch {batch} = {dense:.3}");
+        }
+    }
+    for (threads, batch, _, _, lazy) in &ratios {
+        if *batch == 256 {
+            println!("lazy_adam sparse confA, {threads} thread(s), batch 256 = {lazy:.0} rows/s");
         }
     }
 

@@ -86,6 +86,22 @@ impl Linear {
     /// The same function for k-hot input given as `[n, k]` active indices:
     /// the sum of the `k` selected rows of `W`, plus `b`.
     pub(crate) fn forward_indices(&self, indices: &Tensor) -> Result<Tensor> {
+        Ok(self.bag_sums(indices)?.f_add(&self.b)?)
+    }
+
+    /// [`forward_indices`](Self::forward_indices) with `W` outside autograd,
+    /// for lazy Adam: returns the output and the leaf holding the bag sums,
+    /// whose gradient after the backward pass is each bag's gradient — from
+    /// which the optimizer updates just the rows the bags hold. No dense
+    /// `[in, out]` gradient is ever built.
+    pub(crate) fn forward_indices_rows(&self, indices: &Tensor) -> Result<(Tensor, Tensor)> {
+        let sums = tch::no_grad(|| self.bag_sums(indices))?;
+        let leaf = sums.f_detach()?.f_set_requires_grad(true)?;
+        Ok((leaf.f_add(&self.b)?, leaf))
+    }
+
+    /// `Σ_j W[indices[i, j]]` for every row `i`, as an `embedding_bag` sum.
+    fn bag_sums(&self, indices: &Tensor) -> Result<Tensor> {
         let size = indices.size();
         let (n, k) = (size[0], size[1]);
         let offsets = Tensor::f_arange_start_step(0, n * k, k, (Kind::Int64, indices.device()))?;
@@ -100,7 +116,7 @@ impl Linear {
             None::<Tensor>,
             false,
         )?;
-        Ok(sum.f_add(&self.b)?)
+        Ok(sum)
     }
 }
 

@@ -20,8 +20,9 @@ mod state;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::config::{Arch, InputSpec, ModelConfig};
+use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
 use crate::error::{Error, Result};
+use crate::optim::RowGrad;
 use layers::Init;
 
 /// The network behind a [`Model`], one variant per architecture.
@@ -69,6 +70,7 @@ impl Model {
         config.validate()?;
         let vs = VarStore::new(device);
         let root = vs.root();
+        let lazy = config.optimizer == OptimizerKind::LazyAdam;
         let net = match (&config.arch, &config.input) {
             (Arch::Mlp { hidden }, input) => Net::Mlp(mlp::Mlp::new(
                 &root,
@@ -77,6 +79,7 @@ impl Model {
                 hidden,
                 config.classes,
                 input.is_sparse(),
+                lazy,
             )?),
             (Arch::LogReg, input) => Net::Mlp(mlp::Mlp::new(
                 &root,
@@ -85,6 +88,7 @@ impl Model {
                 &[],
                 config.classes,
                 input.is_sparse(),
+                lazy,
             )?),
             (
                 Arch::Cnn,
@@ -140,9 +144,19 @@ impl Model {
     /// `train` selects training behaviour (batch statistics in batch norm).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match &self.net {
-            Net::Mlp(net) => net.forward(x),
+            Net::Mlp(net) => net.forward(x, train),
             Net::Cnn(net) => net.forward(&self.image_input(x)?),
             Net::ResNet18(net) => net.forward_t(&self.image_input(x)?, train),
+        }
+    }
+
+    /// The row gradients of sparse layers trained with lazy Adam, from the
+    /// last training forward and backward pass; pass them to
+    /// [`crate::optim::Optimizer::step_with_rows`]. Empty for other models.
+    pub fn take_row_grads(&self) -> Result<Vec<RowGrad>> {
+        match &self.net {
+            Net::Mlp(net) => net.take_row_grads(),
+            Net::Cnn(_) | Net::ResNet18(_) => Ok(Vec::new()),
         }
     }
 

@@ -141,6 +141,7 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 partition: p,
                 trainer: format!("http://127.0.0.{}:7000", p + 2),
                 trainer_host: format!("127.0.0.{}", p + 2),
+                device: "cpu".into(),
                 endpoint_hosts: vec!["127.0.0.2".into()],
                 local: p == 0,
                 rows: 500,

@@ -468,7 +468,7 @@ fn locality(h: &mut String, run: &RunFiles) {
     }
     h.push_str(
         "<h2>Data locality</h2><table><tr><th>partition</th><th class=\"l\">trainer</th>\
-         <th class=\"l\">read from</th><th class=\"l\">local</th><th>rows</th>\
+         <th class=\"l\">device</th><th class=\"l\">read from</th><th class=\"l\">local</th><th>rows</th>\
          <th>read at open</th><th>read by units</th></tr>",
     );
     let (mut local_bytes, mut total_bytes) = (0u64, 0u64);
@@ -487,9 +487,10 @@ fn locality(h: &mut String, run: &RunFiles) {
         let _ = write!(
             h,
             "<tr><td>{}</td><td class=\"l\"><code>{}</code></td><td class=\"l\">{}</td>\
-             <td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             p.partition,
             esc(&p.trainer),
+            esc(&p.device),
             esc(&p.endpoint_hosts.join(", ")),
             if p.local { "yes" } else { "no" },
             p.rows,

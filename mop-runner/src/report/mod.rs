@@ -135,6 +135,7 @@ pub fn optimizer_name(o: &OptimizerKind) -> String {
         OptimizerKind::Sgd { .. } => "sgd".into(),
         OptimizerKind::Adam => "adam".into(),
         OptimizerKind::AdamW => "adamw".into(),
+        OptimizerKind::LazyAdam => "lazy_adam".into(),
     }
 }
 

@@ -104,10 +104,10 @@ fn report_has_leaderboard_curves_and_one_gantt_bar_per_unit() {
         .unwrap();
     assert_eq!(locality.matches("<tr>").count(), 1 + fixture::TRAINERS);
     assert!(locality.contains(
-        "http://127.0.0.2:7000</code></td><td class=\"l\">127.0.0.2</td><td class=\"l\">yes"
+        "http://127.0.0.2:7000</code></td><td class=\"l\">cpu</td><td class=\"l\">127.0.0.2</td><td class=\"l\">yes"
     ));
     assert!(locality.contains(
-        "http://127.0.0.3:7000</code></td><td class=\"l\">127.0.0.2</td><td class=\"l\">no"
+        "http://127.0.0.3:7000</code></td><td class=\"l\">cpu</td><td class=\"l\">127.0.0.2</td><td class=\"l\">no"
     ));
     assert!(locality.contains("120.6 KiB"));
 

@@ -12,6 +12,10 @@ pub struct PartitionRecord {
     pub trainer: String,
     /// The host in the trainer's address.
     pub trainer_host: String,
+    /// The device the trainer computed on, as it described it (`cpu`,
+    /// `cuda:0 (1 of 1 GPUs)`, `cpu (CUDA build, no GPU present)`).
+    #[serde(default)]
+    pub device: String,
     /// The hosts of the flight-servers its endpoints are located at.
     pub endpoint_hosts: Vec<String>,
     /// Whether every endpoint is located on the trainer's own host: its

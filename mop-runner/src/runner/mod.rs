@@ -173,6 +173,20 @@ impl Trainers {
         )
     }
 
+    /// Each trainer's device as its health check describes it.
+    async fn devices(&self) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(self.clients.len());
+        for (w, c) in self.clients.iter().enumerate() {
+            let health = c
+                .clone()
+                .health(hopper_proto::HealthRequest {})
+                .await
+                .map_err(|s| trainer_status(w, "answering a health check", s))?;
+            out.push(health.into_inner().device);
+        }
+        Ok(out)
+    }
+
     /// Replaces trainer `w` by a fresh process if it is one of ours and is
     /// dead. Returns whether it did.
     async fn replace_if_dead(&mut self, w: usize, reporter: &Reporter) -> Result<bool> {
@@ -401,11 +415,14 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         let req = open_req(&plan, p);
         opens.spawn(async move { (p, c.open_partition(req).await) });
     }
+    let devices = trainers.devices().await?;
+    reporter.println(device_summary(&devices));
     let mut partitions: Vec<PartitionRecord> = (0..w)
         .map(|p| PartitionRecord {
             partition: p,
             trainer: trainers.addresses[p].clone(),
             trainer_host: trainer_hosts[p].clone(),
+            device: devices[p].clone(),
             endpoint_hosts: partition_hosts[p].clone(),
             local: local[p],
             rows: 0,
@@ -929,4 +946,26 @@ async fn evaluate_everywhere(
         correct += r.correct;
     }
     Ok((n, loss, correct))
+}
+
+/// One line naming the trainers' devices: `devices: cpu (2 trainers)`, or
+/// each trainer's when they differ.
+fn device_summary(devices: &[String]) -> String {
+    match devices {
+        [first, rest @ ..] if rest.iter().all(|d| d == first) => {
+            let n = devices.len();
+            format!(
+                "devices: {first} ({n} trainer{})",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        _ => {
+            let each: Vec<String> = devices
+                .iter()
+                .enumerate()
+                .map(|(w, d)| format!("trainer {w} {d}"))
+                .collect();
+            format!("devices: {}", each.join(", "))
+        }
+    }
 }

@@ -201,9 +201,12 @@ impl Reporter {
     /// A line above the bars (or on stderr).
     pub fn println(&self, line: String) {
         match (&self.multi, self.mode) {
-            (Some(m), _) => {
+            // Bars print above themselves; without a terminal they are
+            // hidden and would swallow the line, so it goes to stderr.
+            (Some(m), _) if !m.is_hidden() => {
                 let _ = m.println(line);
             }
+            (Some(_), _) => eprintln!("{line}"),
             (None, ProgressMode::Quiet) => {}
             (None, _) => eprintln!("{line}"),
         }

@@ -150,9 +150,10 @@ pub fn config(row: &Row, input: &InputSpec, classes: usize) -> Result<ModelConfi
         },
         Some("adam") | None => OptimizerKind::Adam,
         Some("adamw") => OptimizerKind::AdamW,
+        Some("lazy_adam") => OptimizerKind::LazyAdam,
         Some(other) => {
             return Err(bad(format!(
-                "optimizer {other:?} is not one of sgd, adam, adamw"
+                "optimizer {other:?} is not one of sgd, adam, adamw, lazy_adam"
             )))
         }
     };

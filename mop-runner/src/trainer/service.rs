@@ -296,7 +296,7 @@ impl Trainer for TrainerService {
             Err(_) => (true, 0), // busy training: certainly open
         };
         Ok(Response::new(HealthResponse {
-            device: format!("{:?}", crate::device::default_device()),
+            device: crate::device::describe(),
             threads: tch::get_num_threads() as u32,
             partition_open: open,
             partition: index,

@@ -10,12 +10,16 @@
 //! The updates follow PyTorch's `torch.optim` (non-fused, single tensor)
 //! semantics: L2 λ is added to the gradient for SGD and Adam
 //! (`weight_decay`), and applied as decoupled decay `p ← p·(1 − lr·λ)` for
-//! AdamW. They run in place under `no_grad` and allocate nothing per step:
+//! AdamW. [`OptimizerKind::LazyAdam`] is Adam except on a sparse first
+//! layer, whose rows are updated only when a batch touches them (see
+//! [`RowGrad`]). They run in place under `no_grad` and allocate nothing per step:
 //! tch's `addcmul_`/`addcdiv_` take no scalar `value`, so scalars are folded
 //! into 0-dim tensors or into the denominator, and the gradient buffer —
 //! which is zeroed before the next backward pass anyway — doubles as scratch
 //! space. Consequently **the gradients are garbage after [`Optimizer::step`]**;
-//! call [`Optimizer::zero_grad`] before every backward pass.
+//! call [`Optimizer::zero_grad`] before every backward pass. It drops the
+//! gradients (PyTorch's `set_to_none=True`), so the backward pass stores
+//! fresh ones instead of adding them to zeros.
 
 use std::collections::HashMap;
 
@@ -24,6 +28,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::OptimizerKind;
 use crate::error::{Error, Result};
+
+mod shim;
 
 /// Adam's β₁ (PyTorch default).
 pub const ADAM_BETA1: f64 = 0.9;
@@ -34,6 +40,23 @@ pub const ADAM_EPS: f64 = 1e-8;
 
 /// Name of the step counter in [`Optimizer::state_tensors`].
 pub const STEP_KEY: &str = "opt.step";
+
+/// The gradient of a sparse first layer's weight, as the rows a batch
+/// touched and the gradients of its bags, for [`OptimizerKind::LazyAdam`].
+///
+/// The layer computes `Σ_j W[indices[i, j]]` for each of `n` bags (rows of
+/// input); row `r`'s gradient is the sum of `bag_grad[i]` over the bags that
+/// hold `r`. Handing over the `[n, H]` bag gradients instead of a dense
+/// `[rows, H]` gradient is what makes the update cost proportional to the
+/// touched rows.
+pub struct RowGrad {
+    /// The weight's name in the `VarStore` (e.g. `fc0.weight`).
+    pub param: String,
+    /// `[n, k]` int64: the rows each bag sums.
+    pub indices: Tensor,
+    /// `[n, H]` float: the loss gradient of each bag's sum.
+    pub bag_grad: Tensor,
+}
 
 /// One parameter with its optimizer state.
 struct Param {
@@ -56,7 +79,7 @@ pub struct Optimizer {
     l2_t: Tensor,
     /// `−lr` as a 0-dim tensor (for SGD's `p += −lr·buf`).
     neg_lr_t: Tensor,
-    /// Adam/AdamW through libtorch's fused kernel (see [`fused`]).
+    /// Adam/AdamW through libtorch's fused kernel (see [`shim`]).
     fused: bool,
 }
 
@@ -89,7 +112,7 @@ impl Optimizer {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let (needs_m, needs_v) = match *kind {
             OptimizerKind::Sgd { momentum } => (momentum != 0.0, false),
-            OptimizerKind::Adam | OptimizerKind::AdamW => (true, true),
+            OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::LazyAdam => (true, true),
         };
         let params = vars
             .into_iter()
@@ -142,22 +165,70 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Zeroes every parameter's gradient; call before each backward pass.
+    /// Drops every parameter's gradient; call before each backward pass.
     pub fn zero_grad(&mut self) {
-        for param in &mut self.params {
-            param.p.zero_grad();
+        for param in &self.params {
+            shim::set_grad_none(&param.p);
         }
     }
 
     /// One update from the gradients of the last backward pass. Parameters
     /// without a gradient (unused by the loss) are skipped, as in PyTorch.
     pub fn step(&mut self) -> Result<()> {
+        self.step_with_rows(&[])
+    }
+
+    /// [`step`](Self::step), with the row gradients of sparse layers (for
+    /// [`OptimizerKind::LazyAdam`]; other optimizers refuse them).
+    pub fn step_with_rows(&mut self, rows: &[RowGrad]) -> Result<()> {
         let _no_grad = tch::no_grad_guard();
         self.step += 1;
         match self.kind {
-            OptimizerKind::Sgd { momentum } => self.sgd_step(momentum),
-            OptimizerKind::Adam => self.adam_step(false),
-            OptimizerKind::AdamW => self.adam_step(true),
+            OptimizerKind::Sgd { momentum } if rows.is_empty() => self.sgd_step(momentum),
+            OptimizerKind::Adam if rows.is_empty() => self.adam_step(false),
+            OptimizerKind::AdamW if rows.is_empty() => self.adam_step(true),
+            OptimizerKind::LazyAdam => {
+                self.adam_step(false)?;
+                self.lazy_rows_step(rows)
+            }
+            _ => Err(Error::State(format!(
+                "{:?} cannot take row gradients (only lazy_adam does)",
+                self.kind
+            ))),
+        }
+    }
+
+    /// Lazy Adam on each sparse layer's touched rows: their moments and
+    /// weights are updated with the step's bias correction; untouched rows
+    /// keep theirs (their moments do not decay, which is what makes this a
+    /// different optimizer from Adam).
+    fn lazy_rows_step(&mut self, rows: &[RowGrad]) -> Result<()> {
+        let hyper = self.hyper(false);
+        for r in rows {
+            let param = self
+                .params
+                .iter()
+                .find(|p| p.name == r.param)
+                .ok_or_else(|| Error::State(format!("no parameter {} to update", r.param)))?;
+            let (Some(m), Some(v)) = (&param.m, &param.v) else {
+                return Err(Error::State(format!(
+                    "Adam state of {} is missing",
+                    param.name
+                )));
+            };
+            shim::lazy_adam_rows(&param.p, m, v, &r.indices, &r.bag_grad, self.step, &hyper)?;
+        }
+        Ok(())
+    }
+
+    fn hyper(&self, decoupled: bool) -> shim::Hyper {
+        shim::Hyper {
+            lr: self.lr,
+            beta1: ADAM_BETA1,
+            beta2: ADAM_BETA2,
+            weight_decay: self.l2,
+            eps: ADAM_EPS,
+            decoupled,
         }
     }
 
@@ -224,7 +295,7 @@ impl Optimizer {
     }
 
     fn fused_adam_step(&mut self, decoupled: bool) -> Result<()> {
-        let mut group = fused::Group::default();
+        let mut group = shim::Group::default();
         for param in &self.params {
             let g = param.p.f_grad()?;
             if !g.defined() {
@@ -239,15 +310,7 @@ impl Optimizer {
             group.push(&param.p, g, m, v);
         }
         let step = scalar(self.step as f64, self.l2_t.device())?;
-        let hyper = fused::Hyper {
-            lr: self.lr,
-            beta1: ADAM_BETA1,
-            beta2: ADAM_BETA2,
-            weight_decay: self.l2,
-            eps: ADAM_EPS,
-            decoupled,
-        };
-        group.adam(&step, &hyper)
+        group.adam(&step, &self.hyper(decoupled))
     }
 
     /// Every state tensor under its state name: `opt.step` (`[1]` `i64`),
@@ -450,6 +513,77 @@ mod tests {
         assert_close(&plain, &[0.75, -1.5, 2.0]);
     }
 
+    /// Lazy Adam against a reference in f64 written from its definition:
+    /// a touched row's gradient is the sum of the gradients of the bags
+    /// holding it (twice if a bag holds it twice) plus L2; it gets Adam's
+    /// update with the global step's bias correction; untouched rows, and
+    /// their moments, do not change. `Float` runs the CPU row kernel,
+    /// `Double` the ATen path other devices take.
+    #[test]
+    fn lazy_adam_updates_only_the_touched_rows() {
+        let (lr, l2) = (0.1, 0.01);
+        let w0 = [1.0, -2.0, 0.5, 0.25, 3.0, -1.0, -0.5, 2.0];
+        let steps: [(&[i64], &[f32]); 2] = [
+            (&[0, 2, 2, 2], &[0.5, -1.0, 0.25, 2.0]),
+            (&[1, 1], &[1.0, -0.5]),
+        ];
+        for kind in [Kind::Float, Kind::Double] {
+            let vs = VarStore::new(Device::Cpu);
+            let init = Tensor::from_slice(&w0).view([4, 2]).to_kind(kind);
+            let w = (vs.root() / "fc0").var_copy("weight", &init);
+            let mut opt = Optimizer::new(&vs, &OptimizerKind::LazyAdam, lr, l2).unwrap();
+            let (mut p, mut m, mut v) = (w0.to_vec(), [0.0f64; 8], [0.0f64; 8]);
+            for (t, (indices, grads)) in steps.iter().enumerate() {
+                let n = grads.len() as i64 / 2;
+                let rows = [RowGrad {
+                    param: "fc0.weight".into(),
+                    indices: Tensor::from_slice(indices).view([n, -1]),
+                    bag_grad: Tensor::from_slice(grads).view([n, 2]).to_kind(kind),
+                }];
+                opt.step_with_rows(&rows).unwrap();
+                let k = indices.len() / n as usize;
+                let t = (t + 1) as i32;
+                let mut g = [0.0f64; 8];
+                let mut touched = [false; 4];
+                for (e, &r) in indices.iter().enumerate() {
+                    let (r, bag) = (r as usize, e / k);
+                    touched[r] = true;
+                    for j in 0..2 {
+                        g[r * 2 + j] += f64::from(grads[bag * 2 + j]);
+                    }
+                }
+                for i in (0..8).filter(|i| touched[i / 2]) {
+                    let gi = g[i] + l2 * p[i];
+                    m[i] = ADAM_BETA1 * m[i] + (1.0 - ADAM_BETA1) * gi;
+                    v[i] = ADAM_BETA2 * v[i] + (1.0 - ADAM_BETA2) * gi * gi;
+                    let denom = (v[i] / (1.0 - ADAM_BETA2.powi(t))).sqrt() + ADAM_EPS;
+                    p[i] -= lr * m[i] / (1.0 - ADAM_BETA1.powi(t)) / denom;
+                }
+            }
+            let got: Vec<f64> = Vec::<f64>::try_from(w.to_kind(Kind::Double).view([-1])).unwrap();
+            assert_close(&got, &p);
+            // Row 3 was never touched: neither weights nor moments moved.
+            assert_eq!(&got[6..], &w0[6..]);
+            let state = opt.state_tensors().unwrap();
+            let moments =
+                Vec::<f64>::try_from(state[1].1.to_kind(Kind::Double).view([-1])).unwrap();
+            assert_eq!(&moments[6..], &[0.0, 0.0]);
+        }
+    }
+
+    #[test]
+    fn only_lazy_adam_takes_row_gradients() {
+        let (vs, _p) = store_with_grad([1.0, 2.0, 3.0]);
+        let mut opt = Optimizer::new(&vs, &OptimizerKind::Adam, 0.1, 0.0).unwrap();
+        let rows = [RowGrad {
+            param: "layer.w".into(),
+            indices: Tensor::from_slice(&[0i64]).view([1, 1]),
+            bag_grad: Tensor::from_slice(&[1.0f32]).view([1, 1]),
+        }];
+        let err = opt.step_with_rows(&rows).unwrap_err();
+        assert!(err.to_string().contains("only lazy_adam"), "{err}");
+    }
+
     #[test]
     fn state_names_and_restore_round_trip() {
         let (vs, _p) = store_with_grad([1.0, 2.0, 3.0]);
@@ -469,115 +603,5 @@ mod tests {
         let sgd_state = HashMap::from([(STEP_KEY.to_string(), Tensor::from_slice(&[3i64]))]);
         let err = fresh.load_state(sgd_state);
         assert!(matches!(err, Err(Error::State(m)) if m.contains("opt.layer.w.m")));
-    }
-}
-
-/// libtorch's fused Adam/AdamW kernels through the C++ shim
-/// `csrc/fused_adam.cpp` (compiled by `build.rs`).
-///
-/// The shim receives tch's tensor handles, which are `at::Tensor*`, wraps
-/// them in tensor lists (taking references, not copies) and calls
-/// `at::_fused_adam_` / `at::_fused_adamw_`; C++ exceptions come back as an
-/// error message. This is the crate's only `unsafe` code.
-#[allow(unsafe_code)]
-mod fused {
-    use std::ffi::{c_char, c_int, c_void, CStr};
-
-    use tch::{TchError, Tensor};
-
-    use crate::error::Result;
-
-    extern "C" {
-        fn hopper_fused_adam(
-            params: *const *mut c_void,
-            grads: *const *mut c_void,
-            exp_avgs: *const *mut c_void,
-            exp_avg_sqs: *const *mut c_void,
-            step: *mut c_void,
-            n: usize,
-            lr: f64,
-            beta1: f64,
-            beta2: f64,
-            weight_decay: f64,
-            eps: f64,
-            decoupled: c_int,
-        ) -> *mut c_char;
-        fn hopper_free_error(message: *mut c_char);
-    }
-
-    /// Adam's hyper-parameters for one step.
-    pub(super) struct Hyper {
-        pub(super) lr: f64,
-        pub(super) beta1: f64,
-        pub(super) beta2: f64,
-        pub(super) weight_decay: f64,
-        pub(super) eps: f64,
-        pub(super) decoupled: bool,
-    }
-
-    /// Parameters updated together, with their gradients and moments.
-    #[derive(Default)]
-    pub(super) struct Group<'a> {
-        params: Vec<&'a Tensor>,
-        /// Owned: `grad()` returns a fresh handle that must outlive the call.
-        grads: Vec<Tensor>,
-        exp_avgs: Vec<&'a Tensor>,
-        exp_avg_sqs: Vec<&'a Tensor>,
-    }
-
-    fn handle(t: &Tensor) -> *mut c_void {
-        t.as_ptr().cast_mut().cast()
-    }
-
-    impl<'a> Group<'a> {
-        pub(super) fn push(&mut self, p: &'a Tensor, g: Tensor, m: &'a Tensor, v: &'a Tensor) {
-            self.params.push(p);
-            self.grads.push(g);
-            self.exp_avgs.push(m);
-            self.exp_avg_sqs.push(v);
-        }
-
-        /// One Adam step over the group; `step` is the (already incremented)
-        /// step count as a float scalar tensor on the parameters' device.
-        pub(super) fn adam(&self, step: &Tensor, h: &Hyper) -> Result<()> {
-            if self.params.is_empty() {
-                return Ok(());
-            }
-            let params: Vec<_> = self.params.iter().map(|t| handle(t)).collect();
-            let grads: Vec<_> = self.grads.iter().map(handle).collect();
-            let exp_avgs: Vec<_> = self.exp_avgs.iter().map(|t| handle(t)).collect();
-            let exp_avg_sqs: Vec<_> = self.exp_avg_sqs.iter().map(|t| handle(t)).collect();
-            // SAFETY: every pointer is a live `at::Tensor*` borrowed from a
-            // tch `Tensor` that outlives the call; the four arrays have
-            // `params.len()` entries; the shim catches every C++ exception
-            // and returns it as a malloc'ed string, or null on success.
-            let error = unsafe {
-                hopper_fused_adam(
-                    params.as_ptr(),
-                    grads.as_ptr(),
-                    exp_avgs.as_ptr(),
-                    exp_avg_sqs.as_ptr(),
-                    handle(step),
-                    params.len(),
-                    h.lr,
-                    h.beta1,
-                    h.beta2,
-                    h.weight_decay,
-                    h.eps,
-                    c_int::from(h.decoupled),
-                )
-            };
-            if error.is_null() {
-                return Ok(());
-            }
-            // SAFETY: a non-null return is a NUL-terminated string from
-            // `strdup`, released exactly once with the shim's `free`.
-            let message = unsafe {
-                let message = CStr::from_ptr(error).to_string_lossy().into_owned();
-                hopper_free_error(error);
-                message
-            };
-            Err(TchError::Torch(format!("fused Adam: {message}")).into())
-        }
     }
 }
