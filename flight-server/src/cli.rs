@@ -40,6 +40,14 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub split: usize,
 
+    /// How PostgreSQL segments export rows: `auto` reads queries whose
+    /// columns are all integers, booleans or text with text COPY (cheaper
+    /// for the database to write) and the rest with binary COPY; `binary`
+    /// and `text` force one (text falls back to binary for the few types
+    /// its parsers do not know). The Arrow values are the same either way.
+    #[arg(long, value_enum, default_value_t = crate::source::postgres::CopyFormat::Auto)]
+    pub copy_format: crate::source::postgres::CopyFormat,
+
     /// Endpoints per query for --files (DataFusion target partitions).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub file_partitions: usize,
@@ -138,6 +146,7 @@ impl Args {
             SourceConfig::Postgres {
                 segments: self.segment.clone(),
                 split: self.split,
+                copy_format: self.copy_format,
             }
         };
         if self.batch_rows == 0 || self.batch_bytes == 0 {

@@ -19,7 +19,7 @@ use crate::locate::Locator;
 use crate::metrics::Metrics;
 use crate::service::HopperFlightService;
 use crate::source::greenplum::GreenplumSource;
-use crate::source::postgres::PostgresSource;
+use crate::source::postgres::{CopyFormat, PostgresSource};
 use crate::source::{BatchLimits, Source};
 use crate::ticket::TicketSigner;
 use flight_client::tls::ServerTls;
@@ -33,6 +33,8 @@ pub enum SourceConfig {
         segments: Vec<String>,
         /// Endpoints per segment (ctid ranges) for single-table queries.
         split: usize,
+        /// How segments export rows (`--copy-format`).
+        copy_format: CopyFormat,
     },
     /// A Greenplum coordinator: endpoints from parallel retrieve cursors.
     Greenplum {
@@ -116,7 +118,11 @@ pub async fn open_source(
 ) -> Result<Arc<dyn Source>> {
     let server_login = auth == AuthMode::None;
     Ok(match &config.source {
-        SourceConfig::Postgres { segments, split } => {
+        SourceConfig::Postgres {
+            segments,
+            split,
+            copy_format,
+        } => {
             if segments.is_empty() {
                 return Err(Error::Config("give at least one --segment URL".into()));
             }
@@ -126,7 +132,11 @@ pub async fn open_source(
             } else {
                 PostgresSource::for_callers(segments, split, config.limits).await?
             };
-            Arc::new(source.with_max_connections(config.max_connections))
+            Arc::new(
+                source
+                    .with_max_connections(config.max_connections)
+                    .with_copy_format(*copy_format),
+            )
         }
         SourceConfig::Greenplum {
             url,

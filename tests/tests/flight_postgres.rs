@@ -28,7 +28,10 @@ fn create_all_types(segment: usize) -> String {
            CASE WHEN g % 7 = 4 THEN NULL ELSE g / 3.0 END,
            CASE WHEN g % 7 = 5 THEN NULL ELSE g * 1.25e-3 - 1 END,
            CASE WHEN g % 7 = 6 THEN NULL ELSE g % 2 = 0 END,
-           CASE WHEN g % 7 = 0 THEN NULL ELSE 'text ünïcödé ' || g END,
+           CASE WHEN g % 7 = 0 THEN NULL
+                WHEN g % 5 = 1 THEN E'tab\\there, new\\nline, back\\\\slash \\\\N ' || g
+                WHEN g % 5 = 2 THEN E'\\\\N'
+                ELSE 'text ünïcödé ' || g END,
            CASE WHEN g % 7 = 1 THEN NULL ELSE 'vc' || g END,
            CASE WHEN g % 7 = 2 THEN NULL ELSE chr(65 + g % 26) END,
            CASE WHEN g % 7 = 3 THEN NULL ELSE decode(md5(g::text), 'hex') END,
@@ -158,6 +161,19 @@ fn arrow_rows(batches: &[RecordBatch]) -> Rows {
     out
 }
 
+/// Every row by id as one-row slices of its columns: equal only if every
+/// value is the same, floats bit for bit.
+fn exact_rows(batches: &[RecordBatch]) -> BTreeMap<i64, Vec<arrow_array::ArrayRef>> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let id = b.column(0).as_primitive::<Int64Type>().value(r);
+            out.insert(id, b.columns().iter().map(|c| c.slice(r, 1)).collect());
+        }
+    }
+    out
+}
+
 async fn postgres_rows(cluster: &devcluster::LocalCluster) -> Rows {
     let mut out = Rows::new();
     for i in 0..cluster.len() {
@@ -197,6 +213,35 @@ async fn union_of_endpoints_equals_the_query_for_every_type_with_nulls() {
     let (schema, batches, endpoints) = read_all(&server.url, "SELECT * FROM all_types")
         .await
         .unwrap();
+    // The same rows through the text COPY route, forced for every type:
+    // the same schema and the same values.
+    let args = segment_args(&cluster);
+    let mut text_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    text_args.extend(["--batch-rows", "64", "--copy-format", "text"]);
+    let text_server = FlightServer::start(&text_args).unwrap();
+    let (text_schema, text_batches, _) = read_all(&text_server.url, "SELECT * FROM all_types")
+        .await
+        .unwrap();
+    assert_eq!(text_schema, schema, "the text route changes no type");
+    assert!(
+        exact_rows(&text_batches) == exact_rows(&batches),
+        "the text route read other values"
+    );
+    // Integer and text columns only: `auto` (the default) reads them as
+    // text; a server forced to binary reads the same values.
+    text_args.truncate(text_args.len() - 2);
+    text_args.extend(["--copy-format", "binary"]);
+    let binary_server = FlightServer::start(&text_args).unwrap();
+    let cheap = "SELECT id, i2, i4, i8, b, t, vc, ch FROM all_types";
+    let (auto_schema, auto_batches, _) = read_all(&server.url, cheap).await.unwrap();
+    let (bin_schema, bin_batches, _) = read_all(&binary_server.url, cheap).await.unwrap();
+    assert_eq!(auto_schema, bin_schema);
+    let auto_rows = exact_rows(&auto_batches);
+    assert_eq!(auto_rows.len(), 900);
+    assert!(
+        auto_rows == exact_rows(&bin_batches),
+        "auto and binary differ"
+    );
     assert_eq!(endpoints, 3, "one endpoint per segment");
     assert_eq!(schema.fields().len(), 23);
     assert!(

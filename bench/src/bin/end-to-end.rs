@@ -232,6 +232,7 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
             .map(|a| a.iter().filter_map(|v| v.as_f64()).sum::<f64>())
             .unwrap_or(0.0);
     }
+    breakdown(out, wall, busy)?;
     Ok(Outcome {
         name: "hopper (mop train)",
         wall,
@@ -240,6 +241,60 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
         accuracies,
         note: format!("units {busy:.1} s of which data wait {wait:.2} s"),
     })
+}
+
+/// Where hopper's wall time went, per trainer, from `timeline.json` (the
+/// runner's view of every unit: from sending the model's state to having
+/// its new state back) and the trainers' own unit times (`busy`, summed
+/// over trainers): start-up and opening the partitions (before the first
+/// unit), training, moving state (a unit's runner time minus its training
+/// time), idle (between units: validation passes, scheduling,
+/// checkpoints), and the tail after the last unit (the last validations,
+/// results and report).
+fn breakdown(out: &Path, wall: f64, busy: f64) -> Result<()> {
+    let timeline: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("timeline.json"))?)?;
+    let field = |u: &serde_json::Value, k: &str| u[k].as_f64().unwrap_or(0.0);
+    let first = timeline
+        .iter()
+        .map(|u| field(u, "start"))
+        .fold(f64::INFINITY, f64::min);
+    let last = timeline.iter().map(|u| field(u, "end")).fold(0.0, f64::max);
+    let trainers = timeline
+        .iter()
+        .map(|u| u["partition"].as_u64().unwrap_or(0) + 1)
+        .max()
+        .unwrap_or(1) as f64;
+    let in_units: f64 = timeline
+        .iter()
+        .map(|u| field(u, "end") - field(u, "start"))
+        .sum();
+    let per = |x: f64| x / trainers;
+    let rows = [
+        ("start-up and opening partitions", first),
+        ("training (the trainers' unit time)", per(busy)),
+        (
+            "moving model state to and from trainers",
+            per(in_units - busy),
+        ),
+        (
+            "idle between units (validation, scheduling, checkpoints)",
+            (last - first) - per(in_units),
+        ),
+        (
+            "after the last unit (last validations, results, report)",
+            wall - last,
+        ),
+    ];
+    println!(
+        "
+where hopper's {wall:.1} s went, per trainer ({trainers} trainers, {} units):",
+        timeline.len()
+    );
+    for (what, secs) in rows {
+        println!("  {what:<58} {secs:>6.1} s  {:>5.1}%", 100.0 * secs / wall);
+    }
+    Ok(())
 }
 
 /// Featurized once, kept in memory: what a trainer's memory cache holds.

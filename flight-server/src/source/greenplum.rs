@@ -36,8 +36,6 @@
 //!
 //! Connections are made without TLS.
 
-mod text;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -53,6 +51,7 @@ use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::limit::ConnectionLimit;
+use super::text::BatchBuilder;
 use super::{
     pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
     Source, TableInfo, CHANNEL_DEPTH,
@@ -61,7 +60,6 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::locate::Locator;
 use crate::types::{arrow_field, arrow_schema};
-use text::BatchBuilder;
 
 /// How long a cursor may sit with no endpoint being read before the
 /// sweeper closes it and releases its coordinator session, snapshot and

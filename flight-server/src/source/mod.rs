@@ -31,6 +31,7 @@ pub mod greenplum;
 pub mod limit;
 pub mod pg_catalog;
 pub mod postgres;
+pub(crate) mod text;
 pub mod upload;
 
 /// A stream of record batches, the unit that flows through the server.

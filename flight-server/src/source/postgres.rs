@@ -47,8 +47,12 @@ use super::{
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::types::{arrow_field, arrow_schema, CopyDecoder};
+use copy_text::{TextCopyDecoder, TEXT_SETTINGS};
 
+mod copy_text;
 mod put;
+
+pub use copy_text::CopyFormat;
 
 /// How long a connection's slot stays taken after its socket closed, for
 /// the backend to exit (see [`super::limit`]).
@@ -118,6 +122,7 @@ pub struct PostgresSource {
     segments: Vec<Segment>,
     split: usize,
     limits: BatchLimits,
+    copy_format: CopyFormat,
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -129,6 +134,7 @@ impl std::fmt::Debug for PostgresSource {
             )
             .field("split", &self.split)
             .field("limits", &self.limits)
+            .field("copy_format", &self.copy_format)
             .finish()
     }
 }
@@ -202,7 +208,15 @@ impl PostgresSource {
             segments,
             split: split.max(1),
             limits,
+            copy_format: CopyFormat::default(),
         })
+    }
+
+    /// Chooses how segments export rows (see [`CopyFormat`]; the default
+    /// is [`CopyFormat::Auto`]).
+    pub fn with_copy_format(mut self, format: CopyFormat) -> Self {
+        self.copy_format = format;
+        self
     }
 
     /// Caps the connections held on each segment at `max` (at least one);
@@ -382,12 +396,6 @@ fn redacted(config: &Config) -> String {
 /// The user's SQL without trailing semicolons, so that it can be wrapped.
 fn normalize(sql: &str) -> &str {
     sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace())
-}
-
-/// The COPY statement that streams `sql`. The newlines matter: a trailing
-/// `-- comment` in `sql` must not swallow the closing parenthesis.
-fn copy_statement(sql: &str) -> String {
-    format!("COPY (\n{sql}\n) TO STDOUT (FORMAT binary)")
 }
 
 /// Page ranges `[start, end)` splitting `pages` pages into at most `k`
@@ -634,11 +642,21 @@ impl Source for PostgresSource {
         let sql = normalize(sql);
         let (schema, types) =
             describe_with(&client, sql, partition.segment as usize, &seg.display).await?;
-        let decoder = CopyDecoder::new(schema, &types, self.limits)?;
+        let on_segment = |e| Error::from_pg(&format!("segment {}", seg.display), e);
+        let text = self.copy_format.text_for(&schema, &types);
+        let decoder = if text {
+            client
+                .batch_execute(TEXT_SETTINGS)
+                .await
+                .map_err(on_segment)?;
+            RowDecoder::Text(TextCopyDecoder::new(schema, self.limits)?)
+        } else {
+            RowDecoder::Binary(CopyDecoder::new(schema, &types, self.limits)?)
+        };
         let copy = client
-            .copy_out(&copy_statement(sql))
+            .copy_out(&CopyFormat::statement(text, sql))
             .await
-            .map_err(|e| Error::from_pg(&format!("segment {}", seg.display), e))?;
+            .map_err(on_segment)?;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(stream_copy(client, copy, decoder, tx, seg.display.clone()));
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -824,7 +842,7 @@ enum Stop {
 async fn stream_copy(
     client: Client,
     copy: tokio_postgres::CopyOutStream,
-    decoder: CopyDecoder,
+    decoder: RowDecoder,
     tx: mpsc::Sender<Result<arrow_array::RecordBatch>>,
     name: String,
 ) {
@@ -846,18 +864,47 @@ async fn stream_copy(
     drop(client);
 }
 
+/// A COPY stream's decoder: binary or text, the same batches.
+enum RowDecoder {
+    Binary(CopyDecoder),
+    Text(TextCopyDecoder),
+}
+
+impl RowDecoder {
+    fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            RowDecoder::Binary(d) => d.push(chunk),
+            RowDecoder::Text(d) => d.push(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self {
+            RowDecoder::Binary(d) => d.finish(),
+            RowDecoder::Text(d) => d.finish(),
+        }
+    }
+
+    fn take_batch(&mut self) -> Result<Option<arrow_array::RecordBatch>> {
+        match self {
+            RowDecoder::Binary(d) => d.take_batch(),
+            RowDecoder::Text(d) => d.take_batch(),
+        }
+    }
+}
+
 /// Rows (COPY messages) taken from the connection's buffer in one go
 /// before the stream looks at its reader again.
 const DRAIN_ROWS: usize = 1024;
 
 async fn pump(
     mut copy: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
-    mut decoder: CopyDecoder,
+    mut decoder: RowDecoder,
     tx: &mpsc::Sender<Result<arrow_array::RecordBatch>>,
     display: &str,
 ) -> std::result::Result<(), Stop> {
     type Chunk = Option<std::result::Result<bytes::Bytes, tokio_postgres::Error>>;
-    let push = |decoder: &mut CopyDecoder, chunk: Chunk| -> std::result::Result<bool, Stop> {
+    let push = |decoder: &mut RowDecoder, chunk: Chunk| -> std::result::Result<bool, Stop> {
         match chunk {
             Some(Ok(bytes)) => decoder.push(&bytes).map(|()| false).map_err(Stop::Failed),
             Some(Err(e)) => Err(Stop::Failed(Error::from_pg(

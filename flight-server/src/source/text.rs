@@ -1,14 +1,22 @@
 //! PostgreSQL text output → Arrow arrays.
 //!
-//! A Greenplum retrieve session accepts nothing but `RETRIEVE`, and hopper
-//! runs it through the simple query protocol, so every value arrives in the
-//! server's *text* output format and no catalog look-up is possible on that
-//! connection. The Arrow type of every column is therefore fixed beforehand
-//! (on the coordinator, by [`crate::types::arrow_field`]) and this module
-//! parses each text value into that type.
+//! Two readers get values in the server's *text* output format:
+//!
+//! - a Greenplum retrieve session accepts nothing but `RETRIEVE`, and hopper
+//!   runs it through the simple query protocol, so every value arrives as
+//!   text and no catalog look-up is possible on that connection;
+//! - PostgreSQL segments read with `COPY … (FORMAT text)` when that route is
+//!   chosen (`--copy-format`), because for integer and text columns the
+//!   backend writes text cheaper than binary.
+//!
+//! The Arrow type of every column is therefore fixed beforehand (by
+//! [`crate::types::arrow_field`], from the catalog) and this module parses
+//! each text value into that type — the same Arrow values the binary
+//! decoder produces.
 //!
 //! The parsers follow PostgreSQL's default output settings, which Greenplum
-//! 7 (PostgreSQL 12 based) shares: `DateStyle = ISO`, `bytea_output = hex`,
+//! 7 (PostgreSQL 12 based) shares and the COPY route sets on its
+//! connections: `DateStyle = ISO`, `bytea_output = hex`,
 //! `IntervalStyle = postgres`, and shortest-exact float output
 //! (`extra_float_digits = 1`). Time zone offsets are read from the value
 //! itself, so the session's `TimeZone` does not matter.
