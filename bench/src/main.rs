@@ -434,7 +434,9 @@ async fn run_suite(
                 captured.bytes as f64 / 1e6
             );
             let i = bench
-                .measure(name, "Arrow", None, Some(copy1), || async {
+                // No ratio: decoding bytes already in memory is not the
+                // work a live COPY does.
+                .measure(name, "Arrow", None, None, || async {
                     readers::decode_captured(&captured)
                 })
                 .await?;
@@ -442,83 +444,75 @@ async fn run_suite(
         }
     }
 
-    // hopper: one flight-server over every segment …
-    let seg_args: Vec<String> = urls
-        .iter()
-        .flat_map(|u| ["--segment".to_string(), u.clone()])
-        .collect();
-    let log = cluster
-        .base_dir()
-        .join(format!("flight-server-{table}.log"));
-    let server = Server::start(server_bin, &seg_args, &log).await?;
-    eprintln!(
-        "{table}: flight-server {} (pid {}), idle RSS {} KiB",
-        server.url, server.pid, server.idle_rss_kib
-    );
-    let tickets = readers::plan(&server.url, &sql).await?;
-    if tickets.len() != urls.len() {
-        bail!("expected one endpoint per segment, got {}", tickets.len());
-    }
-    let i = bench
-        .measure(
-            "Flight DoGet, 1 endpoint (seg 0)",
-            "Arrow",
-            Some(&server),
-            Some(copy1),
-            || parallel(vec![flight_job(&server.url, &tickets[0])]),
-        )
-        .await?;
-    check_rows("endpoint 0", bench.rows[i].vol.rows, seg_rows[0])?;
-    if let Some(copy2) = copy2 {
+    // hopper: one flight-server over every segment, and one with `--split
+    // 2` over segment 0 alone, each reading with binary and with text COPY.
+    for format in ["binary", "text"] {
+        let tag = format!("{format} COPY");
+        let mut seg_args: Vec<String> = urls
+            .iter()
+            .flat_map(|u| ["--segment".to_string(), u.clone()])
+            .collect();
+        seg_args.extend(["--copy-format".to_string(), format.to_string()]);
+        let log = cluster
+            .base_dir()
+            .join(format!("flight-server-{table}-{format}.log"));
+        let server = Server::start(server_bin, &seg_args, &log).await?;
+        eprintln!(
+            "{table}: flight-server {} (pid {}, {tag}), idle RSS {} KiB",
+            server.url, server.pid, server.idle_rss_kib
+        );
+        let tickets = readers::plan(&server.url, &sql).await?;
+        if tickets.len() != urls.len() {
+            bail!("expected one endpoint per segment, got {}", tickets.len());
+        }
+        let name = format!("Flight DoGet, 1 endpoint (seg 0), {tag}");
         let i = bench
-            .measure(
-                "Flight DoGet, 2 endpoints (seg 0 ∥ seg 1)",
-                "Arrow",
-                Some(&server),
-                Some(copy2),
-                || {
+            .measure(&name, "Arrow", Some(&server), Some(copy1), || {
+                parallel(vec![flight_job(&server.url, &tickets[0])])
+            })
+            .await?;
+        check_rows("endpoint 0", bench.rows[i].vol.rows, seg_rows[0])?;
+        if let Some(copy2) = copy2 {
+            let name = format!("Flight DoGet, 2 endpoints (seg 0 ∥ seg 1), {tag}");
+            let i = bench
+                .measure(&name, "Arrow", Some(&server), Some(copy2), || {
                     parallel(vec![
                         flight_job(&server.url, &tickets[0]),
                         flight_job(&server.url, &tickets[1]),
                     ])
-                },
-            )
-            .await?;
-        check_rows(
-            "endpoints 0 and 1",
-            bench.rows[i].vol.rows,
-            seg_rows[0] + seg_rows[1],
-        )?;
-    }
-    server.stop().await;
+                })
+                .await?;
+            check_rows(
+                "endpoints 0 and 1",
+                bench.rows[i].vol.rows,
+                seg_rows[0] + seg_rows[1],
+            )?;
+        }
+        server.stop().await;
 
-    // … and one with `--split 2` over segment 0 alone.
-    let mut split_args = vec!["--segment".to_string(), urls[0].clone()];
-    split_args.extend(["--split".to_string(), "2".to_string()]);
-    let log = cluster
-        .base_dir()
-        .join(format!("flight-server-{table}-split.log"));
-    let server = Server::start(server_bin, &split_args, &log).await?;
-    let tickets = readers::plan(&server.url, &sql).await?;
-    if tickets.len() != 2 {
-        bail!("--split 2 planned {} endpoints, expected 2", tickets.len());
-    }
-    let i = bench
-        .measure(
-            "Flight DoGet, --split 2 (2 ctid ranges of seg 0)",
-            "Arrow",
-            Some(&server),
-            Some(copy_halves),
-            || {
+        let mut split_args = vec!["--segment".to_string(), urls[0].clone()];
+        split_args.extend(["--split".to_string(), "2".to_string()]);
+        split_args.extend(["--copy-format".to_string(), format.to_string()]);
+        let log = cluster
+            .base_dir()
+            .join(format!("flight-server-{table}-split-{format}.log"));
+        let server = Server::start(server_bin, &split_args, &log).await?;
+        let tickets = readers::plan(&server.url, &sql).await?;
+        if tickets.len() != 2 {
+            bail!("--split 2 planned {} endpoints, expected 2", tickets.len());
+        }
+        let name = format!("Flight DoGet, --split 2 (2 ctid ranges of seg 0), {tag}");
+        let i = bench
+            .measure(&name, "Arrow", Some(&server), Some(copy_halves), || {
                 parallel(vec![
                     flight_job(&server.url, &tickets[0]),
                     flight_job(&server.url, &tickets[1]),
                 ])
-            },
-        )
-        .await?;
-    check_rows("the split endpoints", bench.rows[i].vol.rows, seg_rows[0])?;
-    server.stop().await;
+            })
+            .await?;
+        check_rows("the split endpoints", bench.rows[i].vol.rows, seg_rows[0])?;
+        server.stop().await;
+    }
     Ok(first)
 }
 

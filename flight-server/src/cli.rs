@@ -40,12 +40,13 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub split: usize,
 
-    /// How PostgreSQL segments export rows: `auto` reads queries whose
-    /// columns are all integers, booleans or text with text COPY (cheaper
-    /// for the database to write) and the rest with binary COPY; `binary`
-    /// and `text` force one (text falls back to binary for the few types
-    /// its parsers do not know). The Arrow values are the same either way.
-    #[arg(long, value_enum, default_value_t = crate::source::postgres::CopyFormat::Auto)]
+    /// How PostgreSQL segments export rows: `binary` (the default) or
+    /// `text` COPY (text falls back to binary for the few types its parsers
+    /// do not know); `auto` reads queries whose columns are all integers,
+    /// booleans or text as text (cheaper for the database to write, dearer
+    /// for this server to parse) and the rest as binary. The Arrow values
+    /// are the same either way.
+    #[arg(long, value_enum, default_value_t = crate::source::postgres::CopyFormat::Binary)]
     pub copy_format: crate::source::postgres::CopyFormat,
 
     /// Endpoints per query for --files (DataFusion target partitions).

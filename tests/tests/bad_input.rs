@@ -379,6 +379,21 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
             expect: Expect::Fails,
             fragment: "the grid is empty",
         },
+        Case {
+            name: "grid: lazy_adam without a sparse first layer",
+            request: Request::Train(grid(
+                d,
+                "lazy",
+                flight,
+                "clicks",
+                (
+                    "optimizer = [{ kind = \"adam\" }]\nlr = [1e-2]\nbatch_size = [64]\ninput = { kind = \"criteo\", sparse = true }",
+                    "optimizer = [{ kind = \"lazy_adam\" }]\nlr = [1e-2]\nbatch_size = [64]\ninput = { kind = \"criteo\", sparse = false }",
+                ),
+            )),
+            expect: Expect::Fails,
+            fragment: "lazy_adam updates the touched rows of a sparse first layer: set the Criteo input's sparse = true, or use adam",
+        },
     ];
 
     let mut failures = Vec::new();

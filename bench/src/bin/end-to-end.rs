@@ -246,10 +246,11 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
 /// Where hopper's wall time went, per trainer, from `timeline.json` (the
 /// runner's view of every unit: from sending the model's state to having
 /// its new state back) and the trainers' own unit times (`busy`, summed
-/// over trainers): start-up and opening the partitions (before the first
-/// unit), training, moving state (a unit's runner time minus its training
-/// time), idle (between units: validation passes, scheduling,
-/// checkpoints), and the tail after the last unit (the last validations,
+/// over trainers): training; moving state (a unit's runner time minus its
+/// training time: sending the state, rebuilding the model, encoding and
+/// returning it, and waiting for a validation pass the trainer runs first);
+/// idle between units (scheduling, checkpoints); and the rest (start-up,
+/// opening the partitions, and after the last unit the last validations,
 /// results and report).
 fn breakdown(out: &Path, wall: f64, busy: f64) -> Result<()> {
     let timeline: Vec<serde_json::Value> =
@@ -270,20 +271,20 @@ fn breakdown(out: &Path, wall: f64, busy: f64) -> Result<()> {
         .map(|u| field(u, "end") - field(u, "start"))
         .sum();
     let per = |x: f64| x / trainers;
+    // The timeline's clock starts once the partitions are open.
     let rows = [
-        ("start-up and opening partitions", first),
         ("training (the trainers' unit time)", per(busy)),
         (
-            "moving model state to and from trainers",
+            "moving model state, and validation passes waited for",
             per(in_units - busy),
         ),
         (
-            "idle between units (validation, scheduling, checkpoints)",
+            "idle between units (scheduling, checkpoints)",
             (last - first) - per(in_units),
         ),
         (
-            "after the last unit (last validations, results, report)",
-            wall - last,
+            "start-up, opening partitions, and after the last unit",
+            wall - (last - first),
         ),
     ];
     println!(

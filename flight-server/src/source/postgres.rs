@@ -213,7 +213,7 @@ impl PostgresSource {
     }
 
     /// Chooses how segments export rows (see [`CopyFormat`]; the default
-    /// is [`CopyFormat::Auto`]).
+    /// is [`CopyFormat::Binary`]).
     pub fn with_copy_format(mut self, format: CopyFormat) -> Self {
         self.copy_format = format;
         self

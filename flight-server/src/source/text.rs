@@ -102,6 +102,41 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Appends one row from its fields in order (`None` is SQL NULL), for
+    /// readers that split a line themselves; a field is owned only when it
+    /// had to be unescaped. On an error the builder is left mid-row: the
+    /// stream it reads is failed anyway.
+    pub(crate) fn push_fields<'a>(
+        &mut self,
+        fields: impl Iterator<Item = Result<Option<std::borrow::Cow<'a, str>>>>,
+    ) -> Result<()> {
+        let mut n = 0;
+        for value in fields {
+            let value = value?;
+            let Some(column) = self.columns.get_mut(n) else {
+                n += 1;
+                continue;
+            };
+            self.text_bytes += value.as_deref().map_or(1, str::len);
+            if let Err(message) = column.append(value.as_deref()) {
+                let field = self.schema.field(n);
+                return Err(Error::Decode {
+                    context: format!("column \"{}\" ({})", field.name(), field.data_type()),
+                    message,
+                });
+            }
+            n += 1;
+        }
+        if n != self.columns.len() {
+            return Err(Error::Decode {
+                context: "text row".into(),
+                message: format!("{n} values for {} planned columns", self.columns.len()),
+            });
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
     /// The rows appended so far as one batch; the builder starts over empty.
     pub(crate) fn finish(&mut self) -> Result<RecordBatch> {
         let arrays = self

@@ -480,6 +480,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         );
     }
 
+    let mut dirty = false;
     loop {
         if reads_every_pass && plan.expiring() {
             plan.refresh().await?;
@@ -517,6 +518,24 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     result,
                 }
             });
+        }
+        // The checkpoint is written once the freed trainers have their next
+        // units: writing a model's state (94 MB for confA) must not keep a
+        // trainer waiting. It holds no running unit, so units dispatched
+        // just now run again on resume.
+        if dirty {
+            commit(
+                &ckdir,
+                &sched,
+                &states,
+                &units_done,
+                &metrics,
+                &timeline,
+                &evals,
+                now(&started),
+                &fp,
+            )?;
+            dirty = false;
         }
         if sched.is_done() && set.is_empty() {
             break;
@@ -592,17 +611,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                         reporter.epoch_done(m, unit.epoch, &metrics[m][unit.epoch]);
                     }
                 }
-                commit(
-                    &ckdir,
-                    &sched,
-                    &states,
-                    &units_done,
-                    &metrics,
-                    &timeline,
-                    &evals,
-                    now(&started),
-                    &fp,
-                )?;
+                dirty = true;
             }
             Done::Unit {
                 worker,
@@ -649,17 +658,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 sched.record_score(model, epoch, metrics[model][epoch].val_acc())?;
                 report_decisions(&before, &sched, &reporter);
                 reporter.set_total(sched.progress().total);
-                commit(
-                    &ckdir,
-                    &sched,
-                    &states,
-                    &units_done,
-                    &metrics,
-                    &timeline,
-                    &evals,
-                    now(&started),
-                    &fp,
-                )?;
+                dirty = true;
             }
             Done::Eval {
                 mut eval,
