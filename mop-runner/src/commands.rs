@@ -187,12 +187,16 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
             .map_err(|e| Error::Config(format!("cannot bind {}: {e}", args.bind)))?;
         let addr = listener.local_addr()?;
         println!("{}{scheme}://{addr}", crate::runner::trainers::LISTENING);
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
         if !args.exit_with_parent {
             // A trainer the runner spawned is named by the runner instead.
-            println!("device: {}", crate::device::describe());
+            // Whoever started it may have read the address and closed the
+            // pipe: a line no one reads is not an error.
+            let _ = writeln!(out, "device: {}", crate::device::describe());
         }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        let _ = out.flush();
+        drop(out);
         crate::trainer::serve(listener, tls, interrupted()).await
     })
 }
