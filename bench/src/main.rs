@@ -209,7 +209,11 @@ impl Bench {
             let ratio = r
                 .baseline
                 .map(|b| format!("{:.2}", r.rows_per_sec() / self.rows[b].rows_per_sec()))
-                .unwrap_or_else(|| "1 (base)".into());
+                .unwrap_or_else(|| {
+                    // Only COPY reads are baselines; a row with nothing to
+                    // divide by shows no ratio.
+                    if r.unit == "COPY" { "1 (base)" } else { "–" }.into()
+                });
             let cpu = |t: u64| t as f64 / self.ticks;
             let pg_cpu = match r.cpu.postgres {
                 procstat::UNKNOWN => "?".to_string(),
