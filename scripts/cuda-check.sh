@@ -52,13 +52,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Waits up to 10 s for a line matching $2 in the log $1.
+wait_for() {
+    for _ in $(seq 100); do
+        grep -q "$2" "$1" && return
+        sleep 0.1
+    done
+}
+
 # A trainer of the CUDA build, started as a user would start one.
 "$MOP" trainer --bind 127.0.0.1:0 --threads 1 >"$WORK/trainer.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do
-    grep -q '^device: ' "$WORK/trainer.log" && break
-    sleep 0.1
-done
+wait_for "$WORK/trainer.log" '^device: '
 ADDR="$(sed -n 's/^mop trainer listening on //p' "$WORK/trainer.log" | head -1)"
 DEVICE="$(sed -n 's/^device: //p' "$WORK/trainer.log" | head -1)"
 [[ -n "$ADDR" && -n "$DEVICE" ]] || fail "the trainer did not start: $(cat "$WORK/trainer.log")"
@@ -81,10 +86,7 @@ with open(sys.argv[1], "w") as f:
 PY
 "$SERVER" --files "$WORK/data" --auth none --bind 127.0.0.1:0 >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do
-    grep -q 'listening on' "$WORK/server.log" && break
-    sleep 0.1
-done
+wait_for "$WORK/server.log" 'listening on'
 FLIGHT="$(sed -n 's/^flight-server listening on //p' "$WORK/server.log" | head -1)"
 [[ -n "$FLIGHT" ]] || fail "flight-server did not start: $(cat "$WORK/server.log")"
 
