@@ -217,7 +217,7 @@ impl Trainer for TrainerService {
                 )?;
                 let state = model.to_state(&opt)?;
                 Ok(UnitResult {
-                    state,
+                    state: state.into(),
                     samples: metrics.samples,
                     loss_sum: metrics.loss_sum,
                     correct: metrics.correct,
