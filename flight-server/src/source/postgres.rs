@@ -643,16 +643,17 @@ impl Source for PostgresSource {
         let (schema, types) =
             describe_with(&client, sql, partition.segment as usize, &seg.display).await?;
         let on_segment = |e| Error::from_pg(&format!("segment {}", seg.display), e);
-        let text = self.copy_format.text_for(&schema, &types);
-        let decoder = if text {
-            client
-                .batch_execute(TEXT_SETTINGS)
-                .await
-                .map_err(on_segment)?;
-            RowDecoder::Text(TextCopyDecoder::new(schema, self.limits)?)
-        } else {
-            RowDecoder::Binary(CopyDecoder::new(schema, &types, self.limits)?)
+        let decoder = match self.copy_format.text_decoder(&schema, &types, self.limits) {
+            Some(text) => {
+                client
+                    .batch_execute(TEXT_SETTINGS)
+                    .await
+                    .map_err(on_segment)?;
+                RowDecoder::Text(text)
+            }
+            None => RowDecoder::Binary(CopyDecoder::new(schema, &types, self.limits)?),
         };
+        let text = matches!(decoder, RowDecoder::Text(_));
         let copy = client
             .copy_out(&CopyFormat::statement(text, sql))
             .await

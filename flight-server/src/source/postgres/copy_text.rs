@@ -64,15 +64,23 @@ fn cheap_as_text(t: &Type) -> bool {
 }
 
 impl CopyFormat {
-    /// Whether a query with columns of `types` (and `schema`) is read as
-    /// text.
-    pub(crate) fn text_for(self, schema: &SchemaRef, types: &[Type]) -> bool {
-        let parseable = || BatchBuilder::new(schema.clone()).is_ok();
-        match self {
+    /// The text decoder for a query with columns of `types` (and
+    /// `schema`), if this format reads it as text: `None` means binary.
+    pub(crate) fn text_decoder(
+        self,
+        schema: &SchemaRef,
+        types: &[Type],
+        limits: BatchLimits,
+    ) -> Option<TextCopyDecoder> {
+        let wanted = match self {
             CopyFormat::Binary => false,
-            CopyFormat::Text => parseable(),
-            CopyFormat::Auto => !types.is_empty() && types.iter().all(cheap_as_text) && parseable(),
-        }
+            CopyFormat::Text => true,
+            CopyFormat::Auto => !types.is_empty() && types.iter().all(cheap_as_text),
+        };
+        // A type the text parsers do not know falls back to binary.
+        wanted
+            .then(|| TextCopyDecoder::new(schema.clone(), limits).ok())
+            .flatten()
     }
 
     /// The `COPY` option naming the format.
@@ -303,10 +311,19 @@ mod tests {
             Field::new("t", DataType::Utf8, true),
         ]));
         let types = [Type::INT8, Type::TEXT];
-        assert!(CopyFormat::Auto.text_for(&schema, &types));
-        assert!(!CopyFormat::Binary.text_for(&schema, &types));
+        let limits = BatchLimits::default();
+        assert!(CopyFormat::Auto
+            .text_decoder(&schema, &types, limits)
+            .is_some());
+        assert!(CopyFormat::Binary
+            .text_decoder(&schema, &types, limits)
+            .is_none());
         let floats = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
-        assert!(!CopyFormat::Auto.text_for(&floats, &[Type::FLOAT8]));
-        assert!(CopyFormat::Text.text_for(&floats, &[Type::FLOAT8]));
+        assert!(CopyFormat::Auto
+            .text_decoder(&floats, &[Type::FLOAT8], limits)
+            .is_none());
+        assert!(CopyFormat::Text
+            .text_decoder(&floats, &[Type::FLOAT8], limits)
+            .is_some());
     }
 }
