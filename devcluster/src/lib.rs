@@ -62,9 +62,10 @@ pub use error::{Error, Result};
 use std::fs;
 use std::io::Write as _;
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,9 @@ struct SegmentManifest {
     port: u16,
     data_dir: PathBuf,
     socket_dir: Option<PathBuf>,
+    /// Set by [`LocalCluster::require_tls`].
+    #[serde(default)]
+    tls_only: bool,
 }
 
 /// The unprivileged OS user the servers run as when hopper runs as root.
@@ -176,6 +180,9 @@ struct Segment {
     dir: PathBuf,
     data_dir: PathBuf,
     socket_dir: Option<PathBuf>,
+    /// TCP takes TLS only ([`LocalCluster::require_tls`]): the harness's
+    /// own connections go over the unix socket.
+    tls_only: AtomicBool,
     proc: Mutex<Proc>,
 }
 
@@ -280,8 +287,12 @@ impl Segment {
     }
 
     fn conninfo(&self, database: &str) -> String {
+        let host = match &self.socket_dir {
+            Some(dir) if self.tls_only.load(Ordering::SeqCst) => dir.display().to_string(),
+            _ => "127.0.0.1".to_owned(),
+        };
         format!(
-            "host=127.0.0.1 port={} user={SUPERUSER} dbname={database} connect_timeout=5",
+            "host='{host}' port={} user={SUPERUSER} dbname={database} connect_timeout=5",
             self.port()
         )
     }
@@ -371,6 +382,7 @@ impl LocalCluster {
                     socket_dir: socket_dir_for(&dir),
                     dir,
                     data_dir,
+                    tls_only: AtomicBool::new(false),
                     proc: Mutex::new(Proc::default()),
                 }
             })
@@ -430,6 +442,7 @@ impl LocalCluster {
                     .unwrap_or_default(),
                 data_dir: s.data_dir.clone(),
                 socket_dir: s.socket_dir.clone(),
+                tls_only: AtomicBool::new(s.tls_only),
                 proc: Mutex::new(Proc::default()),
             })
             .collect();
@@ -559,6 +572,63 @@ impl LocalCluster {
             return self.wait_ready(i, "postgres").await;
         }
         self.launch_and_wait(i, true).await
+    }
+
+    /// Makes segment `i` take TCP connections over TLS only, as a cluster
+    /// whose `pg_hba.conf` has only `hostssl` lines: it serves `cert_pem`
+    /// (its key `key_pem`) with `ssl = on`, trusts the superuser and asks
+    /// other roles for their password, over TLS; `local` connections stay
+    /// trusted, and this cluster's own connections ([`Self::client`]) use
+    /// them from now on. Restarts the segment on its port; needs its unix
+    /// socket.
+    pub async fn require_tls(&self, i: usize, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let seg = self.segment(i)?;
+        if seg.socket_dir.is_none() {
+            return Err(Error::Config(format!(
+                "segment {i} has no unix socket (its directory's path is too long), which a \
+                 TLS-only segment's own connections need: use a shorter base dir"
+            )));
+        }
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = seg.data_dir.join(name);
+            // The server refuses a key that others may read.
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| io_config("creating", &path, e))?;
+            file.write_all(pem.as_bytes())
+                .map_err(|e| io_config("writing", &path, e))?;
+            if let Some(user) = &self.run_as {
+                nix::unistd::chown(&path, Some(user.uid), Some(user.gid)).map_err(|e| {
+                    Error::Config(format!("chown {} to {}: {e}", path.display(), user.name))
+                })?;
+            }
+        }
+        let hba_path = seg.data_dir.join("pg_hba.conf");
+        let hba = format!(
+            "# hopper: TCP over TLS only; superuser trusted, other roles by password\n\
+             local all all trust\n\
+             hostssl all {SUPERUSER} 127.0.0.1/32 trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        );
+        fs::write(&hba_path, hba).map_err(|e| io_config("writing", &hba_path, e))?;
+        let conf_path = seg.data_dir.join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&conf_path)
+            .and_then(|mut f| {
+                f.write_all(
+                    b"\n# hopper: TLS\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+                )
+            })
+            .map_err(|e| io_config("writing", &conf_path, e))?;
+        seg.tls_only.store(true, Ordering::SeqCst);
+        self.write_manifest()?;
+        self.stop_segment(i).await?;
+        self.start_segment(i).await
     }
 
     fn segment(&self, i: usize) -> Result<&Segment> {
@@ -797,6 +867,7 @@ impl LocalCluster {
                     port: s.port(),
                     data_dir: s.data_dir.clone(),
                     socket_dir: s.socket_dir.clone(),
+                    tls_only: s.tls_only.load(Ordering::SeqCst),
                 })
                 .collect(),
         };

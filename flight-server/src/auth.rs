@@ -23,8 +23,9 @@
 //! needs the password for as long as the token lives. The token itself
 //! carries only a random id, the user and the expiry, HMAC-signed with the
 //! server key; the password stays in this process's memory, in a
-//! [`TokenStore`] bounded in size (the oldest token is dropped when it is
-//! full) and swept of expired entries. The trade-offs: a token is valid only
+//! [`TokenStore`] bounded in size ([`MAX_TOKENS`], at most
+//! [`MAX_TOKENS_PER_USER`] of one user; room is made at the expense of the
+//! user holding the most) and swept of expired entries. The trade-offs: a token is valid only
 //! on the server that issued it and only until that server restarts (the
 //! client handshakes again; `Unauthenticated` says so), and a leaked token
 //! lets its holder read as the user until it expires (`--token-ttl`) — but
@@ -162,8 +163,13 @@ impl std::str::FromStr for AuthMode {
     }
 }
 
-/// Most tokens one server keeps; the oldest is dropped past it.
+/// Most tokens one server keeps; past it, the oldest token of the user
+/// holding the most is dropped.
 pub const MAX_TOKENS: usize = 4096;
+
+/// Most tokens one user holds on one server; past it, that user's oldest
+/// is dropped.
+pub const MAX_TOKENS_PER_USER: usize = 64;
 
 /// Default lifetime of a Bearer token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -189,6 +195,7 @@ pub struct TokenStore {
     key: Vec<u8>,
     ttl: Duration,
     capacity: usize,
+    per_user: usize,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
@@ -208,13 +215,16 @@ impl TokenStore {
             key: key.into(),
             ttl,
             capacity: MAX_TOKENS,
+            per_user: MAX_TOKENS_PER_USER,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The same store holding at most `capacity` tokens.
-    pub fn with_capacity(mut self, capacity: usize) -> Self {
+    /// The same store holding at most `capacity` tokens, `per_user` of any
+    /// one user.
+    pub fn with_capacity(mut self, capacity: usize, per_user: usize) -> Self {
         self.capacity = capacity.max(1);
+        self.per_user = per_user.max(1);
         self
     }
 
@@ -261,15 +271,35 @@ impl TokenStore {
 
         let mut entries = self.lock();
         entries.retain(|_, e| e.expires_at >= now);
-        while entries.len() >= self.capacity {
+        // Room is made at the expense of whoever holds the most tokens — the
+        // caller itself past its own share — so that one user logging in
+        // over and over forgets its own passwords, never everyone else's.
+        let own = entries
+            .values()
+            .filter(|e| e.caller.user() == Some(claims.user.as_str()))
+            .count();
+        let victim_user = if own >= self.per_user {
+            Some(claims.user.clone())
+        } else if entries.len() >= self.capacity {
+            let mut held: HashMap<&str, usize> = HashMap::new();
+            for e in entries.values() {
+                *held.entry(e.caller.user().unwrap_or_default()).or_default() += 1;
+            }
+            held.into_iter()
+                .max_by_key(|(u, n)| (*n, *u == claims.user))
+                .map(|(u, _)| u.to_owned())
+        } else {
+            None
+        };
+        if let Some(victim) = victim_user {
             let oldest = entries
                 .iter()
+                .filter(|(_, e)| e.caller.user() == Some(victim.as_str()))
                 .min_by_key(|(_, e)| e.expires_at)
                 .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => entries.remove(&k),
-                None => break,
-            };
+            if let Some(k) = oldest {
+                entries.remove(&k);
+            }
         }
         entries.insert(
             claims.id,
@@ -405,8 +435,28 @@ mod tests {
     }
 
     #[test]
+    fn one_user_logging_in_again_and_again_evicts_only_its_own_tokens() {
+        let store = TokenStore::new(b"k".to_vec(), Duration::from_secs(60)).with_capacity(8, 3);
+        let alice = store.issue(Caller::login("alice", "pw")).unwrap();
+        for _ in 0..100 {
+            store.issue(Caller::login("mallory", "x")).unwrap();
+        }
+        // Alice's token still holds her password: it was never evicted.
+        assert!(store.verify(&alice).unwrap().credentials().is_some());
+        assert_eq!(store.len(), 4);
+        // The store full of many users: the heaviest holder pays.
+        for u in ["b", "c", "d", "e"] {
+            store.issue(Caller::login(u, "pw")).unwrap();
+        }
+        assert_eq!(store.len(), 8);
+        store.issue(Caller::login("f", "pw")).unwrap();
+        assert_eq!(store.len(), 8);
+        assert!(store.verify(&alice).unwrap().credentials().is_some());
+    }
+
+    #[test]
     fn the_store_stays_within_its_capacity() {
-        let store = TokenStore::new(b"k".to_vec(), Duration::from_secs(60)).with_capacity(2);
+        let store = TokenStore::new(b"k".to_vec(), Duration::from_secs(60)).with_capacity(2, 2);
         let first = store.issue(Caller::login("a", "1")).unwrap();
         store.issue(Caller::login("b", "2")).unwrap();
         store.issue(Caller::login("c", "3")).unwrap();

@@ -14,7 +14,12 @@ use crate::source::BatchLimits;
 #[derive(Debug, Parser)]
 #[command(name = "flight-server", version, about)]
 #[command(group(ArgGroup::new("source").required(true).args(["segment", "greenplum", "files"])))]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// A task instead of serving (`flight-server keygen PATH`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on; port 0 picks a free port (the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub bind: String,
@@ -127,6 +132,30 @@ pub struct Args {
     /// sent per segment, open streams, cursors, connections, durations).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
+
+    /// Let superuser and replication roles log in (refused by default:
+    /// they bypass every GRANT).
+    #[arg(long)]
+    pub allow_superuser: bool,
+
+    /// Client connections served at once; further ones are closed at once.
+    #[arg(long, default_value_t = crate::listener::DEFAULT_MAX_CLIENTS, value_name = "N")]
+    pub max_clients: usize,
+}
+
+/// Tasks besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Writes a fresh random ticket key (32 bytes, mode 0600) to PATH, for
+    /// --ticket-key-file; never overwrites an existing file.
+    Keygen {
+        /// Where to write the key.
+        path: std::path::PathBuf,
+        /// Leave an existing key file as it is (exit 0) instead of refusing:
+        /// for a container's first start.
+        #[arg(long)]
+        if_missing: bool,
+    },
 }
 
 impl Args {
@@ -156,11 +185,18 @@ impl Args {
             ));
         }
         let ticket_key = match (&self.ticket_key_file, std::env::var("HOPPER_TICKET_KEY")) {
-            (Some(path), _) => Some(
-                std::fs::read(path)
-                    .map_err(|e| Error::Config(format!("reading --ticket-key-file {path}: {e}")))?,
-            ),
-            (None, Ok(key)) if !key.is_empty() => Some(key.into_bytes()),
+            (Some(path), _) => {
+                let key = std::fs::read(path)
+                    .map_err(|e| Error::Config(format!("reading --ticket-key-file {path}: {e}")))?;
+                crate::ticket::check_key(&key)
+                    .map_err(|e| Error::Config(format!("--ticket-key-file {path}: {e}")))?;
+                Some(key)
+            }
+            (None, Ok(key)) if !key.is_empty() => {
+                crate::ticket::check_key(key.as_bytes())
+                    .map_err(|e| Error::Config(format!("HOPPER_TICKET_KEY: {e}")))?;
+                Some(key.into_bytes())
+            }
             _ => None,
         };
         let mut config = ServerConfig::new(source);
@@ -185,6 +221,11 @@ impl Args {
         config.metrics = self.metrics.clone();
         config.segment_flight = self.segment_flight.iter().cloned().collect();
         config.segment_flight_port = self.segment_flight_port;
+        config.allow_superuser = self.allow_superuser;
+        if self.max_clients == 0 {
+            return Err(Error::Config("--max-clients must be > 0".into()));
+        }
+        config.max_clients = self.max_clients;
         let elsewhere = !config.segment_flight.is_empty() || config.segment_flight_port.is_some();
         if elsewhere && config.ticket_key.is_none() {
             return Err(Error::Config(
@@ -228,6 +269,19 @@ fn parse_host_map(s: &str) -> std::result::Result<(String, String), String> {
 
 /// Binds, prints the bound address, and serves until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(Command::Keygen { path, if_missing }) = &args.command {
+        if *if_missing && path.exists() {
+            let key = std::fs::read(path)
+                .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+            crate::ticket::check_key(&key)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            println!("keeping the ticket key in {}", path.display());
+        } else {
+            crate::ticket::keygen(path)?;
+            println!("wrote a new ticket key to {}", path.display());
+        }
+        return Ok(());
+    }
     let config = args.config()?;
     let listener = TcpListener::bind(&args.bind)
         .await

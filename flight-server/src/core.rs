@@ -22,6 +22,7 @@ use tonic::{Request, Status};
 use crate::auth::{parse_bearer, Caller, TokenStore};
 use crate::error::Error;
 use crate::locate::Locator;
+use crate::login::LoginGate;
 use crate::metrics::Metrics;
 use crate::source::{Partition, PartitionSpec, Source};
 use crate::ticket::TicketSigner;
@@ -43,6 +44,8 @@ pub struct Core {
     /// Bearer tokens when callers authenticate (`--auth database`); `None`
     /// runs every call as the server's own connections.
     pub tokens: Option<Arc<TokenStore>>,
+    /// What a Handshake must prove before a token is issued.
+    pub login: Arc<LoginGate>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Where each endpoint is read: here, or at the flight-server beside

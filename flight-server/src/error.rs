@@ -80,6 +80,11 @@ pub enum Error {
     /// The source does not support the operation (e.g. `DoPut` into files).
     #[error("not supported: {0}")]
     Unimplemented(String),
+
+    /// A per-caller or per-server bound was reached (failed logins from an
+    /// address, the login pool, a store's share of one user): retry later.
+    #[error("too many: {0}")]
+    Exhausted(String),
 }
 
 /// What an `Unavailable` from a segment tells the client to do.
@@ -108,7 +113,8 @@ impl Error {
             if *code == SqlState::INVALID_PASSWORD
                 || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             {
-                return Error::Unauthenticated(msg);
+                let hint = crate::source::db_tls::hba_hint(db).unwrap_or_default();
+                return Error::Unauthenticated(format!("{msg}{hint}"));
             }
             let class = &code.code()[..2];
             return match class {
@@ -128,6 +134,10 @@ impl Error {
     /// here — as the configuration error it is, naming the flag to fix.
     /// `None` for anything else (an outage).
     pub fn configuration(context: &str, err: &tokio_postgres::Error) -> Option<Self> {
+        // A refused certificate, or TLS asked of a server without it.
+        if let Some(why) = crate::source::db_tls::refusal(err) {
+            return Some(Error::Config(format!("{context}: {why}")));
+        }
         let mut text = err.to_string();
         if let Some(cause) = std::error::Error::source(err) {
             if !text.contains(&cause.to_string()) {
@@ -194,6 +204,7 @@ impl From<Error> for Status {
             Error::BadRequest(_) => Code::InvalidArgument,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::Exhausted(_) => Code::ResourceExhausted,
             Error::Config(_) => Code::FailedPrecondition,
             Error::Decode { .. } | Error::Arrow(_) | Error::Internal(_) => Code::Internal,
         };

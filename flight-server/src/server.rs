@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{AuthMode, TokenStore, DEFAULT_TOKEN_TTL};
 use crate::error::{Error, Result};
 use crate::locate::Locator;
+use crate::login::LoginGate;
 use crate::metrics::Metrics;
 use crate::service::HopperFlightService;
 use crate::source::greenplum::GreenplumSource;
@@ -23,6 +23,17 @@ use crate::source::postgres::{CopyFormat, PostgresSource};
 use crate::source::{BatchLimits, Source};
 use crate::ticket::TicketSigner;
 use flight_client::tls::ServerTls;
+
+/// Concurrent gRPC streams one client connection may have open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// How often an idle connection is pinged, and how long an answer may take
+/// before the connection is closed.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the data comes from.
 #[derive(Clone, Debug)]
@@ -85,6 +96,10 @@ pub struct ServerConfig {
     /// The port of the flight-server on every Greenplum segment host:
     /// endpoints not in `segment_flight` are located there.
     pub segment_flight_port: Option<u16>,
+    /// Whether superuser and replication roles may log in (`--allow-superuser`).
+    pub allow_superuser: bool,
+    /// Client connections served at once (`--max-clients`).
+    pub max_clients: usize,
 }
 
 impl ServerConfig {
@@ -103,6 +118,8 @@ impl ServerConfig {
             metrics: None,
             segment_flight: BTreeMap::new(),
             segment_flight_port: None,
+            allow_superuser: false,
+            max_clients: crate::listener::DEFAULT_MAX_CLIENTS,
         }
     }
 }
@@ -247,6 +264,9 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| format!("{}://{addr}", scheme(&config)));
     let locator = Arc::new(locator(&config, location));
+    if let Some(key) = &config.ticket_key {
+        crate::ticket::check_key(key)?;
+    }
     let source = open_source(&config, auth, locator.clone()).await?;
     let signer = match &config.ticket_key {
         Some(key) => TicketSigner::new(key.clone(), config.ticket_ttl),
@@ -274,20 +294,30 @@ pub async fn serve(
             .ticket_key
             .clone()
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
-        service = service.with_auth(Arc::new(TokenStore::new(key, config.token_ttl)));
+        service = service
+            .with_auth(Arc::new(TokenStore::new(key, config.token_ttl)))
+            .with_login_gate(LoginGate::new(config.allow_superuser));
     }
     let server = FlightServiceServer::new(service)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    // Bounds on what one client can hold: streams per connection, a peer
+    // that stops answering pings is dropped, a TLS handshake has a deadline.
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
     if let Some(tls) = &config.tls {
         builder = builder
-            .tls_config(tls.config()?)
+            .tls_config(tls.config()?.timeout(TLS_HANDSHAKE_TIMEOUT))
             .map_err(|e| Error::Config(format!("TLS configuration: {e}")))?;
     }
     builder
         .add_service(server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            crate::listener::capped(listener, config.max_clients),
+            shutdown,
+        )
         .await
         .map_err(|e| Error::Internal(format!("server stopped: {e}")))
 }

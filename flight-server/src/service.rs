@@ -39,8 +39,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{parse_basic, Caller, TokenStore};
 use crate::core::{BoxStream, Core};
-use crate::error::Error;
 use crate::locate::Locator;
+use crate::login::LoginGate;
 use crate::metrics::Metrics;
 use crate::source::Source;
 use crate::sql::{self, FlightSql};
@@ -61,6 +61,7 @@ impl HopperFlightService {
             signer,
             locator: Arc::new(Locator::here(location)),
             tokens: None,
+            login: Arc::new(LoginGate::new(false)),
             metrics: Metrics::new(),
         })
     }
@@ -94,6 +95,12 @@ impl HopperFlightService {
     /// `tokens` on every other call (see [`crate::auth`]).
     pub fn with_auth(self, tokens: Arc<TokenStore>) -> Self {
         self.with_core(|c| c.tokens = Some(tokens))
+    }
+
+    /// The same service proving logins through `gate` (which says whether
+    /// superuser roles may log in).
+    pub fn with_login_gate(self, gate: LoginGate) -> Self {
+        self.with_core(|c| c.login = Arc::new(gate))
     }
 }
 
@@ -149,21 +156,12 @@ impl FlightService for HopperFlightService {
             .unwrap_or_default();
         let (user, password) = parse_basic(header).map_err(Status::from)?;
         let caller = Caller::login(user, password);
-        // The database checks the password: a login as the user.
+        let peer = request.remote_addr().map(|a| a.ip());
         self.core
-            .source
-            .authenticate(&caller)
+            .login
+            .login(self.core.source.as_ref(), &caller, peer)
             .await
-            .map_err(|e| match e {
-                // A refused login, whatever the database's exact SQLSTATE.
-                Error::Unauthenticated(m) | Error::PermissionDenied(m) | Error::InvalidQuery(m) => {
-                    Status::unauthenticated(format!(
-                        "the database refused the login of {:?}: {m}; check the user and password",
-                        caller.user().unwrap_or_default()
-                    ))
-                }
-                other => Status::from(other),
-            })?;
+            .map_err(Status::from)?;
         tracing::info!(user = caller.user().unwrap_or_default(), "authenticated");
         let token = tokens.issue(caller).map_err(Status::from)?;
         let bearer = format!("Bearer {token}");

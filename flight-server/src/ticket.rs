@@ -38,6 +38,55 @@ pub struct TicketBody {
     pub expires_at: u64,
 }
 
+/// Fewest bytes of secret a shared key may have (`--ticket-key-file`).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// How to make a key, for messages.
+pub const KEYGEN_HINT: &str = "make one with `flight-server keygen PATH` (32 random bytes, \
+     mode 0600) or `head -c 32 /dev/urandom > PATH`, and give every server the same file";
+
+/// Refuses a shared key too short (or too uniform) to be a secret: an empty
+/// file would be a fixed, public key that anyone could seal tickets and
+/// sign tokens with.
+pub fn check_key(key: &[u8]) -> Result<()> {
+    let secret = key.trim_ascii();
+    if secret.len() < MIN_KEY_BYTES {
+        return Err(Error::Config(format!(
+            "the ticket key has {} bytes; it needs at least {MIN_KEY_BYTES} bytes of secret: \
+             {KEYGEN_HINT}",
+            secret.len()
+        )));
+    }
+    if secret.iter().all(|b| *b == secret[0]) {
+        return Err(Error::Config(format!(
+            "the ticket key repeats one byte ({} times): that is no secret; {KEYGEN_HINT}",
+            secret.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a fresh random key to `path` (readable by its owner only); refuses
+/// to overwrite an existing file, so a running cluster's key is never lost.
+pub fn keygen(path: &std::path::Path) -> Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot create {}: {e} (keygen never overwrites a key; remove the old one first if \
+             you mean to rotate it)",
+            path.display()
+        ))
+    })?;
+    let key: [u8; MIN_KEY_BYTES] = rand::random();
+    file.write_all(&key)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
+}
+
 /// Seals and opens tickets with one secret key.
 #[derive(Clone)]
 pub struct TicketSigner {
@@ -177,6 +226,40 @@ fn now_secs() -> u64 {
 mod tests {
     use super::*;
     use crate::source::PartitionSpec;
+
+    #[test]
+    fn short_empty_and_uniform_keys_are_refused_with_how_to_make_one() {
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"short-key",
+            &[0u8; 64],
+            b"x123456789012345678901234567890\n",
+        ] {
+            let e = check_key(bad).unwrap_err().to_string();
+            assert!(e.contains("keygen"), "{e}");
+        }
+        check_key(&rand::random::<[u8; 32]>()).unwrap();
+        check_key(b"a shared ticket key of at least 32 bytes\n").unwrap();
+    }
+
+    #[test]
+    fn keygen_writes_a_private_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        keygen(&path).unwrap();
+        let key = std::fs::read(&path).unwrap();
+        check_key(&key).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let e = keygen(&path).unwrap_err().to_string();
+        assert!(e.contains("never overwrites"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), key);
+    }
 
     fn partition() -> Partition {
         Partition {

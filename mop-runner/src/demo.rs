@@ -332,9 +332,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
             "--auth none: loopback only, no logins; real deployments log callers in"
         }
         // The server gets host, port and database only; the demo's runner
-        // and trainers log in as the URL's user (set in run_demo).
+        // and trainers log in as the URL's user (set in run_demo), often
+        // gpadmin: the demo lets a superuser in, real deployments should not.
         Database::Greenplum { url } => {
-            cmd.args(["--auth", "database", "--greenplum", &without_login(url)?]);
+            cmd.args(["--auth", "database", "--allow-superuser"]);
+            cmd.args(["--greenplum", &without_login(url)?]);
             "--auth database: the demo logs in as the URL's user; the server holds no password"
         }
     };

@@ -25,8 +25,8 @@ def main() -> None:
         binary, args = command[0], command[1:]
         assert binary in ("flight-server", "mop"), f"{name}: unknown binary {binary}"
         help_cmd = [f"{bin_dir}/{binary}"]
-        if binary == "mop":
-            help_cmd.append(args[0])  # the subcommand
+        if binary == "mop" or (args and not args[0].startswith("-")):
+            help_cmd.append(args[0])  # the subcommand (flight-server keygen)
         help_text = subprocess.run(help_cmd + ["--help"], capture_output=True, text=True, check=True).stdout
         known = flags(help_text)
         for arg in args:

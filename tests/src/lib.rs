@@ -366,11 +366,27 @@ pub struct TrainerProcess {
 }
 
 impl TrainerProcess {
-    /// Starts `mop trainer --bind <bind> <args>` with `envs` (a login, TLS
-    /// files) and waits for its address line.
+    /// Starts `mop trainer --bind <bind> --key-file <trainer_key_file()>
+    /// <args>` with `envs` (TLS files, a login of its own) and waits for its
+    /// address line. It inherits no login and no trainer key from the test's
+    /// environment; a runner dials it with [`TRAINER_KEY_ENV`] set to
+    /// [`trainer_key_file`]. With `--key-file` or `--no-auth` in `args`, the
+    /// harness's key is left out.
     pub fn start(bind: &str, args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Result<Self> {
-        let mut child = Command::new(binary("mop")?)
-            .args(["trainer", "--bind", bind])
+        let mut cmd = Command::new(binary("mop")?);
+        cmd.args(["trainer", "--bind", bind]);
+        if !args.iter().any(|a| *a == "--key-file" || *a == "--no-auth") {
+            cmd.arg("--key-file").arg(trainer_key_file()?);
+        }
+        for var in [
+            "HOPPER_FLIGHT_USER",
+            "HOPPER_PASSWORD",
+            "HOPPER_PASSWORD_FILE",
+            TRAINER_KEY_ENV,
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -388,4 +404,80 @@ impl TrainerProcess {
             .to_string();
         Ok(Self { process, address })
     }
+}
+
+/// The environment variable naming the key file `mop train` proves itself
+/// to trainers started by hand with.
+pub const TRAINER_KEY_ENV: &str = "HOPPER_TRAINER_KEY_FILE";
+
+/// The key file of the trainers the harness starts (32 random bytes, made
+/// once in the target directory and shared by every test process).
+pub fn trainer_key_file() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or_else(|| anyhow!("unexpected test executable path {exe:?}"))?;
+    let path = dir.join("hopper-tests-trainer.key");
+    if !path.exists() {
+        // Written aside and linked into place: a link never replaces a
+        // file another test process made meanwhile, and no reader sees
+        // half a key.
+        let mut key = uuid::Uuid::new_v4().as_bytes().to_vec();
+        key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(tmp.path(), key)?;
+        match std::fs::hard_link(tmp.path(), &path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+/// A Flight Handshake with Basic credentials over `channel`, as pyarrow's
+/// `authenticate_basic_token` sends it: the `Bearer …` header the server
+/// answers with, or the status it refused with.
+pub async fn handshake_on(
+    channel: tonic::transport::Channel,
+    user: &str,
+    password: &str,
+) -> std::result::Result<String, tonic::Status> {
+    use base64::Engine as _;
+    let mut raw = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let mut request = tonic::Request::new(futures::stream::iter(vec![
+        arrow_flight::HandshakeRequest::default(),
+    ]));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let value = format!("Basic {basic}")
+        .parse()
+        .map_err(|_| tonic::Status::invalid_argument("credentials are not a header value"))?;
+    request.metadata_mut().insert("authorization", value);
+    let response = raw.handshake(request).await?;
+    let header = response
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if !header.starts_with("Bearer ") {
+        return Err(tonic::Status::internal(format!(
+            "the handshake answered without a bearer token: {header:?}"
+        )));
+    }
+    Ok(header)
+}
+
+/// A channel to `url` (`grpc+tcp://…`) whose connections come from
+/// `local` (another loopback address stands in for another host).
+pub async fn channel_from(
+    url: &str,
+    local: Option<std::net::IpAddr>,
+) -> Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(url.replace("grpc+tcp://", "http://"))?
+            .local_address(local)
+            .connect()
+            .await?,
+    )
 }

@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
-use base64::Engine as _;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::TryStreamExt;
 use hopper_tests::run::with_trainers;
 use hopper_tests::{
-    binary, cluster, python_json, python_script, segment_args, FlightServer, TrainerProcess,
+    binary, cluster, handshake_on, python_json, python_script, segment_args, trainer_key_file,
+    FlightServer, TrainerProcess, TRAINER_KEY_ENV,
 };
 use tonic::Code;
 
@@ -58,29 +57,6 @@ async fn channel(url: &str) -> tonic::transport::Channel {
 /// `authenticate_basic_token` sends it; the bearer header the server answers.
 async fn handshake(url: &str, user: &str, password: &str) -> Result<String, tonic::Status> {
     handshake_on(channel(url).await, user, password).await
-}
-
-async fn handshake_on(
-    channel: tonic::transport::Channel,
-    user: &str,
-    password: &str,
-) -> Result<String, tonic::Status> {
-    let mut raw = FlightServiceClient::new(channel);
-    let mut request = tonic::Request::new(futures::stream::iter(vec![HandshakeRequest::default()]));
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Basic {basic}").parse().unwrap());
-    let response = raw.handshake(request).await?;
-    let header = response
-        .metadata()
-        .get("authorization")
-        .expect("the handshake answers with an authorization header")
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(header.starts_with("Bearer "), "{header}");
-    Ok(header)
 }
 
 /// A Flight client that sends `bearer` (if any) on every call.
@@ -549,6 +525,7 @@ dir = "{out}"
         .env("HOPPER_FLIGHT_USER", "reader")
         .env("HOPPER_PASSWORD", "reader-pw")
         .env("HOPPER_TLS_CA", &certs.ca)
+        .env(TRAINER_KEY_ENV, trainer_key_file().unwrap())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -167,7 +167,7 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let key = b"bad-input-matrix-ticket-key".to_vec();
+    let key = b"bad-input-matrix-ticket-key-of-32-bytes".to_vec();
     let key_file = dir.path().join("ticket.key");
     std::fs::write(&key_file, &key).unwrap();
     let args = segment_args(&cluster);

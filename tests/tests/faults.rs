@@ -129,7 +129,7 @@ async fn setup(rows: u64) -> Setup {
     load_criteo(&cluster, "criteo", rows, 7).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("ticket.key");
-    std::fs::write(&key_file, b"faults-test-ticket-key").unwrap();
+    std::fs::write(&key_file, b"faults-test-ticket-key, 32 bytes or more").unwrap();
     Setup {
         cluster,
         key_file: key_file.display().to_string(),

@@ -24,7 +24,8 @@ use flight_server::types::{arrow_schema, CopyDecoder};
 use futures::StreamExt;
 use hopper_tests::run::{assert_same_models, spawn_mop_train, with_trainers, RUN_TIMEOUT};
 use hopper_tests::{
-    binary, flight_client, python_json, python_script, status_of, FlightServer, TrainerProcess,
+    binary, flight_client, python_json, python_script, status_of, trainer_key_file, FlightServer,
+    TrainerProcess, TRAINER_KEY_ENV,
 };
 use mop_runner::device::set_threads;
 use mop_runner::featurize::Featurizer;
@@ -133,7 +134,13 @@ async fn criteo_table(admin: &Client, prefix: &str, rows: u64, seed: u64) -> Tab
 
 /// `mop train --config config`, logged in as the analyst; must succeed.
 fn train_as_analyst(config: &Path) {
-    let login = [(USER_ENV, ANALYST.0), (PASSWORD_ENV, ANALYST.1)];
+    // Trainers started by hand serve the harness's key.
+    let key = trainer_key_file().unwrap();
+    let login = [
+        (USER_ENV, ANALYST.0),
+        (PASSWORD_ENV, ANALYST.1),
+        (TRAINER_KEY_ENV, key.to_str().unwrap()),
+    ];
     let (mut mop, _events) = spawn_mop_train(config, &[], &login);
     let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
     assert!(status.success(), "mop train {config:?}: {status}");
@@ -731,7 +738,7 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
     // segment 1; one ticket key; neither URL holds a password.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("ticket.key");
-    std::fs::write(&key, "a key both servers share").unwrap();
+    std::fs::write(&key, "a key both servers share, 32 bytes or more").unwrap();
     let key = key.to_str().unwrap().to_string();
     let bare = bare_url();
     let metrics_b = format!("127.0.0.3:{}", free_port("127.0.0.3"));
@@ -887,7 +894,7 @@ async fn greenplum_a_port_convention_locates_every_segment_at_the_server_on_its_
     // agreed port; the server clients plan at (127.0.0.2) names no segment.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("ticket.key");
-    std::fs::write(&key, "one key for the cluster").unwrap();
+    std::fs::write(&key, "one key for the cluster, 32 bytes or more").unwrap();
     let key = key.to_str().unwrap().to_string();
     let bare = bare_url();
     let port = free_port("127.0.0.3");
@@ -1066,4 +1073,128 @@ async fn greenplum_mop_demo_generates_its_table_there_and_trains_the_grid() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 16, "the result table is in Greenplum");
+}
+
+/// A line put first in the shared coordinator's pg_hba.conf by
+/// `../shared/greenplum/hba.sh`, taken out again when dropped.
+struct HbaLine(String);
+
+impl HbaLine {
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/greenplum/hba.sh");
+
+    fn add(line: String) -> Self {
+        Self::run("add", &line);
+        Self(line)
+    }
+
+    fn run(verb: &str, line: &str) {
+        let out = Command::new(Self::SCRIPT)
+            .args([verb, line])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{} (the shared Greenplum's pg_hba tool): {e}", Self::SCRIPT)
+            });
+        assert!(
+            out.status.success(),
+            "hba.sh {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for HbaLine {
+    fn drop(&mut self) {
+        Self::run("remove", &self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
+async fn greenplum_a_login_proves_its_password_where_pg_hba_trusts_the_role() {
+    let admin = admin().await;
+    let role = format!("hopper_trusted_{:08x}", rand_suffix());
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'right-pw'"))
+        .await
+        .unwrap();
+    let server = server(&[]);
+    let login = |user: String, password: &'static str| {
+        let url = server.url.clone();
+        async move {
+            let channel = hopper_tests::channel_from(&url, None).await.unwrap();
+            hopper_tests::handshake_on(channel, &user, password).await
+        }
+    };
+    {
+        // As gpinitsystem trusts gpadmin from the coordinator's addresses.
+        let _trust = HbaLine::add(format!("host all {role} 127.0.0.1/32 trust"));
+        for password in ["wrong", "right-pw"] {
+            let e = login(role.clone(), password).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+            assert!(e.message().contains("without a password"), "{e}");
+            assert!(e.message().contains("coordinator"), "{e}");
+        }
+    }
+    // The same role once the coordinator checks its password.
+    login(role.clone(), "right-pw")
+        .await
+        .expect("a checked password logs in");
+    assert_eq!(
+        login(role.clone(), "wrong").await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    // The cluster's superuser, with its real password: refused unless asked.
+    let config: Config = admin_url().parse().unwrap();
+    let superuser = config.get_user().unwrap().to_string();
+    let password: &'static str = String::from_utf8(config.get_password().unwrap().to_vec())
+        .unwrap()
+        .leak();
+    let e = login(superuser, password).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("--allow-superuser"), "{e}");
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
+async fn greenplum_reads_run_in_read_only_transactions() {
+    let admin = admin().await;
+    let seq = Table::new("hopper_seq");
+    admin
+        .batch_execute(&format!(
+            "CREATE SEQUENCE {s}; GRANT USAGE, SELECT, UPDATE ON {s} TO {user};",
+            s = seq.name,
+            user = ANALYST.0
+        ))
+        .await
+        .unwrap();
+    let server = server(&[]);
+    // A query with a side effect the analyst may otherwise cause.
+    let out = python_script(
+        "auth_read.py",
+        &[
+            &server.url,
+            &ANALYST.0,
+            &"GP_PASSWORD",
+            &format!("SELECT nextval('{}') AS n", seq.name),
+        ],
+        &[("GP_PASSWORD", ANALYST.1)],
+    );
+    // The cursor fails on the coordinator ("cannot execute nextval() in a
+    // read-only transaction", in the server's log); its endpoint's reader
+    // sees the endpoint gone.
+    assert!(!out.status.success(), "a write inside a read succeeded");
+    let called: bool = admin
+        .query_one(&format!("SELECT is_called FROM {}", seq.name), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!called, "the sequence never advanced");
+    admin
+        .batch_execute(&format!("DROP SEQUENCE {}", seq.name))
+        .await
+        .unwrap();
 }

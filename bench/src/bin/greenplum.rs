@@ -316,6 +316,8 @@ async fn main() -> Result<()> {
             &bare,
             "--auth",
             "database",
+            // The bench logs in with HOPPER_GREENPLUM_URL's superuser.
+            "--allow-superuser",
             "--ticket-key-file",
             key.to_str().unwrap_or_default(),
         ]
@@ -444,5 +446,5 @@ fn rand_key() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("hopper-bench-{t:x}-{}", std::process::id())
+    format!("hopper-bench-key-{t:032x}-{}", std::process::id())
 }

@@ -47,14 +47,15 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, Config, SimpleQueryMessage};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
 use super::text::BatchBuilder;
 use super::{
     pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
-    Source, TableInfo, CHANNEL_DEPTH,
+    RoleLogin, Source, TableInfo, CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -71,7 +72,7 @@ pub const DEFAULT_CURSOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// text parser reads dates, intervals, times with zones, floats and bytea
 /// in exactly these forms, whatever the role's own defaults are.
 const PINNED_SETTINGS: &str = "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC \
-     -c extra_float_digits=3 -c bytea_output=hex";
+     -c extra_float_digits=3 -c bytea_output=hex -c standard_conforming_strings=on";
 
 /// How long, once every endpoint has been drained, the coordinator is given
 /// to report the cursor finished (it normally answers at once).
@@ -81,6 +82,9 @@ const FINISH_WAIT_SECS: u32 = 10;
 /// a parallel retrieve cursor.
 pub struct GreenplumSource {
     config: Config,
+    /// How coordinator and retrieve sessions use TLS (the URL's `sslmode`,
+    /// `sslrootcert`): retrieve sessions to segments as to the coordinator.
+    tls: DbTls,
     limits: BatchLimits,
     /// Segment host names mapped to the addresses to dial here (`--host-map`).
     host_map: BTreeMap<String, String>,
@@ -153,6 +157,8 @@ impl Connections {
 struct Cursor {
     /// The SQL name of the cursor (`hopper_<hex>`), safe to splice into SQL.
     name: String,
+    /// Who declared it (`None` without authentication).
+    owner: Option<String>,
     schema: SchemaRef,
     /// The cursor session's place under `--max-connections`, returned with it.
     _permit: OwnedSemaphorePermit,
@@ -289,9 +295,7 @@ impl GreenplumSource {
                 limits.rows, limits.bytes
             )));
         }
-        let mut config: Config = coordinator_url
-            .parse()
-            .map_err(|e| Error::Config(format!("bad Greenplum coordinator URL: {e}")))?;
+        let DbUrl { mut config, tls } = DbUrl::parse(coordinator_url, "--greenplum URL")?;
         let options = match config.get_options() {
             Some(o) if !o.is_empty() => format!("{o} {PINNED_SETTINGS}"),
             _ => PINNED_SETTINGS.to_owned(),
@@ -299,7 +303,7 @@ impl GreenplumSource {
         config.options(&options).application_name("hopper");
         super::resolve_hosts(&config, "--greenplum").await?;
         let coordinator = if server_login {
-            let client = connect(&config, "connecting to the Greenplum coordinator").await?;
+            let client = connect(&config, &tls, "connecting to the Greenplum coordinator").await?;
             check_greenplum(&client).await?;
             Some(Arc::new(client))
         } else {
@@ -312,6 +316,7 @@ impl GreenplumSource {
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&registry)));
         Ok(Self {
             config,
+            tls,
             limits,
             host_map: BTreeMap::new(),
             locator: Arc::new(Locator::default()),
@@ -362,6 +367,7 @@ impl GreenplumSource {
             Some(_) => Ok(Arc::new(
                 connect(
                     &self.config_for(caller)?,
+                    &self.tls,
                     "connecting to the Greenplum coordinator",
                 )
                 .await?,
@@ -385,7 +391,14 @@ impl GreenplumSource {
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(connect(&self.config, "connecting to the Greenplum coordinator").await?);
+        let c = Arc::new(
+            connect(
+                &self.config,
+                &self.tls,
+                "connecting to the Greenplum coordinator",
+            )
+            .await?,
+        );
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -467,7 +480,7 @@ impl Source for GreenplumSource {
         let permit = match self.connections.coordinator.try_acquire() {
             Some(p) => p,
             None => {
-                if let Some((old, cursor)) = self.registry.evict_idle() {
+                if let Some((old, cursor)) = self.registry.evict_idle(caller.user()) {
                     tracing::info!(cursor = %old, "closing the longest-idle cursor to stay within --max-connections");
                     if let Err(e) = close(&cursor).await {
                         tracing::debug!(cursor = %old, error = %e, "closing an evicted cursor");
@@ -484,12 +497,14 @@ impl Source for GreenplumSource {
         // the server rolls the transaction back.
         let session = connect(
             &self.config_for(caller)?,
+            &self.tls,
             "opening a coordinator session for the cursor",
         )
         .await?;
         let ctx = "declaring the parallel retrieve cursor";
+        // Read-only: a cursor's query cannot write, whatever it calls.
         session
-            .batch_execute("BEGIN")
+            .batch_execute("BEGIN READ ONLY")
             .await
             .map_err(|e| Error::from_pg(ctx, e))?;
         // `sql` was accepted by `prepare` above, so it is exactly one
@@ -542,6 +557,7 @@ impl Source for GreenplumSource {
         let watch = statuses.values().any(|e| e.status == Status::Remote);
         let cursor = Arc::new(Cursor {
             name,
+            owner: caller.user().map(str::to_owned),
             schema: schema.clone(),
             _permit: permit,
             session: Mutex::new(Some(Arc::new(session))),
@@ -597,6 +613,14 @@ impl Source for GreenplumSource {
                 None => None,
             }
         };
+        // The retrieve slot first: a DoGet cancelled while it waits in line
+        // has claimed nothing, so its endpoint stays readable and its cursor
+        // stays sweepable. From here to the spawned task nothing awaits.
+        let permit = self
+            .connections
+            .segment(segment)
+            .acquire(&format!("segment {segment}"))
+            .await?;
         if let Some(cursor) = &tracked {
             let mut state = lock(&cursor.state);
             let ep = state.endpoints.get_mut(&segment).ok_or_else(|| {
@@ -618,11 +642,7 @@ impl Source for GreenplumSource {
             None => decode_schema(&ticket.schema)?,
         };
         let config = self.retrieve_config(&info, &ticket.database);
-        let permit = self
-            .connections
-            .segment(segment)
-            .acquire(&format!("segment {segment}"))
-            .await?;
+        let tls = self.tls.clone();
         let limits = self.limits;
         let registry = self.registry.clone();
         let id = id.to_string();
@@ -632,7 +652,7 @@ impl Source for GreenplumSource {
             // waiting for the segment: dropping the future closes the
             // retrieve connection.
             let outcome = tokio::select! {
-                r = retrieve(&config, &info, schema, limits, &tx) => r,
+                r = retrieve(&config, &tls, &info, schema, limits, &tx) => r,
                 () = tx.closed() => Ok(false),
             };
             drop(permit);
@@ -724,6 +744,7 @@ impl Source for GreenplumSource {
             .await?;
         let mut client = connect(
             &self.config_for(caller)?,
+            &self.tls,
             "connecting to the Greenplum coordinator",
         )
         .await?;
@@ -732,8 +753,19 @@ impl Source for GreenplumSource {
         super::upload::copy_upload(&mut client, &on, command, schema, batches, &distributed).await
     }
 
-    async fn authenticate(&self, caller: &Caller) -> Result<()> {
-        check_greenplum(&*self.coordinator_for(caller).await?).await
+    async fn authenticate(&self, caller: &Caller) -> Result<RoleLogin> {
+        let client = self.coordinator_for(caller).await?;
+        check_greenplum(&client).await?;
+        pg_catalog::role_login(&client, "the Greenplum coordinator").await
+    }
+
+    async fn admits_without_password(&self, user: &str) -> Result<bool> {
+        let config = pg_catalog::without_password(&self.config, user);
+        Ok(
+            connect(&config, &self.tls, "probing a login without password")
+                .await
+                .is_ok(),
+        )
     }
 
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>> {
@@ -804,10 +836,18 @@ impl Registry {
         Some(cursor)
     }
 
-    /// Retires the cursor idle longest (no endpoint being read), marking
-    /// its unread endpoints abandoned; `None` if every cursor is being read.
-    fn evict_idle(&self) -> Option<(String, Arc<Cursor>)> {
+    /// Retires an idle cursor (no endpoint being read) to make room for one
+    /// `requester` plans, marking its unread endpoints abandoned; `None` if
+    /// every cursor is being read. The victim belongs to whoever holds the
+    /// most cursors (the requester first among equals), idle longest among
+    /// theirs: one user planning without reading evicts their own cursors,
+    /// never everyone else's.
+    fn evict_idle(&self, requester: Option<&str>) -> Option<(String, Arc<Cursor>)> {
         let mut inner = lock(&self.inner);
+        let mut held: HashMap<Option<&str>, usize> = HashMap::new();
+        for c in inner.open.values() {
+            *held.entry(c.owner.as_deref()).or_default() += 1;
+        }
         let id = inner
             .open
             .iter()
@@ -817,7 +857,13 @@ impl Registry {
                     .endpoints
                     .values()
                     .any(|e| e.status == Status::Reading);
-                (!reading).then(|| (state.last_activity, id.clone()))
+                let owner = c.owner.as_deref();
+                let rank = (
+                    std::cmp::Reverse(held.get(&owner).copied().unwrap_or(0)),
+                    owner != requester,
+                    state.last_activity,
+                );
+                (!reading).then(|| (rank, id.clone()))
             })
             .min()?
             .1;
@@ -1040,13 +1086,14 @@ async fn close(cursor: &Cursor) -> Result<()> {
 /// `Ok(false)`: the client went away first.
 async fn retrieve(
     config: &Config,
+    tls: &DbTls,
     ep: &EndpointInfo,
     schema: SchemaRef,
     limits: BatchLimits,
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<bool> {
     let where_ = format!("segment endpoint {}:{}", ep.host, ep.port);
-    let client = connect(config, &format!("connecting to {where_}")).await?;
+    let client = connect(config, tls, &format!("connecting to {where_}")).await?;
     let mut builder = BatchBuilder::new(schema)?;
     let mut sent_any = false;
     // The only statement a retrieve session accepts. `ep.name` was checked
@@ -1183,9 +1230,9 @@ fn first_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
 }
 
 /// Opens a connection and drives it on a background task.
-async fn connect(config: &Config, context: &str) -> Result<Client> {
-    let (client, connection) = config
-        .connect(NoTls)
+async fn connect(config: &Config, tls: &DbTls, context: &str) -> Result<Client> {
+    let (client, connection) = tls
+        .connect(config)
         .await
         .map_err(|e| Error::from_pg(context, e))?;
     tokio::spawn(async move {
@@ -1316,6 +1363,7 @@ mod tests {
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&registry)));
         GreenplumSource {
             config: Config::new(),
+            tls: DbTls::new(super::super::db_tls::SslMode::Disable, None, "test").expect("tls"),
             limits: BatchLimits::default(),
             host_map: BTreeMap::new(),
             locator: Arc::new(Locator::default()),
@@ -1328,6 +1376,15 @@ mod tests {
 
     /// Registers a cursor with endpoints on `segments`, as `plan` would.
     fn add_cursor(source: &GreenplumSource, segments: &[i32]) -> Vec<Partition> {
+        add_cursor_of(source, segments, None)
+    }
+
+    /// [`add_cursor`] declared by `owner`.
+    fn add_cursor_of(
+        source: &GreenplumSource,
+        segments: &[i32],
+        owner: Option<&str>,
+    ) -> Vec<Partition> {
         // A port that was free a moment ago: connecting is refused.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -1363,6 +1420,7 @@ mod tests {
             .expect("permit");
         let cursor = Arc::new(Cursor {
             name: "hopper_test".into(),
+            owner: owner.map(str::to_owned),
             schema,
             _permit: permit,
             session: Mutex::new(None),
@@ -1382,6 +1440,25 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn eviction_takes_from_whoever_holds_the_most_cursors() {
+        let source = offline_source(Duration::from_secs(60));
+        for _ in 0..3 {
+            add_cursor_of(&source, &[0], Some("mallory"));
+        }
+        add_cursor_of(&source, &[0], Some("alice"));
+        let owner = |c: &Arc<Cursor>| c.owner.clone();
+        // Alice, who holds one, plans: Mallory, who holds three, loses one.
+        let (_, c) = source.registry.evict_idle(Some("alice")).unwrap();
+        assert_eq!(owner(&c).as_deref(), Some("mallory"));
+        // Two each: the requester's own goes first.
+        add_cursor_of(&source, &[0], Some("alice"));
+        let (_, c) = source.registry.evict_idle(Some("alice")).unwrap();
+        assert_eq!(owner(&c).as_deref(), Some("alice"));
+        let (_, c) = source.registry.evict_idle(Some("bob")).unwrap();
+        assert_eq!(owner(&c).as_deref(), Some("mallory"));
     }
 
     fn bad_ticket(r: Result<BatchStream>) -> String {
@@ -1421,6 +1498,31 @@ mod tests {
         );
         assert!(bad_ticket(source.read(&Caller::server(), &parts[1]).await)
             .contains("endpoint already read"));
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_while_waiting_for_a_retrieve_slot_claims_nothing() {
+        let source = offline_source(Duration::from_millis(300));
+        let parts = add_cursor(&source, &[0, 1]);
+        // Every retrieve slot of segment 0 taken (offline_source caps at 2).
+        let slots = source.connections.segment(0);
+        let held = [slots.try_acquire().unwrap(), slots.try_acquire().unwrap()];
+        // A DoGet that waits in line, and whose client gives up.
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(100),
+            source.read(&Caller::server(), &parts[0]),
+        )
+        .await;
+        assert!(waiting.is_err(), "the read waits for a slot");
+        drop(held);
+        assert_eq!(slots.in_use(), 0, "the cancelled read holds no slot");
+        // Its endpoint was never claimed, so the sweeper closes the idle
+        // cursor (and with it, in a real cluster, its coordinator session).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while source.open_cursors() > 0 {
+            assert!(Instant::now() < deadline, "the cursor was never swept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
@@ -1512,7 +1614,9 @@ mod tests {
     async fn greenplum_endpoints_together_return_the_query_result() {
         let url = std::env::var("HOPPER_GREENPLUM_URL")
             .expect("HOPPER_GREENPLUM_URL: a Greenplum 7 coordinator's superuser URL");
-        let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+        let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(conn);
         let table = format!("hopper_gp_test_{:016x}", rand::random::<u64>());
         admin

@@ -25,6 +25,7 @@ use crate::auth::Caller;
 pub use crate::batch_limits::BatchLimits;
 use crate::error::Result;
 
+pub mod db_tls;
 #[cfg(feature = "files")]
 pub mod files;
 pub mod greenplum;
@@ -149,6 +150,26 @@ impl TableKind {
     }
 }
 
+/// What a login as a caller showed about its role.
+#[derive(Clone, Debug)]
+pub struct RoleLogin {
+    /// The role is a superuser or may replicate: it bypasses every GRANT.
+    pub privileged: bool,
+    /// This server's address as the database saw the login
+    /// (`inet_client_addr()`), for the pg_hba line a message names.
+    pub server_address: Option<String>,
+    /// The database logged in to, for messages (`segment 0 (…)`).
+    pub database: String,
+}
+
+fn no_database() -> crate::Error {
+    crate::Error::Config(
+        "this source has no database to check passwords against; serve it with \
+         --auth none on a loopback address"
+            .into(),
+    )
+}
+
 /// A statement's result columns and parameters, known without running it.
 #[derive(Clone, Debug)]
 pub struct Described {
@@ -196,15 +217,21 @@ pub trait Source: Send + Sync + 'static {
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>>;
 
     /// Checks `caller`'s credentials by logging in to the database as it
-    /// ([`crate::Error::Unauthenticated`] if the database refuses). A source
-    /// without a database cannot check a password and refuses every login.
-    async fn authenticate(&self, caller: &Caller) -> Result<()> {
+    /// ([`crate::Error::Unauthenticated`] if the database refuses), and
+    /// says what the role may do. A source without a database cannot check
+    /// a password and refuses every login. Only part of the proof: see
+    /// [`crate::login`].
+    async fn authenticate(&self, caller: &Caller) -> Result<RoleLogin> {
         let _ = caller;
-        Err(crate::Error::Config(
-            "this source has no database to check passwords against; serve it with \
-             --auth none on a loopback address"
-                .into(),
-        ))
+        Err(no_database())
+    }
+
+    /// Whether the database lets `user` log in from this server with no
+    /// password at all (pg_hba `trust`, `peer`, `ident` for this host): then
+    /// a successful [`Source::authenticate`] proves nothing.
+    async fn admits_without_password(&self, user: &str) -> Result<bool> {
+        let _ = user;
+        Err(no_database())
     }
 
     /// The result columns and parameters of `sql` (which may hold `$1`,

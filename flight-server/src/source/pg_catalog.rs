@@ -93,3 +93,57 @@ pub async fn primary_keys(
         })
         .collect())
 }
+
+/// What the database says of the role `client` logged in as, on `database`
+/// (named in messages).
+pub async fn role_login(client: &Client, database: &str) -> Result<super::RoleLogin> {
+    let on = format!("looking up the login's role on {database}");
+    let row = client
+        .query_one(
+            "SELECT r.rolsuper OR r.rolreplication, host(inet_client_addr()) \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::from_pg(&on, e))?;
+    Ok(super::RoleLogin {
+        privileged: row.get(0),
+        server_address: row.get(1),
+        database: database.to_owned(),
+    })
+}
+
+/// `config` logging in as `user` with no password: everything else —
+/// hosts, ports, database, options, TLS mode, timeouts — as `config` has it.
+/// (`Config` can set a password but not unset one.)
+pub fn without_password(config: &tokio_postgres::Config, user: &str) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.user(user);
+    for host in config.get_hosts() {
+        match host {
+            tokio_postgres::config::Host::Tcp(h) => c.host(h),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => c.host_path(p),
+        };
+    }
+    for addr in config.get_hostaddrs() {
+        c.hostaddr(*addr);
+    }
+    for port in config.get_ports() {
+        c.port(*port);
+    }
+    if let Some(db) = config.get_dbname() {
+        c.dbname(db);
+    }
+    if let Some(o) = config.get_options() {
+        c.options(o);
+    }
+    if let Some(a) = config.get_application_name() {
+        c.application_name(a);
+    }
+    if let Some(t) = config.get_connect_timeout() {
+        c.connect_timeout(*t);
+    }
+    c.ssl_mode(config.get_ssl_mode());
+    c
+}

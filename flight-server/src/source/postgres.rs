@@ -36,13 +36,14 @@ use sqlparser::tokenizer::Location;
 use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
 use super::{
     pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
-    Source, TableInfo, CHANNEL_DEPTH,
+    RoleLogin, Source, TableInfo, CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -65,6 +66,8 @@ pub const APPLICATION_NAME: &str = "hopper-flight-server";
 #[derive(Clone)]
 struct Segment {
     config: Config,
+    /// How connections to it use TLS (the URL's `sslmode`, `sslrootcert`).
+    tls: DbTls,
     /// The segment's address without the password, for messages and logs.
     display: String,
     /// Its position in the server's segment list, for messages.
@@ -89,7 +92,7 @@ impl Segment {
         // Over the cap, wait in line; the permit then lives in the task
         // that drives the connection, so it is returned when the socket closes.
         let permit = self.limit.acquire(&self.display).await?;
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        let (client, connection) = self.tls.connect(&config).await.map_err(|e| {
             let context = format!("connecting to {}", self.display);
             match std::error::Error::source(&e) {
                 // I/O failures: say why ("Connection refused"), which the
@@ -114,6 +117,15 @@ impl Segment {
             drop(permit);
         });
         Ok(client)
+    }
+}
+
+impl Segment {
+    /// Whether a login with `config` succeeds (the connection is closed at
+    /// once); any failure, including a server asking for a password the
+    /// config lacks, is `false`.
+    async fn probe(&self, config: &Config) -> bool {
+        self.tls.connect(config).await.is_ok()
     }
 }
 
@@ -182,11 +194,11 @@ impl PostgresSource {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let mut config: Config = s
-                    .parse()
-                    .map_err(|e| Error::Config(format!("segment {i}: {e}")))?;
+                let DbUrl { mut config, tls } =
+                    DbUrl::parse(s, &format!("segment {i} (--segment)"))?;
                 config.application_name(APPLICATION_NAME);
-                let read_only = "-c default_transaction_read_only=on";
+                let read_only =
+                    "-c default_transaction_read_only=on -c standard_conforming_strings=on";
                 let options = match config.get_options() {
                     Some(o) if !o.is_empty() => format!("{o} {read_only}"),
                     _ => read_only.to_owned(),
@@ -195,6 +207,7 @@ impl PostgresSource {
                 let display = redacted(&config);
                 Ok(Segment {
                     config,
+                    tls,
                     display,
                     index: i,
                     limit: ConnectionLimit::default(),
@@ -659,7 +672,8 @@ impl Source for PostgresSource {
             .await
             .map_err(on_segment)?;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        tokio::spawn(stream_copy(client, copy, decoder, tx, seg.display.clone()));
+        let (tls, name) = (seg.tls.clone(), seg.display.clone());
+        tokio::spawn(stream_copy(client, tls, copy, decoder, tx, name));
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
@@ -692,9 +706,20 @@ impl Source for PostgresSource {
         pg_catalog::primary_keys(&client, db_schema, table, &on).await
     }
 
-    async fn authenticate(&self, caller: &Caller) -> Result<()> {
+    async fn authenticate(&self, caller: &Caller) -> Result<RoleLogin> {
         // A login to the first segment: the database checks the password.
-        self.segments[0].connect(caller).await.map(drop)
+        let seg = &self.segments[0];
+        let client = seg.connect(caller).await?;
+        pg_catalog::role_login(&client, &format!("segment 0 ({})", seg.display)).await
+    }
+
+    async fn admits_without_password(&self, user: &str) -> Result<bool> {
+        // The segment that checked the password is the one that must not
+        // let the role in without one.
+        let seg = &self.segments[0];
+        Ok(seg
+            .probe(&pg_catalog::without_password(&seg.config, user))
+            .await)
     }
 
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>> {
@@ -842,6 +867,7 @@ enum Stop {
 /// the backend, by cancelling its query unless it finished.
 async fn stream_copy(
     client: Client,
+    tls: DbTls,
     copy: tokio_postgres::CopyOutStream,
     decoder: RowDecoder,
     tx: mpsc::Sender<Result<arrow_array::RecordBatch>>,
@@ -857,7 +883,7 @@ async fn stream_copy(
             tracing::debug!(segment = %name, "reader went away; cancelling the query");
         }
         // Whatever the backend is still doing for us is wasted work.
-        if let Err(e) = cancel.cancel_query(NoTls).await {
+        if let Err(e) = cancel.cancel_query(tls).await {
             tracing::debug!(segment = %name, error = %e, "cancel request failed");
         }
     }
@@ -1020,7 +1046,12 @@ mod tests {
         }
 
         async fn connect(url: &str) -> Client {
-            let (client, conn) = url.parse::<Config>().unwrap().connect(NoTls).await.unwrap();
+            let (client, conn) = url
+                .parse::<Config>()
+                .unwrap()
+                .connect(tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             client
         }

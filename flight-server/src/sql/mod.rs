@@ -66,6 +66,9 @@ use crate::core::{BoxStream, Core};
 use crate::error::Error;
 use prepared::{PreparedStatements, Statement};
 
+/// Most bytes of Arrow messages one parameter binding may send.
+pub const MAX_BIND_BYTES: usize = 1024 * 1024;
+
 /// Every Flight SQL message's protobuf type starts so.
 const TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 
@@ -245,6 +248,8 @@ impl FlightSql {
         Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
+    /// Binds the one row of parameters a `DoPut` carries to a prepared
+    /// statement (at most [`MAX_BIND_BYTES`] of them on the wire).
     async fn bind<S>(
         &self,
         caller: &Caller,
@@ -259,11 +264,32 @@ impl FlightSql {
             .prepared
             .get(&handle, caller.user())
             .map_err(Status::from)?;
-        let messages = input.map_err(|s| FlightError::Tonic(Box::new(s)));
+        // Parameters are held in memory until executed: bounded, counted
+        // on the wire before anything is decoded.
+        let mut received = 0usize;
+        let messages = input
+            .map_err(|s| FlightError::Tonic(Box::new(s)))
+            .and_then(move |m| {
+                received += m.data_header.len() + m.data_body.len() + m.app_metadata.len();
+                std::future::ready(if received > MAX_BIND_BYTES {
+                    Err(FlightError::Tonic(Box::new(Status::invalid_argument(
+                        format!(
+                            "the bound parameters exceed {} KiB; bind one row of smaller values \
+                         (large data goes in with ingest, not as a parameter)",
+                            MAX_BIND_BYTES / 1024
+                        ),
+                    ))))
+                } else {
+                    Ok(m)
+                })
+            });
         let mut stream = FlightRecordBatchStream::new_from_flight_data(messages);
         let mut batches = Vec::new();
         while let Some(b) = stream.next().await {
-            batches.push(b.map_err(|e| Status::from(crate::put::upload_error(e)))?);
+            batches.push(b.map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::from(crate::put::upload_error(other)),
+            })?);
         }
         let schema = stream
             .schema()

@@ -20,9 +20,13 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::sql::bind;
 
-/// How many prepared statements a server keeps before it forgets the
-/// oldest.
+/// How many prepared statements a server keeps; past it, the oldest of
+/// the user holding the most is forgotten.
 const CAPACITY: usize = 4096;
+
+/// How many prepared statements one user keeps; past it, that user's
+/// oldest is forgotten (one client leaking handles evicts only its own).
+const PER_USER: usize = 256;
 
 /// One prepared statement.
 #[derive(Clone, Debug)]
@@ -64,17 +68,45 @@ struct Store {
     order: VecDeque<Bytes>,
 }
 
+impl Store {
+    /// Forgets one statement if `user` holds `per_user` of them (its own
+    /// oldest) or the store holds `capacity` (the oldest of the user holding
+    /// the most).
+    fn make_room(&mut self, user: Option<&str>, capacity: usize, per_user: usize) {
+        let mut held: HashMap<Option<&str>, usize> = HashMap::new();
+        for s in self.by_handle.values() {
+            *held.entry(s.user.as_deref()).or_default() += 1;
+        }
+        let victim = if held.get(&user).copied().unwrap_or(0) >= per_user {
+            user
+        } else if self.by_handle.len() >= capacity {
+            match held.into_iter().max_by_key(|(u, n)| (*n, *u == user)) {
+                Some((u, _)) => u,
+                None => return,
+            }
+        } else {
+            return;
+        };
+        let victim = victim.map(str::to_owned);
+        let position = self.order.iter().position(|h| {
+            self.by_handle
+                .get(h)
+                .is_some_and(|s| s.user.as_deref() == victim.as_deref())
+        });
+        if let Some(i) = position {
+            if let Some(h) = self.order.remove(i) {
+                self.by_handle.remove(&h);
+            }
+        }
+    }
+}
+
 impl PreparedStatements {
     /// Keeps `statement`; returns its handle.
     pub fn insert(&self, statement: Statement) -> Bytes {
         let handle = Bytes::from(format!("{:032x}", rand::random::<u128>()));
         let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        while store.by_handle.len() >= CAPACITY {
-            let Some(oldest) = store.order.pop_front() else {
-                break;
-            };
-            store.by_handle.remove(&oldest);
-        }
+        store.make_room(statement.user.as_deref(), CAPACITY, PER_USER);
         store.order.push_back(handle.clone());
         store.by_handle.insert(handle.clone(), statement);
         handle
@@ -150,6 +182,18 @@ mod tests {
         assert!(store.close(&h, Some("bob")).is_err());
         store.close(&h, Some("alice")).unwrap();
         assert!(store.get(&h, Some("alice")).is_err());
+    }
+
+    #[test]
+    fn a_user_over_its_share_forgets_its_own_statements_only() {
+        let store = PreparedStatements::default();
+        let alice = store.insert(statement(Some("alice")));
+        let mallory = store.insert(statement(Some("mallory")));
+        for _ in 0..PER_USER + 10 {
+            store.insert(statement(Some("mallory")));
+        }
+        assert!(store.get(&alice, Some("alice")).is_ok());
+        assert!(store.get(&mallory, Some("mallory")).is_err());
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! What one client can hold of a flight-server is bounded: connections
+//! (`--max-clients`) and the bytes of bound parameters a prepared
+//! statement keeps in memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
+use arrow_flight::{Action, FlightClient};
+use futures::TryStreamExt;
+use hopper_tests::{channel_from, cluster, flight_sql_client, segment_args, FlightServer};
+use tonic::Code;
+
+fn server(c: &devcluster::LocalCluster, extra: &[&str]) -> FlightServer {
+    let mut args = segment_args(c);
+    args.extend(["--auth", "none"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    FlightServer::start(&args).unwrap()
+}
+
+/// Whether a new connection to `url` gets an answer to `DoAction("health")`;
+/// the client, to hold the connection open.
+async fn connect_and_ask(url: &str) -> Option<FlightClient> {
+    let channel = channel_from(url, None).await.ok()?;
+    let mut client = FlightClient::new(channel);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.do_action(Action::new("health", "")),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    answer.try_collect::<Vec<_>>().await.ok()?;
+    Some(client)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_past_max_clients_is_closed_at_once_and_the_others_are_served() {
+    let c = cluster(1).await.unwrap();
+    let s = server(&c, &["--max-clients", "2"]);
+    let first = connect_and_ask(&s.url).await.expect("first connection");
+    let second = connect_and_ask(&s.url).await.expect("second connection");
+    let started = Instant::now();
+    assert!(
+        connect_and_ask(&s.url).await.is_none(),
+        "a third connection was served"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the third connection was left hanging instead of closed"
+    );
+    // The two held ones still work.
+    for mut held in [first, second] {
+        let answer = held.do_action(Action::new("health", "")).await.unwrap();
+        answer.try_collect::<Vec<_>>().await.unwrap();
+    }
+    // A closed connection frees its place.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect_and_ask(&s.url).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place came free");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bound_parameters_over_a_mebibyte_are_refused_and_smaller_ones_bind() {
+    let c = cluster(1).await.unwrap();
+    let s = server(&c, &[]);
+    let mut client = flight_sql_client(&s.url).await.unwrap();
+    let mut prepared = client
+        .prepare("SELECT length($1::text) AS n".into(), None)
+        .await
+        .unwrap();
+    let params = Arc::new(prepared.parameter_schema().unwrap().clone());
+    let bind = |value: String| {
+        RecordBatch::try_new(
+            params.clone(),
+            vec![Arc::new(StringArray::from(vec![value])) as Arc<dyn Array>],
+        )
+        .unwrap()
+    };
+
+    prepared
+        .set_parameters(bind("x".repeat(2 * 1024 * 1024)))
+        .unwrap();
+    let e = hopper_tests::status_of(prepared.execute().await.unwrap_err());
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("exceed 1024 KiB"), "{e}");
+
+    prepared.set_parameters(bind("x".repeat(1000))).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let n = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 1000);
+}
