@@ -79,8 +79,20 @@ struct Segment {
 impl Segment {
     /// Connects as `caller`'s user when there is one (the database checks
     /// the password and its GRANTs decide what the session may read), else
-    /// with the segment's configured connection string.
+    /// with the segment's configured connection string; within
+    /// `--max-connections`.
     async fn connect(&self, caller: &Caller) -> Result<Client> {
+        self.open(caller, true).await
+    }
+
+    /// A Handshake's login as `caller`: apart from the data connections'
+    /// cap, so that logins never wait behind reads (the login pool of
+    /// [`crate::login`] bounds them instead).
+    async fn login(&self, caller: &Caller) -> Result<Client> {
+        self.open(caller, false).await
+    }
+
+    async fn open(&self, caller: &Caller, capped: bool) -> Result<Client> {
         let config = match caller.login_here()? {
             Some(login) => {
                 let mut config = self.config.clone();
@@ -91,7 +103,10 @@ impl Segment {
         };
         // Over the cap, wait in line; the permit then lives in the task
         // that drives the connection, so it is returned when the socket closes.
-        let permit = self.limit.acquire(&self.display).await?;
+        let permit = match capped {
+            true => Some(self.limit.acquire(&self.display).await?),
+            false => None,
+        };
         let (client, connection) = self.tls.connect(&config).await.map_err(|e| {
             let context = format!("connecting to {}", self.display);
             match std::error::Error::source(&e) {
@@ -118,9 +133,7 @@ impl Segment {
         });
         Ok(client)
     }
-}
 
-impl Segment {
     /// Whether a login with `config` succeeds (the connection is closed at
     /// once); any failure, including a server asking for a password the
     /// config lacks, is `false`.
@@ -197,8 +210,7 @@ impl PostgresSource {
                 let DbUrl { mut config, tls } =
                     DbUrl::parse(s, &format!("segment {i} (--segment)"))?;
                 config.application_name(APPLICATION_NAME);
-                let read_only =
-                    "-c default_transaction_read_only=on -c standard_conforming_strings=on";
+                let read_only = "-c default_transaction_read_only=on";
                 let options = match config.get_options() {
                     Some(o) if !o.is_empty() => format!("{o} {read_only}"),
                     _ => read_only.to_owned(),
@@ -709,7 +721,7 @@ impl Source for PostgresSource {
     async fn authenticate(&self, caller: &Caller) -> Result<RoleLogin> {
         // A login to the first segment: the database checks the password.
         let seg = &self.segments[0];
-        let client = seg.connect(caller).await?;
+        let client = seg.login(caller).await?;
         pg_catalog::role_login(&client, &format!("segment 0 ({})", seg.display)).await
     }
 
