@@ -210,7 +210,8 @@ impl PostgresSource {
                 let DbUrl { mut config, tls } =
                     DbUrl::parse(s, &format!("segment {i} (--segment)"))?;
                 config.application_name(APPLICATION_NAME);
-                let read_only = "-c default_transaction_read_only=on";
+                let read_only =
+                    "-c default_transaction_read_only=on -c standard_conforming_strings=on";
                 let options = match config.get_options() {
                     Some(o) if !o.is_empty() => format!("{o} {read_only}"),
                     _ => read_only.to_owned(),
