@@ -1,5 +1,7 @@
 //! Dialing a flight-server: locations to gRPC URIs, TLS from the
-//! environment, and the Flight Handshake that logs a client in.
+//! environment, and the Flight Handshake that logs a client in — or a
+//! Bearer token from someone else's login ([`client_with`]): `mop`'s runner
+//! logs in and its trainers read with its tokens.
 
 use std::path::PathBuf;
 
@@ -96,20 +98,84 @@ pub const PASSWORD_ENV: &str = "HOPPER_PASSWORD";
 /// Environment: a file holding the password of [`USER_ENV`].
 pub const PASSWORD_FILE_ENV: &str = "HOPPER_PASSWORD_FILE";
 
+/// A Bearer token a flight-server issued at a login: the secret that lets
+/// its holder read as the user who logged in, until it expires. `Debug`
+/// hides it, and it has no `Display`: it reaches only the `authorization`
+/// header and the runner's requests to its trainers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer(String);
+
+impl Bearer {
+    /// A token as the server issued it (without the `Bearer ` scheme); it
+    /// must be a valid header value.
+    pub fn new(token: impl Into<String>) -> Result<Self> {
+        let token = token.into();
+        if token.is_empty()
+            || format!("Bearer {token}")
+                .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                .is_err()
+        {
+            return Err(Error::Config(
+                "a Bearer token must be a non-empty header value".into(),
+            ));
+        }
+        Ok(Self(token))
+    }
+
+    /// The token itself, to hand on (never to print).
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    fn header(&self) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        format!("Bearer {}", self.0)
+            .parse()
+            .map_err(|_| Error::Config("a Bearer token must be a valid header value".into()))
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
+}
+
 /// A Flight client with limits large enough for hopper's batches, logged in
 /// as [`USER_ENV`] if it is set.
 pub async fn client(location: &str) -> Result<FlightClient> {
     let mut c = FlightClient::new(channel(location).await?);
-    login(&mut c, location).await?;
+    if let Some(bearer) = handshake(&mut c, location).await? {
+        c.metadata_mut().insert("authorization", bearer.header()?);
+    }
     Ok(c)
 }
 
-/// The Flight Handshake with Basic credentials; the client then sends the
-/// server's Bearer token on every call. Each client logs in for itself
-/// (tokens are per server), so a token never outlives the read it serves.
-async fn login(c: &mut FlightClient, location: &str) -> Result<()> {
+/// A Flight client that reads with `bearer`, a token someone else got at
+/// its login to `location` (the runner hands its trainers its own), instead
+/// of logging in; without one, [`client`].
+pub async fn client_with(location: &str, bearer: Option<&Bearer>) -> Result<FlightClient> {
+    let Some(bearer) = bearer else {
+        return client(location).await;
+    };
+    let mut c = FlightClient::new(channel(location).await?);
+    c.metadata_mut().insert("authorization", bearer.header()?);
+    Ok(c)
+}
+
+/// Logs in to the flight-server at `location` as [`USER_ENV`] and returns
+/// the Bearer token it issued, to hand to [`client_with`]; `None` when
+/// [`USER_ENV`] is unset or the server does not authenticate.
+pub async fn login(location: &str) -> Result<Option<Bearer>> {
+    let mut c = FlightClient::new(channel(location).await?);
+    handshake(&mut c, location).await
+}
+
+/// The Flight Handshake with Basic credentials ([`USER_ENV`]), answered
+/// with the server's Bearer token. Each login is the server's to check
+/// against the database; a token is valid on the server that issued it.
+async fn handshake(c: &mut FlightClient, location: &str) -> Result<Option<Bearer>> {
     let Some(user) = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty()) else {
-        return Ok(());
+        return Ok(None);
     };
     let password = match (
         std::env::var(PASSWORD_ENV),
@@ -128,24 +194,22 @@ async fn login(c: &mut FlightClient, location: &str) -> Result<()> {
     };
     use base64::Engine as _;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let header = |v: String| {
-        v.parse::<tonic::metadata::MetadataValue<_>>()
-            .map_err(|_| Error::Config(format!("{USER_ENV}: not a valid header value")))
-    };
-    c.metadata_mut()
-        .insert("authorization", header(format!("Basic {basic}"))?);
-    let token = c
-        .handshake(bytes::Bytes::new())
-        .await
-        .map_err(|e| match e {
-            arrow_flight::error::FlightError::Tonic(s) if s.code() == tonic::Code::Unavailable => {
-                Error::Flight(format!("logging in to {location}: {s}"))
-            }
-            e => Error::Config(format!(
-                "flight-server at {location} refused the login of {user:?}: {e}; \
+    let basic = format!("Basic {basic}")
+        .parse::<tonic::metadata::MetadataValue<_>>()
+        .map_err(|_| Error::Config(format!("{USER_ENV}: not a valid header value")))?;
+    c.metadata_mut().insert("authorization", basic);
+    let token = c.handshake(bytes::Bytes::new()).await;
+    // The Basic credentials go with the handshake only.
+    c.metadata_mut().remove("authorization");
+    let token = token.map_err(|e| match e {
+        arrow_flight::error::FlightError::Tonic(s) if s.code() == tonic::Code::Unavailable => {
+            Error::Flight(format!("logging in to {location}: {s}"))
+        }
+        e => Error::Config(format!(
+            "flight-server at {location} refused the login of {user:?}: {e}; \
              check {USER_ENV} and {PASSWORD_ENV}"
-            )),
-        })?;
+        )),
+    })?;
     let token = String::from_utf8(token.to_vec()).map_err(|_| {
         Error::Flight(format!(
             "{location} answered the login with a non-text token"
@@ -153,10 +217,25 @@ async fn login(c: &mut FlightClient, location: &str) -> Result<()> {
     })?;
     if token.is_empty() {
         // A server without authentication answers with an empty handshake.
-        c.metadata_mut().remove("authorization");
-    } else {
-        c.metadata_mut()
-            .insert("authorization", header(format!("Bearer {token}"))?);
+        return Ok(None);
     }
-    Ok(())
+    Bearer::new(token).map(Some).map_err(|_| {
+        Error::Flight(format!(
+            "{location} answered the login with a token that is no header value"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_token_prints_redacted_and_must_be_a_header_value() {
+        let b = Bearer::new("abc.def").unwrap();
+        assert_eq!(b.secret(), "abc.def");
+        assert_eq!(format!("{b:?}"), "Bearer(<redacted>)");
+        assert!(Bearer::new("").is_err());
+        assert!(Bearer::new("a\nb").is_err());
+    }
 }

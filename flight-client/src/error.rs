@@ -22,7 +22,8 @@ pub enum Error {
     Unavailable(String),
 
     /// A flight-server refused a ticket (expired, issued under another key,
-    /// a single-read endpoint read again): planning again is the cure.
+    /// a single-read endpoint read again), or the login token a read was
+    /// handed: planning again (and logging in again) is the cure.
     #[error("ticket refused: {0}")]
     TicketRefused(String),
 

@@ -11,14 +11,16 @@
 //! ```text
 //!  runner ── plan(location, sql) ──► GetFlightInfo ──► Vec<FlightSlice> (location, ticket)
 //!  trainer ─ spawn_reader(slices) ─► DoGet per slice ─► bounded channel of RecordBatch
-//!                 │ connect: grpc+tcp / grpc+tls (HOPPER_TLS_*), Handshake (HOPPER_FLIGHT_USER)
+//!                 │ connect: grpc+tcp / grpc+tls (HOPPER_TLS_*), Handshake (HOPPER_FLIGHT_USER),
+//!                 │          or the Bearer token a slice carries (the runner's login)
 //!                 │ retry:   one Backoff (100 ms … 5 s) within HOPPER_READ_RETRY_SECONDS,
 //!                 │          only while nothing of a stream has been handed on
 //!  flight-server ─ tls::ServerTls, put::PutCommand, refused::mark_ticket_refused
 //! ```
 //!
 //! - [`connect`]: locations to gRPC URIs, client TLS from the environment,
-//!   the Flight Handshake that logs a client in;
+//!   the Flight Handshake that logs a client in, and clients that read with
+//!   a [`connect::Bearer`] token someone else logged in for;
 //! - [`plan`] and [`read`]: `GetFlightInfo` into [`FlightSlice`]s, and
 //!   `DoGet` streams into a bounded channel with [`retry::Backoff`];
 //! - [`tls`]: PEM files in, tonic's rustls configuration out, for servers

@@ -88,6 +88,7 @@ pub async fn plan_query(location: &str, sql: &str) -> Result<Planned> {
                 .map(|l| l.uri.clone())
                 .unwrap_or_else(|| location.to_string()),
             ticket: ep.ticket.map(|t| t.ticket.to_vec()).unwrap_or_default(),
+            bearer: None,
         });
     }
     Ok(planned)

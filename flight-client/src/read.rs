@@ -25,7 +25,7 @@ use arrow_flight::Ticket;
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
-use crate::connect::{client, grpc_uri};
+use crate::connect::{client_with, grpc_uri};
 use crate::endpoint::FlightSlice;
 use crate::error::{Error, Result};
 use crate::retry::{retry_budget, Backoff, RETRY_ENV};
@@ -116,10 +116,21 @@ enum SliceError {
     Fatal(Error),
 }
 
-fn classify(context: &str, e: FlightError) -> SliceError {
+/// `handed` says whether the read used a token it was handed: when the
+/// server refuses that token (expired, or the server restarted and forgot
+/// it), logging in again is the cure, which whoever handed it does when it
+/// plans again — so it is reported like a refused ticket.
+fn classify(context: &str, e: FlightError, handed: bool) -> SliceError {
     if let FlightError::Tonic(s) = &e {
         if crate::refused::is_ticket_refused(s) {
             return SliceError::Fatal(Error::TicketRefused(format!("{context}: {}", s.message())));
+        }
+        if handed && s.code() == tonic::Code::Unauthenticated {
+            return SliceError::Fatal(Error::TicketRefused(format!(
+                "{context}: the server refused the login token this read was handed \
+                 ({}); log in and plan again",
+                s.message()
+            )));
         }
     }
     let transient = match &e {
@@ -144,7 +155,8 @@ async fn read_slice<E: Send>(
     bytes: &Arc<AtomicU64>,
     sent: &mut usize,
 ) -> std::result::Result<(), SliceError> {
-    let mut c = match client(&slice.location).await {
+    let handed = slice.bearer.is_some();
+    let mut c = match client_with(&slice.location, slice.bearer.as_ref()).await {
         Ok(c) => c,
         Err(Error::Flight(m)) => return Err(SliceError::Transient(m)),
         Err(e) => return Err(SliceError::Fatal(e)),
@@ -157,6 +169,7 @@ async fn read_slice<E: Send>(
         classify(
             &format!("DoGet at {}", slice.location),
             FlightError::Tonic(Box::new(s)),
+            handed,
         )
     })?;
     let bytes = bytes.clone();
@@ -174,7 +187,7 @@ async fn read_slice<E: Send>(
     while let Some(batch) = stream
         .try_next()
         .await
-        .map_err(|e| classify(&format!("reading from {}", slice.location), e))?
+        .map_err(|e| classify(&format!("reading from {}", slice.location), e, handed))?
     {
         if tx.send(Ok(batch)).await.is_err() {
             // Training stopped; dropping the stream cancels the DoGet.

@@ -10,6 +10,7 @@ use crate::grid::RunConfig;
 use crate::run_dir::{results, RunOutcome};
 use crate::runner::progress::ProgressMode;
 use crate::runner::{train, TrainOptions};
+use crate::trainer::auth::{access, Guard, TrainerKey, KEY_FILE_ENV};
 
 /// `mop train`: train a grid of models with model hopper parallelism.
 #[derive(Debug, Args)]
@@ -55,6 +56,19 @@ pub struct TrainerArgs {
     /// Require runners to present a certificate signed by this CA (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Serve only runners that prove this key on every call (at least 32
+    /// bytes: `head -c 32 /dev/urandom > trainer.key`); `mop train` dials
+    /// with the file `HOPPER_TRAINER_KEY_FILE` names.
+    #[arg(long, value_name = "PATH", env = KEY_FILE_ENV)]
+    pub key_file: Option<PathBuf>,
+    /// Read the key as one hex line from standard input (how `mop train`
+    /// hands a key to the trainers it spawns).
+    #[arg(long, hide = true, conflicts_with = "key_file")]
+    pub key_stdin: bool,
+    /// Serve anyone who can reach `--bind`, on any address, without a key
+    /// or client certificates.
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -168,6 +182,17 @@ pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
 
 /// Runs `mop trainer`: prints its address, serves until Ctrl-C or SIGTERM.
 pub fn run_trainer(args: TrainerArgs) -> Result<()> {
+    // The key line comes first on standard input, before its end is watched.
+    let key = if args.key_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Some(TrainerKey::from_hex(&line)?)
+    } else {
+        args.key_file
+            .as_deref()
+            .map(TrainerKey::from_file)
+            .transpose()?
+    };
     if args.exit_with_parent {
         exit_with_parent();
     }
@@ -186,6 +211,9 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
             .await
             .map_err(|e| Error::Config(format!("cannot bind {}: {e}", args.bind)))?;
         let addr = listener.local_addr()?;
+        let access = access(addr, key, args.tls_client_ca.is_some(), args.no_auth)?;
+        // Before the address is printed: a runner proves itself from then on.
+        let guard = Guard::new(&access);
         println!("{}{scheme}://{addr}", crate::runner::trainers::LISTENING);
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -194,10 +222,11 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
             // Whoever started it may have read the address and closed the
             // pipe: a line no one reads is not an error.
             let _ = writeln!(out, "device: {}", crate::device::describe());
+            let _ = writeln!(out, "serves: {}", access.describe());
         }
         let _ = out.flush();
         drop(out);
-        crate::trainer::serve(listener, tls, interrupted()).await
+        crate::trainer::serve(listener, tls, guard, interrupted()).await
     })
 }
 

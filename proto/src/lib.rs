@@ -9,3 +9,46 @@ mod generated {
 }
 
 pub use generated::*;
+
+impl std::fmt::Debug for FlightEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlightEndpoint")
+            .field("location", &self.location)
+            .field("ticket", &format_args!("<{} bytes>", self.ticket.len()))
+            .field(
+                "bearer",
+                &if self.bearer.is_empty() {
+                    "none"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_prints_without_its_bearer_token() {
+        let e = FlightEndpoint {
+            location: "grpc+tcp://h:1".into(),
+            ticket: vec![1, 2, 3],
+            bearer: "s3cret-token".into(),
+        };
+        let printed = format!(
+            "{:?}",
+            OpenPartitionRequest {
+                train: vec![e],
+                ..Default::default()
+            }
+        );
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("grpc+tcp://h:1") && printed.contains("<redacted>"),
+            "{printed}"
+        );
+    }
+}

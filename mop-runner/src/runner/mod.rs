@@ -46,10 +46,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hopper_proto::trainer_client::TrainerClient;
 use hopper_proto::{train_event, CacheMode as ProtoCache, TrainUnitRequest};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::grid::{Cache, RunConfig};
@@ -59,9 +57,10 @@ use crate::run_dir::results;
 pub use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler, Unit};
 use crate::search::{Reason, Stop};
+use crate::trainer::auth::TrainerKey;
 use plan::Plan;
 use progress::{ProgressMode, Reporter};
-use trainers::LocalTrainer;
+use trainers::{Client, LocalTrainer};
 
 /// How many times a unit may fail in a row on one trainer before the run stops.
 const MAX_RETRIES: u32 = 5;
@@ -115,7 +114,7 @@ struct PendingEval {
 /// The trainers of a run: their clients, and the processes of the ones this
 /// runner spawned (so that a dead one can be replaced).
 struct Trainers {
-    clients: Vec<TrainerClient<Channel>>,
+    clients: Vec<Client>,
     /// Each trainer's address.
     addresses: Vec<String>,
     local: Vec<Option<LocalTrainer>>,
@@ -144,13 +143,16 @@ impl Trainers {
             for worker in 0..w {
                 let lt = LocalTrainer::spawn(&t.binary, t.threads)?;
                 reporter.trainer_started(worker, lt.pid(), &lt.address);
-                t.clients.push(trainers::connect(&lt.address).await?);
+                t.clients
+                    .push(trainers::connect(&lt.address, Some(lt.key.clone())).await?);
                 t.addresses.push(lt.address.clone());
                 t.local.push(Some(lt));
             }
         } else {
+            // Trainers started by hand share the key in HOPPER_TRAINER_KEY_FILE.
+            let key = TrainerKey::from_env()?;
             for a in addresses {
-                t.clients.push(trainers::connect(a).await?);
+                t.clients.push(trainers::connect(a, key.clone()).await?);
                 t.addresses.push(a.clone());
                 t.local.push(None);
             }
@@ -202,7 +204,7 @@ impl Trainers {
             t.address
         ));
         reporter.trainer_started(w, t.pid(), &t.address);
-        self.clients[w] = trainers::connect(&t.address).await?;
+        self.clients[w] = trainers::connect(&t.address, Some(t.key.clone())).await?;
         self.addresses[w] = t.address.clone();
         self.local[w] = Some(t);
         Ok(true)
@@ -836,7 +838,7 @@ fn ckdir_has(ckdir: &CheckpointDir, name: &str) -> bool {
 }
 
 async fn run_unit(
-    mut client: TrainerClient<Channel>,
+    mut client: Client,
     req: TrainUnitRequest,
     unit: Unit,
     reporter: Arc<Reporter>,
@@ -903,7 +905,7 @@ async fn reopen(
 
 fn spawn_eval(
     set: &mut JoinSet<Done>,
-    clients: &[TrainerClient<Channel>],
+    clients: &[Client],
     plan: &Plan,
     config_json: Arc<String>,
     eval: PendingEval,
@@ -921,7 +923,7 @@ fn spawn_eval(
 }
 
 async fn evaluate_everywhere(
-    work: Vec<(TrainerClient<Channel>, Vec<hopper_proto::FlightEndpoint>)>,
+    work: Vec<(Client, Vec<hopper_proto::FlightEndpoint>)>,
     config_json: Arc<String>,
     state: Arc<Vec<u8>>,
 ) -> Result<(u64, f64, u64)> {

@@ -11,9 +11,20 @@
 //! expire, and at once when a trainer reports a refusal
 //! ([`Error::TicketRefused`]). The layout (how many endpoints each query
 //! has) must stay the same: it decides which trainer holds which rows.
+//!
+//! # Logins
+//! The runner logs in (`HOPPER_FLIGHT_USER`) to every flight-server its
+//! endpoints name whenever it plans, and hands each endpoint to its trainer
+//! with the Bearer token of that server: trainers read as the runner's user
+//! and need no login of their own. A token the server refuses later
+//! (expired, or the server restarted) fails the read like a refused ticket,
+//! and planning again logs in again. Tokens live in memory only: neither
+//! the checkpoint nor any other file of the run holds one.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use flight_client::connect::{login, Bearer};
 use flight_client::plan::plan_until;
 use flight_client::retry::Backoff;
 use flight_client::FlightSlice;
@@ -30,13 +41,21 @@ pub struct Plan {
     pub train: Vec<FlightSlice>,
     /// Endpoints of the validation query (empty without one).
     pub validation: Vec<FlightSlice>,
+    /// The runner's login at each location the endpoints name (none when
+    /// it logs in nowhere).
+    logins: BTreeMap<String, Bearer>,
     planned: SystemTime,
     expires: Option<SystemTime>,
     /// How many times the run planned again.
     pub replans: u32,
 }
 
-type Planned = (Vec<FlightSlice>, Vec<FlightSlice>, Option<SystemTime>);
+struct Planned {
+    train: Vec<FlightSlice>,
+    validation: Vec<FlightSlice>,
+    logins: BTreeMap<String, Bearer>,
+    expires: Option<SystemTime>,
+}
 
 impl Plan {
     /// Plans `train_sql` (and `validation_sql`) on every location.
@@ -51,14 +70,12 @@ impl Plan {
             validation_sql,
             train: Vec::new(),
             validation: Vec::new(),
+            logins: BTreeMap::new(),
             planned: SystemTime::now(),
             expires: None,
             replans: 0,
         };
-        let (train, validation, expires) = plan.fetch().await?;
-        plan.train = train;
-        plan.validation = validation;
-        plan.expires = expires;
+        plan.take(plan.fetch().await?);
         Ok(plan)
     }
 
@@ -72,7 +89,27 @@ impl Plan {
             }
             None => Vec::new(),
         };
-        Ok((train, validation, expires))
+        let mut logins = BTreeMap::new();
+        for location in train.iter().chain(&validation).map(|s| &s.location) {
+            if !logins.contains_key(location) {
+                if let Some(bearer) = login(location).await? {
+                    logins.insert(location.clone(), bearer);
+                }
+            }
+        }
+        Ok(Planned {
+            train,
+            validation,
+            logins,
+            expires,
+        })
+    }
+
+    fn take(&mut self, p: Planned) {
+        self.train = p.train;
+        self.validation = p.validation;
+        self.logins = p.logins;
+        self.expires = p.expires;
     }
 
     /// Whether the tickets expire soon: within a quarter of their lifetime,
@@ -94,7 +131,7 @@ impl Plan {
     pub async fn refresh(&mut self) -> Result<()> {
         let mut backoff = Backoff::from_env();
         let planned = SystemTime::now();
-        let (train, validation, expires) = loop {
+        let fresh = loop {
             match self.fetch().await {
                 Ok(p) => break p,
                 Err(e @ (Error::Flight(_) | Error::Unavailable(_))) => {
@@ -107,8 +144,8 @@ impl Plan {
             }
         };
         for (what, old, new) in [
-            ("training", &self.train, &train),
-            ("validation", &self.validation, &validation),
+            ("training", &self.train, &fresh.train),
+            ("validation", &self.validation, &fresh.validation),
         ] {
             if old.len() != new.len() {
                 return Err(Error::Config(format!(
@@ -120,23 +157,39 @@ impl Plan {
                 )));
             }
         }
-        self.train = train;
-        self.validation = validation;
+        self.take(fresh);
         self.planned = planned;
-        self.expires = expires;
         self.replans += 1;
         Ok(())
     }
 
     /// The training endpoints of partition `p` of `w`: endpoint `i` goes
     /// to partition `i % w`.
+    /// Each carries the runner's Bearer token for its location.
     pub fn train_part(&self, p: usize, w: usize) -> Vec<FlightEndpoint> {
-        part(&self.train, p, w)
+        self.part(&self.train, p, w)
     }
 
     /// The validation endpoints of partition `p` of `w`.
     pub fn validation_part(&self, p: usize, w: usize) -> Vec<FlightEndpoint> {
-        part(&self.validation, p, w)
+        self.part(&self.validation, p, w)
+    }
+
+    fn part(&self, slices: &[FlightSlice], p: usize, w: usize) -> Vec<FlightEndpoint> {
+        slices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % w == p)
+            .map(|(_, s)| FlightEndpoint {
+                location: s.location.clone(),
+                ticket: s.ticket.clone(),
+                bearer: self
+                    .logins
+                    .get(&s.location)
+                    .map(|b| b.secret().to_owned())
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
 }
 
@@ -162,18 +215,6 @@ fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-fn part(slices: &[FlightSlice], p: usize, w: usize) -> Vec<FlightEndpoint> {
-    slices
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % w == p)
-        .map(|(_, s)| FlightEndpoint {
-            location: s.location.clone(),
-            ticket: s.ticket.clone(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,11 +227,16 @@ mod tests {
             validation_sql: None,
             train: (0..5)
                 .map(|i| FlightSlice {
-                    location: format!("grpc+tcp://h:{i}"),
+                    location: format!("grpc+tcp://h:{}", i % 2),
                     ticket: vec![i as u8],
+                    bearer: None,
                 })
                 .collect(),
             validation: Vec::new(),
+            logins: BTreeMap::from([(
+                "grpc+tcp://h:1".to_string(),
+                Bearer::new("token-of-h1").unwrap(),
+            )]),
             planned,
             expires: Some(planned + life),
             replans: 0,
@@ -211,12 +257,16 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_dealt_round_robin() {
+    fn endpoints_are_dealt_round_robin_with_the_token_of_their_location() {
         let p = plan(Duration::from_secs(60), Duration::ZERO);
         let tickets =
             |v: Vec<FlightEndpoint>| v.into_iter().map(|e| e.ticket[0]).collect::<Vec<_>>();
         assert_eq!(tickets(p.train_part(0, 2)), vec![0, 2, 4]);
         assert_eq!(tickets(p.train_part(1, 2)), vec![1, 3]);
         assert!(p.validation_part(1, 2).is_empty());
+        // Each endpoint carries the runner's token for its own location.
+        let bearers = |v: Vec<FlightEndpoint>| v.into_iter().map(|e| e.bearer).collect::<Vec<_>>();
+        assert_eq!(bearers(p.train_part(0, 2)), vec![""; 3]);
+        assert_eq!(bearers(p.train_part(1, 2)), vec!["token-of-h1"; 2]);
     }
 }

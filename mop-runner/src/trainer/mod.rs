@@ -15,7 +15,14 @@
 //! its cores. The partition is read once (cache `memory` keeps featurized
 //! tensors, `disk` keeps Arrow IPC files) or re-read every pass (`none`),
 //! always through a bounded prefetch channel.
+//!
+//! A trainer serves one runner: every call proves the key they share, or
+//! comes with a client certificate, or over loopback ([`auth`]). It reads
+//! Flight as the runner's user, with the Bearer token each endpoint
+//! carries; only an endpoint without one makes it log in itself
+//! (`HOPPER_FLIGHT_USER`), so one fleet of trainers serves many users.
 
+pub mod auth;
 mod cache;
 mod service;
 

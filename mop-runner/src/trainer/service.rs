@@ -1,4 +1,4 @@
-//! The trainer's gRPC service.
+//! The trainer's gRPC service, behind the [`Guard`] of its access.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,14 +15,17 @@ use hopper_proto::{
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use super::auth::Guard;
 use super::cache::{feature_key, Batches, CacheMode, PartitionData};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::featurize::{Featurized, Featurizer};
 use crate::model::Model;
 use crate::train::{evaluate, train_partition};
+use flight_client::connect::Bearer;
 use flight_client::FlightSlice;
 
 /// Largest gRPC message a trainer sends or accepts: a model's state
@@ -71,11 +74,25 @@ fn status(e: Error) -> Status {
     }
 }
 
-fn slices(eps: Vec<hopper_proto::FlightEndpoint>) -> Vec<FlightSlice> {
+/// The endpoints of a request, each with the runner's Bearer token for its
+/// location if it sent one.
+fn slices(eps: Vec<hopper_proto::FlightEndpoint>) -> std::result::Result<Vec<FlightSlice>, Status> {
     eps.into_iter()
-        .map(|e| FlightSlice {
-            location: e.location,
-            ticket: e.ticket,
+        .map(|e| {
+            let bearer = match e.bearer.is_empty() {
+                true => None,
+                false => Some(Bearer::new(e.bearer).map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "the Bearer token for {} is not a header value",
+                        e.location
+                    ))
+                })?),
+            };
+            Ok(FlightSlice {
+                location: e.location,
+                ticket: e.ticket,
+                bearer,
+            })
         })
         .collect()
 }
@@ -122,13 +139,13 @@ impl Trainer for TrainerService {
         let mut guard = self.opened.lock().await;
         // Drop an earlier partition (and its cache) before reading the new one.
         *guard = None;
-        let train = PartitionData::open(slices(req.train), mode, dir.path(), "train")
+        let (train, validation) = (slices(req.train)?, slices(req.validation)?);
+        let train = PartitionData::open(train, mode, dir.path(), "train")
             .await
             .map_err(status)?;
-        let validation =
-            PartitionData::open(slices(req.validation), mode, dir.path(), "validation")
-                .await
-                .map_err(status)?;
+        let validation = PartitionData::open(validation, mode, dir.path(), "validation")
+            .await
+            .map_err(status)?;
         let resp = OpenPartitionResponse {
             train_rows: train.rows,
             validation_rows: validation.rows,
@@ -157,8 +174,9 @@ impl Trainer for TrainerService {
         &self,
         request: Request<TrainUnitRequest>,
     ) -> std::result::Result<Response<Self::TrainUnitStream>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let config = ModelConfig::from_json(&req.config_json).map_err(status)?;
+        let fresh = slices(std::mem::take(&mut req.train))?;
         // Held for the whole unit: one unit at a time per trainer.
         let mut guard = self.opened.clone().lock_owned().await;
         let opened = guard.as_mut().ok_or_else(|| {
@@ -170,12 +188,9 @@ impl Trainer for TrainerService {
         let read = bytes.clone();
         let batches = opened
             .train
-            .pass(
-                &feature_key(&config.input),
-                slices(req.train),
-                bytes,
-                move |b| f2.featurize(b),
-            )
+            .pass(&feature_key(&config.input), fresh, bytes, move |b| {
+                f2.featurize(b)
+            })
             .map_err(status)?;
         let threads = opened.threads;
         let (tx, rx) = mpsc::channel(16);
@@ -249,8 +264,9 @@ impl Trainer for TrainerService {
         &self,
         request: Request<EvaluateRequest>,
     ) -> std::result::Result<Response<EvaluateResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let config = ModelConfig::from_json(&req.config_json).map_err(status)?;
+        let fresh = slices(std::mem::take(&mut req.validation))?;
         let mut guard = self.opened.clone().lock_owned().await;
         let opened = guard.as_mut().ok_or_else(|| {
             Status::failed_precondition("no partition open; call OpenPartition first")
@@ -264,7 +280,7 @@ impl Trainer for TrainerService {
             .validation
             .pass(
                 &feature_key(&config.input),
-                slices(req.validation),
+                fresh,
                 Arc::default(),
                 move |b| f2.featurize(b),
             )
@@ -305,18 +321,22 @@ impl Trainer for TrainerService {
     }
 }
 
-/// Serves a trainer on `listener` until `shutdown` completes.
+/// Serves a trainer on `listener` until `shutdown` completes, to the
+/// callers `guard` admits (made before the trainer's address is told to
+/// anyone: it takes no proof made before it).
 ///
 /// With `tls`, the runner must dial `https://` and trust the certificate's
 /// CA (and present a client certificate if `tls` names a client CA).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    guard: Guard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let svc = TrainerServer::new(TrainerService::new())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let svc = InterceptedService::new(svc, guard);
     let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(tls) = tls {
