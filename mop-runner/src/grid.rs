@@ -35,7 +35,13 @@
 //! dir = "hopper-out/criteo"     # checkpoint, models, results, report
 //! table = "criteo_models"       # result tables <table>, <table>_info, <table>_summary
 //! database = "postgresql://hopper@127.0.0.1:5432/hopper"  # where they go (optional)
+//! # replace = true              # replace existing tables hopper did not write
 //! ```
+//!
+//! The result tables are dropped and written again when the run ends, so
+//! `output.table` may not name a table the run reads, and an existing table
+//! hopper did not write is replaced only with `replace = true`
+//! ([`crate::run_dir::guard`], checked before anything trains).
 
 use std::path::{Path, PathBuf};
 
@@ -231,6 +237,10 @@ pub struct OutputConfig {
     pub table: Option<String>,
     /// Database that receives the result tables.
     pub database: Option<String>,
+    /// Replace existing tables of those names that hopper did not write
+    /// (never one the run reads).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
 }
 
 impl Default for OutputConfig {
@@ -239,6 +249,7 @@ impl Default for OutputConfig {
             dir: PathBuf::from("hopper-out"),
             table: None,
             database: None,
+            replace: false,
         }
     }
 }
@@ -426,7 +437,15 @@ impl RunConfig {
                 }
             }
         }
-        Ok(())
+        if let Some(table) = &self.output.table {
+            crate::run_dir::results::check_ident(table)?;
+            if self.output.database.is_none() {
+                return Err(Error::Config(
+                    "output.table needs output.database (a PostgreSQL URL)".into(),
+                ));
+            }
+        }
+        crate::run_dir::guard::check_not_read(self)
     }
 
     fn base_sql(&self) -> Result<String> {

@@ -1,11 +1,13 @@
 //! What a run leaves in its directory, one serde type per file format:
 //! [`checkpoint`] (`checkpoint.json` and the model states it names, the
 //! unit timeline inside it) and [`results`] (`results.json`, `results.csv`
-//! and the result tables). The runner writes them; `mop report`, `mop
+//! and the result tables, which [`guard`] keeps from replacing what they
+//! must not). The runner writes them; `mop report`, `mop
 //! status`, `mop models` and `mop predict` read them — none of those needs
 //! the runner.
 
 pub mod checkpoint;
+pub mod guard;
 pub mod partitions;
 pub mod results;
 

@@ -19,6 +19,7 @@ use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
 use crate::grid::RunConfig;
 use crate::run_dir::checkpoint::EpochMetrics;
+use crate::run_dir::guard;
 use crate::run_dir::RunOutcome;
 use crate::search::{Reason, SearchKind, Stop};
 
@@ -225,7 +226,9 @@ pub(crate) fn check_ident(name: &str) -> Result<()> {
     }
 }
 
-/// Writes the three result tables (replacing earlier ones of the same name).
+/// Writes the three result tables, replacing earlier ones of the same name
+/// that [`guard::check_database`] lets it replace (checked again here, just
+/// before), and marks them as hopper's.
 pub async fn write_tables(
     outcome: &RunOutcome,
     config: &RunConfig,
@@ -237,6 +240,9 @@ pub async fn write_tables(
         .await
         .map_err(|e| Error::Database(format!("cannot connect to {database}: {e}")))?;
     tokio::spawn(conn);
+    // Outside the transaction: a query this database cannot plan must not
+    // abort it.
+    guard::check_database(&client, config, table).await?;
     let tx = client.transaction().await.map_err(db_err)?;
     tx.batch_execute(&format!(
         "DROP TABLE IF EXISTS {table}, {table}_info, {table}_summary;
@@ -257,6 +263,12 @@ pub async fn write_tables(
     ))
     .await
     .map_err(db_err)?;
+    let comment = guard::marker_comment(table).replace('\'', "''");
+    for t in guard::output_tables(table) {
+        tx.batch_execute(&format!("COMMENT ON TABLE {t} IS '{comment}'"))
+            .await
+            .map_err(db_err)?;
+    }
     let ins = tx
         .prepare(&format!(
             "INSERT INTO {table} VALUES ($1, $2, $3::text::jsonb, $4, $5, $6, $7, $8, $9, $10, $11)"

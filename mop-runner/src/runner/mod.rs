@@ -265,6 +265,8 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
 
 /// Trains every model of the grid with MOP; see the module docs.
 pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
+    // Before any epoch: the result tables must not replace what they must not.
+    crate::run_dir::guard::check_output(&config).await?;
     let models = config.load_models().await?;
     let out = config.output.dir.clone();
     std::fs::create_dir_all(&out)?;
