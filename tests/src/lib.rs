@@ -255,6 +255,20 @@ pub fn segment_args(cluster: &devcluster::LocalCluster) -> Vec<String> {
         .collect()
 }
 
+/// A flight-server over every segment of `cluster`, with `--auth MODE`
+/// (`database` or `none`) and `extra` arguments.
+pub fn segments_server(
+    cluster: &devcluster::LocalCluster,
+    auth: &str,
+    extra: &[&str],
+) -> Result<FlightServer> {
+    let mut args = segment_args(cluster);
+    args.extend(["--auth".to_string(), auth.to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    FlightServer::start(&args)
+}
+
 /// Reads every endpoint of `sql` from a flight-server with the Rust client.
 pub async fn read_all(
     url: &str,

@@ -8,7 +8,7 @@ use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::TryStreamExt;
 use hopper_tests::run::with_trainers;
 use hopper_tests::{
-    binary, cluster, handshake_on, python_json, python_script, segment_args, trainer_key_file,
+    binary, cluster, handshake_on, python_json, python_script, segments_server, trainer_key_file,
     FlightServer, TrainerProcess, TRAINER_KEY_ENV,
 };
 use tonic::Code;
@@ -38,11 +38,7 @@ async fn segments() -> devcluster::LocalCluster {
 }
 
 fn server(c: &devcluster::LocalCluster, extra: &[&str]) -> FlightServer {
-    let mut args = segment_args(c);
-    args.extend(["--auth", "database"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    FlightServer::start(&args).unwrap()
+    segments_server(c, "database", extra).unwrap()
 }
 
 async fn channel(url: &str) -> tonic::transport::Channel {

@@ -8,15 +8,11 @@ use std::time::{Duration, Instant};
 use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
 use arrow_flight::{Action, FlightClient};
 use futures::TryStreamExt;
-use hopper_tests::{channel_from, cluster, flight_sql_client, segment_args, FlightServer};
+use hopper_tests::{channel_from, cluster, flight_sql_client, segments_server, FlightServer};
 use tonic::Code;
 
 fn server(c: &devcluster::LocalCluster, extra: &[&str]) -> FlightServer {
-    let mut args = segment_args(c);
-    args.extend(["--auth", "none"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    FlightServer::start(&args).unwrap()
+    segments_server(c, "none", extra).unwrap()
 }
 
 /// Whether a new connection to `url` gets an answer to `DoAction("health")`;

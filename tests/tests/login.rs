@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use hopper_tests::{channel_from, cluster, handshake_on, segment_args, FlightServer};
+use hopper_tests::{channel_from, cluster, handshake_on, segments_server, FlightServer};
 use tonic::Code;
 
 /// One segment with `reader` (password checked), `trusted` (pg_hba trusts
@@ -31,11 +31,7 @@ async fn segment() -> devcluster::LocalCluster {
 }
 
 fn server(c: &devcluster::LocalCluster, extra: &[&str]) -> FlightServer {
-    let mut args = segment_args(c);
-    args.extend(["--auth", "database"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    FlightServer::start(&args).unwrap()
+    segments_server(c, "database", extra).unwrap()
 }
 
 async fn login(url: &str, from: &str, user: &str, password: &str) -> Result<String, tonic::Status> {
