@@ -525,6 +525,19 @@ impl Source for GreenplumSource {
         .unwrap_or_default()
         .to_string();
         if endpoints.is_empty() {
+            // A cursor that failed at once (on the coordinator's entry db)
+            // lists no endpoint: its own error says why.
+            if let Err(e) = session
+                .simple_query(&format!(
+                    "SELECT gp_wait_parallel_retrieve_cursor('{name}', 0)"
+                ))
+                .await
+            {
+                return Err(Error::from_pg(
+                    "the parallel retrieve cursor failed on the coordinator",
+                    e,
+                ));
+            }
             return Err(Error::Internal(format!(
                 "gp_get_endpoints() lists no endpoint for cursor {name} in this session"
             )));
@@ -668,6 +681,10 @@ impl Source for GreenplumSource {
                 Ok(true) => Status::Drained,
                 Ok(false) => Status::Abandoned,
                 Err(e) => {
+                    // A cursor that failed on the coordinator takes its
+                    // endpoints with it, and the retrieve only sees them
+                    // gone: the cursor's own error says why.
+                    let e = cursor_failure(&cursor).await.unwrap_or(e);
                     let _ = tx.send(Err(e)).await;
                     Status::Abandoned
                 }
@@ -1041,6 +1058,20 @@ async fn watch_remote(registry: Weak<Registry>, id: String, cursor: Arc<Cursor>)
 /// Ends a cursor on its coordinator session: waits for Greenplum to report
 /// the cursor finished (which surfaces any error a segment hit), then
 /// `CLOSE` and `COMMIT`. The session is dropped either way.
+/// The error the cursor failed with on the coordinator, if it failed
+/// (looked up without waiting; the session is left for [`close`]).
+async fn cursor_failure(cursor: &Cursor) -> Option<Error> {
+    let session = lock(&cursor.session).clone()?;
+    let name = &cursor.name;
+    session
+        .simple_query(&format!(
+            "SELECT gp_wait_parallel_retrieve_cursor('{name}', 0)"
+        ))
+        .await
+        .err()
+        .map(|e| Error::from_pg("the parallel retrieve cursor failed on the coordinator", e))
+}
+
 async fn close(cursor: &Cursor) -> Result<()> {
     let Some(session) = lock(&cursor.session).take() else {
         return Ok(());
