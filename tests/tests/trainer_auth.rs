@@ -380,24 +380,33 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test]
-async fn the_trainers_mop_train_spawns_refuse_calls_without_the_runs_key() {
-    let (_c, fs) = two_users().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        run_config(dir.path(), "spawned", &fs.url, "clicks_a", "memory"),
-    )
-    .unwrap();
-    let (mut mop, rx) = spawn_mop_train(
+/// `mop train` as alice over `clicks_a` at `url`, its run named `name`.
+fn train_as_alice(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    cache: &str,
+) -> (
+    hopper_tests::ChildGuard,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, run_config(dir, name, url, "clicks_a", cache)).unwrap();
+    spawn_mop_train(
         &config,
         &[],
         &[
             ("HOPPER_FLIGHT_USER", "alice"),
             ("HOPPER_PASSWORD", "alice-pw"),
         ],
-    );
+    )
+}
+
+#[tokio::test]
+async fn the_trainers_mop_train_spawns_refuse_calls_without_the_runs_key() {
+    let (_c, fs) = two_users().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut mop, rx) = train_as_alice(dir.path(), "spawned", &fs.url, "memory");
     let mut events = Vec::new();
     wait_for(&rx, &mut events, "trainer", |v| is_event(v, "trainer"));
     // Hold the runner still while its trainer is probed.
@@ -465,21 +474,8 @@ async fn a_login_token_the_flight_server_forgot_is_renewed_by_planning_again() {
     args.push(ticket_key.to_str().unwrap().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut fs = FlightServer::start(&args).unwrap();
-    let config = dir.path().join("grid.toml");
     // Every unit reads (no cache), with the tokens of the runner's logins.
-    std::fs::write(
-        &config,
-        run_config(dir.path(), "restarted", &fs.url, "clicks_a", "none"),
-    )
-    .unwrap();
-    let (mut mop, rx) = spawn_mop_train(
-        &config,
-        &[],
-        &[
-            ("HOPPER_FLIGHT_USER", "alice"),
-            ("HOPPER_PASSWORD", "alice-pw"),
-        ],
-    );
+    let (mut mop, rx) = train_as_alice(dir.path(), "restarted", &fs.url, "none");
     let mut events = Vec::new();
     wait_for(&rx, &mut events, "unit", |v| is_event(v, "unit"));
     // Held still while the server restarts, so the next units meet the
