@@ -87,6 +87,23 @@ pub enum Error {
     Exhausted(String),
 }
 
+impl From<pg_arrow::Error> for Error {
+    /// The codec's failures keep their kind: a type it refuses, bytes it
+    /// cannot decode, an upload or a name it cannot write.
+    fn from(e: pg_arrow::Error) -> Self {
+        use pg_arrow::Error as Codec;
+        match e {
+            Codec::UnsupportedType { column, type_name } => {
+                Error::UnsupportedType { column, type_name }
+            }
+            Codec::Decode { context, message } => Error::Decode { context, message },
+            Codec::Unwritable(m) | Codec::Ident(m) => Error::BadRequest(m),
+            Codec::Arrow(e) => Error::Arrow(e),
+            Codec::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
 /// What an `Unavailable` from a segment tells the client to do.
 const RETRY_HINT: &str =
     "the segment is down or restarting: retry once it is back (mop's trainers retry by themselves)";

@@ -20,8 +20,8 @@
 //! Three sources implement [`source::Source`]:
 //! - [`source::postgres`]: one or more PostgreSQL instances, each a segment,
 //!   read with `COPY (…) TO STDOUT (FORMAT binary)` — the database's own
-//!   fastest export path — decoded straight into Arrow builders
-//!   ([`types`] holds the whole type mapping);
+//!   fastest export path — decoded straight into Arrow builders by the
+//!   `pg-arrow` crate, which holds the whole type mapping ([`types`]);
 //! - [`source::greenplum`]: a Greenplum coordinator; endpoints are the
 //!   segments' endpoints of a parallel retrieve cursor, and a ticket carries
 //!   all a server beside the segment needs to retrieve one;
@@ -35,9 +35,7 @@
 //! password of its own, and the database's GRANTs decide what each reads.
 
 pub mod auth;
-pub mod batch_limits;
 pub mod cli;
-pub mod copy_in;
 pub mod core;
 pub mod error;
 pub mod listener;
@@ -53,3 +51,9 @@ pub mod ticket;
 pub mod types;
 
 pub use error::{Error, Result};
+
+/// How big a record batch may grow ([`pg_arrow::BatchLimits`]), where
+/// callers of this crate have found it.
+pub mod batch_limits {
+    pub use pg_arrow::BatchLimits;
+}

@@ -14,7 +14,7 @@
 //!   endpoint's `app_metadata` carries as `{"segment": i}`, so a client that
 //!   read endpoint *i* can write its results next to the rows it read;
 //! - `create`: create the table from the Arrow schema if it does not exist
-//!   (types as [`crate::copy_in`] maps them);
+//!   (types as [`pg_arrow::encode`] maps them);
 //! - `mode`: `append` (default) adds rows; `replace` drops the table if it
 //!   exists and creates it from the Arrow schema.
 //!

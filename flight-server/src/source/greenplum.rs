@@ -52,7 +52,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
-use super::text::BatchBuilder;
 use super::{
     pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
     RoleLogin, Source, TableInfo, CHANNEL_DEPTH,
@@ -61,6 +60,7 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::locate::Locator;
 use crate::types::{arrow_field, arrow_schema};
+use pg_arrow::{BatchBuilder, Ident};
 
 /// How long a cursor may sit with no endpoint being read before the
 /// sweeper closes it and releases its coordinator session, snapshot and
@@ -766,7 +766,7 @@ impl Source for GreenplumSource {
         )
         .await?;
         let on = format!("{} on the Greenplum coordinator", command.table);
-        let distributed = format!(" DISTRIBUTED BY ({})", crate::copy_in::quote_ident(&first));
+        let distributed = format!(" DISTRIBUTED BY ({})", Ident::new(first)?);
         super::upload::copy_upload(&mut client, &on, command, schema, batches, &distributed).await
     }
 

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use flight_client::put::PutCommand;
 
 use crate::auth::Caller;
-pub use crate::batch_limits::BatchLimits;
 use crate::error::Result;
+pub use pg_arrow::BatchLimits;
 
 pub mod db_tls;
 #[cfg(feature = "files")]
@@ -32,7 +32,6 @@ pub mod greenplum;
 pub mod limit;
 pub mod pg_catalog;
 pub mod postgres;
-pub(crate) mod text;
 pub mod upload;
 
 /// A stream of record batches, the unit that flows through the server.

@@ -48,12 +48,12 @@ use super::{
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::types::{arrow_field, arrow_schema, CopyDecoder};
-use copy_text::{TextCopyDecoder, TEXT_SETTINGS};
+use pg_arrow::{TextCopyDecoder, TEXT_SETTINGS};
 
-mod copy_text;
+mod copy_format;
 mod put;
 
-pub use copy_text::CopyFormat;
+pub use copy_format::CopyFormat;
 
 /// How long a connection's slot stays taken after its socket closed, for
 /// the backend to exit (see [`super::limit`]).
@@ -911,21 +911,21 @@ enum RowDecoder {
 }
 
 impl RowDecoder {
-    fn push(&mut self, chunk: &[u8]) -> Result<()> {
+    fn push(&mut self, chunk: &[u8]) -> pg_arrow::Result<()> {
         match self {
             RowDecoder::Binary(d) => d.push(chunk),
             RowDecoder::Text(d) => d.push(chunk),
         }
     }
 
-    fn finish(&mut self) -> Result<()> {
+    fn finish(&mut self) -> pg_arrow::Result<()> {
         match self {
             RowDecoder::Binary(d) => d.finish(),
             RowDecoder::Text(d) => d.finish(),
         }
     }
 
-    fn take_batch(&mut self) -> Result<Option<arrow_array::RecordBatch>> {
+    fn take_batch(&mut self) -> pg_arrow::Result<Option<arrow_array::RecordBatch>> {
         match self {
             RowDecoder::Binary(d) => d.take_batch(),
             RowDecoder::Text(d) => d.take_batch(),
@@ -946,12 +946,18 @@ async fn pump(
     type Chunk = Option<std::result::Result<bytes::Bytes, tokio_postgres::Error>>;
     let push = |decoder: &mut RowDecoder, chunk: Chunk| -> std::result::Result<bool, Stop> {
         match chunk {
-            Some(Ok(bytes)) => decoder.push(&bytes).map(|()| false).map_err(Stop::Failed),
+            Some(Ok(bytes)) => decoder
+                .push(&bytes)
+                .map(|()| false)
+                .map_err(|e| Stop::Failed(e.into())),
             Some(Err(e)) => Err(Stop::Failed(Error::from_pg(
                 &format!("segment {display}"),
                 e,
             ))),
-            None => decoder.finish().map(|()| true).map_err(Stop::Failed),
+            None => decoder
+                .finish()
+                .map(|()| true)
+                .map_err(|e| Stop::Failed(e.into())),
         }
     };
     loop {
@@ -974,7 +980,7 @@ async fn pump(
                 None => break,
             }
         }
-        while let Some(batch) = decoder.take_batch().map_err(Stop::Failed)? {
+        while let Some(batch) = decoder.take_batch().map_err(|e| Stop::Failed(e.into()))? {
             tx.send(Ok(batch)).await.map_err(|_| Stop::Cancelled)?;
         }
         if last {

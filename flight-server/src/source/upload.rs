@@ -16,9 +16,9 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::copy_in::{check_writable, column_definitions, column_list, CopyEncoder};
 use crate::error::{Error, Result};
 use crate::source::BatchStream;
+use pg_arrow::{check_writable, column_definitions, column_list, CopyEncoder, Ident};
 
 /// Writes `batches` (of `schema`) into `command.table` over `client`, all
 /// or nothing; `on` names the target in messages, `create_suffix` ends a
@@ -35,7 +35,7 @@ pub async fn copy_upload(
         return Err(Error::BadRequest("the upload has no columns".into()));
     }
     let encoder = CopyEncoder::new(schema.clone())?;
-    let table = &command.table;
+    let table = Ident::parse_plain(&command.table)?;
     let tx = client
         .build_transaction()
         .read_only(false)
@@ -67,7 +67,7 @@ pub async fn copy_upload(
     }
 
     // The table's types of the uploaded columns, checked before any row.
-    let columns = column_list(&schema);
+    let columns = column_list(&schema)?;
     let probe = tx
         .prepare(&format!("SELECT {columns} FROM {table} LIMIT 0"))
         .await
@@ -84,8 +84,8 @@ pub async fn copy_upload(
         })?;
     for (field, col) in schema.fields().iter().zip(probe.columns()) {
         check_writable(field, col.type_()).map_err(|e| match e {
-            Error::BadRequest(m) => Error::BadRequest(format!("{on}: {m}")),
-            other => other,
+            pg_arrow::Error::Unwritable(m) => Error::BadRequest(format!("{on}: {m}")),
+            other => other.into(),
         })?;
     }
 

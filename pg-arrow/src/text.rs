@@ -10,7 +10,7 @@
 //!   backend writes text cheaper than binary.
 //!
 //! The Arrow type of every column is therefore fixed beforehand (by
-//! [`crate::types::arrow_field`], from the catalog) and this module parses
+//! [`crate::arrow_field`], from the catalog) and this module parses
 //! each text value into that type — the same Arrow values the binary
 //! decoder produces.
 //!
@@ -39,7 +39,7 @@ const MICROS_PER_SEC: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
 
 /// Accumulates rows of text values into record batches of a fixed schema.
-pub(crate) struct BatchBuilder {
+pub struct BatchBuilder {
     schema: SchemaRef,
     columns: Vec<Column>,
     rows: usize,
@@ -48,7 +48,7 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     /// A builder for `schema`; fails up front if a column's type has no text parser.
-    pub(crate) fn new(schema: SchemaRef) -> Result<Self> {
+    pub fn new(schema: SchemaRef) -> Result<Self> {
         let columns = schema
             .fields()
             .iter()
@@ -63,18 +63,18 @@ impl BatchBuilder {
     }
 
     /// Rows appended since the last [`finish`](Self::finish).
-    pub(crate) fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.rows
     }
 
     /// Bytes of text appended since the last [`finish`](Self::finish): a
     /// stand-in for the batch's size.
-    pub(crate) fn text_bytes(&self) -> usize {
+    pub fn text_bytes(&self) -> usize {
         self.text_bytes
     }
 
     /// Appends one row; `None` is SQL NULL.
-    pub(crate) fn push_row<'a>(
+    pub fn push_row<'a>(
         &mut self,
         values: impl ExactSizeIterator<Item = Option<&'a str>>,
     ) -> Result<()> {
@@ -106,7 +106,7 @@ impl BatchBuilder {
     /// readers that split a line themselves; a field is owned only when it
     /// had to be unescaped. On an error the builder is left mid-row: the
     /// stream it reads is failed anyway.
-    pub(crate) fn push_fields<'a>(
+    pub fn push_fields<'a>(
         &mut self,
         fields: impl Iterator<Item = Result<Option<std::borrow::Cow<'a, str>>>>,
     ) -> Result<()> {
@@ -138,7 +138,7 @@ impl BatchBuilder {
     }
 
     /// The rows appended so far as one batch; the builder starts over empty.
-    pub(crate) fn finish(&mut self) -> Result<RecordBatch> {
+    pub fn finish(&mut self) -> Result<RecordBatch> {
         let arrays = self
             .columns
             .iter_mut()

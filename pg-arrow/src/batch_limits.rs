@@ -1,5 +1,5 @@
 //! How big a record batch may grow: shared by every source's producer and
-//! by the decoders in [`crate::types`], which close a batch when it is full.
+//! by the decoders in [`crate::CopyDecoder`] and [`crate::TextCopyDecoder`], which close a batch when it is full.
 
 /// How big one record batch may grow before it is sent.
 ///

@@ -7,94 +7,28 @@
 //! read on a machine whose cores it shares with the server. Each row is a
 //! line; fields are separated by tabs, `\N` is NULL, and a backslash escapes
 //! the rest (`\t`, `\n`, `\\`, octal and hex bytes). The values are then
-//! parsed by their catalog types ([`crate::source::text::BatchBuilder`]),
-//! under the output settings [`TEXT_SETTINGS`] fixes on the connection.
+//! parsed by their catalog types ([`crate::text::BatchBuilder`]), under
+//! the output settings [`TEXT_SETTINGS`] fixes on the connection.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use tokio_postgres::types::Type;
 
 use crate::batch_limits::BatchLimits;
 use crate::error::{Error, Result};
-use crate::source::text::BatchBuilder;
+use crate::text::BatchBuilder;
 
 /// The session settings the text parsers rely on, whatever the role's or
 /// database's defaults: ISO dates, hex bytea, PostgreSQL intervals, and
 /// shortest-exact floats (so a parsed float is the stored one, bit for bit).
-pub(crate) const TEXT_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
+pub const TEXT_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
      SET bytea_output = hex; SET extra_float_digits = 1";
 
-/// How a PostgreSQL segment exports rows for `DoGet`.
-///
-/// Text costs the backend less and hopper more (parsing text is dearer
-/// than reading binary): on the Criteo-like table one endpoint reads 1.13×
-/// a binary COPY by text against 1.04× by binary, where a core was free for
-/// the server, but two endpoints on two busy cores read 0.70× by text
-/// against 0.74× by binary (BENCHMARKS.md). Binary is therefore the default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum CopyFormat {
-    /// Text for queries whose every column PostgreSQL writes cheaper as text
-    /// (integers, booleans, text types), binary otherwise.
-    Auto,
-    /// Always binary COPY.
-    #[default]
-    Binary,
-    /// Text COPY for every query whose column types the text parsers know
-    /// (all hopper streams but a few; binary for the rest).
-    Text,
-}
-
-/// Types whose text output costs the backend less than their binary form.
-fn cheap_as_text(t: &Type) -> bool {
-    [
-        Type::INT2,
-        Type::INT4,
-        Type::INT8,
-        Type::BOOL,
-        Type::TEXT,
-        Type::VARCHAR,
-        Type::BPCHAR,
-        Type::NAME,
-        Type::CHAR,
-    ]
-    .contains(t)
-}
-
-impl CopyFormat {
-    /// The text decoder for a query with columns of `types` (and
-    /// `schema`), if this format reads it as text: `None` means binary.
-    pub(crate) fn text_decoder(
-        self,
-        schema: &SchemaRef,
-        types: &[Type],
-        limits: BatchLimits,
-    ) -> Option<TextCopyDecoder> {
-        let wanted = match self {
-            CopyFormat::Binary => false,
-            CopyFormat::Text => true,
-            CopyFormat::Auto => !types.is_empty() && types.iter().all(cheap_as_text),
-        };
-        // A type the text parsers do not know falls back to binary.
-        wanted
-            .then(|| TextCopyDecoder::new(schema.clone(), limits).ok())
-            .flatten()
-    }
-
-    /// The `COPY` option naming the format.
-    pub(crate) fn statement(text: bool, sql: &str) -> String {
-        // The newlines matter: a trailing `-- comment` in `sql` must not
-        // swallow the closing parenthesis.
-        let format = if text { "text" } else { "binary" };
-        format!("COPY (\n{sql}\n) TO STDOUT (FORMAT {format})")
-    }
-}
-
 /// Decodes a text COPY stream into record batches of a fixed schema; the
-/// same interface as the binary [`crate::types::CopyDecoder`].
-pub(crate) struct TextCopyDecoder {
+/// same interface as the binary [`crate::CopyDecoder`].
+pub struct TextCopyDecoder {
     builder: BatchBuilder,
     limits: BatchLimits,
     /// The start of a line that straddles a chunk boundary.
@@ -103,8 +37,8 @@ pub(crate) struct TextCopyDecoder {
 }
 
 impl TextCopyDecoder {
-    /// A decoder for rows of `schema` (from [`crate::types::arrow_field`]).
-    pub(crate) fn new(schema: SchemaRef, limits: BatchLimits) -> Result<Self> {
+    /// A decoder for rows of `schema` (from [`crate::arrow_field`]).
+    pub fn new(schema: SchemaRef, limits: BatchLimits) -> Result<Self> {
         Ok(Self {
             builder: BatchBuilder::new(schema)?,
             limits,
@@ -114,7 +48,7 @@ impl TextCopyDecoder {
     }
 
     /// Feeds the next chunk of the stream (chunks may split lines anywhere).
-    pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<()> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
         if self.carry.is_empty() {
             let used = self.lines(chunk)?;
             self.carry.extend_from_slice(&chunk[used..]);
@@ -129,13 +63,13 @@ impl TextCopyDecoder {
     }
 
     /// The next finished batch, if any.
-    pub(crate) fn take_batch(&mut self) -> Result<Option<RecordBatch>> {
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>> {
         Ok(self.done.pop_front())
     }
 
     /// Ends the stream: checks that its last line was complete and closes
     /// the last, partial batch.
-    pub(crate) fn finish(&mut self) -> Result<()> {
+    pub fn finish(&mut self) -> Result<()> {
         if !self.carry.is_empty() {
             return Err(Error::Decode {
                 context: "text COPY stream".into(),
@@ -302,28 +236,5 @@ mod tests {
         d.push(b"1\n2").unwrap();
         let err = d.finish().unwrap_err().to_string();
         assert!(err.contains("ended inside a row"), "{err}");
-    }
-
-    #[test]
-    fn auto_reads_integer_and_text_columns_as_text_only() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("t", DataType::Utf8, true),
-        ]));
-        let types = [Type::INT8, Type::TEXT];
-        let limits = BatchLimits::default();
-        assert!(CopyFormat::Auto
-            .text_decoder(&schema, &types, limits)
-            .is_some());
-        assert!(CopyFormat::Binary
-            .text_decoder(&schema, &types, limits)
-            .is_none());
-        let floats = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
-        assert!(CopyFormat::Auto
-            .text_decoder(&floats, &[Type::FLOAT8], limits)
-            .is_none());
-        assert!(CopyFormat::Text
-            .text_decoder(&floats, &[Type::FLOAT8], limits)
-            .is_some());
     }
 }

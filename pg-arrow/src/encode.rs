@@ -5,7 +5,7 @@
 //! STDIN (FORMAT binary)`: [`CopyEncoder`] turns one record batch into one
 //! chunk of COPY data, so the upload goes to the database batch by batch
 //! and the server never holds more than the batch in flight. Binary COPY
-//! is the inverse of what [`crate::types::CopyDecoder`] reads, and the
+//! is the inverse of what [`crate::CopyDecoder`] reads, and the
 //! round-trip tests below hold the two to each other.
 //!
 //! # The mapping
@@ -21,7 +21,7 @@
 //! | `Timestamp(µs, None)` | `timestamp` | |
 //! | `Timestamp(µs, tz)` | `timestamptz` | |
 //!
-//! Anything else is refused with [`Error::BadRequest`] naming the column,
+//! Anything else is refused with [`Error::Unwritable`] naming the column,
 //! before a byte reaches the database.
 
 use arrow_array::cast::AsArray;
@@ -31,9 +31,10 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio_postgres::types::Type;
+use postgres_types::Type;
 
 use crate::error::{Error, Result};
+use crate::ident::Ident;
 
 /// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL's epoch).
 const PG_EPOCH_DAYS: i32 = 10_957;
@@ -60,7 +61,7 @@ pub fn pg_type(field: &Field) -> Result<Type> {
         DataType::Timestamp(TimeUnit::Microsecond, None) => Type::TIMESTAMP,
         DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => Type::TIMESTAMPTZ,
         other => {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Unwritable(format!(
                 "column \"{}\" has Arrow type {other}, which hopper cannot write; \
                  send int16/32/64, float32/64, bool, utf8, binary, date32 or \
                  timestamp[us] (cast it before the upload)",
@@ -79,7 +80,7 @@ pub fn check_writable(field: &Field, ty: &Type) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::BadRequest(format!(
+        Err(Error::Unwritable(format!(
             "column \"{}\" is {} in the table but the upload sends Arrow {} (which writes {}); \
              send the table's type or write into a new table",
             field.name(),
@@ -95,24 +96,19 @@ pub fn column_definitions(schema: &SchemaRef) -> Result<String> {
     schema
         .fields()
         .iter()
-        .map(|f| Ok(format!("{} {}", quote_ident(f.name()), pg_type(f)?.name())))
+        .map(|f| Ok(format!("{} {}", Ident::new(f.name())?, pg_type(f)?.name())))
         .collect::<Result<Vec<_>>>()
         .map(|cols| cols.join(", "))
 }
 
 /// The schema's column names, quoted, comma separated.
-pub fn column_list(schema: &SchemaRef) -> String {
+pub fn column_list(schema: &SchemaRef) -> Result<String> {
     schema
         .fields()
         .iter()
-        .map(|f| quote_ident(f.name()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `name` as a quoted SQL identifier (`"` doubled).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+        .map(|f| Ident::new(f.name()).map(|i| i.to_string()))
+        .collect::<Result<Vec<_>>>()
+        .map(|cols| cols.join(", "))
 }
 
 /// Encodes record batches of one schema into binary COPY data.
@@ -132,7 +128,7 @@ impl CopyEncoder {
             pg_type(f)?;
         }
         if schema.fields().len() > i16::MAX as usize {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Unwritable(format!(
                 "{} columns; PostgreSQL tables hold at most 1600",
                 schema.fields().len()
             )));
@@ -161,7 +157,7 @@ impl CopyEncoder {
                 .zip(fields)
                 .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
         if !same {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Unwritable(format!(
                 "a record batch's schema ({}) differs from the upload's schema ({}); \
                  every batch of one DoPut must have the same columns",
                 describe(&theirs),
@@ -309,8 +305,7 @@ mod tests {
     use arrow_schema::Schema;
 
     use super::*;
-    use crate::source::BatchLimits;
-    use crate::types::CopyDecoder;
+    use crate::{BatchLimits, CopyDecoder};
 
     /// A batch with a NULL in every column, edge values, and empty strings.
     fn sample(offset: i64) -> RecordBatch {
@@ -390,7 +385,7 @@ mod tests {
             .fields()
             .iter()
             .zip(pg_types(&schema))
-            .map(|(f, t)| crate::types::arrow_field(f.name(), &t, -1).unwrap())
+            .map(|(f, t)| crate::arrow_field(f.name(), &t, -1).unwrap())
             .collect::<Vec<_>>();
         let mut dec = CopyDecoder::new(
             Arc::new(Schema::new(fields)),
@@ -447,7 +442,7 @@ mod tests {
         let f = Field::new("when", DataType::Time32(TimeUnit::Second), true);
         let e = pg_type(&f).unwrap_err();
         assert!(
-            matches!(e, Error::BadRequest(_)) && e.to_string().contains("\"when\""),
+            matches!(e, Error::Unwritable(_)) && e.to_string().contains("\"when\""),
             "{e}"
         );
         let schema = Arc::new(Schema::new(vec![f]));
@@ -479,6 +474,9 @@ mod tests {
             column_definitions(&schema).unwrap(),
             "\"id\" int8, \"Odd \"\"name\"\"\" float4"
         );
-        assert_eq!(column_list(&schema), "\"id\", \"Odd \"\"name\"\"\"");
+        assert_eq!(
+            column_list(&schema).unwrap(),
+            "\"id\", \"Odd \"\"name\"\"\""
+        );
     }
 }

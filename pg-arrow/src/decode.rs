@@ -1,0 +1,1063 @@
+//! The PostgreSQL → Arrow type mapping, in one place, and a decoder of
+//! PostgreSQL's binary `COPY` format straight into Arrow arrays.
+//!
+//! # Why a hand-written decoder
+//!
+//! `COPY (<query>) TO STDOUT (FORMAT binary)` is the fastest way out of a
+//! PostgreSQL backend; going through `tokio_postgres` rows instead costs an
+//! allocation per row and a `FromSql` dispatch per value. [`CopyDecoder`]
+//! walks the COPY bytes once and appends every value to a typed Arrow
+//! builder: no per-value allocation, and text is validated as UTF-8 once per
+//! batch rather than once per value.
+//!
+//! # The mapping
+//!
+//! | PostgreSQL | Arrow |
+//! |---|---|
+//! | `int2`, `int4`, `int8` | `Int16`, `Int32`, `Int64` |
+//! | `float4`, `float8` | `Float32`, `Float64` |
+//! | `bool` | `Boolean` |
+//! | `text`, `varchar`, `bpchar`, `name`, `json`, `jsonb` | `Utf8` |
+//! | `bytea` | `Binary` |
+//! | `numeric(p,s)`, p ≤ 38 | `Decimal128(p,s)` |
+//! | `date` | `Date32` |
+//! | `time` | `Time64(µs)` |
+//! | `timestamp` | `Timestamp(µs, None)` |
+//! | `timestamptz` | `Timestamp(µs, "UTC")` |
+//! | `uuid` | `FixedSizeBinary(16)`, extension `arrow.uuid` |
+//! | `int2[]` … `float8[]` (one dimension) | `List<Int16>` … `List<Float64>` |
+//!
+//! Every column is nullable (PostgreSQL does not say whether a query's
+//! column can be NULL). Anything else is refused up front with
+//! [`Error::UnsupportedType`], which tells the user how to cast it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder,
+    PrimitiveBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::types::{
+    ArrowPrimitiveType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
+use postgres_types::Type;
+
+use crate::batch_limits::BatchLimits;
+use crate::error::{Error, Result};
+
+/// Field metadata key of Arrow extension types.
+const EXTENSION_NAME: &str = "ARROW:extension:name";
+/// The canonical Arrow extension type for UUIDs.
+const UUID_EXTENSION: &str = "arrow.uuid";
+
+/// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL's epoch).
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Largest precision a `Decimal128` holds.
+const MAX_DECIMAL128_PRECISION: i32 = 38;
+
+/// The Arrow field for a result column of PostgreSQL type `ty` with type
+/// modifier `typmod` (as a driver's column description reports it, e.g.
+/// `tokio_postgres::Column::type_modifier`;
+/// -1 when there is none).
+pub fn arrow_field(name: &str, ty: &Type, typmod: i32) -> Result<Field> {
+    let list = |dt: DataType| DataType::List(Arc::new(Field::new_list_field(dt, true)));
+    let data_type = match *ty {
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::BOOL => DataType::Boolean,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
+            DataType::Utf8
+        }
+        Type::BYTEA => DataType::Binary,
+        Type::NUMERIC => numeric_type(name, typmod)?,
+        Type::DATE => DataType::Date32,
+        Type::TIME => DataType::Time64(TimeUnit::Microsecond),
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Type::UUID => {
+            return Ok(Field::new(name, DataType::FixedSizeBinary(16), true)
+                .with_metadata([(EXTENSION_NAME.to_owned(), UUID_EXTENSION.to_owned())].into()))
+        }
+        Type::INT2_ARRAY => list(DataType::Int16),
+        Type::INT4_ARRAY => list(DataType::Int32),
+        Type::INT8_ARRAY => list(DataType::Int64),
+        Type::FLOAT4_ARRAY => list(DataType::Float32),
+        Type::FLOAT8_ARRAY => list(DataType::Float64),
+        _ => {
+            return Err(Error::UnsupportedType {
+                column: name.to_owned(),
+                type_name: ty.name().to_owned(),
+            })
+        }
+    };
+    Ok(Field::new(name, data_type, true))
+}
+
+/// `numeric(p,s)` → `Decimal128(p,s)`. An unconstrained `numeric` has no
+/// fixed scale, so no Arrow decimal type can hold every value exactly: the
+/// user has to choose one.
+fn numeric_type(column: &str, typmod: i32) -> Result<DataType> {
+    let refuse = |what: String| Error::UnsupportedType {
+        column: column.to_owned(),
+        type_name: format!(
+            "{what} (hopper needs numeric(p,s) with p <= {MAX_DECIMAL128_PRECISION}: \
+             cast to numeric(p,s) or float8)"
+        ),
+    };
+    if typmod < 4 {
+        return Err(refuse("numeric without precision and scale".into()));
+    }
+    // PostgreSQL packs ((precision << 16) | (scale & 0x7ff)) + VARHDRSZ; the
+    // scale is an 11-bit two's complement number since PostgreSQL 15.
+    let packed = typmod - 4;
+    let precision = (packed >> 16) & 0xffff;
+    let scale = ((packed & 0x7ff) ^ 1024) - 1024;
+    if precision > MAX_DECIMAL128_PRECISION || !(-128..=127).contains(&scale) || scale > precision {
+        return Err(refuse(format!("numeric({precision},{scale})")));
+    }
+    Ok(DataType::Decimal128(precision as u8, scale as i8))
+}
+
+/// The 11-byte signature that opens every binary COPY stream.
+const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+/// Signature, flags and header-extension length.
+const HEADER_LEN: usize = 11 + 4 + 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Header,
+    Rows,
+    Done,
+}
+
+/// Decodes PostgreSQL's binary `COPY … TO STDOUT` stream into record batches.
+///
+/// Feed it the stream chunk by chunk with [`push`](Self::push) (chunks may
+/// split rows anywhere); whenever [`ready`](Self::ready) says so, take the
+/// finished batches with [`take_batch`](Self::take_batch). At the end of the
+/// stream call [`finish`](Self::finish), then drain `take_batch` once more.
+/// Batches close as soon as either of the [`BatchLimits`] is reached.
+pub struct CopyDecoder {
+    schema: SchemaRef,
+    cols: Vec<Column>,
+    limits: BatchLimits,
+    state: State,
+    /// Bytes of a row (or of the header) that straddles a chunk boundary.
+    carry: Vec<u8>,
+    rows: usize,
+    bytes: usize,
+    done: VecDeque<RecordBatch>,
+}
+
+impl std::fmt::Debug for CopyDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyDecoder")
+            .field("schema", &self.schema)
+            .field("state", &self.state)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CopyDecoder {
+    /// A decoder for rows of `schema`, whose columns have PostgreSQL types
+    /// `types` (the schema must come from [`arrow_field`] for those types).
+    pub fn new(schema: SchemaRef, types: &[Type], limits: BatchLimits) -> Result<Self> {
+        if schema.fields().len() != types.len() {
+            return Err(Error::Internal(format!(
+                "decoder built with {} fields but {} PostgreSQL types",
+                schema.fields().len(),
+                types.len()
+            )));
+        }
+        let cols = schema
+            .fields()
+            .iter()
+            .zip(types)
+            .map(|(f, t)| Column::new(f, t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            schema,
+            cols,
+            limits: BatchLimits {
+                rows: limits.rows.max(1),
+                bytes: limits.bytes.max(1),
+            },
+            state: State::Header,
+            carry: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            done: VecDeque::new(),
+        })
+    }
+
+    /// The schema of the batches this decoder produces.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes every complete row in `chunk` (plus what earlier chunks left
+    /// over); keeps an incomplete trailing row for the next call.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        if self.carry.is_empty() {
+            let used = self.decode(chunk)?;
+            self.carry.extend_from_slice(&chunk[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.carry);
+            buf.extend_from_slice(chunk);
+            let used = self.decode(&buf)?;
+            buf.drain(..used);
+            self.carry = buf;
+        }
+        Ok(())
+    }
+
+    /// Whether a finished batch is waiting in [`take_batch`](Self::take_batch).
+    pub fn ready(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// The oldest finished batch, if any.
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(self.done.pop_front())
+    }
+
+    /// Ends the stream: checks that it was complete and closes the last,
+    /// partial batch (take it with [`take_batch`](Self::take_batch)).
+    pub fn finish(&mut self) -> Result<()> {
+        if self.state != State::Done || !self.carry.is_empty() {
+            return Err(decode_error(
+                "COPY stream",
+                format!(
+                    "the stream ended early ({} bytes of an unfinished {})",
+                    self.carry.len(),
+                    if self.state == State::Header {
+                        "header"
+                    } else {
+                        "row"
+                    }
+                ),
+            ));
+        }
+        if self.rows > 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Decodes complete rows from `buf`; returns how many bytes were used.
+    fn decode(&mut self, buf: &[u8]) -> Result<usize> {
+        let mut pos = 0;
+        if self.state == State::Header {
+            if buf.len() < HEADER_LEN {
+                return Ok(0);
+            }
+            if &buf[..11] != SIGNATURE {
+                return Err(decode_error(
+                    "COPY header",
+                    "not a binary COPY stream".into(),
+                ));
+            }
+            let flags = be_u32(&buf[11..15]);
+            if flags & (1 << 16) != 0 {
+                return Err(decode_error("COPY header", "rows carry OIDs".into()));
+            }
+            let ext = be_u32(&buf[15..19]) as usize;
+            if buf.len() < HEADER_LEN + ext {
+                return Ok(0);
+            }
+            pos = HEADER_LEN + ext;
+            self.state = State::Rows;
+        }
+        let ncols = self.cols.len();
+        while self.state == State::Rows {
+            let rest = &buf[pos..];
+            if rest.len() < 2 {
+                break;
+            }
+            let nfields = i16::from_be_bytes([rest[0], rest[1]]);
+            if nfields == -1 {
+                self.state = State::Done;
+                pos += 2;
+                break;
+            }
+            if nfields as usize != ncols {
+                return Err(decode_error(
+                    "COPY row",
+                    format!("row has {nfields} fields, the query {ncols} columns"),
+                ));
+            }
+            // First pass: is the whole row here? Builders must never see
+            // half a row.
+            let Some(row_len) = complete_row(rest, ncols)? else {
+                break;
+            };
+            let row = &rest[..row_len];
+            let mut p = 2;
+            for (i, col) in self.cols.iter_mut().enumerate() {
+                let len = i32::from_be_bytes([row[p], row[p + 1], row[p + 2], row[p + 3]]);
+                p += 4;
+                let value = if len < 0 {
+                    None
+                } else {
+                    let v = &row[p..p + len as usize];
+                    p += len as usize;
+                    Some(v)
+                };
+                if let Err(message) = col.append(value) {
+                    return Err(decode_error(
+                        &format!("column \"{}\"", self.schema.field(i).name()),
+                        message,
+                    ));
+                }
+            }
+            pos += row_len;
+            self.rows += 1;
+            self.bytes += row_len;
+            if self.rows >= self.limits.rows || self.bytes >= self.limits.bytes {
+                self.flush()?;
+            }
+        }
+        if self.state == State::Done && pos < buf.len() {
+            return Err(decode_error(
+                "COPY stream",
+                format!("{} bytes after the trailer", buf.len() - pos),
+            ));
+        }
+        Ok(pos)
+    }
+
+    /// Closes the current batch and queues it.
+    fn flush(&mut self) -> Result<()> {
+        let arrays = self
+            .cols
+            .iter_mut()
+            .zip(self.schema.fields())
+            .map(|(c, f)| c.finish(f.name()))
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)?;
+        self.done.push_back(batch);
+        self.rows = 0;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// The length of the row at the start of `buf` if all of it is there.
+fn complete_row(buf: &[u8], ncols: usize) -> Result<Option<usize>> {
+    let mut p = 2;
+    for _ in 0..ncols {
+        if buf.len() < p + 4 {
+            return Ok(None);
+        }
+        let len = i32::from_be_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]);
+        p += 4;
+        if len >= 0 {
+            p += len as usize;
+            if buf.len() < p {
+                return Ok(None);
+            }
+        } else if len != -1 {
+            return Err(decode_error("COPY row", format!("field length {len}")));
+        }
+    }
+    Ok(Some(p))
+}
+
+#[cold]
+fn decode_error(context: &str, message: String) -> Error {
+    Error::Decode {
+        context: context.to_owned(),
+        message,
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// `b` as a fixed-size array, or a message naming the size mismatch.
+#[inline]
+fn exact<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
+    b.try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", b.len()))
+}
+
+/// One column's Arrow builder, chosen by the column's PostgreSQL type.
+enum Column {
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Bool(BooleanBuilder),
+    /// `text` and friends; UTF-8 is checked once per batch in `finish`.
+    Text(BinaryBuilder),
+    /// `jsonb`: a version byte (1), then the JSON text.
+    Jsonb(BinaryBuilder),
+    Bytea(BinaryBuilder),
+    Numeric(Decimal128Builder, i32),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Uuid(FixedSizeBinaryBuilder),
+    ListInt16(ListBuilder<Int16Builder>),
+    ListInt32(ListBuilder<Int32Builder>),
+    ListInt64(ListBuilder<Int64Builder>),
+    ListFloat32(ListBuilder<Float32Builder>),
+    ListFloat64(ListBuilder<Float64Builder>),
+}
+
+impl Column {
+    fn new(field: &Field, ty: &Type) -> Result<Self> {
+        let mismatch = || {
+            Error::Internal(format!(
+                "field \"{}\" of type {} does not match PostgreSQL type {}",
+                field.name(),
+                field.data_type(),
+                ty.name()
+            ))
+        };
+        let dt = field.data_type();
+        let col = match (ty, dt) {
+            (&Type::INT2, DataType::Int16) => Column::Int16(Int16Builder::new()),
+            (&Type::INT4, DataType::Int32) => Column::Int32(Int32Builder::new()),
+            (&Type::INT8, DataType::Int64) => Column::Int64(Int64Builder::new()),
+            (&Type::FLOAT4, DataType::Float32) => Column::Float32(Float32Builder::new()),
+            (&Type::FLOAT8, DataType::Float64) => Column::Float64(Float64Builder::new()),
+            (&Type::BOOL, DataType::Boolean) => Column::Bool(BooleanBuilder::new()),
+            (&Type::JSONB, DataType::Utf8) => Column::Jsonb(BinaryBuilder::new()),
+            (
+                &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::JSON,
+                DataType::Utf8,
+            ) => Column::Text(BinaryBuilder::new()),
+            (&Type::BYTEA, DataType::Binary) => Column::Bytea(BinaryBuilder::new()),
+            (&Type::NUMERIC, DataType::Decimal128(p, s)) => Column::Numeric(
+                Decimal128Builder::new().with_precision_and_scale(*p, *s)?,
+                i32::from(*s),
+            ),
+            (&Type::DATE, DataType::Date32) => Column::Date(Date32Builder::new()),
+            (&Type::TIME, DataType::Time64(TimeUnit::Microsecond)) => {
+                Column::Time(Time64MicrosecondBuilder::new())
+            }
+            (
+                &Type::TIMESTAMP | &Type::TIMESTAMPTZ,
+                DataType::Timestamp(TimeUnit::Microsecond, tz),
+            ) => {
+                Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
+            }
+            (&Type::UUID, DataType::FixedSizeBinary(16)) => {
+                Column::Uuid(FixedSizeBinaryBuilder::new(16))
+            }
+            (&Type::INT2_ARRAY, DataType::List(_)) => {
+                Column::ListInt16(ListBuilder::new(Int16Builder::new()))
+            }
+            (&Type::INT4_ARRAY, DataType::List(_)) => {
+                Column::ListInt32(ListBuilder::new(Int32Builder::new()))
+            }
+            (&Type::INT8_ARRAY, DataType::List(_)) => {
+                Column::ListInt64(ListBuilder::new(Int64Builder::new()))
+            }
+            (&Type::FLOAT4_ARRAY, DataType::List(_)) => {
+                Column::ListFloat32(ListBuilder::new(Float32Builder::new()))
+            }
+            (&Type::FLOAT8_ARRAY, DataType::List(_)) => {
+                Column::ListFloat64(ListBuilder::new(Float64Builder::new()))
+            }
+            _ => return Err(mismatch()),
+        };
+        Ok(col)
+    }
+
+    /// Appends one value (`None` = NULL). Errors are plain messages; the
+    /// caller adds the column name (kept off the hot path).
+    #[inline]
+    fn append(&mut self, value: Option<&[u8]>) -> Result<(), String> {
+        let Some(v) = value else {
+            self.append_null();
+            return Ok(());
+        };
+        match self {
+            Column::Int16(b) => b.append_value(i16::from_be_bytes(exact(v)?)),
+            Column::Int32(b) => b.append_value(i32::from_be_bytes(exact(v)?)),
+            Column::Int64(b) => b.append_value(i64::from_be_bytes(exact(v)?)),
+            Column::Float32(b) => b.append_value(f32::from_be_bytes(exact(v)?)),
+            Column::Float64(b) => b.append_value(f64::from_be_bytes(exact(v)?)),
+            Column::Bool(b) => b.append_value(exact::<1>(v)?[0] != 0),
+            Column::Text(b) | Column::Bytea(b) => b.append_value(v),
+            Column::Jsonb(b) => match v.split_first() {
+                Some((1, json)) => b.append_value(json),
+                Some((version, _)) => return Err(format!("unknown jsonb version {version}")),
+                None => return Err("empty jsonb value".into()),
+            },
+            Column::Numeric(b, scale) => b.append_value(numeric_to_i128(v, *scale)?),
+            Column::Date(b) => {
+                let days = i32::from_be_bytes(exact(v)?);
+                if days == i32::MAX || days == i32::MIN {
+                    return Err(infinity("date"));
+                }
+                let days = days
+                    .checked_add(PG_EPOCH_DAYS)
+                    .ok_or_else(|| format!("date {days} days from 2000-01-01 is out of range"))?;
+                b.append_value(days)
+            }
+            Column::Time(b) => b.append_value(i64::from_be_bytes(exact(v)?)),
+            Column::Timestamp(b) => {
+                let us = i64::from_be_bytes(exact(v)?);
+                if us == i64::MAX || us == i64::MIN {
+                    return Err(infinity("timestamp"));
+                }
+                let us = us
+                    .checked_add(PG_EPOCH_MICROS)
+                    .ok_or_else(|| format!("timestamp {us} µs from 2000-01-01 is out of range"))?;
+                b.append_value(us)
+            }
+            Column::Uuid(b) => b.append_value(exact::<16>(v)?).map_err(|e| e.to_string())?,
+            Column::ListInt16(b) => {
+                decode_array::<Int16Type, 2>(b, v, Type::INT2.oid(), i16::from_be_bytes)?
+            }
+            Column::ListInt32(b) => {
+                decode_array::<Int32Type, 4>(b, v, Type::INT4.oid(), i32::from_be_bytes)?
+            }
+            Column::ListInt64(b) => {
+                decode_array::<Int64Type, 8>(b, v, Type::INT8.oid(), i64::from_be_bytes)?
+            }
+            Column::ListFloat32(b) => {
+                decode_array::<Float32Type, 4>(b, v, Type::FLOAT4.oid(), f32::from_be_bytes)?
+            }
+            Column::ListFloat64(b) => {
+                decode_array::<Float64Type, 8>(b, v, Type::FLOAT8.oid(), f64::from_be_bytes)?
+            }
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Int16(b) => b.append_null(),
+            Column::Int32(b) => b.append_null(),
+            Column::Int64(b) => b.append_null(),
+            Column::Float32(b) => b.append_null(),
+            Column::Float64(b) => b.append_null(),
+            Column::Bool(b) => b.append_null(),
+            Column::Text(b) | Column::Jsonb(b) | Column::Bytea(b) => b.append_null(),
+            Column::Numeric(b, _) => b.append_null(),
+            Column::Date(b) => b.append_null(),
+            Column::Time(b) => b.append_null(),
+            Column::Timestamp(b) => b.append_null(),
+            Column::Uuid(b) => b.append_null(),
+            Column::ListInt16(b) => b.append_null(),
+            Column::ListInt32(b) => b.append_null(),
+            Column::ListInt64(b) => b.append_null(),
+            Column::ListFloat32(b) => b.append_null(),
+            Column::ListFloat64(b) => b.append_null(),
+        }
+    }
+
+    /// The values appended since the last call, as one array.
+    fn finish(&mut self, name: &str) -> Result<ArrayRef> {
+        let array: ArrayRef = match self {
+            Column::Int16(b) => Arc::new(b.finish()),
+            Column::Int32(b) => Arc::new(b.finish()),
+            Column::Int64(b) => Arc::new(b.finish()),
+            Column::Float32(b) => Arc::new(b.finish()),
+            Column::Float64(b) => Arc::new(b.finish()),
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Text(b) | Column::Jsonb(b) => {
+                let text = StringArray::try_from_binary(b.finish()).map_err(|e| {
+                    decode_error(
+                        &format!("column \"{name}\""),
+                        format!("text is not UTF-8: {e}"),
+                    )
+                })?;
+                Arc::new(text)
+            }
+            Column::Bytea(b) => Arc::new(b.finish()),
+            Column::Numeric(b, _) => Arc::new(b.finish()),
+            Column::Date(b) => Arc::new(b.finish()),
+            Column::Time(b) => Arc::new(b.finish()),
+            Column::Timestamp(b) => Arc::new(b.finish()),
+            Column::Uuid(b) => Arc::new(b.finish()),
+            Column::ListInt16(b) => Arc::new(b.finish()),
+            Column::ListInt32(b) => Arc::new(b.finish()),
+            Column::ListInt64(b) => Arc::new(b.finish()),
+            Column::ListFloat32(b) => Arc::new(b.finish()),
+            Column::ListFloat64(b) => Arc::new(b.finish()),
+        };
+        debug_assert!(array.len() <= i32::MAX as usize);
+        Ok(array)
+    }
+}
+
+#[cold]
+fn infinity(what: &str) -> String {
+    format!("{what} 'infinity' has no Arrow representation; filter it out or cast the column")
+}
+
+/// Appends one binary-format PostgreSQL array of fixed-width elements.
+///
+/// Wire form: ndim, has-nulls flag, element type oid (i32 each), then per
+/// dimension size and lower bound (i32 each), then per element an i32
+/// length (-1 = NULL) and the element's bytes.
+fn decode_array<T: ArrowPrimitiveType, const N: usize>(
+    b: &mut ListBuilder<PrimitiveBuilder<T>>,
+    v: &[u8],
+    elem_oid: u32,
+    from_be: fn([u8; N]) -> T::Native,
+) -> Result<(), String> {
+    let word = |at: usize| -> Result<i32, String> {
+        v.get(at..at + 4)
+            .map(|w| i32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .ok_or_else(|| format!("array value truncated at byte {at}"))
+    };
+    let ndim = word(0)?;
+    let oid = word(8)? as u32;
+    if oid != elem_oid {
+        return Err(format!("array element type oid {oid}, expected {elem_oid}"));
+    }
+    if ndim == 0 {
+        b.append(true);
+        return Ok(());
+    }
+    if ndim != 1 {
+        return Err(format!(
+            "{ndim}-dimensional arrays are not supported; hopper streams one-dimensional \
+             arrays only (flatten it in the query, e.g. ARRAY(SELECT unnest(col)))"
+        ));
+    }
+    let size = word(12)?;
+    let mut p = 20;
+    let values = b.values();
+    for _ in 0..size.max(0) {
+        let len = word(p)?;
+        p += 4;
+        if len == -1 {
+            values.append_null();
+        } else {
+            let bytes = v
+                .get(p..p + N)
+                .filter(|_| len as usize == N)
+                .ok_or_else(|| format!("array element of {len} bytes, expected {N}"))?;
+            values.append_value(from_be(exact(bytes)?));
+            p += N;
+        }
+    }
+    if p != v.len() {
+        return Err(format!("array value has {} trailing bytes", v.len() - p));
+    }
+    b.append(true);
+    Ok(())
+}
+
+/// Powers of ten that fit an `i128`.
+const POW10: [i128; 39] = {
+    let mut t = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// A binary-format `numeric` as the unscaled integer of a decimal with
+/// `scale` digits after the point, exactly.
+///
+/// Wire form: ndigits, weight (i16), sign (u16), dscale (i16), then
+/// `ndigits` base-10000 digits (i16); the value is
+/// Σ digit\[i\] · 10000^(weight − i).
+fn numeric_to_i128(v: &[u8], scale: i32) -> Result<i128, String> {
+    if v.len() < 8 {
+        return Err(format!("numeric value of {} bytes", v.len()));
+    }
+    let ndigits = i16::from_be_bytes([v[0], v[1]]) as usize;
+    let weight = i32::from(i16::from_be_bytes([v[2], v[3]]));
+    let sign = u16::from_be_bytes([v[4], v[5]]);
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Err("NaN has no decimal representation; filter it out".into()),
+        0xD000 | 0xF000 => {
+            return Err("infinity has no decimal representation; filter it out".into())
+        }
+        _ => return Err(format!("numeric sign word {sign:#x}")),
+    }
+    if v.len() != 8 + 2 * ndigits {
+        return Err(format!(
+            "numeric with {ndigits} digits in {} bytes",
+            v.len()
+        ));
+    }
+    let overflow = || format!("numeric does not fit Decimal128 at scale {scale}");
+    let mut acc: i128 = 0;
+    for (i, d) in v[8..].chunks_exact(2).enumerate() {
+        let digit = i128::from(i16::from_be_bytes([d[0], d[1]]));
+        if digit == 0 {
+            continue;
+        }
+        // This digit's power of ten in the unscaled integer.
+        let e = 4 * (weight - i as i32) + scale;
+        let term = if e >= 0 {
+            let pow = *POW10.get(e as usize).ok_or_else(overflow)?;
+            digit.checked_mul(pow).ok_or_else(overflow)?
+        } else {
+            // Digits below the scale: only zeros may fall off, anything
+            // else would silently round.
+            let pow = POW10.get((-e) as usize).copied().unwrap_or(i128::MAX);
+            if digit % pow != 0 {
+                return Err(format!("numeric has more than {scale} fractional digits"));
+            }
+            digit / pow
+        };
+        acc = acc.checked_add(term).ok_or_else(overflow)?;
+    }
+    Ok(if sign == 0x4000 { -acc } else { acc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Decimal128Type, TimestampMicrosecondType};
+    use arrow_schema::Schema;
+
+    /// Builds binary COPY bytes from rows of optional raw field values.
+    fn copy_bytes(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+        let mut out = SIGNATURE.to_vec();
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&4u32.to_be_bytes());
+        out.extend_from_slice(b"ext!");
+        for row in rows {
+            out.extend_from_slice(&(row.len() as i16).to_be_bytes());
+            for f in row {
+                match f {
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(b) => {
+                        out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                        out.extend_from_slice(b);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    /// A binary `numeric` from sign, weight, dscale and base-10000 digits.
+    fn numeric(neg: bool, weight: i16, dscale: i16, digits: &[i16]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+        v.extend_from_slice(&weight.to_be_bytes());
+        v.extend_from_slice(&(if neg { 0x4000u16 } else { 0 }).to_be_bytes());
+        v.extend_from_slice(&dscale.to_be_bytes());
+        for d in digits {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v
+    }
+
+    fn typmod(p: i32, s: i32) -> i32 {
+        ((p << 16) | (s & 0x7ff)) + 4
+    }
+
+    fn decoder(cols: &[(&str, Type, i32)], limits: BatchLimits) -> CopyDecoder {
+        let fields = cols
+            .iter()
+            .map(|(n, t, m)| arrow_field(n, t, *m).unwrap())
+            .collect::<Vec<_>>();
+        let types = cols.iter().map(|c| c.1.clone()).collect::<Vec<_>>();
+        CopyDecoder::new(Arc::new(Schema::new(fields)), &types, limits).unwrap()
+    }
+
+    fn decode_all(d: &mut CopyDecoder, chunks: &[&[u8]]) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for c in chunks {
+            d.push(c)?;
+            while let Some(b) = d.take_batch()? {
+                out.push(b);
+            }
+        }
+        d.finish()?;
+        while let Some(b) = d.take_batch()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    fn array(elem_oid: u32, elems: &[Option<Vec<u8>>]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&1i32.to_be_bytes());
+        v.extend_from_slice(&(elems.iter().any(Option::is_none) as i32).to_be_bytes());
+        v.extend_from_slice(&elem_oid.to_be_bytes());
+        v.extend_from_slice(&(elems.len() as i32).to_be_bytes());
+        v.extend_from_slice(&1i32.to_be_bytes());
+        for e in elems {
+            match e {
+                None => v.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(b) => {
+                    v.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    v.extend_from_slice(b);
+                }
+            }
+        }
+        v
+    }
+
+    fn small_input() -> (Vec<(&'static str, Type, i32)>, Vec<u8>) {
+        let cols = vec![
+            ("i", Type::INT4, -1),
+            ("t", Type::TEXT, -1),
+            ("n", Type::NUMERIC, typmod(10, 4)),
+            ("a", Type::INT8_ARRAY, -1),
+            ("j", Type::JSONB, -1),
+        ];
+        let rows = vec![
+            vec![
+                Some(7i32.to_be_bytes().to_vec()),
+                Some("héllo".as_bytes().to_vec()),
+                Some(numeric(false, 1, 4, &[1, 2345, 6789])),
+                Some(array(
+                    Type::INT8.oid(),
+                    &[Some(5i64.to_be_bytes().to_vec()), None],
+                )),
+                Some(b"\x01{\"a\": 1}".to_vec()),
+            ],
+            vec![None, None, None, None, None],
+            vec![
+                Some((-1i32).to_be_bytes().to_vec()),
+                Some(Vec::new()),
+                Some(numeric(true, 0, 4, &[3, 1400])),
+                Some(array(Type::INT8.oid(), &[])),
+                Some(b"\x01[]".to_vec()),
+            ],
+        ];
+        (cols, copy_bytes(&rows))
+    }
+
+    fn check_small(batches: &[RecordBatch]) {
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        let i = batch.column(0).as_primitive::<Int32Type>();
+        assert_eq!((i.value(0), i.is_null(1), i.value(2)), (7, true, -1));
+        let t = batch.column(1).as_string::<i32>();
+        assert_eq!((t.value(0), t.is_null(1), t.value(2)), ("héllo", true, ""));
+        let n = batch.column(2).as_primitive::<Decimal128Type>();
+        assert_eq!(n.value_as_string(0), "12345.6789");
+        assert!(n.is_null(1));
+        assert_eq!(n.value_as_string(2), "-3.1400");
+        let a = batch.column(3).as_list::<i32>();
+        let first = a.value(0);
+        let first = first.as_primitive::<Int64Type>();
+        assert_eq!(
+            (first.len(), first.value(0), first.is_null(1)),
+            (2, 5, true)
+        );
+        assert!(a.is_null(1));
+        assert_eq!(a.value(2).len(), 0);
+        let j = batch.column(4).as_string::<i32>();
+        assert_eq!(
+            (j.value(0), j.is_null(1), j.value(2)),
+            ("{\"a\": 1}", true, "[]")
+        );
+    }
+
+    #[test]
+    fn decodes_rows_split_at_every_byte_offset() {
+        let (cols, bytes) = small_input();
+        for cut in 0..=bytes.len() {
+            let mut d = decoder(&cols, BatchLimits::default());
+            let batches = decode_all(&mut d, &[&bytes[..cut], &bytes[cut..]]).unwrap();
+            check_small(&batches);
+        }
+        // And one byte at a time.
+        let mut d = decoder(&cols, BatchLimits::default());
+        let chunks = bytes.chunks(1).collect::<Vec<_>>();
+        check_small(&decode_all(&mut d, &chunks).unwrap());
+    }
+
+    #[test]
+    fn closes_batches_at_the_row_limit() {
+        let (cols, bytes) = small_input();
+        let mut d = decoder(
+            &cols,
+            BatchLimits {
+                rows: 2,
+                bytes: usize::MAX,
+            },
+        );
+        let batches = decode_all(&mut d, &[&bytes]).unwrap();
+        assert_eq!(
+            batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
+        check_small(&batches);
+
+        let mut d = decoder(
+            &cols,
+            BatchLimits {
+                rows: 100,
+                bytes: 1,
+            },
+        );
+        let batches = decode_all(&mut d, &[&bytes]).unwrap();
+        assert_eq!(batches.len(), 3, "the byte limit closes a batch per row");
+    }
+
+    #[test]
+    fn numeric_converts_exactly() {
+        // (value as PostgreSQL sends it, scale, expected unscaled integer)
+        let cases: Vec<(Vec<u8>, i32, i128)> = vec![
+            (numeric(false, 0, 0, &[]), 2, 0),
+            (numeric(false, 1, 4, &[1, 2345, 6789]), 4, 123_456_789),
+            (numeric(true, 1, 4, &[1, 2345, 6789]), 4, -123_456_789),
+            // 1e-5 = 0.0000|1000 → weight -2, digit 1000; at scale 6 it is 10.
+            (numeric(false, -2, 5, &[1000]), 6, 10),
+            (numeric(true, 0, 0, &[42]), 0, -42),
+            // 10000 = one digit of weight 1.
+            (numeric(false, 1, 0, &[1]), 3, 10_000_000),
+            // 0.5 at scale 1: the digit 5000 loses three trailing zeros.
+            (numeric(false, -1, 1, &[5000]), 1, 5),
+            // 10^36 + 0.5 at numeric(38,1): 38 digits, the top of Decimal128.
+            (
+                numeric(false, 9, 1, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5000]),
+                1,
+                POW10[37] + 5,
+            ),
+        ];
+        for (v, scale, want) in cases {
+            assert_eq!(numeric_to_i128(&v, scale), Ok(want), "scale {scale}");
+        }
+        assert!(numeric_to_i128(&numeric(false, -1, 2, &[1234]), 1)
+            .unwrap_err()
+            .contains("fractional"));
+        let mut nan = numeric(false, 0, 0, &[]);
+        nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
+        assert!(numeric_to_i128(&nan, 2).unwrap_err().contains("NaN"));
+        assert!(numeric_to_i128(&numeric(false, 12, 0, &[1]), 0)
+            .unwrap_err()
+            .contains("does not fit"));
+    }
+
+    #[test]
+    fn nan_names_the_column() {
+        let mut nan = numeric(false, 0, 0, &[]);
+        nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
+        let mut d = decoder(
+            &[("price", Type::NUMERIC, typmod(10, 2))],
+            BatchLimits::default(),
+        );
+        let e = decode_all(&mut d, &[&copy_bytes(&[vec![Some(nan)]])]).unwrap_err();
+        assert!(
+            e.to_string().contains("\"price\"") && e.to_string().contains("NaN"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn maps_dates_times_uuids_and_nulls() {
+        let cols = [
+            ("d", Type::DATE, -1),
+            ("ts", Type::TIMESTAMP, -1),
+            ("tz", Type::TIMESTAMPTZ, -1),
+            ("u", Type::UUID, -1),
+            ("b", Type::BOOL, -1),
+            ("f", Type::FLOAT8, -1),
+            ("tm", Type::TIME, -1),
+        ];
+        let uuid: Vec<u8> = (0u8..16).collect();
+        let rows = vec![
+            vec![
+                Some(1i32.to_be_bytes().to_vec()),
+                Some(1_000_000i64.to_be_bytes().to_vec()),
+                Some((-1i64).to_be_bytes().to_vec()),
+                Some(uuid.clone()),
+                Some(vec![1]),
+                Some(2.5f64.to_be_bytes().to_vec()),
+                Some(3_600_000_000i64.to_be_bytes().to_vec()),
+            ],
+            vec![None; 7],
+        ];
+        let mut d = decoder(&cols, BatchLimits::default());
+        let b = &decode_all(&mut d, &[&copy_bytes(&rows)]).unwrap()[0];
+        assert_eq!(
+            b.column(0).as_primitive::<Date32Type>().value(0),
+            PG_EPOCH_DAYS + 1
+        );
+        let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), PG_EPOCH_MICROS + 1_000_000);
+        assert_eq!(
+            b.column(2).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(b.column(3).as_fixed_size_binary().value(0), &uuid[..]);
+        assert_eq!(
+            b.schema()
+                .field(3)
+                .metadata()
+                .get(EXTENSION_NAME)
+                .map(String::as_str),
+            Some(UUID_EXTENSION)
+        );
+        assert!(b.column(4).as_boolean().value(0));
+        assert_eq!(b.column(5).as_primitive::<Float64Type>().value(0), 2.5);
+        for c in b.columns() {
+            assert!(c.is_null(1), "{}", c.data_type());
+        }
+    }
+
+    #[test]
+    fn refuses_unsupported_types_clearly() {
+        let e = arrow_field("n", &Type::NUMERIC, -1).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedType { .. }));
+        assert!(e.to_string().contains("numeric(p,s)"), "{e}");
+        assert!(arrow_field("n", &Type::NUMERIC, typmod(39, 0)).is_err());
+        assert_eq!(
+            arrow_field("n", &Type::NUMERIC, typmod(12, 3))
+                .unwrap()
+                .data_type(),
+            &DataType::Decimal128(12, 3)
+        );
+        let e = arrow_field("iv", &Type::INTERVAL, -1).unwrap_err();
+        assert!(e.to_string().contains("interval") && e.to_string().contains("\"iv\""));
+    }
+
+    #[test]
+    fn rejects_multidimensional_arrays_and_bad_input() {
+        let mut two_d = Vec::new();
+        for w in [2i32, 0, Type::INT4.oid() as i32, 1, 1, 1, 1] {
+            two_d.extend_from_slice(&w.to_be_bytes());
+        }
+        let mut d = decoder(&[("m", Type::INT4_ARRAY, -1)], BatchLimits::default());
+        let e = decode_all(&mut d, &[&copy_bytes(&[vec![Some(two_d)]])]).unwrap_err();
+        assert!(e.to_string().contains("one-dimensional"), "{e}");
+
+        let mut d = decoder(&[("i", Type::INT4, -1)], BatchLimits::default());
+        let e = decode_all(&mut d, &[&copy_bytes(&[vec![Some(vec![1, 2])]])]).unwrap_err();
+        assert!(e.to_string().contains("\"i\""), "{e}");
+
+        let mut d = decoder(&[("i", Type::INT4, -1)], BatchLimits::default());
+        assert!(d.push(b"COPY 1\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0").is_err());
+
+        let (cols, bytes) = small_input();
+        let mut d = decoder(&cols, BatchLimits::default());
+        let e = decode_all(&mut d, &[&bytes[..bytes.len() - 3]]).unwrap_err();
+        assert!(e.to_string().contains("ended early"), "{e}");
+
+        let mut d = decoder(&[("t", Type::TEXT, -1)], BatchLimits::default());
+        let e = decode_all(&mut d, &[&copy_bytes(&[vec![Some(vec![0xff, 0xfe])]])]).unwrap_err();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+    }
+}
