@@ -1,8 +1,44 @@
 //! One Flight endpoint as hopper's clients carry it: where to read, the
 //! opaque ticket to read with, and whose login to read as. The runner plans
 //! them, the trainers read them, `mop predict` reads and writes beside them.
+//!
+//! What a flight-server says about an endpoint beyond the ticket travels in
+//! its `app_metadata` as JSON, [`EndpointMetadata`]: the server writes it
+//! and hopper's clients read it through that one type. Other Flight
+//! clients (pyarrow, ADBC) see the same JSON, so its fields are only ever
+//! added, never renamed.
+
+use serde::{Deserialize, Serialize};
 
 use crate::connect::Bearer;
+
+/// The JSON `app_metadata` of every endpoint a flight-server plans:
+/// `{"segment":0}`, or `{"segment":0,"shared_tables":true}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointMetadata {
+    /// The segment the endpoint reads: the one a `DoPut` names to write
+    /// results next to the rows.
+    pub segment: i32,
+    /// Whether every segment sees the same tables (Greenplum), so that a
+    /// `DoPut` writes one table whatever segment it names. Left out when
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_tables: bool,
+}
+
+impl EndpointMetadata {
+    /// The JSON bytes an endpoint carries.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A struct of an integer and a bool always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads an endpoint's `app_metadata`; `None` when it is not hopper's
+    /// (empty, or another server's).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
 
 /// One Flight endpoint of a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,4 +51,35 @@ pub struct FlightSlice {
     /// to its trainers); `None`: the reader logs in itself, if
     /// `HOPPER_FLIGHT_USER` is set.
     pub bearer: Option<Bearer>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_metadata_keeps_its_wire_json() {
+        let plain = EndpointMetadata {
+            segment: 2,
+            shared_tables: false,
+        };
+        let shared = EndpointMetadata {
+            segment: 0,
+            shared_tables: true,
+        };
+        assert_eq!(plain.to_bytes(), br#"{"segment":2}"#);
+        assert_eq!(shared.to_bytes(), br#"{"segment":0,"shared_tables":true}"#);
+        assert_eq!(
+            EndpointMetadata::from_bytes(&shared.to_bytes()),
+            Some(shared)
+        );
+        assert_eq!(
+            EndpointMetadata::from_bytes(br#"{"segment": 3, "later": 1}"#),
+            Some(EndpointMetadata {
+                segment: 3,
+                shared_tables: false
+            })
+        );
+        assert_eq!(EndpointMetadata::from_bytes(b""), None);
+    }
 }

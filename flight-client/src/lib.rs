@@ -40,5 +40,5 @@ pub mod refused;
 pub mod retry;
 pub mod tls;
 
-pub use endpoint::FlightSlice;
+pub use endpoint::{EndpointMetadata, FlightSlice};
 pub use error::{Error, Result};

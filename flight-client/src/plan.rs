@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arrow_schema::SchemaRef;
 
 use crate::connect::client;
-use crate::endpoint::FlightSlice;
+use crate::endpoint::{EndpointMetadata, FlightSlice};
 use crate::error::{Error, Result};
 
 /// A planned query.
@@ -19,8 +19,8 @@ pub struct Planned {
     pub schema: SchemaRef,
     /// The endpoints, in the server's order.
     pub slices: Vec<FlightSlice>,
-    /// Per endpoint, the segment it reads (`app_metadata` `{"segment": i}`;
-    /// the endpoint's index when the server says nothing).
+    /// Per endpoint, the segment it reads ([`EndpointMetadata`]; the
+    /// endpoint's index when the server says nothing).
     pub segments: Vec<i32>,
     /// Whether every segment sees the same tables (Greenplum): a `DoPut`
     /// then writes one table, whatever segment it names.
@@ -75,12 +75,9 @@ pub async fn plan_query(location: &str, sql: &str) -> Result<Planned> {
         expires,
     };
     for (i, ep) in info.endpoint.into_iter().enumerate() {
-        let meta = serde_json::from_slice::<serde_json::Value>(&ep.app_metadata).ok();
-        let meta = meta.as_ref();
-        planned
-            .segments
-            .push(meta.and_then(|v| v["segment"].as_i64()).unwrap_or(i as i64) as i32);
-        planned.shared_tables |= meta.and_then(|v| v["shared_tables"].as_bool()) == Some(true);
+        let meta = EndpointMetadata::from_bytes(&ep.app_metadata);
+        planned.segments.push(meta.map_or(i as i32, |m| m.segment));
+        planned.shared_tables |= meta.is_some_and(|m| m.shared_tables);
         planned.slices.push(FlightSlice {
             location: ep
                 .location

@@ -16,6 +16,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use arrow_schema::SchemaRef;
+use flight_client::endpoint::EndpointMetadata;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Status};
 
@@ -105,11 +106,13 @@ impl Core {
                 .with_expiration_time(expiration)
                 // The segment, so that a client can DoPut results next to the
                 // rows (or, with shared tables, into the one table).
-                .with_app_metadata(if shared_tables {
-                    format!("{{\"segment\":{},\"shared_tables\":true}}", p.segment)
-                } else {
-                    format!("{{\"segment\":{}}}", p.segment)
-                })
+                .with_app_metadata(
+                    EndpointMetadata {
+                        segment: p.segment,
+                        shared_tables,
+                    }
+                    .to_bytes(),
+                )
         });
         let info = FlightInfo::new()
             .try_with_schema(schema)

@@ -9,8 +9,9 @@
 //! or by a path of one element, a table name (`new_path(["criteo"])`), which
 //! reads the whole table.
 //!
-//! Every endpoint's `app_metadata` is `{"segment": i}` (with
-//! `"shared_tables": true` where every segment sees the same tables). `DoPut` writes
+//! Every endpoint's `app_metadata` is a [`flight_client::EndpointMetadata`],
+//! `{"segment": i}` (with `"shared_tables": true` where every segment sees
+//! the same tables). `DoPut` writes
 //! Arrow batches into a table on the segment its descriptor names — a path
 //! `["table"]` (append on segment 0) or a JSON command `{"table": "t",
 //! "segment": i, "create": true, "mode": "append" | "replace"}` — with
