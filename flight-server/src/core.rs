@@ -21,11 +21,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Status};
 
 use crate::auth::{parse_bearer, Caller, TokenStore};
-use crate::error::Error;
 use crate::locate::Locator;
 use crate::login::LoginGate;
 use crate::metrics::Metrics;
-use crate::source::{Partition, PartitionSpec, Source};
+use crate::source::{Partition, Source};
 use crate::ticket::TicketSigner;
 
 /// A stream of Flight messages, the body of every streaming answer.
@@ -139,19 +138,16 @@ impl Core {
             .await
             .map_err(Status::from)?;
 
-        // Peek at the first batch: an empty partition still has to tell the
-        // client its schema, which only the source knows.
+        // The schema goes first, even for a partition without rows. A read
+        // that fails before its first batch fails the call itself.
+        let schema = stream.schema();
         let mut stream = stream.peekable();
-        let schema = match Pin::new(&mut stream).peek().await {
-            Some(Ok(batch)) => batch.schema(),
-            Some(Err(_)) => {
-                let err = stream.next().await.and_then(Result::err);
-                return Err(err
-                    .map(Status::from)
-                    .unwrap_or_else(|| Status::internal("lost error")));
-            }
-            None => self.partition_schema(caller, &partition).await?,
-        };
+        if let Some(Err(_)) = Pin::new(&mut stream).peek().await {
+            let err = stream.next().await.and_then(Result::err);
+            return Err(err
+                .map(Status::from)
+                .unwrap_or_else(|| Status::internal("lost error")));
+        }
         tracing::debug!(segment = partition.segment, "streaming");
 
         // Rows are counted as batches leave the source, bytes as messages
@@ -173,23 +169,6 @@ impl Core {
                 metrics.sent(segment, 0, (d.data_header.len() + d.data_body.len()) as u64);
             });
         Ok(Box::pin(flight))
-    }
-
-    async fn partition_schema(
-        &self,
-        caller: &Caller,
-        partition: &Partition,
-    ) -> Result<SchemaRef, Status> {
-        match &partition.spec {
-            PartitionSpec::Postgres { sql } | PartitionSpec::Files { sql, .. } => self
-                .source
-                .describe(caller, sql)
-                .await
-                .map_err(Status::from),
-            PartitionSpec::Greenplum { .. } => Err(Status::from(Error::Internal(
-                "a Greenplum endpoint ended without a schema".into(),
-            ))),
-        }
     }
 }
 

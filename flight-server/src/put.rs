@@ -38,7 +38,7 @@ pub use flight_client::put::{PutCommand, PutMode, PutOutcome};
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::source::Source;
+use crate::source::{RecordBatchStreamAdapter, Source};
 
 /// Serves one `DoPut`: reads the descriptor and schema from the first
 /// messages, streams the batches into `source`, answers with the outcome.
@@ -91,7 +91,11 @@ where
     let rest = batches.map_err(upload_error);
     let stream = futures::stream::iter(head.map(Ok)).chain(rest);
     let rows = source
-        .put(caller, command, schema, Box::pin(stream))
+        .put(
+            caller,
+            command,
+            RecordBatchStreamAdapter::boxed(schema, stream),
+        )
         .await?;
     tracing::info!(table = %command.table, segment = command.segment, rows, "put");
     Ok(rows)

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    BatchLimits, BatchStream, Described, Partition, PartitionSpec, Plan, Source, TableInfo,
-    TableKind, CHANNEL_DEPTH,
+    BatchLimits, Described, Partition, PartitionSpec, Plan, RecordBatchStreamAdapter,
+    SendableRecordBatchStream, Source, TableInfo, TableKind, CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -210,7 +210,11 @@ impl Source for FilesSource {
         })
     }
 
-    async fn read(&self, _caller: &Caller, partition: &Partition) -> Result<BatchStream> {
+    async fn read(
+        &self,
+        _caller: &Caller,
+        partition: &Partition,
+    ) -> Result<SendableRecordBatchStream> {
         let PartitionSpec::Files { sql, partition: i } = &partition.spec else {
             return Err(Error::BadTicket(
                 "this server serves files; the ticket is for another kind of source".into(),
@@ -225,6 +229,7 @@ impl Source for FilesSource {
             )));
         }
         let mut input = plan.execute(*i, self.ctx.task_ctx())?;
+        let schema = input.schema();
         let limits = self.limits;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(async move {
@@ -243,7 +248,10 @@ impl Source for FilesSource {
                 }
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(RecordBatchStreamAdapter::boxed(
+            schema,
+            ReceiverStream::new(rx),
+        ))
     }
 
     async fn list_tables(&self, _caller: &Caller) -> Result<Vec<TableInfo>> {

@@ -53,8 +53,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
 use super::{
-    pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
-    RoleLogin, Source, TableInfo, CHANNEL_DEPTH,
+    pg_catalog, BatchLimits, Described, KeyColumn, Partition, PartitionSpec, Plan,
+    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, Source, TableInfo,
+    CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -592,7 +593,11 @@ impl Source for GreenplumSource {
     // ticket, sealed and bound to the user who declared the cursor, guards
     // it. A cursor this server declared is tracked here; one another server
     // declared (or this one before a restart) is read from the ticket alone.
-    async fn read(&self, _caller: &Caller, partition: &Partition) -> Result<BatchStream> {
+    async fn read(
+        &self,
+        _caller: &Caller,
+        partition: &Partition,
+    ) -> Result<SendableRecordBatchStream> {
         let PartitionSpec::Greenplum {
             cursor: spec,
             retrieve: ticket,
@@ -659,13 +664,14 @@ impl Source for GreenplumSource {
         let limits = self.limits;
         let registry = self.registry.clone();
         let id = id.to_string();
+        let batch_schema = schema.clone();
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(async move {
             // Stop RETRIEVE as soon as the client goes away, even while
             // waiting for the segment: dropping the future closes the
             // retrieve connection.
             let outcome = tokio::select! {
-                r = retrieve(&config, &tls, &info, schema, limits, &tx) => r,
+                r = retrieve(&config, &tls, &info, batch_schema, limits, &tx) => r,
                 () = tx.closed() => Ok(false),
             };
             drop(permit);
@@ -716,7 +722,10 @@ impl Source for GreenplumSource {
                 }
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(RecordBatchStreamAdapter::boxed(
+            schema,
+            ReceiverStream::new(rx),
+        ))
     }
 
     fn shared_tables(&self) -> bool {
@@ -746,10 +755,10 @@ impl Source for GreenplumSource {
         &self,
         caller: &Caller,
         command: &flight_client::put::PutCommand,
-        schema: SchemaRef,
-        batches: BatchStream,
+        batches: SendableRecordBatchStream,
     ) -> Result<u64> {
-        let first = schema
+        let first = batches
+            .schema()
             .fields()
             .first()
             .map(|f| f.name().clone())
@@ -767,7 +776,7 @@ impl Source for GreenplumSource {
         .await?;
         let on = format!("{} on the Greenplum coordinator", command.table);
         let distributed = format!(" DISTRIBUTED BY ({})", Ident::new(first)?);
-        super::upload::copy_upload(&mut client, &on, command, schema, batches, &distributed).await
+        super::upload::copy_upload(&mut client, &on, command, batches, &distributed).await
     }
 
     async fn authenticate(&self, caller: &Caller) -> Result<RoleLogin> {
@@ -1126,7 +1135,6 @@ async fn retrieve(
     let where_ = format!("segment endpoint {}:{}", ep.host, ep.port);
     let client = connect(config, tls, &format!("connecting to {where_}")).await?;
     let mut builder = BatchBuilder::new(schema)?;
-    let mut sent_any = false;
     // The only statement a retrieve session accepts. `ep.name` was checked
     // to be a plain identifier in `list_endpoints`.
     let statement = format!("RETRIEVE {} FROM ENDPOINT {}", limits.rows, ep.name);
@@ -1143,11 +1151,9 @@ async fn retrieve(
             if let SimpleQueryMessage::Row(row) = message {
                 builder.push_row((0..row.len()).map(|i| row.get(i)))?;
                 got += 1;
-                if builder.rows() >= limits.rows || builder.text_bytes() >= limits.bytes {
-                    if tx.send(Ok(builder.finish()?)).await.is_err() {
-                        return Ok(false);
-                    }
-                    sent_any = true;
+                let full = builder.rows() >= limits.rows || builder.text_bytes() >= limits.bytes;
+                if full && tx.send(Ok(builder.finish()?)).await.is_err() {
+                    return Ok(false);
                 }
             }
         }
@@ -1155,8 +1161,8 @@ async fn retrieve(
             break;
         }
     }
-    // An empty endpoint still sends one (empty) batch: it carries the schema.
-    if (builder.rows() > 0 || !sent_any) && tx.send(Ok(builder.finish()?)).await.is_err() {
+    // An empty endpoint sends no batch: its stream carries the schema.
+    if builder.rows() > 0 && tx.send(Ok(builder.finish()?)).await.is_err() {
         return Ok(false);
     }
     Ok(true)
@@ -1492,7 +1498,7 @@ mod tests {
         assert_eq!(owner(&c).as_deref(), Some("mallory"));
     }
 
-    fn bad_ticket(r: Result<BatchStream>) -> String {
+    fn bad_ticket(r: Result<SendableRecordBatchStream>) -> String {
         match r {
             Err(Error::BadTicket(m)) => m,
             Err(e) => panic!("expected BadTicket, got {e}"),

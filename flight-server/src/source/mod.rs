@@ -12,11 +12,7 @@
 //! table, and a client that goes away makes the producer stop and release its
 //! database connection.
 
-use std::pin::Pin;
-
-use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 use flight_client::put::PutCommand;
@@ -32,10 +28,10 @@ pub mod greenplum;
 pub mod limit;
 pub mod pg_catalog;
 pub mod postgres;
+pub mod stream;
 pub mod upload;
 
-/// A stream of record batches, the unit that flows through the server.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+pub use stream::{RecordBatchStream, RecordBatchStreamAdapter, SendableRecordBatchStream};
 
 /// How many finished batches a producer may run ahead of its client.
 pub const CHANNEL_DEPTH: usize = 2;
@@ -210,7 +206,11 @@ pub trait Source: Send + Sync + 'static {
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan>;
 
     /// Streams one partition of an earlier plan.
-    async fn read(&self, caller: &Caller, partition: &Partition) -> Result<BatchStream>;
+    async fn read(
+        &self,
+        caller: &Caller,
+        partition: &Partition,
+    ) -> Result<SendableRecordBatchStream>;
 
     /// The tables `caller` can query.
     async fn list_tables(&self, caller: &Caller) -> Result<Vec<TableInfo>>;
@@ -276,16 +276,15 @@ pub trait Source: Send + Sync + 'static {
         false
     }
 
-    /// Writes `batches` of `schema` into the table `command` names, on its
-    /// segment, all or nothing (`DoPut`); returns the rows written.
+    /// Writes `batches` into the table `command` names, on its segment,
+    /// all or nothing (`DoPut`); returns the rows written.
     async fn put(
         &self,
         caller: &Caller,
         command: &PutCommand,
-        schema: SchemaRef,
-        batches: BatchStream,
+        batches: SendableRecordBatchStream,
     ) -> Result<u64> {
-        let _ = (caller, schema, batches);
+        let _ = (caller, batches);
         Err(crate::error::Error::Unimplemented(format!(
             "DoPut into {} is not supported by this source; \
              only PostgreSQL segments (--segment) accept uploads",

@@ -42,8 +42,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
 use super::{
-    pg_catalog, BatchLimits, BatchStream, Described, KeyColumn, Partition, PartitionSpec, Plan,
-    RoleLogin, Source, TableInfo, CHANNEL_DEPTH,
+    pg_catalog, BatchLimits, Described, KeyColumn, Partition, PartitionSpec, Plan,
+    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, Source, TableInfo,
+    CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -657,7 +658,11 @@ impl Source for PostgresSource {
         Ok(Plan { schema, partitions })
     }
 
-    async fn read(&self, caller: &Caller, partition: &Partition) -> Result<BatchStream> {
+    async fn read(
+        &self,
+        caller: &Caller,
+        partition: &Partition,
+    ) -> Result<SendableRecordBatchStream> {
         let PartitionSpec::Postgres { sql } = &partition.spec else {
             return Err(Error::BadTicket(
                 "not a PostgreSQL partition; this server streams PostgreSQL segments".into(),
@@ -677,7 +682,7 @@ impl Source for PostgresSource {
                     .map_err(on_segment)?;
                 RowDecoder::Text(text)
             }
-            None => RowDecoder::Binary(CopyDecoder::new(schema, &types, self.limits)?),
+            None => RowDecoder::Binary(CopyDecoder::new(schema.clone(), &types, self.limits)?),
         };
         let text = matches!(decoder, RowDecoder::Text(_));
         let copy = client
@@ -687,7 +692,10 @@ impl Source for PostgresSource {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let (tls, name) = (seg.tls.clone(), seg.display.clone());
         tokio::spawn(stream_copy(client, tls, copy, decoder, tx, name));
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(RecordBatchStreamAdapter::boxed(
+            schema,
+            ReceiverStream::new(rx),
+        ))
     }
 
     async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
@@ -832,10 +840,9 @@ impl Source for PostgresSource {
         &self,
         caller: &Caller,
         command: &flight_client::put::PutCommand,
-        schema: SchemaRef,
-        batches: BatchStream,
+        batches: SendableRecordBatchStream,
     ) -> Result<u64> {
-        self.put_rows(caller, command, schema, batches).await
+        self.put_rows(caller, command, batches).await
     }
 }
 

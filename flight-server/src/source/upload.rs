@@ -10,27 +10,26 @@
 //! drops the transaction, which rolls back the table, the rows and a table
 //! it created.
 
-use arrow_schema::SchemaRef;
 use flight_client::put::{PutCommand, PutMode};
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::source::BatchStream;
+use crate::source::SendableRecordBatchStream;
 use pg_arrow::{check_writable, column_definitions, column_list, CopyEncoder, Ident};
 
-/// Writes `batches` (of `schema`) into `command.table` over `client`, all
+/// Writes `batches` into `command.table` over `client`, all
 /// or nothing; `on` names the target in messages, `create_suffix` ends a
 /// `CREATE TABLE` (Greenplum's `DISTRIBUTED BY`). Returns the rows written.
 pub async fn copy_upload(
     client: &mut Client,
     on: &str,
     command: &PutCommand,
-    schema: SchemaRef,
-    mut batches: BatchStream,
+    mut batches: SendableRecordBatchStream,
     create_suffix: &str,
 ) -> Result<u64> {
+    let schema = batches.schema();
     if schema.fields().is_empty() {
         return Err(Error::BadRequest("the upload has no columns".into()));
     }

@@ -9,24 +9,22 @@
 //! drops the transaction, which rolls back the table, the rows and a table
 //! it created.
 
-use arrow_schema::SchemaRef;
 use flight_client::put::PutCommand;
 
 use super::PostgresSource;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::source::upload::copy_upload;
-use crate::source::BatchStream;
+use crate::source::SendableRecordBatchStream;
 
 impl PostgresSource {
-    /// Writes `batches` (of `schema`) into `command.table` on
+    /// Writes `batches` into `command.table` on
     /// `command.segment`; returns the rows written.
     pub(super) async fn put_rows(
         &self,
         caller: &Caller,
         command: &PutCommand,
-        schema: SchemaRef,
-        batches: BatchStream,
+        batches: SendableRecordBatchStream,
     ) -> Result<u64> {
         let seg = self.segment(command.segment)?;
         let on = format!(
@@ -34,6 +32,6 @@ impl PostgresSource {
             command.table, command.segment, seg.display
         );
         let mut client = seg.connect(caller).await?;
-        copy_upload(&mut client, &on, command, schema, batches, "").await
+        copy_upload(&mut client, &on, command, batches, "").await
     }
 }
