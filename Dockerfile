@@ -5,7 +5,7 @@ WORKDIR /src
 COPY . .
 # libtorch from the PyPI torch wheel (CPU build), as scripts/libtorch.sh does everywhere.
 RUN LIBTORCH="$(HOPPER_CACHE=/opt/hopper scripts/libtorch.sh)" && \
-    LIBTORCH="$LIBTORCH" cargo build --release -p flight-server -p mop-runner && \
+    LIBTORCH="$LIBTORCH" cargo build --release -p flight-server -p mop && \
     mkdir -p /out && cp target/release/flight-server target/release/mop /out/ && \
     ln -s "$LIBTORCH" /opt/hopper/libtorch
 

@@ -23,7 +23,7 @@ LIBTORCH_CUDA="$(HOPPER_TORCH_FLAVOR=cuda scripts/libtorch.sh)"
 [[ -f "$LIBTORCH_CUDA/lib/libtorch_cuda.so" ]] || fail "no libtorch_cuda.so in $LIBTORCH_CUDA"
 
 say "building mop against $LIBTORCH_CUDA (target/cuda)"
-LIBTORCH="$LIBTORCH_CUDA" CARGO_TARGET_DIR=target/cuda cargo build --quiet -p mop-runner --bin mop
+LIBTORCH="$LIBTORCH_CUDA" CARGO_TARGET_DIR=target/cuda cargo build --quiet -p mop --bin mop
 MOP=target/cuda/debug/mop
 say "building flight-server (CPU build, target/)"
 LIBTORCH="$(scripts/libtorch.sh)" cargo build --quiet -p flight-server --bin flight-server

@@ -41,12 +41,17 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# One feature set for every step (`mop demo` included: the end-to-end tests
+# run it), so no step rebuilds what another built.
+features=(--features mop/demo)
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
+echo "== README's first command compiles as scripts/demo.sh builds it"
+cargo check --quiet -p mop -p flight-server --no-default-features --features mop/demo
 echo "== build"
 # The binaries the end-to-end tests start, built the way the tests' own
 # check builds them (tests/src/lib.rs `binary`), so none is built mid-run.
-cargo build --workspace --bins --quiet
+cargo build --workspace --bins "${features[@]}" --quiet
 echo "== tests"
 # Measurements (tests named measure_*) are #[ignore]d and never run here.
-cargo nextest run --workspace --no-fail-fast "${greenplum[@]}" -E 'not test(/measure_/)' "$@"
+cargo nextest run --workspace "${features[@]}" --no-fail-fast "${greenplum[@]}" -E 'not test(/measure_/)' "$@"

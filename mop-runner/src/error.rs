@@ -1,15 +1,13 @@
-//! The crate's one error type.
+//! The control plane's one error type.
 //!
-//! Every fallible function in `mop_runner` returns [`Result`]; the binary turns
-//! an [`Error`] into a message and a nonzero exit code. Messages say what was
-//! wrong and, where it helps, what to do about it.
+//! Messages say what was wrong and, where it helps, what to do about it.
 
 use std::io;
 
-/// Everything that can go wrong in the MOP runner.
+/// Everything that can go wrong in running a search over trainers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad input from the command line or a grid/config file.
+    /// Bad input from the command line or a run configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The scheduler was asked to do something its state does not allow
@@ -42,18 +40,7 @@ pub enum Error {
     /// A run was interrupted (Ctrl-C); its checkpoint is kept.
     #[error("interrupted: {0}")]
     Interrupted(String),
-    /// Input data does not fit the model (missing column, wrong type, label
-    /// out of range, image of the wrong size, ...).
-    #[error("invalid training data: {0}")]
-    Data(String),
-    /// A serialized model/optimizer state could not be decoded or does not
-    /// match the configuration it is loaded into.
-    #[error("invalid model state: {0}")]
-    State(String),
-    /// libtorch reported an error (shape mismatch, out of memory, ...).
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
-    /// An Arrow kernel failed while featurizing a record batch.
+    /// The model-selection table could not be read as Arrow.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
     /// Reading or writing a file or stream failed.
@@ -73,6 +60,34 @@ impl From<flight_client::Error> for Error {
             F::Unavailable(m) => Error::Unavailable(m),
             F::TicketRefused(m) => Error::TicketRefused(m),
         }
+    }
+}
+
+impl From<mop_core::Error> for Error {
+    fn from(e: mop_core::Error) -> Self {
+        use mop_core::Error as C;
+        match e {
+            C::Config(m) => Error::Config(m),
+            C::Schedule(m) => Error::Schedule(m),
+            C::Io(e) => Error::Io(e),
+            C::Json(e) => Error::Json(e),
+        }
+    }
+}
+
+impl From<mop_report::Error> for Error {
+    fn from(e: mop_report::Error) -> Self {
+        match e {
+            mop_report::Error::Config(m) => Error::Config(m),
+            other => Error::Io(io::Error::other(other.to_string())),
+        }
+    }
+}
+
+impl From<hopper_proto::Error> for Error {
+    fn from(e: hopper_proto::Error) -> Self {
+        let hopper_proto::Error::Config(m) = e;
+        Error::Config(m)
     }
 }
 

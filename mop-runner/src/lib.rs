@@ -1,43 +1,37 @@
 //! # mop-runner
 //!
-//! Model hopper parallelism (MOP) over database segments: the `mop` binary.
+//! The control plane of model hopper parallelism (`mop train`): plans the
+//! data on flight-server, starts or dials one trainer per partition, drives
+//! [`mop_core::schedule`]'s scheduler over them, checkpoints after every
+//! unit, and writes the results where users look. It holds no tensors and
+//! links no libtorch: trainers (`mop-trainer`) do the tensor work, behind
+//! the gRPC contract of `hopper-proto`.
 //!
 //! # Design
 //!
 //! ```text
-//!  cli ─► commands / demo / predict / report / status
-//!  runner (mop train)                                   trainer (mop trainer, one per partition)
-//!   ├ plan: flight_client::plan → slices per partition    ├ cache: flight_client::read → memory | disk | none
-//!   ├ schedule (pure): next (model, partition) unit ────► ├ train: sequential mini-batch SGD (tch)
-//!   ├ trainers: spawn / dial, replace the dead            └ model/, optim, featurize, device
-//!   └ run_dir: checkpoint after every unit, results, timeline ─► report (HTML), status, models
+//!  run (mop train)                                        trainer (mop trainer, one per partition)
+//!   ├ plan: flight_client::plan → slices per partition     │
+//!   ├ mop_core::schedule: next (model, partition) unit ──► │ TrainUnit(config, state) → state', metrics
+//!   ├ trainers: spawn / dial, replace the dead             │
+//!   ├ locality: which trainer reads which partition        │
+//!   └ checkpoint after every unit; at the end results.json, result_tables, report
+//!  status (mop status, mop models): what a run directory and its tables hold
 //! ```
 //!
 //! A model's weights and optimizer state travel with each unit, so it trains
-//! exactly as it would sequentially; the partitions never move. The runner's
-//! modules (`runner`, `schedule`, `run_dir`, `report`) hold no tensors; the
-//! trainer's do the libtorch work. Flight is spoken through `flight-client`
-//! only: `mop` links no part of the server.
+//! exactly as it would sequentially; the partitions never move. Flight is
+//! spoken through `flight-client` only: `mop` links no part of the server.
 
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod demo;
-pub mod device;
 pub mod error;
-pub mod featurize;
-pub mod grid;
-pub mod model;
-pub mod optim;
-pub mod predict;
-pub mod report;
-pub mod run_dir;
-pub mod runner;
-pub mod schedule;
-pub mod search;
-pub mod simulate;
+pub mod locality;
+pub mod mst_table;
+pub mod output_guard;
+pub mod plan;
+pub mod progress;
+pub mod result_tables;
+pub mod run;
 pub mod status;
-pub mod train;
-pub mod trainer;
+pub mod trainers;
 
 pub use error::{Error, Result};

@@ -12,12 +12,13 @@ use std::time::SystemTime;
 
 use tokio_postgres::NoTls;
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::grid::RunConfig;
-use crate::report::{self, optimizer_name, short_number, RunResults};
-use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir};
-use crate::run_dir::results::arch_name;
+use mop_core::config::ModelConfig;
+use mop_core::run_config::RunConfig;
+use mop_core::run_dir::checkpoint::{Checkpoint, CheckpointDir};
+use mop_core::run_dir::results::arch_name;
+use mop_core::run_dir::results::Ranked;
+use mop_report::{self as report, optimizer_name, short_number, RunResults};
 
 /// `mop status` options.
 #[derive(Debug, clap::Args)]
@@ -354,7 +355,8 @@ pub fn models_from_files(dir: &Path) -> Result<Vec<ModelRow>> {
 /// The models in a run's result table `table` (written by `mop train` with
 /// output.table).
 pub async fn models_from_table(database: &str, table: &str) -> Result<Vec<ModelRow>> {
-    crate::run_dir::results::check_ident(table)?;
+    let table = mop_core::ident::Ident::new(table, "output.table")?;
+    let table = table.as_str();
     let (client, conn) = tokio_postgres::connect(database, NoTls)
         .await
         .map_err(|e| Error::Database(format!("cannot connect to {database}: {e}")))?;
@@ -443,7 +445,7 @@ pub fn run_models(args: ModelsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture;
+    use mop_core::fixture;
 
     #[test]
     fn status_of_a_finished_run_names_the_best_model_and_the_report() {

@@ -1,7 +1,18 @@
 //! hopper's own gRPC API: the MOP runner drives its trainers with it.
 //!
 //! The generated code lives in a private module; this crate re-exports it
-//! under the names the rest of the workspace uses.
+//! under the names the rest of the workspace uses. [`auth`] is the other
+//! half of the contract: the proof of the shared key every call carries,
+//! written by the runner and checked by the trainer through the same code.
+
+pub mod auth;
+mod error;
+
+pub use error::{Error, Result};
+
+/// Largest gRPC message a trainer sends or accepts: a model's state
+/// (weights plus two Adam moments) travels in one message.
+pub const MAX_MESSAGE: usize = 1 << 30;
 
 #[allow(missing_docs, clippy::all)]
 mod generated {

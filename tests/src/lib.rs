@@ -35,7 +35,14 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     let mut built = BUILT.lock().map_err(|_| anyhow!("poisoned"))?;
     if !*built {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
+        cmd.args([
+            "build",
+            "--workspace",
+            "--bins",
+            "--features",
+            "mop/demo",
+            "--quiet",
+        ]);
         // What cargo set for this test process is no input of the build:
         // some build scripts (ring's) rerun when CARGO_MANIFEST_DIR differs,
         // which would rebuild everything above them here and again in the

@@ -26,7 +26,7 @@
 //!   `rows / min(train rate, read rate)`; the read rate of a trainer is its
 //!   host's (beside) or the funnel's divided by all trainers reading at once.
 //! - MOP: `models` models × `epochs` epochs over `trainers` partitions, the
-//!   runner's reproducible policy, played by `mop_runner::simulate`. With
+//!   runner's reproducible policy, played by `mop_core::simulate`. With
 //!   `cache = memory` the partitions are read once (the fill, at the
 //!   layout's aggregate rate with every core) and every unit trains from
 //!   memory; with `cache = none` every unit reads its partition again.
@@ -35,8 +35,8 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use mop_runner::schedule::{Policy, Scheduler};
-use mop_runner::simulate::{simulate, SimOptions, UnitTimes};
+use mop_core::schedule::{Policy, Scheduler};
+use mop_core::simulate::{simulate, SimOptions, UnitTimes};
 
 /// A cluster on paper: a flight-server per host against one funnel.
 #[derive(Debug, Parser)]

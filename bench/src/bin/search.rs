@@ -17,9 +17,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use devcluster::{ClusterOptions, LocalCluster};
-use mop_runner::grid::RunConfig;
-use mop_runner::run_dir::results::leaderboard;
-use mop_runner::runner::{train, TrainOptions};
+use mop_core::run_config::RunConfig;
+use mop_core::run_dir::results::leaderboard;
+use mop_runner::run::{train, TrainOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Parser)]

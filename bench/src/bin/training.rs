@@ -28,13 +28,13 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use mop_runner::config::{ModelConfig, OptimizerKind, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
-use mop_runner::device::set_threads;
-use mop_runner::featurize::{categorical_slot, numeric_bucket, Featurized};
-use mop_runner::model::Model;
-use mop_runner::schedule::{Policy, Scheduler};
-use mop_runner::simulate::{simulate, SimOptions, UnitTimes};
-use mop_runner::train::{train_partition, UnitMetrics};
+use mop_core::config::{ModelConfig, OptimizerKind, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
+use mop_core::schedule::{Policy, Scheduler};
+use mop_core::simulate::{simulate, SimOptions, UnitTimes};
+use mop_trainer::device::set_threads;
+use mop_trainer::featurize::{categorical_slot, numeric_bucket, Featurized};
+use mop_trainer::model::Model;
+use mop_trainer::train::{train_partition, UnitMetrics};
 use tch::{Device, Kind, Tensor};
 
 /// Numeric columns of a Criteo row.
@@ -233,7 +233,7 @@ fn cycle<'a>(
     data: &'a Featurized,
     batch: usize,
     mut until: impl FnMut(u64) -> bool + 'a,
-) -> impl Iterator<Item = mop_runner::Result<Featurized>> + 'a {
+) -> impl Iterator<Item = mop_trainer::Result<Featurized>> + 'a {
     let rows = data.len();
     let mut offset = 0;
     let mut served = 0u64;
@@ -316,10 +316,10 @@ fn data_stall(raw: std::sync::Arc<Vec<RawRow>>) -> Result<(UnitMetrics, UnitMetr
     let mut model = Model::new(config, 7)?;
     let mut opt = model.optimizer()?;
     train_partition(&mut model, &mut opt, [Ok(warm)], batch, |_| {})?;
-    let (tx, rx) = sync_channel::<mop_runner::Result<Featurized>>(4);
+    let (tx, rx) = sync_channel::<mop_trainer::Result<Featurized>>(4);
     let producer = std::thread::spawn(move || {
         for chunk in raw.chunks(READER_BATCH) {
-            let batch = featurize(chunk).map_err(|e| mop_runner::Error::Config(e.to_string()));
+            let batch = featurize(chunk).map_err(|e| mop_trainer::Error::Config(e.to_string()));
             if tx.send(batch).is_err() {
                 break;
             }

@@ -1,0 +1,217 @@
+//! The run's checkpoint: written after every unit, so a killed runner
+//! resumes without losing finished work.
+//!
+//! `checkpoint.json` is the commit point. Model states are written first,
+//! under a name that includes how many units the model has done
+//! (`model-3.u12.safetensors`), then the checkpoint that names them is
+//! renamed into place; so a crash between the two leaves the old
+//! checkpoint pointing at the old, still present, state.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schedule::Scheduler;
+
+/// Per-epoch metrics of one model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Training rows seen in the epoch.
+    pub train_samples: u64,
+    /// Sum of per-row training loss.
+    pub train_loss_sum: f64,
+    /// Correct training predictions.
+    pub train_correct: u64,
+    /// Seconds of training (sum over units).
+    pub seconds: f64,
+    /// Seconds waiting for data (sum over units).
+    pub wait_seconds: f64,
+    /// Validation rows, loss sum and correct predictions after the epoch.
+    pub val_samples: u64,
+    /// Sum of per-row validation loss.
+    pub val_loss_sum: f64,
+    /// Correct validation predictions.
+    pub val_correct: u64,
+}
+
+impl EpochMetrics {
+    /// Mean training loss.
+    pub fn train_loss(&self) -> f64 {
+        self.train_loss_sum / (self.train_samples.max(1) as f64)
+    }
+    /// Training accuracy.
+    pub fn train_acc(&self) -> f64 {
+        self.train_correct as f64 / (self.train_samples.max(1) as f64)
+    }
+    /// Mean validation loss (NaN without validation rows).
+    pub fn val_loss(&self) -> f64 {
+        if self.val_samples == 0 {
+            f64::NAN
+        } else {
+            self.val_loss_sum / self.val_samples as f64
+        }
+    }
+    /// Validation accuracy (NaN without validation rows).
+    pub fn val_acc(&self) -> f64 {
+        if self.val_samples == 0 {
+            f64::NAN
+        } else {
+            self.val_correct as f64 / self.val_samples as f64
+        }
+    }
+}
+
+/// One unit as it ran: the schedule picture is drawn from these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    /// Model index.
+    pub model: usize,
+    /// Partition (= worker) index.
+    pub partition: usize,
+    /// Epoch.
+    pub epoch: usize,
+    /// Seconds since the run started (resumed runs continue the clock).
+    pub start: f64,
+    /// Seconds since the run started.
+    pub end: f64,
+    /// Rows trained.
+    pub samples: u64,
+    /// Seconds waiting for data.
+    pub wait_seconds: f64,
+    /// Arrow IPC bytes the unit read over Flight (0 when it trained from
+    /// the trainer's cache; the cache's own read is the partition's
+    /// `open_bytes` in results.json).
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// Whether the trainer sits on the host its partition is served from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<bool>,
+}
+
+/// A validation pass that was running when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Model index.
+    pub model: usize,
+    /// The epoch the model finished.
+    pub epoch: usize,
+    /// The state file (relative to the checkpoint dir) it ended that epoch with.
+    pub state: String,
+}
+
+/// The version of `checkpoint.json` this build writes and the newest it resumes.
+pub const CHECKPOINT_FORMAT: u32 = 2;
+
+fn version_one() -> u32 {
+    1
+}
+
+/// Everything a resumed run needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The file's format ([`CHECKPOINT_FORMAT`]; 1 when absent).
+    #[serde(default = "version_one")]
+    pub format_version: u32,
+    /// The scheduler, with no unit running.
+    pub scheduler: Scheduler,
+    /// Per model: the state file (relative to the checkpoint dir), if any.
+    pub states: Vec<Option<String>>,
+    /// Per model: units done (names state files).
+    pub units_done: Vec<u64>,
+    /// Per model, per finished epoch.
+    pub metrics: Vec<Vec<EpochMetrics>>,
+    /// Every unit run so far.
+    pub timeline: Vec<UnitRecord>,
+    /// Seconds the run had used before this checkpoint.
+    pub elapsed: f64,
+    /// Hash of the run configuration, to refuse resuming another run.
+    pub config_fingerprint: String,
+    /// Validation passes to run again on resume.
+    #[serde(default)]
+    pub pending_evals: Vec<EvalRecord>,
+}
+
+/// Where a run keeps its checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    dir: PathBuf,
+}
+
+impl CheckpointDir {
+    /// The checkpoint directory under a run's output directory.
+    pub fn new(output: &Path) -> Result<Self> {
+        let dir = output.join("checkpoint");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Path of the checkpoint file.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("checkpoint.json")
+    }
+
+    /// Loads the checkpoint, if one exists.
+    pub fn load(&self) -> Result<Option<Checkpoint>> {
+        let path = self.file();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let c: Checkpoint = serde_json::from_str(&text).map_err(|e| {
+            Error::Config(format!(
+                "checkpoint {} is unreadable ({e}); delete it to start over",
+                path.display()
+            ))
+        })?;
+        if c.format_version > CHECKPOINT_FORMAT {
+            return Err(Error::Config(format!(
+                "checkpoint {} has format_version {}, newer than this mop resumes                  ({CHECKPOINT_FORMAT}): resume with the mop that wrote it",
+                path.display(),
+                c.format_version
+            )));
+        }
+        Ok(Some(c))
+    }
+
+    /// Reads a model state named by a checkpoint.
+    pub fn read_state(&self, name: &str) -> Result<Vec<u8>> {
+        Ok(std::fs::read(self.dir.join(name))?)
+    }
+
+    /// Writes a model state; returns its name for the checkpoint.
+    pub fn write_state(&self, model: usize, units_done: u64, state: &[u8]) -> Result<String> {
+        let name = format!("model-{model}.u{units_done}.safetensors");
+        write_atomic(&self.dir.join(&name), state)?;
+        Ok(name)
+    }
+
+    /// Commits a checkpoint, then removes state files it no longer names.
+    pub fn commit(&self, c: &Checkpoint) -> Result<()> {
+        write_atomic(&self.file(), &serde_json::to_vec(c)?)?;
+        let keep: std::collections::HashSet<&str> = c
+            .states
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(c.pending_evals.iter().map(|e| e.state.as_str()))
+            .collect();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".safetensors") && !keep.contains(name.as_ref()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to a temporary file and renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

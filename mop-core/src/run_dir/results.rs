@@ -1,0 +1,395 @@
+//! `results.json`, `results.csv` and the model files: what a finished run
+//! leaves in its directory. [`RunResults`] is the one definition of
+//! `results.json` — `mop train` writes it through this type and `mop
+//! report`, `mop models` and `mop predict` read it back through the same
+//! type — and [`leaderboard`] the one ranking every tool prints.
+//!
+//! The file carries a [`FORMAT_VERSION`]; a reader refuses a newer one
+//! instead of misreading it (files written before the field existed read
+//! as version 1, whose fields are a subset of today's).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::{Error, Result};
+use crate::run_config::RunConfig;
+use crate::run_dir::checkpoint::{EpochMetrics, UnitRecord};
+use crate::run_dir::partitions::PartitionRecord;
+use crate::run_dir::RunOutcome;
+use crate::search::{Reason, Rule, SearchKind, Stop};
+
+/// The version of `results.json` this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+/// Name of the results file a run writes at its end.
+pub const RESULTS_FILE: &str = "results.json";
+/// Name of the timeline file (every unit's start and end).
+pub const TIMELINE_FILE: &str = "timeline.json";
+
+/// One model's result, as the runner holds it at the end of a run.
+#[derive(Debug, Clone)]
+pub struct ModelResult {
+    /// Model id (index in the grid).
+    pub id: usize,
+    /// Its configuration.
+    pub config: ModelConfig,
+    /// Per-epoch metrics.
+    pub metrics: Vec<EpochMetrics>,
+    /// Final weights and optimizer state (safetensors).
+    pub state: Option<std::sync::Arc<Vec<u8>>>,
+    /// Where and why its training ended (`None`: the run did not decide,
+    /// as in results written before searches existed).
+    pub stop: Option<Stop>,
+}
+
+impl ModelResult {
+    /// The last epoch's metrics.
+    pub fn last(&self) -> EpochMetrics {
+        self.metrics.last().cloned().unwrap_or_default()
+    }
+}
+
+/// What models are ranked by: the last epoch's validation accuracy, else
+/// its training accuracy; a model without either ranks last.
+pub trait Ranked {
+    /// The model's id (ties are broken by it, lower first).
+    fn model_id(&self) -> usize;
+    /// The final validation accuracy, if the run validated.
+    fn final_val_acc(&self) -> Option<f64>;
+    /// The final training accuracy, if the model trained.
+    fn final_train_acc(&self) -> Option<f64>;
+    /// The score models are ranked by.
+    fn score(&self) -> f64 {
+        self.final_val_acc()
+            .or(self.final_train_acc())
+            .unwrap_or(f64::NEG_INFINITY)
+    }
+}
+
+/// Models ordered best first, ties by id.
+pub fn leaderboard<T: Ranked>(models: &[T]) -> Vec<&T> {
+    let mut v: Vec<&T> = models.iter().collect();
+    v.sort_by(|a, b| {
+        b.score()
+            .total_cmp(&a.score())
+            .then(a.model_id().cmp(&b.model_id()))
+    });
+    v
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+impl Ranked for ModelResult {
+    fn model_id(&self) -> usize {
+        self.id
+    }
+    fn final_val_acc(&self) -> Option<f64> {
+        self.metrics.last().and_then(|m| finite(m.val_acc()))
+    }
+    fn final_train_acc(&self) -> Option<f64> {
+        self.metrics
+            .last()
+            .filter(|m| m.train_samples > 0)
+            .map(EpochMetrics::train_acc)
+    }
+}
+
+/// A short name of an architecture, e.g. `mlp[1000,500]`.
+pub fn arch_name(a: &Arch) -> String {
+    match a {
+        Arch::Mlp { hidden } => format!(
+            "mlp[{}]",
+            hidden
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Arch::LogReg => "logreg".into(),
+        Arch::Cnn => "cnn".into(),
+        Arch::ResNet18 => "resnet18".into(),
+    }
+}
+
+/// `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// The file's format ([`FORMAT_VERSION`]; 1 when absent).
+    #[serde(default = "version_one")]
+    pub format_version: u32,
+    /// Where the data came from.
+    pub source: SourceRecord,
+    /// Epochs per model.
+    pub epochs: usize,
+    /// How the run searched (absent in version 1 files of older runs).
+    #[serde(default)]
+    pub search: Option<SearchRecord>,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Number of trainers.
+    pub trainers: usize,
+    /// Wall seconds of the run (over resumes).
+    pub seconds: f64,
+    /// The best model's id.
+    pub best_model: Option<usize>,
+    /// Every model, by id.
+    pub models: Vec<ModelRecord>,
+    /// Every partition: its trainer and where it was read from.
+    #[serde(default)]
+    pub partitions: Vec<PartitionRecord>,
+}
+
+fn version_one() -> u32 {
+    1
+}
+
+/// Where the data came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The flight-server location(s).
+    pub flight: String,
+    /// The training query.
+    pub sql: String,
+}
+
+/// How the run searched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRecord {
+    /// grid, random, hyperband or asha.
+    pub kind: SearchKind,
+    /// Its parameters.
+    pub rule: Rule,
+    /// Random search's draws.
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// Epochs trained, summed over models.
+    pub model_epochs: usize,
+    /// What the full grid over the same configurations would train.
+    pub full_model_epochs: usize,
+}
+
+/// One model of `results.json`. Per-epoch values are `null` where there
+/// is none (validation without validation rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Model id (index in the grid).
+    pub model_id: usize,
+    /// Short architecture name.
+    pub arch: String,
+    /// The model's configuration.
+    pub config: ModelConfig,
+    /// Mean training loss per epoch.
+    pub train_loss: Vec<Option<f64>>,
+    /// Training accuracy per epoch.
+    pub train_acc: Vec<Option<f64>>,
+    /// Validation loss per epoch.
+    pub val_loss: Vec<Option<f64>>,
+    /// Validation accuracy per epoch.
+    pub val_acc: Vec<Option<f64>>,
+    /// Training seconds per epoch.
+    #[serde(default)]
+    pub epoch_seconds: Vec<Option<f64>>,
+    /// Seconds waiting for data per epoch.
+    #[serde(default)]
+    pub wait_seconds: Vec<Option<f64>>,
+    /// The model file, relative to the run directory.
+    pub model_file: Option<String>,
+    /// Epochs it trained in all, when the run decided (a search may stop
+    /// a model before the last epoch).
+    #[serde(default)]
+    pub stopped_at: Option<usize>,
+    /// Why it stopped there.
+    #[serde(default)]
+    pub stop_reason: Option<Reason>,
+    /// The same, in words.
+    #[serde(default)]
+    pub stop: Option<String>,
+}
+
+fn last(v: &[Option<f64>]) -> Option<f64> {
+    v.last().copied().flatten().filter(|x| x.is_finite())
+}
+
+impl ModelRecord {
+    /// The record of one model's result; `model_file` is where its state
+    /// was written, relative to the run directory.
+    pub fn new(m: &ModelResult, model_file: Option<String>) -> Self {
+        let per_epoch = |f: fn(&EpochMetrics) -> f64| -> Vec<Option<f64>> {
+            m.metrics.iter().map(|e| finite(f(e))).collect()
+        };
+        Self {
+            model_id: m.id,
+            arch: arch_name(&m.config.arch),
+            config: m.config.clone(),
+            train_loss: per_epoch(EpochMetrics::train_loss),
+            train_acc: per_epoch(EpochMetrics::train_acc),
+            val_loss: per_epoch(EpochMetrics::val_loss),
+            val_acc: per_epoch(EpochMetrics::val_acc),
+            epoch_seconds: per_epoch(|e| e.seconds),
+            wait_seconds: per_epoch(|e| e.wait_seconds),
+            model_file,
+            stopped_at: m.stop.map(|s| s.epochs),
+            stop_reason: m.stop.map(|s| s.reason),
+            stop: m.stop.map(|s| s.reason.to_string()),
+        }
+    }
+    /// Final training loss.
+    pub fn train_loss(&self) -> Option<f64> {
+        last(&self.train_loss)
+    }
+    /// Final training accuracy.
+    pub fn train_acc(&self) -> Option<f64> {
+        last(&self.train_acc)
+    }
+    /// Final validation loss.
+    pub fn val_loss(&self) -> Option<f64> {
+        last(&self.val_loss)
+    }
+    /// Final validation accuracy.
+    pub fn val_acc(&self) -> Option<f64> {
+        last(&self.val_acc)
+    }
+    /// Epochs recorded.
+    pub fn epochs(&self) -> usize {
+        self.train_loss.len()
+    }
+    /// Training seconds over all epochs.
+    pub fn seconds(&self) -> f64 {
+        self.epoch_seconds.iter().flatten().sum()
+    }
+}
+
+impl Ranked for ModelRecord {
+    fn model_id(&self) -> usize {
+        self.model_id
+    }
+    fn final_val_acc(&self) -> Option<f64> {
+        self.val_acc()
+    }
+    fn final_train_acc(&self) -> Option<f64> {
+        self.train_acc()
+    }
+}
+
+impl RunResults {
+    /// Models best first (ties by id), as `mop train`'s leaderboard.
+    pub fn leaderboard(&self) -> Vec<&ModelRecord> {
+        leaderboard(&self.models)
+    }
+
+    /// The best model (the file's choice, else the leaderboard's first).
+    pub fn best(&self) -> Option<&ModelRecord> {
+        self.best_model
+            .and_then(|id| self.models.iter().find(|m| m.model_id == id))
+            .or_else(|| self.leaderboard().first().copied())
+    }
+
+    /// Whether any model has validation metrics.
+    pub fn has_validation(&self) -> bool {
+        self.models.iter().any(|m| m.val_acc().is_some())
+    }
+
+    /// Reads `results.json` at `path`; refuses a file of a newer format.
+    pub fn read(path: &Path) -> Result<Self> {
+        let results: Self = read_json(path)?;
+        if results.format_version > FORMAT_VERSION {
+            return Err(Error::Config(format!(
+                "{} has format_version {}, newer than this mop reads ({FORMAT_VERSION}): \
+                 use the mop that wrote it",
+                path.display(),
+                results.format_version
+            )));
+        }
+        Ok(results)
+    }
+}
+
+/// Reads a JSON file of a run directory, saying which file is unreadable.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Config(format!(
+            "{} is not a results file of this version of mop ({e}); \
+             `mop train --resume` on the run writes it again from the checkpoint",
+            path.display()
+        ))
+    })
+}
+
+/// Epochs trained, summed over the models.
+pub fn model_epochs(outcome: &RunOutcome) -> usize {
+    outcome.models.iter().map(|m| m.metrics.len()).sum()
+}
+
+/// Writes `models/model-<id>.safetensors`, `results.json`, `results.csv`,
+/// and `timeline.json` into the output directory.
+pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
+    let dir = &outcome.dir;
+    let models_dir = dir.join("models");
+    std::fs::create_dir_all(&models_dir)?;
+    let mut models = Vec::new();
+    let mut csv = String::from(
+        "model_id,arch,optimizer,lr,l2,batch_size,epochs,train_loss,train_acc,val_loss,val_acc,seconds\n",
+    );
+    for m in &outcome.models {
+        let file = match &m.state {
+            Some(state) => {
+                let name = format!("model-{}.safetensors", m.id);
+                std::fs::write(models_dir.join(&name), state.as_slice())?;
+                Some(format!("models/{name}"))
+            }
+            None => None,
+        };
+        let last = m.last();
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
+            m.id,
+            arch_name(&m.config.arch).replace(',', ";"),
+            serde_json::to_string(&m.config.optimizer)?
+                .replace(',', ";")
+                .replace('"', ""),
+            m.config.lr,
+            m.config.l2,
+            m.config.batch_size,
+            m.metrics.len(),
+            last.train_loss(),
+            last.train_acc(),
+            last.val_loss(),
+            last.val_acc(),
+            m.metrics.iter().map(|e| e.seconds).sum::<f64>(),
+        ));
+        models.push(ModelRecord::new(m, file));
+    }
+    let results = RunResults {
+        format_version: FORMAT_VERSION,
+        source: SourceRecord {
+            flight: config.source.flight.to_string(),
+            sql: config.train_sql()?,
+        },
+        epochs: config.epochs(),
+        search: Some(SearchRecord {
+            kind: config.search.kind,
+            rule: config.rule()?,
+            samples: config.search.samples,
+            model_epochs: model_epochs(outcome),
+            full_model_epochs: outcome.models.len() * config.epochs(),
+        }),
+        seed: config.train.seed,
+        trainers: outcome.trainers,
+        seconds: outcome.seconds,
+        best_model: leaderboard(&outcome.models).first().map(|m| m.id),
+        models,
+        partitions: outcome.partitions.clone(),
+    };
+    std::fs::write(dir.join(RESULTS_FILE), serde_json::to_vec_pretty(&results)?)?;
+    std::fs::write(dir.join("results.csv"), csv)?;
+    std::fs::write(
+        dir.join(TIMELINE_FILE),
+        serde_json::to_vec::<[UnitRecord]>(&outcome.timeline)?,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+use super::*;
+use mop_core::fixture;
+
+fn svgs(html: &str) -> Vec<&str> {
+    html.split("<svg").skip(1).collect()
+}
+
+#[test]
+fn a_searched_run_shows_its_rungs_and_where_models_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = fixture::searched_run(dir.path());
+    let html = std::fs::read_to_string(write_report(dir.path(), None).unwrap()).unwrap();
+    let stopped: Vec<_> = outcome
+        .models
+        .iter()
+        .filter(|m| m.stop.is_some_and(|s| s.epochs < fixture::SEARCH_EPOCHS))
+        .collect();
+    assert!(!stopped.is_empty(), "the fixture's search stopped someone");
+    let section = html
+        .split("<h2>Search</h2>")
+        .nth(1)
+        .expect("a search section")
+        .split("<h2>")
+        .next()
+        .unwrap();
+    let trained: usize = outcome.models.iter().map(|m| m.metrics.len()).sum();
+    assert!(
+        section.contains(&format!(
+            "trained {trained} model-epochs of the {}",
+            fixture::SEARCH_MODELS * fixture::SEARCH_EPOCHS
+        )),
+        "{section}"
+    );
+    assert!(section.contains("rungs at 1, 3 epochs"), "{section}");
+    // One row per rung, all six models reached the first.
+    let rungs = section
+        .split("<h3>Rungs</h3>")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(rungs.matches("<tr>").count(), 1 + 2, "{rungs}");
+    assert!(rungs.contains("<tr><td>1</td><td>6</td>"), "{rungs}");
+    for m in &stopped {
+        assert!(section.contains(&m.stop.unwrap().reason.to_string()));
+    }
+    // The Gantt chart marks the last unit of every stopped model.
+    assert_eq!(
+        html.matches("the search stopped the model here").count(),
+        stopped.len()
+    );
+    // A run without a search has no such section.
+    let plain = tempfile::tempdir().unwrap();
+    fixture::finished_run(plain.path(), true);
+    let html = std::fs::read_to_string(write_report(plain.path(), None).unwrap()).unwrap();
+    assert!(!html.contains("<h2>Search</h2>") && !html.contains("the search stopped"));
+}
+
+#[test]
+fn report_has_leaderboard_curves_and_one_gantt_bar_per_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = fixture::finished_run(dir.path(), true);
+    let path = write_report(dir.path(), None).unwrap();
+    assert_eq!(path, dir.path().join(REPORT_FILE));
+    let html = std::fs::read_to_string(&path).unwrap();
+
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.trim_end().ends_with("</html>"));
+    // Self-contained: no scripts, stylesheets or images from elsewhere.
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("<img"));
+
+    // Four learning curves (train/validation × loss/accuracy) and two Gantt charts.
+    for title in [
+        "training loss",
+        "validation loss",
+        "training accuracy",
+        "validation accuracy",
+    ] {
+        let id = format!("id=\"curve-{}\"><svg", title.replace(' ', "-"));
+        assert!(html.contains(&id), "no {title} chart");
+    }
+    let gantts = svgs(&html)
+        .iter()
+        .filter(|s| s.contains("class=\"gantt\""))
+        .count();
+    assert_eq!(gantts, 2);
+    assert_eq!(svgs(&html).len(), 6);
+    // Both Gantt charts have one bar per unit of the timeline.
+    let units = fixture::MODELS * fixture::TRAINERS * fixture::EPOCHS;
+    assert_eq!(outcome.timeline.len(), units);
+    assert_eq!(html.matches("<g class=\"unit\">").count(), 2 * units);
+    for t in 0..fixture::TRAINERS {
+        assert!(html.contains(&format!(">trainer {t}<")));
+    }
+
+    // The locality table: one row per partition, local or not.
+    let locality = html
+        .split("<h2>Data locality</h2>")
+        .nth(1)
+        .expect("a locality section")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(locality.matches("<tr>").count(), 1 + fixture::TRAINERS);
+    assert!(locality.contains(
+        "http://127.0.0.2:7000</code></td><td class=\"l\">cpu</td><td class=\"l\">127.0.0.2</td><td class=\"l\">yes"
+    ));
+    assert!(locality.contains(
+        "http://127.0.0.3:7000</code></td><td class=\"l\">cpu</td><td class=\"l\">127.0.0.2</td><td class=\"l\">no"
+    ));
+    assert!(locality.contains("120.6 KiB"));
+
+    // The leaderboard lists every model, best first, with its file.
+    let board = html
+        .split("<h2>Leaderboard</h2>")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    for m in 0..fixture::MODELS {
+        assert!(
+            board.contains(&format!("</span> {m}</td>")),
+            "model {m} missing"
+        );
+        assert!(board.contains(&format!("models/model-{m}.safetensors")));
+    }
+    let first_row = board.split("<tr").nth(2).unwrap();
+    assert!(
+        first_row.contains("class=\"best\"") && first_row.contains("</span> 1</td>"),
+        "{first_row}"
+    );
+    // The grid's lists.
+    assert!(html.contains("1e-3, 1e-4") && html.contains("32, 256"));
+    // Per-trainer timings.
+    assert!(html.contains("<h2>Trainers</h2>"));
+}
+
+#[test]
+fn trainer_times_add_up_the_timeline() {
+    let timeline = fixture::timeline();
+    let times = html::trainer_times(&timeline, fixture::TRAINERS);
+    assert_eq!(times.len(), fixture::TRAINERS);
+    assert_eq!(times.iter().map(|t| t.units).sum::<usize>(), timeline.len());
+    let busy: f64 = timeline.iter().map(|u| u.end - u.start).sum();
+    let sum: f64 = times.iter().map(|t| t.busy).sum();
+    assert!((busy - sum).abs() < 1e-9);
+    // Every trainer runs every model once per epoch.
+    for t in &times {
+        assert_eq!(t.units, fixture::MODELS * fixture::EPOCHS);
+        assert!((t.wait - 0.05 * t.units as f64).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn without_validation_the_report_says_so_and_draws_training_curves_only() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), false);
+    let html = render(&load(dir.path()).unwrap()).unwrap();
+    assert!(html.contains("id=\"curve-training-loss\"><svg"));
+    assert!(html.contains("id=\"curve-training-accuracy\"><svg"));
+    assert!(!html.contains("curve-validation"));
+    assert!(html.contains("source.validation"));
+}
+
+#[test]
+fn errors_say_what_is_wrong_with_the_run_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let e = load(&missing).unwrap_err().to_string();
+    assert!(e.contains("does not exist") && e.contains("--dir"), "{e}");
+
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not a hopper run directory"), "{e}");
+
+    // A checkpoint but no results yet: not finished.
+    fixture::checkpoint(dir.path(), 3);
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("has not finished") && e.contains("mop status"),
+        "{e}"
+    );
+
+    std::fs::write(dir.path().join(RESULTS_FILE), "{\"models\": [").unwrap();
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("results.json") && e.contains("--resume"), "{e}");
+
+    let e = resolve_dir(None);
+    // The test runs in the crate dir, which holds no run.
+    assert!(e.unwrap_err().to_string().contains("--dir"));
+}
+
+#[test]
+fn html_special_characters_in_the_sql_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), true);
+    let mut run = load(dir.path()).unwrap();
+    run.results.source.sql = "SELECT * FROM t WHERE a < 3 AND b = '<script>'".into();
+    let html = render(&run).unwrap();
+    assert!(!html.contains("<script>"));
+    assert!(html.contains("a &lt; 3"));
+}

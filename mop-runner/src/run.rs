@@ -1,0 +1,991 @@
+//! The MOP runner (`mop train`): plans the data on flight-server, starts
+//! (or connects to) one trainer per partition, and drives the scheduler:
+//! every idle trainer gets the next (model, partition) unit, the model's
+//! state travels with the unit, and a checkpoint is committed after every
+//! unit so that `--resume` loses no finished work.
+//!
+//! # Design
+//!
+//! ```text
+//!  plan: GetFlightInfo(train SQL) ─► endpoints ─► partition p = endpoints i with i % W == p
+//!  trainers 0..W ◄─ OpenPartition(endpoints of p)
+//!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, state) on trainer w
+//!        ◄─ state', metrics ─► Scheduler::complete ─► checkpoint
+//!        model finished an epoch ─► Evaluate on every trainer's validation rows
+//!        ◄─ accuracy ─► Scheduler::record_score (a search may stop the model)
+//!  end: model files, results.json/csv, result tables in the database
+//! ```
+//!
+//! # Search
+//! With `[search]` (see [`mop_core::search`]) a model that reaches a decision
+//! point waits, handed to no trainer, until its validation pass for that
+//! epoch returns; the scheduler's search then lets it go on or stops it.
+//! The decision travels in the checkpoint with the scores it came from, so
+//! `--resume` neither repeats nor changes it.
+//!
+//! # Failures
+//! A unit whose trainer fails is requeued: it runs again from the model's
+//! state before it, so a failure changes no weights (the reproducible
+//! policy fixes every model's visit order up front). A spawned trainer that
+//! died is replaced by a new process that re-opens the same partition.
+//! Trainers run with `--exit-with-parent`, so a runner killed outright
+//! leaves none behind. Validation passes in flight are checkpointed with
+//! the states they validate, so `--resume` still validates every epoch.
+//! Tickets that expire or that a flight-server refuses are replaced by
+//! planning again ([`plan`]); the unit that met the refusal runs again.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopper_proto::{train_event, CacheMode as ProtoCache, TrainUnitRequest};
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::locality;
+use crate::plan::Plan;
+use crate::progress::{ProgressMode, Reporter};
+use crate::trainers;
+use crate::trainers::{Client, LocalTrainer};
+use hopper_proto::auth::TrainerKey;
+use mop_core::run_config::{Cache, RunConfig};
+use mop_core::run_dir::checkpoint::{
+    Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord,
+};
+use mop_core::run_dir::partitions::PartitionRecord;
+use mop_core::run_dir::results;
+pub use mop_core::run_dir::RunOutcome;
+use mop_core::schedule::{Policy, Scheduler, Unit};
+use mop_core::search::{Reason, Stop};
+
+/// How many times a unit may fail in a row on one trainer before the run stops.
+const MAX_RETRIES: u32 = 5;
+
+/// Options of one `mop train` invocation (beyond the run configuration).
+pub struct TrainOptions {
+    /// Continue from the checkpoint in the output directory.
+    pub resume: bool,
+    /// How to show progress.
+    pub progress: ProgressMode,
+    /// The `mop` binary to spawn trainers with (default: this executable).
+    pub trainer_binary: Option<PathBuf>,
+    /// Completes when the run should stop (Ctrl-C); the checkpoint is kept.
+    pub interrupt: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            progress: ProgressMode::Quiet,
+            trainer_binary: None,
+            interrupt: None,
+        }
+    }
+}
+
+enum Done {
+    Unit {
+        worker: usize,
+        unit: Unit,
+        start: f64,
+        result: Result<hopper_proto::UnitResult>,
+    },
+    Eval {
+        eval: PendingEval,
+        result: Result<(u64, f64, u64)>,
+    },
+}
+
+/// A validation pass of one model after one epoch, with the state it ended
+/// the epoch with (the model itself may already be training the next one).
+#[derive(Clone)]
+struct PendingEval {
+    model: usize,
+    epoch: usize,
+    state: Arc<Vec<u8>>,
+    attempts: u32,
+}
+
+/// The trainers of a run: their clients, and the processes of the ones this
+/// runner spawned (so that a dead one can be replaced).
+struct Trainers {
+    clients: Vec<Client>,
+    /// Each trainer's address.
+    addresses: Vec<String>,
+    local: Vec<Option<LocalTrainer>>,
+    binary: PathBuf,
+    threads: usize,
+}
+
+impl Trainers {
+    /// Connects to `addresses` (trainer `p` holds partition `p`), or
+    /// spawns `w` local trainers when there are none.
+    async fn start(
+        config: &RunConfig,
+        addresses: &[String],
+        w: usize,
+        binary: PathBuf,
+        reporter: &Reporter,
+    ) -> Result<Self> {
+        let mut t = Trainers {
+            clients: Vec::with_capacity(w),
+            addresses: Vec::with_capacity(w),
+            local: Vec::with_capacity(w),
+            binary,
+            threads: config.train.threads,
+        };
+        if addresses.is_empty() {
+            for worker in 0..w {
+                let lt = LocalTrainer::spawn(&t.binary, t.threads)?;
+                reporter.trainer_started(worker, lt.pid(), &lt.address);
+                t.clients
+                    .push(trainers::connect(&lt.address, Some(lt.key.clone())).await?);
+                t.addresses.push(lt.address.clone());
+                t.local.push(Some(lt));
+            }
+        } else {
+            // Trainers started by hand share the key in HOPPER_TRAINER_KEY_FILE.
+            let key = TrainerKey::from_env()?;
+            for a in addresses {
+                t.clients.push(trainers::connect(a, key.clone()).await?);
+                t.addresses.push(a.clone());
+                t.local.push(None);
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether trainer `w` answers a health check.
+    async fn alive(&mut self, w: usize) -> bool {
+        if let Some(Some(t)) = self.local.get_mut(w) {
+            if t.exited() {
+                return false;
+            }
+        }
+        let mut c = self.clients[w].clone();
+        let check = c.health(hopper_proto::HealthRequest {});
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), check).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Each trainer's device as its health check describes it.
+    async fn devices(&self) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(self.clients.len());
+        for (w, c) in self.clients.iter().enumerate() {
+            let health = c
+                .clone()
+                .health(hopper_proto::HealthRequest {})
+                .await
+                .map_err(|s| trainer_status(w, "answering a health check", s))?;
+            out.push(health.into_inner().device);
+        }
+        Ok(out)
+    }
+
+    /// Replaces trainer `w` by a fresh process if it is one of ours and is
+    /// dead. Returns whether it did.
+    async fn replace_if_dead(&mut self, w: usize, reporter: &Reporter) -> Result<bool> {
+        if self.local.get(w).is_none_or(Option::is_none) || self.alive(w).await {
+            return Ok(false);
+        }
+        if let Some(Some(old)) = self.local.get_mut(w) {
+            old.kill();
+        }
+        let t = LocalTrainer::spawn(&self.binary, self.threads)?;
+        reporter.println(format!(
+            "trainer {w}: replaced by a new process at {}",
+            t.address
+        ));
+        reporter.trainer_started(w, t.pid(), &t.address);
+        self.clients[w] = trainers::connect(&t.address, Some(t.key.clone())).await?;
+        self.addresses[w] = t.address.clone();
+        self.local[w] = Some(t);
+        Ok(true)
+    }
+}
+
+/// A stable fingerprint of what determines a run's results.
+fn fingerprint(config: &RunConfig, models: &[mop_core::config::ModelConfig]) -> String {
+    // The flight-server's address is left out: a resumed run (e.g. `mop demo
+    // --resume`) may reach the same data through a server on another port.
+    let base = (
+        config.train_sql().ok(),
+        config.validation_sql().ok(),
+        &config.grid,
+        config.train.epochs,
+        config.train.seed,
+    );
+    // Configurations kept in a table are part of what the run is. A run
+    // without `[search]` or a table keeps the fingerprint it always had, so
+    // its checkpoints stay resumable.
+    let table = config.grid.table.as_ref().map(|_| models);
+    let text = if config.search.is_default() && table.is_none() {
+        serde_json::to_string(&base)
+    } else {
+        serde_json::to_string(&(base, &config.search, table))
+    }
+    .unwrap_or_default();
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
+    Error::Trainer {
+        trainer: w.to_string(),
+        message: m.to_string(),
+    }
+}
+
+/// A trainer's refusal as an error, `what` naming the call (empty for a
+/// unit); a flight-server's refusal of a ticket that the trainer passes on
+/// becomes [`Error::TicketRefused`].
+fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
+    let message = match what {
+        "" => s.message().to_string(),
+        what => format!("{what}: {}", s.message()),
+    };
+    if flight_client::refused::is_ticket_refused(&s) {
+        Error::TicketRefused(format!("trainer {w}: {message}"))
+    } else {
+        trainer_err(w, message)
+    }
+}
+
+/// Trains every model of the grid with MOP; see the module docs.
+pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
+    // Before any epoch: the result tables must not replace what they must not.
+    crate::output_guard::check_output(&config).await?;
+    let models = crate::mst_table::load_models(&config).await?;
+    let out = config.output.dir.clone();
+    std::fs::create_dir_all(&out)?;
+    let ckdir = CheckpointDir::new(&out)?;
+    let fp = fingerprint(&config, &models);
+
+    // Plan the data.
+    let train_sql = config.train_sql()?;
+    let locations = config
+        .source
+        .flight
+        .locations()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut plan = Plan::new(locations, train_sql.clone(), config.validation_sql()?).await?;
+    let w = if !config.train.addresses.is_empty() {
+        config.train.addresses.len()
+    } else {
+        config.train.trainers.unwrap_or(plan.train.len()).max(1)
+    };
+    if plan.train.is_empty() {
+        return Err(Error::Config(format!("{train_sql:?} has no endpoints")));
+    }
+    if w > plan.train.len() {
+        return Err(Error::Config(format!(
+            "{w} trainers but the data has {} endpoints: every trainer needs at least one \
+             (use fewer trainers, or more segments or --split on the flight-server)",
+            plan.train.len()
+        )));
+    }
+
+    // Resume or start fresh.
+    let existing = ckdir.load()?;
+    let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
+        match (opts.resume, existing) {
+            (true, Some(c)) => {
+                if c.config_fingerprint != fp {
+                    return Err(Error::Config(format!(
+                        "the checkpoint in {} belongs to a different run configuration; \
+                         use another output.dir or delete the checkpoint",
+                        out.display()
+                    )));
+                }
+                if c.scheduler.partitions() != w {
+                    return Err(Error::Config(format!(
+                        "the checkpoint was made with {} trainers, this run has {w}",
+                        c.scheduler.partitions()
+                    )));
+                }
+                let mut states = Vec::with_capacity(models.len());
+                for s in &c.states {
+                    states.push(match s {
+                        Some(name) => Some(Arc::new(ckdir.read_state(name)?)),
+                        None => None,
+                    });
+                }
+                (
+                    c.scheduler,
+                    states,
+                    c.units_done,
+                    c.metrics,
+                    c.timeline,
+                    c.elapsed,
+                    c.pending_evals,
+                )
+            }
+            (false, Some(_)) => {
+                return Err(Error::Config(format!(
+                    "{} already holds a run's checkpoint: pass --resume to continue it, \
+                     or choose another output directory",
+                    out.display()
+                )))
+            }
+            (_, None) => {
+                let s = Scheduler::with_search(
+                    models.len(),
+                    w,
+                    config.epochs(),
+                    config.train.seed,
+                    Policy::Reproducible,
+                    config.rule()?,
+                )?;
+                (
+                    s,
+                    vec![None; models.len()],
+                    vec![0; models.len()],
+                    vec![Vec::new(); models.len()],
+                    Vec::new(),
+                    0.0,
+                    Vec::new(),
+                )
+            }
+        };
+
+    // Trainers.
+    let binary = match &opts.trainer_binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let progress = sched.progress();
+    let reporter = Arc::new(Reporter::new(
+        opts.progress,
+        w,
+        progress.total,
+        progress.done,
+    ));
+    // Given trainers are matched to the hosts of their partitions.
+    let partition_hosts: Vec<Vec<String>> = (0..w)
+        .map(|p| {
+            let eps = plan
+                .train_part(p, w)
+                .into_iter()
+                .chain(plan.validation_part(p, w));
+            locality::hosts(&eps.map(|e| e.location).collect::<Vec<_>>())
+        })
+        .collect();
+    let given = &config.train.addresses;
+    let given_hosts: Vec<String> = given.iter().map(|a| locality::host_of(a)).collect();
+    let addresses: Vec<String> = locality::assign(&given_hosts, &partition_hosts)
+        .into_iter()
+        .filter_map(|t| given.get(t).cloned())
+        .collect();
+    let mut trainers = Trainers::start(&config, &addresses, w, binary, &reporter).await?;
+    let trainer_hosts: Vec<String> = trainers
+        .addresses
+        .iter()
+        .map(|a| locality::host_of(a))
+        .collect();
+    let local: Vec<bool> = (0..w)
+        .map(|p| locality::is_local(&trainer_hosts[p], &partition_hosts[p]))
+        .collect();
+    let cache = match config.source.cache {
+        Cache::Memory => ProtoCache::Memory,
+        Cache::Disk => ProtoCache::Disk,
+        Cache::None => ProtoCache::None,
+    };
+    let threads = config.train.threads as u32;
+    let open_req = |plan: &Plan, p: usize| hopper_proto::OpenPartitionRequest {
+        partition: p as u32,
+        train: plan.train_part(p, w),
+        validation: plan.validation_part(p, w),
+        cache: cache as i32,
+        features_json: String::new(),
+        threads,
+    };
+    let mut opens = JoinSet::new();
+    for (p, c) in trainers.clients.iter().enumerate() {
+        let mut c = c.clone();
+        let req = open_req(&plan, p);
+        opens.spawn(async move { (p, c.open_partition(req).await) });
+    }
+    let devices = trainers.devices().await?;
+    reporter.println(device_summary(&devices));
+    let mut partitions: Vec<PartitionRecord> = (0..w)
+        .map(|p| PartitionRecord {
+            partition: p,
+            trainer: trainers.addresses[p].clone(),
+            trainer_host: trainer_hosts[p].clone(),
+            device: devices[p].clone(),
+            endpoint_hosts: partition_hosts[p].clone(),
+            local: local[p],
+            rows: 0,
+            open_bytes: 0,
+        })
+        .collect();
+    while let Some(r) = opens.join_next().await {
+        let (p, r) = r.map_err(|e| trainer_err(0, e))?;
+        let opened = r
+            .map_err(|s| trainer_status(p, "opening its partition", s))?
+            .into_inner();
+        partitions[p].rows = opened.train_rows;
+        partitions[p].open_bytes = opened.train_bytes + opened.validation_bytes;
+    }
+    for r in partitions.iter().filter(|r| !r.local) {
+        reporter.println(format!(
+            "partition {}: trainer on {} reads from {} (not local)",
+            r.partition,
+            r.trainer_host,
+            r.endpoint_hosts.join(", ")
+        ));
+    }
+
+    let has_validation = !plan.validation.is_empty();
+    // Units and validation passes read with the runner's tickets only
+    // without a cache; with one, tickets matter when a partition is opened.
+    let reads_every_pass = config.source.cache == Cache::None;
+    let configs_json: Vec<Arc<String>> = models
+        .iter()
+        .map(|m| serde_json::to_string(m).map(Arc::new))
+        .collect::<std::result::Result<_, _>>()?;
+    let started = Instant::now();
+    let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
+    let mut busy = vec![false; w];
+    let mut failures = vec![0u32; w];
+    let mut set: JoinSet<Done> = JoinSet::new();
+    let mut interrupt = opts.interrupt.take();
+    // Validation passes in flight, by (model, epoch): checkpointed with their
+    // states so that a resumed run still validates every epoch.
+    let mut evals: BTreeMap<(usize, usize), Arc<Vec<u8>>> = BTreeMap::new();
+    for e in resumed_evals {
+        let state = Arc::new(ckdir.read_state(&e.state)?);
+        evals.insert((e.model, e.epoch), state.clone());
+        spawn_eval(
+            &mut set,
+            &trainers.clients,
+            &plan,
+            configs_json[e.model].clone(),
+            PendingEval {
+                model: e.model,
+                epoch: e.epoch,
+                state,
+                attempts: 0,
+            },
+        );
+    }
+
+    let mut dirty = false;
+    loop {
+        if reads_every_pass && plan.expiring() {
+            plan.refresh().await?;
+            reporter.replanned("expiring", plan.replans);
+        }
+        for (worker, is_busy) in busy.iter_mut().enumerate() {
+            if *is_busy {
+                continue;
+            }
+            let Some(unit) = sched.next_unit(worker) else {
+                continue;
+            };
+            *is_busy = true;
+            reporter.unit_started(unit);
+            let req = TrainUnitRequest {
+                model: unit.model as u32,
+                config_json: (*configs_json[unit.model]).clone(),
+                state: states[unit.model]
+                    .as_ref()
+                    .map(shared_bytes)
+                    .unwrap_or_default(),
+                epoch: unit.epoch as u32,
+                seed: config.train.seed.wrapping_add(unit.model as u64),
+                train: plan.train_part(worker, w),
+            };
+            let client = trainers.clients[worker].clone();
+            let rep = reporter.clone();
+            let start = now(&started);
+            set.spawn(async move {
+                let result = run_unit(client, req, unit, rep).await;
+                Done::Unit {
+                    worker,
+                    unit,
+                    start,
+                    result,
+                }
+            });
+        }
+        // The checkpoint is written once the freed trainers have their next
+        // units: writing a model's state (94 MB for confA) must not keep a
+        // trainer waiting. It holds no running unit, so units dispatched
+        // just now run again on resume.
+        if dirty {
+            commit(
+                &ckdir,
+                &sched,
+                &states,
+                &units_done,
+                &metrics,
+                &timeline,
+                &evals,
+                now(&started),
+                &fp,
+            )?;
+            dirty = false;
+        }
+        if sched.is_done() && set.is_empty() {
+            break;
+        }
+        let done = match interrupt.as_mut() {
+            Some(stop) => tokio::select! {
+                d = set.join_next() => d,
+                _ = stop => {
+                    set.abort_all();
+                    reporter.finish();
+                    return Err(Error::Interrupted(format!(
+                        "stopped with {} of {} units done; `--resume` continues from {}",
+                        sched.progress().done, sched.progress().total, ckdir.file().display()
+                    )));
+                }
+            },
+            None => set.join_next().await,
+        };
+        let Some(done) = done else {
+            return Err(Error::Schedule(
+                "no unit is runnable and none is running; the schedule is stuck".into(),
+            ));
+        };
+        match done.map_err(|e| Error::Schedule(format!("unit task: {e}")))? {
+            Done::Unit {
+                worker,
+                unit,
+                start,
+                result: Ok(r),
+            } => {
+                busy[worker] = false;
+                failures[worker] = 0;
+                let m = unit.model;
+                sched.complete(unit)?;
+                units_done[m] += 1;
+                states[m] = Some(Arc::new(Vec::from(r.state)));
+                let em = epoch_slot(&mut metrics[m], unit.epoch);
+                em.train_samples += r.samples;
+                em.train_loss_sum += r.loss_sum;
+                em.train_correct += r.correct;
+                em.seconds += r.seconds;
+                em.wait_seconds += r.wait_seconds;
+                let end = now(&started);
+                timeline.push(UnitRecord {
+                    model: m,
+                    partition: unit.partition,
+                    epoch: unit.epoch,
+                    start,
+                    end,
+                    samples: r.samples,
+                    wait_seconds: r.wait_seconds,
+                    bytes_read: r.bytes_read,
+                    local: Some(local[unit.partition]),
+                });
+                reporter.unit_done(unit, r.samples, r.seconds);
+                if sched.model_epoch(m)? > unit.epoch {
+                    if has_validation {
+                        let state = states[m].clone().unwrap_or_default();
+                        evals.insert((m, unit.epoch), state.clone());
+                        spawn_eval(
+                            &mut set,
+                            &trainers.clients,
+                            &plan,
+                            configs_json[m].clone(),
+                            PendingEval {
+                                model: m,
+                                epoch: unit.epoch,
+                                state,
+                                attempts: 0,
+                            },
+                        );
+                    } else {
+                        reporter.epoch_done(m, unit.epoch, &metrics[m][unit.epoch]);
+                    }
+                }
+                dirty = true;
+            }
+            Done::Unit {
+                worker,
+                unit,
+                result: Err(e),
+                ..
+            } => {
+                busy[worker] = false;
+                sched.requeue(unit)?;
+                failures[worker] += 1;
+                reporter.unit_failed(unit, &e.to_string());
+                if matches!(e, Error::TicketRefused(_)) {
+                    replan(&mut plan, &reporter).await?;
+                }
+                if failures[worker] > MAX_RETRIES {
+                    reporter.finish();
+                    return Err(trainer_err(worker, format!(
+                        "{MAX_RETRIES} units failed in a row; last error: {e}; the checkpoint is kept, fix the trainer and `--resume`"
+                    )));
+                }
+                // A local trainer that died is replaced; the unit then runs
+                // again from the model's state before it. A trainer that is
+                // alive but failed gets a pause before its next unit.
+                if !trainers.replace_if_dead(worker, &reporter).await? {
+                    let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
+                    tokio::time::sleep(backoff).await;
+                }
+                reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?;
+            }
+            Done::Eval {
+                eval,
+                result: Ok((n, loss, correct)),
+            } => {
+                let (model, epoch) = (eval.model, eval.epoch);
+                evals.remove(&(model, epoch));
+                let em = epoch_slot(&mut metrics[model], epoch);
+                em.val_samples = n;
+                em.val_loss_sum = loss;
+                em.val_correct = correct;
+                reporter.epoch_done(model, epoch, &metrics[model][epoch]);
+                // The search decides from validation accuracy, a ratio of
+                // integer counts: the same on every run of the same weights.
+                let before = decisions(&sched);
+                sched.record_score(model, epoch, metrics[model][epoch].val_acc())?;
+                report_decisions(&before, &sched, &reporter);
+                reporter.set_total(sched.progress().total);
+                dirty = true;
+            }
+            Done::Eval {
+                mut eval,
+                result: Err(e),
+            } => {
+                eval.attempts += 1;
+                if eval.attempts > MAX_RETRIES {
+                    reporter.finish();
+                    return Err(Error::Trainer {
+                        trainer: "validation".into(),
+                        message: format!(
+                            "validating model {} after epoch {} failed {MAX_RETRIES} times; last error: {e}; \
+                             the checkpoint is kept, fix the trainers and `--resume`",
+                            eval.model, eval.epoch + 1
+                        ),
+                    });
+                }
+                reporter.println(format!(
+                    "validating model {} after epoch {} failed, will run again: {e}",
+                    eval.model,
+                    eval.epoch + 1
+                ));
+                if matches!(e, Error::TicketRefused(_)) {
+                    replan(&mut plan, &reporter).await?;
+                }
+                // Replace whichever trainer died (a busy one's unit fails
+                // too and is rerun), reopen it, then validate again.
+                let mut replaced = false;
+                for worker in 0..w {
+                    if trainers.replace_if_dead(worker, &reporter).await? {
+                        replaced = true;
+                        reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?;
+                    }
+                }
+                if !replaced {
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        100 << eval.attempts.min(6),
+                    ))
+                    .await;
+                }
+                spawn_eval(
+                    &mut set,
+                    &trainers.clients,
+                    &plan,
+                    configs_json[eval.model].clone(),
+                    eval,
+                );
+            }
+        }
+    }
+    reporter.finish();
+    let seconds = now(&started);
+    let model_results = models
+        .iter()
+        .enumerate()
+        .map(|(i, c)| results::ModelResult {
+            id: i,
+            config: c.clone(),
+            metrics: metrics[i].clone(),
+            state: states[i].clone(),
+            stop: sched.fate(i).ok().flatten(),
+        })
+        .collect();
+    let outcome = RunOutcome {
+        models: model_results,
+        timeline,
+        partitions,
+        seconds,
+        trainers: w,
+        dir: out,
+    };
+    results::write_files(&outcome, &config)?;
+    // The report is a picture of files just written; a failure to draw it
+    // must not fail a finished run (`mop report` draws it again).
+    if let Err(e) = mop_report::write_report(&outcome.dir, None) {
+        tracing::warn!("writing the report failed: {e}");
+        reporter.println(format!("the report was not written: {e}"));
+    }
+    if let Some(table) = &config.output.table {
+        let db = config.output.database.as_deref().ok_or_else(|| {
+            Error::Config("output.table needs output.database (a PostgreSQL URL)".into())
+        })?;
+        crate::result_tables::write_tables(&outcome, &config, db, table).await?;
+    }
+    drop(trainers);
+    Ok(outcome)
+}
+
+/// Each model's search limit and decision, to tell what a score changed.
+fn decisions(sched: &Scheduler) -> Vec<(usize, Option<Stop>)> {
+    match sched.search() {
+        None => Vec::new(),
+        Some(p) => (0..sched.models())
+            .map(|m| (p.limit(m), p.fate(m)))
+            .collect(),
+    }
+}
+
+/// Reports the search's decisions taken since `before`.
+fn report_decisions(before: &[(usize, Option<Stop>)], sched: &Scheduler, reporter: &Reporter) {
+    for (m, (now, was)) in decisions(sched).iter().zip(before).enumerate() {
+        match now.1 {
+            Some(stop) if was.1.is_none() && stop.reason != Reason::Finished => {
+                reporter.decided(m, now.0, Some(&stop))
+            }
+            _ if now.0 > was.0 => reporter.decided(m, now.0, None),
+            _ => {}
+        }
+    }
+}
+
+fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {
+    if v.len() <= epoch {
+        v.resize(epoch + 1, EpochMetrics::default());
+    }
+    &mut v[epoch]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    ckdir: &CheckpointDir,
+    sched: &Scheduler,
+    states: &[Option<Arc<Vec<u8>>>],
+    units_done: &[u64],
+    metrics: &[Vec<EpochMetrics>],
+    timeline: &[UnitRecord],
+    evals: &BTreeMap<(usize, usize), Arc<Vec<u8>>>,
+    elapsed: f64,
+    fp: &str,
+) -> Result<()> {
+    // The checkpoint holds no running unit: what runs now runs again on resume.
+    let mut snapshot = sched.clone();
+    for u in snapshot.running() {
+        snapshot.requeue(u)?;
+    }
+    let mut names = Vec::with_capacity(states.len());
+    for (m, s) in states.iter().enumerate() {
+        names.push(match s {
+            Some(bytes) => {
+                let name = format!("model-{m}.u{}.safetensors", units_done[m]);
+                if !ckdir_has(ckdir, &name) {
+                    ckdir.write_state(m, units_done[m], bytes)?;
+                }
+                Some(name)
+            }
+            None => None,
+        });
+    }
+    let mut pending_evals = Vec::with_capacity(evals.len());
+    for (&(model, epoch), bytes) in evals {
+        let name = format!("model-{model}.e{epoch}.safetensors");
+        if !ckdir_has(ckdir, &name) {
+            mop_core::run_dir::checkpoint::write_atomic(
+                &ckdir.file().with_file_name(&name),
+                bytes,
+            )?;
+        }
+        pending_evals.push(EvalRecord {
+            model,
+            epoch,
+            state: name,
+        });
+    }
+    Ok(ckdir.commit(&Checkpoint {
+        format_version: mop_core::run_dir::checkpoint::CHECKPOINT_FORMAT,
+        scheduler: snapshot,
+        states: names,
+        units_done: units_done.to_vec(),
+        metrics: metrics.to_vec(),
+        timeline: timeline.to_vec(),
+        elapsed,
+        config_fingerprint: fp.to_string(),
+        pending_evals,
+    })?)
+}
+
+fn ckdir_has(ckdir: &CheckpointDir, name: &str) -> bool {
+    ckdir.file().with_file_name(name).exists()
+}
+
+async fn run_unit(
+    mut client: Client,
+    req: TrainUnitRequest,
+    unit: Unit,
+    reporter: Arc<Reporter>,
+) -> Result<hopper_proto::UnitResult> {
+    let w = unit.partition;
+    let mut stream = client
+        .train_unit(req)
+        .await
+        .map_err(|s| trainer_status(w, "", s))?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(ev)) => match ev.event {
+                Some(train_event::Event::Progress(p)) => {
+                    reporter.unit_progress(unit, p.samples, p.samples_per_second)
+                }
+                Some(train_event::Event::Result(r)) => return Ok(r),
+                None => {}
+            },
+            Ok(None) => return Err(trainer_err(w, "the unit ended without a result")),
+            Err(s) => return Err(trainer_status(w, "", s)),
+        }
+    }
+}
+
+/// Plans the run's queries again after a flight-server refused a ticket.
+async fn replan(plan: &mut Plan, reporter: &Reporter) -> Result<()> {
+    plan.refresh().await?;
+    reporter.replanned("refused", plan.replans);
+    Ok(())
+}
+
+/// Opens trainer `w`'s partition again (after a failed unit or a new
+/// process), planning again first if the tickets expire soon or are refused.
+async fn reopen(
+    trainers: &mut Trainers,
+    plan: &mut Plan,
+    w: usize,
+    open_req: &impl Fn(&Plan, usize) -> hopper_proto::OpenPartitionRequest,
+    reporter: &Reporter,
+) -> Result<()> {
+    if plan.expiring() {
+        plan.refresh().await?;
+        reporter.replanned("expiring", plan.replans);
+    }
+    let mut refused_once = false;
+    loop {
+        match trainers.clients[w].open_partition(open_req(plan, w)).await {
+            Ok(_) => return Ok(()),
+            Err(s) => match trainer_status(w, "opening its partition", s) {
+                Error::TicketRefused(_) if !refused_once => {
+                    refused_once = true;
+                    replan(plan, reporter).await?;
+                }
+                e => {
+                    // The next unit on this trainer fails and brings it back here.
+                    reporter.println(format!("reopening a partition failed: {e}"));
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+fn spawn_eval(
+    set: &mut JoinSet<Done>,
+    clients: &[Client],
+    plan: &Plan,
+    config_json: Arc<String>,
+    eval: PendingEval,
+) {
+    let w = clients.len();
+    let work: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(p, c)| (c.clone(), plan.validation_part(p, w)))
+        .collect();
+    set.spawn(async move {
+        let result = evaluate_everywhere(work, config_json, eval.state.clone()).await;
+        Done::Eval { eval, result }
+    });
+}
+
+async fn evaluate_everywhere(
+    work: Vec<(Client, Vec<hopper_proto::FlightEndpoint>)>,
+    config_json: Arc<String>,
+    state: Arc<Vec<u8>>,
+) -> Result<(u64, f64, u64)> {
+    let mut set = JoinSet::new();
+    for (w, (mut c, validation)) in work.into_iter().enumerate() {
+        let req = hopper_proto::EvaluateRequest {
+            config_json: (*config_json).clone(),
+            state: shared_bytes(&state),
+            validation,
+        };
+        set.spawn(async move { (w, c.evaluate(req).await) });
+    }
+    let (mut n, mut loss, mut correct) = (0, 0.0, 0);
+    while let Some(r) = set.join_next().await {
+        let (w, r) = r.map_err(|e| trainer_err(0, e))?;
+        let r = r
+            .map_err(|s| trainer_status(w, "evaluating", s))?
+            .into_inner();
+        n += r.samples;
+        loss += r.loss_sum;
+        correct += r.correct;
+    }
+    Ok((n, loss, correct))
+}
+
+/// One line naming the trainers' devices: `devices: cpu (2 trainers)`, or
+/// each trainer's when they differ.
+fn device_summary(devices: &[String]) -> String {
+    match devices {
+        [first, rest @ ..] if rest.iter().all(|d| d == first) => {
+            let n = devices.len();
+            format!(
+                "devices: {first} ({n} trainer{})",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        _ => {
+            let each: Vec<String> = devices
+                .iter()
+                .enumerate()
+                .map(|(w, d)| format!("trainer {w} {d}"))
+                .collect();
+            format!("devices: {}", each.join(", "))
+        }
+    }
+}
+
+/// A model state as a request field, sharing the runner's copy instead of
+/// copying it: a state is shipped once per unit and once per trainer per
+/// validation pass, and copying confA's 89 MB state into a fresh buffer
+/// takes 55 ms here (mostly page faults).
+fn shared_bytes(state: &Arc<Vec<u8>>) -> bytes::Bytes {
+    struct Shared(Arc<Vec<u8>>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    bytes::Bytes::from_owner(Shared(state.clone()))
+}

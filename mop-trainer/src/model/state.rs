@@ -1,0 +1,168 @@
+//! Model + optimizer state as one safetensors blob: what hops between workers.
+//!
+//! Names: `w.<variable>` for every `VarStore` variable (trainable or not, so
+//! batch-norm statistics hop too), and the optimizer's own names
+//! (`opt.step`, `opt.<param>.m`, `opt.<param>.v`). The header's metadata has
+//! one entry, the format tag mapped to the configuration as JSON, for
+//! inspection; the configuration passed to [`Model::from_state`] is the one
+//! that counts. The same state always encodes to the same bytes.
+//! Tensors are written bit for bit, so a round trip changes nothing and
+//! training continues exactly as if the model had never left.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::{Device, Kind, Tensor};
+
+use super::layers::Init;
+use super::Model;
+use crate::error::{Error, Result};
+use crate::optim::{copy_checked, Optimizer};
+use mop_core::config::ModelConfig;
+
+/// The one metadata key (its value is the configuration as JSON).
+const FORMAT: &str = "hopper-model-state-v1";
+/// Prefix of weight names in the blob.
+const WEIGHT_PREFIX: &str = "w.";
+
+fn dtype(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        other => {
+            return Err(Error::State(format!(
+                "cannot serialize tensors of {other:?}"
+            )))
+        }
+    })
+}
+
+fn kind(dtype: Dtype) -> Result<Kind> {
+    Ok(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        other => {
+            return Err(Error::State(format!(
+                "unsupported tensor type {other:?} in state"
+            )))
+        }
+    })
+}
+
+/// The raw bytes, type and shape of a tensor, copied to the host.
+struct HostTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl HostTensor {
+    fn new(t: &Tensor) -> Result<Self> {
+        let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        Ok(HostTensor {
+            dtype: dtype(t.kind())?,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            bytes,
+        })
+    }
+}
+
+fn to_tensor(view: &TensorView<'_>, device: Device) -> Result<Tensor> {
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    let t = Tensor::f_from_data_size(view.data(), &shape, kind(view.dtype())?)?;
+    Ok(t.f_to_device(device)?)
+}
+
+impl Model {
+    /// Serializes every weight and `opt`'s whole state into one safetensors
+    /// blob.
+    pub fn to_state(&self, opt: &Optimizer) -> Result<Vec<u8>> {
+        let mut host = Vec::new();
+        for (name, t) in self.vs.variables() {
+            host.push((format!("{WEIGHT_PREFIX}{name}"), HostTensor::new(&t)?));
+        }
+        for (name, t) in opt.state_tensors()? {
+            host.push((name, HostTensor::new(&t)?));
+        }
+        let views = host
+            .iter()
+            .map(|(name, h)| {
+                let view = TensorView::new(h.dtype, h.shape.clone(), &h.bytes)
+                    .map_err(|e| Error::State(format!("{name}: {e}")))?;
+                Ok((name.as_str(), view))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let config = serde_json::to_string(&self.config)
+            .map_err(|e| Error::State(format!("cannot encode the configuration: {e}")))?;
+        // One metadata entry: the header is JSON written in map order, and
+        // a single key keeps the blob's bytes a function of the state alone.
+        let metadata = HashMap::from([(FORMAT.to_string(), config)]);
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|e| Error::State(format!("cannot encode the state: {e}")))
+    }
+
+    /// Rebuilds a model and its optimizer from [`to_state`](Self::to_state)'s
+    /// blob, on [`crate::device::default_device`].
+    pub fn from_state(config: ModelConfig, bytes: &[u8]) -> Result<(Model, Optimizer)> {
+        Self::from_state_on(config, bytes, crate::device::default_device())
+    }
+
+    /// Rebuilds a model and its optimizer from a state blob, on `device`.
+    /// Every weight and optimizer tensor of `config`'s model must be in the
+    /// blob with the right shape, and nothing else.
+    pub fn from_state_on(
+        config: ModelConfig,
+        bytes: &[u8],
+        device: Device,
+    ) -> Result<(Model, Optimizer)> {
+        let blob = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::State(format!("not a safetensors model state: {e}")))?;
+        let model = Model::build(config, device, Init::zeros())?;
+        let mut weights = HashMap::new();
+        let mut opt_state = HashMap::new();
+        for (name, view) in blob.tensors() {
+            if let Some(var) = name.strip_prefix(WEIGHT_PREFIX) {
+                weights.insert(var.to_string(), view);
+            } else {
+                opt_state.insert(name, to_tensor(&view, device)?);
+            }
+        }
+        {
+            let _no_grad = tch::no_grad_guard();
+            for (name, mut var) in model.vs.variables() {
+                let view = weights.remove(&name).ok_or_else(|| {
+                    Error::State(format!(
+                        "weight {name} is missing (state of a different architecture?)"
+                    ))
+                })?;
+                copy_checked(&name, &mut var, &to_tensor(&view, device)?)?;
+            }
+        }
+        if let Some(extra) = weights.keys().next() {
+            return Err(Error::State(format!(
+                "unexpected weight {extra} (state of a different architecture?)"
+            )));
+        }
+        let c = &model.config;
+        let mut opt = Optimizer::new(&model.vs, &c.optimizer, c.lr, c.l2)?;
+        opt.load_state(opt_state)?;
+        Ok((model, opt))
+    }
+
+    /// A fresh optimizer for this model as its configuration specifies.
+    pub fn optimizer(&self) -> Result<Optimizer> {
+        let c = &self.config;
+        Optimizer::new(&self.vs, &c.optimizer, c.lr, c.l2)
+    }
+}

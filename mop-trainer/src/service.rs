@@ -1,0 +1,353 @@
+//! The trainer's gRPC service, behind the [`Guard`] of its access.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopper_proto::trainer_server::{Trainer, TrainerServer};
+use hopper_proto::{
+    train_event, EvaluateRequest, EvaluateResponse, HealthRequest, HealthResponse,
+    OpenPartitionRequest, OpenPartitionResponse, Progress, TrainEvent, TrainUnitRequest,
+    UnitResult,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use super::cache::{feature_key, Batches, CacheMode, PartitionData};
+use crate::error::{Error, Result};
+use crate::featurize::{Featurized, Featurizer};
+use crate::model::Model;
+use crate::train::{evaluate, train_partition};
+use flight_client::connect::Bearer;
+use flight_client::FlightSlice;
+use hopper_proto::auth::Guard;
+use mop_core::config::ModelConfig;
+
+use hopper_proto::MAX_MESSAGE;
+
+struct Opened {
+    index: u32,
+    threads: u32,
+    train: PartitionData,
+    validation: PartitionData,
+    _dir: tempfile::TempDir,
+}
+
+/// The trainer: its partition, and a lock so that one unit runs at a time.
+pub struct TrainerService {
+    opened: Arc<Mutex<Option<Opened>>>,
+}
+
+impl Default for TrainerService {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TrainerService {
+    /// A trainer with no partition yet.
+    pub fn new() -> Self {
+        Self {
+            opened: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+fn status(e: Error) -> Status {
+    match e {
+        Error::Config(m) => Status::invalid_argument(m),
+        Error::TicketRefused(m) => {
+            // The runner plans again when it sees the flight-server's marker.
+            let mut s = Status::failed_precondition(m);
+            flight_client::refused::mark_ticket_refused(&mut s);
+            s
+        }
+        Error::Flight(m) | Error::Unavailable(m) => Status::unavailable(m),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// The endpoints of a request, each with the runner's Bearer token for its
+/// location if it sent one.
+fn slices(eps: Vec<hopper_proto::FlightEndpoint>) -> std::result::Result<Vec<FlightSlice>, Status> {
+    eps.into_iter()
+        .map(|e| {
+            let bearer = match e.bearer.is_empty() {
+                true => None,
+                false => Some(Bearer::new(e.bearer).map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "the Bearer token for {} is not a header value",
+                        e.location
+                    ))
+                })?),
+            };
+            Ok(FlightSlice {
+                location: e.location,
+                ticket: e.ticket,
+                bearer,
+            })
+        })
+        .collect()
+}
+
+/// Pulls featurized mini-batch material from a pass, timing the waits.
+fn featurized_iter(
+    batches: Batches,
+    featurizer: Featurizer,
+) -> Box<dyn Iterator<Item = Result<Featurized>> + Send> {
+    match batches {
+        Batches::Featurized(v) => {
+            let n = v.lock().map(|g| g.len()).unwrap_or(0);
+            Box::new((0..n).map(move |i| {
+                let g = v
+                    .lock()
+                    .map_err(|_| Error::Config("feature cache poisoned".into()))?;
+                Ok(g[i].shallow_clone())
+            }))
+        }
+        Batches::Stream(mut rx) => Box::new(std::iter::from_fn(move || {
+            rx.blocking_recv()
+                .map(|b| b.and_then(|b| featurizer.featurize(&b)))
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl Trainer for TrainerService {
+    async fn open_partition(
+        &self,
+        request: Request<OpenPartitionRequest>,
+    ) -> std::result::Result<Response<OpenPartitionResponse>, Status> {
+        let req = request.into_inner();
+        let start = Instant::now();
+        let mode = match req.cache() {
+            hopper_proto::CacheMode::Memory => CacheMode::Memory,
+            hopper_proto::CacheMode::Disk => CacheMode::Disk,
+            hopper_proto::CacheMode::None => CacheMode::None,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("hopper-trainer-")
+            .tempdir()
+            .map_err(|e| status(Error::Io(e)))?;
+        let mut guard = self.opened.lock().await;
+        // Drop an earlier partition (and its cache) before reading the new one.
+        *guard = None;
+        let (train, validation) = (slices(req.train)?, slices(req.validation)?);
+        let train = PartitionData::open(train, mode, dir.path(), "train")
+            .await
+            .map_err(status)?;
+        let validation = PartitionData::open(validation, mode, dir.path(), "validation")
+            .await
+            .map_err(status)?;
+        let resp = OpenPartitionResponse {
+            train_rows: train.rows,
+            validation_rows: validation.rows,
+            seconds: start.elapsed().as_secs_f64(),
+            train_bytes: train.bytes,
+            validation_bytes: validation.bytes,
+        };
+        tracing::info!(
+            partition = req.partition,
+            rows = train.rows,
+            "partition open"
+        );
+        *guard = Some(Opened {
+            index: req.partition,
+            threads: req.threads,
+            train,
+            validation,
+            _dir: dir,
+        });
+        Ok(Response::new(resp))
+    }
+
+    type TrainUnitStream = ReceiverStream<std::result::Result<TrainEvent, Status>>;
+
+    async fn train_unit(
+        &self,
+        request: Request<TrainUnitRequest>,
+    ) -> std::result::Result<Response<Self::TrainUnitStream>, Status> {
+        let mut req = request.into_inner();
+        let config = ModelConfig::from_json(&req.config_json).map_err(|e| status(e.into()))?;
+        let fresh = slices(std::mem::take(&mut req.train))?;
+        // Held for the whole unit: one unit at a time per trainer.
+        let mut guard = self.opened.clone().lock_owned().await;
+        let opened = guard.as_mut().ok_or_else(|| {
+            Status::failed_precondition("no partition open; call OpenPartition first")
+        })?;
+        let featurizer = Featurizer::new(&config);
+        let f2 = featurizer.clone();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let read = bytes.clone();
+        let batches = opened
+            .train
+            .pass(&feature_key(&config.input), fresh, bytes, move |b| {
+                f2.featurize(b)
+            })
+            .map_err(status)?;
+        let threads = opened.threads;
+        let (tx, rx) = mpsc::channel(16);
+        let model_id = req.model;
+        let partition = opened.index;
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard; // released when the unit ends
+            let progress_tx = tx.clone();
+            let result = (|| -> Result<UnitResult> {
+                crate::device::set_threads(threads as usize);
+                let (mut model, mut opt) = if req.state.is_empty() {
+                    let model = Model::new(config.clone(), req.seed)?;
+                    let opt = model.optimizer()?;
+                    (model, opt)
+                } else {
+                    Model::from_state(config.clone(), &req.state)?
+                };
+                let start = Instant::now();
+                let mut last = start;
+                let metrics = train_partition(
+                    &mut model,
+                    &mut opt,
+                    featurized_iter(batches, featurizer),
+                    config.batch_size,
+                    |m: &crate::train::UnitMetrics| {
+                        // A full channel drops the update: progress is advisory.
+                        if last.elapsed().as_millis() < 250 {
+                            return;
+                        }
+                        last = Instant::now();
+                        let secs = start.elapsed().as_secs_f64().max(1e-9);
+                        let _ = progress_tx.try_send(Ok(TrainEvent {
+                            event: Some(train_event::Event::Progress(Progress {
+                                samples: m.samples,
+                                samples_per_second: m.samples as f64 / secs,
+                            })),
+                        }));
+                    },
+                )?;
+                let state = model.to_state(&opt)?;
+                Ok(UnitResult {
+                    state: state.into(),
+                    samples: metrics.samples,
+                    loss_sum: metrics.loss_sum,
+                    correct: metrics.correct,
+                    seconds: metrics.seconds,
+                    wait_seconds: metrics.wait_seconds,
+                    bytes_read: read.load(Ordering::Relaxed),
+                })
+            })();
+            let event = match result {
+                Ok(r) => {
+                    tracing::debug!(
+                        model = model_id,
+                        partition,
+                        samples = r.samples,
+                        "unit done"
+                    );
+                    Ok(TrainEvent {
+                        event: Some(train_event::Event::Result(r)),
+                    })
+                }
+                Err(e) => Err(status(e)),
+            };
+            let _ = tx.blocking_send(event);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn evaluate(
+        &self,
+        request: Request<EvaluateRequest>,
+    ) -> std::result::Result<Response<EvaluateResponse>, Status> {
+        let mut req = request.into_inner();
+        let config = ModelConfig::from_json(&req.config_json).map_err(|e| status(e.into()))?;
+        let fresh = slices(std::mem::take(&mut req.validation))?;
+        let mut guard = self.opened.clone().lock_owned().await;
+        let opened = guard.as_mut().ok_or_else(|| {
+            Status::failed_precondition("no partition open; call OpenPartition first")
+        })?;
+        if opened.validation.is_empty() {
+            return Ok(Response::new(EvaluateResponse::default()));
+        }
+        let featurizer = Featurizer::new(&config);
+        let f2 = featurizer.clone();
+        let batches = opened
+            .validation
+            .pass(
+                &feature_key(&config.input),
+                fresh,
+                Arc::default(),
+                move |b| f2.featurize(b),
+            )
+            .map_err(status)?;
+        let threads = opened.threads;
+        let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {
+            let _guard = guard;
+            crate::device::set_threads(threads as usize);
+            let (model, _opt) = Model::from_state(config, &req.state)?;
+            let m = evaluate(&model, featurized_iter(batches, featurizer))?;
+            Ok(EvaluateResponse {
+                samples: m.samples,
+                loss_sum: m.loss * m.samples as f64,
+                correct: (m.accuracy * m.samples as f64).round() as u64,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("evaluation thread: {e}")))?
+        .map_err(status)?;
+        Ok(Response::new(resp))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<HealthRequest>,
+    ) -> std::result::Result<Response<HealthResponse>, Status> {
+        let (open, index) = match self.opened.try_lock() {
+            Ok(g) => (g.is_some(), g.as_ref().map(|o| o.index).unwrap_or(0)),
+            Err(_) => (true, 0), // busy training: certainly open
+        };
+        Ok(Response::new(HealthResponse {
+            device: crate::device::describe(),
+            threads: tch::get_num_threads() as u32,
+            partition_open: open,
+            partition: index,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}
+
+/// Serves a trainer on `listener` until `shutdown` completes, to the
+/// callers `guard` admits (made before the trainer's address is told to
+/// anyone: it takes no proof made before it).
+///
+/// With `tls`, the runner must dial `https://` and trust the certificate's
+/// CA (and present a client certificate if `tls` names a client CA).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    guard: Guard,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let svc = TrainerServer::new(TrainerService::new())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let svc = InterceptedService::new(svc, guard);
+    let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Config(format!("trainer TLS (--tls-cert, --tls-key): {e}")))?;
+    }
+    builder
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Trainer {
+            trainer: "self".into(),
+            message: format!("server stopped: {e}"),
+        })
+}

@@ -1,0 +1,25 @@
+//! hopper end to end: one test binary (linking libtorch and DataFusion
+//! once, not once per file), one module per capability, each over real
+//! PostgreSQL or Greenplum, real flight-server and trainer processes, and
+//! clients hopper did not write (pyarrow, ADBC).
+
+mod auth;
+mod bad_input;
+mod binding;
+mod bounds;
+mod compose;
+mod database_tls;
+mod demo;
+mod faults;
+mod flight_files;
+mod flight_postgres;
+mod flight_put;
+mod flight_sql;
+mod greenplum;
+mod load;
+mod login;
+mod output_table;
+mod report;
+mod search;
+mod trainer_auth;
+mod training;
