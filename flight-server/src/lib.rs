@@ -10,14 +10,15 @@
 //! # Design
 //!
 //! ```text
-//!  client ── GetFlightInfo(SQL) ──► Service ── Source::plan ──► one Partition per segment
+//!  client ── GetFlightInfo(SQL) ──► Service ── Reader::plan ──► one Partition per segment
 //!         ◄── FlightInfo: schema + one endpoint per partition (ticket = sealed Partition,
 //!             location = this server, or the server beside the segment: --segment-flight)
-//!  client ── DoGet(ticket) ───────► Service ── Source::read ──► bounded channel of RecordBatch
+//!  client ── DoGet(ticket) ───────► Service ── Reader::read ──► RecordBatchStream (schema + bounded channel)
 //!         ◄── FlightData stream (FlightDataEncoder, sized for the wire; counted in metrics)
 //! ```
 //!
-//! Three sources implement [`source::Source`]:
+//! Three sources implement [`source::Source`] — a [`source::Reader`], a
+//! [`source::Catalog`] and a [`source::Writer`]:
 //! - [`source::postgres`]: one or more PostgreSQL instances, each a segment,
 //!   read with `COPY (…) TO STDOUT (FORMAT binary)` — the database's own
 //!   fastest export path — decoded straight into Arrow builders by the

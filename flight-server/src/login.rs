@@ -15,8 +15,8 @@
 //!  1. the source address has not failed too often lately      (FailedLogins)
 //!  2. a slot of the small login pool is free (≤ 4 at once,     (LoginGate::pool)
 //!     apart from the data connections' --max-connections)
-//!  3. the database accepts user:password                        (Source::authenticate)
-//!  4. the database refuses the same user with NO password       (Source::admits_without_password)
+//!  3. the database accepts user:password                       (Catalog::authenticate)
+//!  4. the database refuses the same user with NO password      (Catalog::admits_without_password)
 //!     — otherwise pg_hba trusts this host for the user: refused, naming the line to change
 //!  5. the role is neither superuser nor replication, unless --allow-superuser
 //! ```
@@ -40,7 +40,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::source::Source;
+use crate::source::Catalog;
 
 /// Database logins the Handshake runs at once; more wait for a slot.
 pub const LOGIN_POOL: usize = 4;
@@ -82,7 +82,7 @@ impl LoginGate {
     /// password (see the module docs).
     pub async fn login(
         &self,
-        source: &dyn Source,
+        source: &dyn Catalog,
         caller: &Caller,
         peer: Option<IpAddr>,
     ) -> Result<()> {
@@ -118,7 +118,7 @@ impl LoginGate {
         outcome
     }
 
-    async fn prove(&self, source: &dyn Source, caller: &Caller) -> Result<()> {
+    async fn prove(&self, source: &dyn Catalog, caller: &Caller) -> Result<()> {
         let user = caller.user().unwrap_or_default();
         let role = source.authenticate(caller).await.map_err(|e| match e {
             // A refused login, whatever the database's exact SQLSTATE.

@@ -28,7 +28,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
-use crate::source::Source;
+use crate::source::{Reader, Source};
 
 /// The server's metrics.
 #[derive(Clone)]
@@ -143,7 +143,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the source's gauges read now.
-    pub fn render(&self, source: &dyn Source) -> String {
+    pub fn render(&self, source: &dyn Reader) -> String {
         self.cursors.set(source.cursors_held() as i64);
         for (segment, n) in source.connections_in_use() {
             self.connections

@@ -38,11 +38,11 @@ pub use flight_client::put::{PutCommand, PutMode, PutOutcome};
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::source::{RecordBatchStreamAdapter, Source};
+use crate::source::{RecordBatchStreamAdapter, Writer};
 
 /// Serves one `DoPut`: reads the descriptor and schema from the first
 /// messages, streams the batches into `source`, answers with the outcome.
-pub async fn serve_put<S>(source: &dyn Source, caller: &Caller, input: S) -> Result<PutResult>
+pub async fn serve_put<S>(source: &dyn Writer, caller: &Caller, input: S) -> Result<PutResult>
 where
     S: Stream<Item = std::result::Result<FlightData, Status>> + Send + 'static,
 {
@@ -73,7 +73,7 @@ where
 /// the table `command` names; returns the rows written. Flight SQL's
 /// ingest writes through here too.
 pub async fn put_batches<S>(
-    source: &dyn Source,
+    source: &dyn Writer,
     caller: &Caller,
     command: &PutCommand,
     input: S,

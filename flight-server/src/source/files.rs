@@ -31,8 +31,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    BatchLimits, Described, Partition, PartitionSpec, Plan, RecordBatchStreamAdapter,
-    SendableRecordBatchStream, Source, TableInfo, TableKind, CHANNEL_DEPTH,
+    BatchLimits, Catalog, Described, Partition, PartitionSpec, Plan, Reader,
+    RecordBatchStreamAdapter, SendableRecordBatchStream, TableInfo, TableKind, Writer,
+    CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -185,7 +186,7 @@ impl FilesSource {
 }
 
 #[async_trait::async_trait]
-impl Source for FilesSource {
+impl Reader for FilesSource {
     // Files have no per-user rights: with authentication on, a caller is
     // only checked at the handshake, and every caller reads every file.
     async fn describe(&self, _caller: &Caller, sql: &str) -> Result<SchemaRef> {
@@ -253,7 +254,10 @@ impl Source for FilesSource {
             ReceiverStream::new(rx),
         ))
     }
+}
 
+#[async_trait::async_trait]
+impl Catalog for FilesSource {
     async fn list_tables(&self, _caller: &Caller) -> Result<Vec<TableInfo>> {
         let mut out = Vec::with_capacity(self.tables.len());
         for t in &self.tables {
@@ -310,6 +314,9 @@ impl Source for FilesSource {
         })
     }
 }
+
+/// Files are read-only: the default refuses every upload.
+impl Writer for FilesSource {}
 
 /// Classifies a planning error by its root cause: DataFusion wraps the
 /// planner's errors (an unknown table, a bad column) in diagnostics and
@@ -589,7 +596,7 @@ mod tests {
         std::fs::write(path, text).expect("write csv");
     }
 
-    /// Every row of every partition of `sql`, read through `Source::read`, as
+    /// Every row of every partition of `sql`, read through `Reader::read`, as
     /// sorted debug strings, plus the largest batch seen.
     async fn read_all(source: &FilesSource, sql: &str) -> (Vec<String>, usize, usize) {
         let plan = source.plan(&Caller::server(), sql).await.expect("plan");

@@ -53,8 +53,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
 use super::{
-    pg_catalog, BatchLimits, Described, KeyColumn, Partition, PartitionSpec, Plan,
-    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, Source, TableInfo,
+    pg_catalog, BatchLimits, Catalog, Described, KeyColumn, Partition, PartitionSpec, Plan, Reader,
+    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, TableInfo, Writer,
     CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
@@ -429,7 +429,7 @@ impl GreenplumSource {
 }
 
 #[async_trait::async_trait]
-impl Source for GreenplumSource {
+impl Reader for GreenplumSource {
     async fn describe(&self, caller: &Caller, sql: &str) -> Result<SchemaRef> {
         let client = self.coordinator_for(caller).await?;
         // Preparing also proves `sql` is a single statement, which `plan`
@@ -439,32 +439,6 @@ impl Source for GreenplumSource {
             .await
             .map_err(|e| Error::from_pg("preparing the query on the coordinator", e))?;
         Ok(Arc::new(arrow_schema(stmt.columns())?))
-    }
-
-    async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
-        let client = self.coordinator_for(caller).await?;
-        pg_catalog::prepare(&client, sql, "preparing the query on the coordinator").await
-    }
-
-    async fn catalog(&self, caller: &Caller) -> Result<String> {
-        let client = self.coordinator_for(caller).await?;
-        pg_catalog::current_database(&client, "asking the coordinator").await
-    }
-
-    async fn primary_keys(
-        &self,
-        caller: &Caller,
-        db_schema: Option<&str>,
-        table: &str,
-    ) -> Result<Vec<KeyColumn>> {
-        let client = self.coordinator_for(caller).await?;
-        pg_catalog::primary_keys(
-            &client,
-            db_schema,
-            table,
-            "looking up keys on the coordinator",
-        )
-        .await
     }
 
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan> {
@@ -728,10 +702,6 @@ impl Source for GreenplumSource {
         ))
     }
 
-    fn shared_tables(&self) -> bool {
-        true
-    }
-
     fn cursors_held(&self) -> usize {
         self.open_cursors()
     }
@@ -746,37 +716,34 @@ impl Source for GreenplumSource {
         out.extend(segments);
         out
     }
+}
 
-    /// Through the coordinator (which distributes the rows), into a table
-    /// created `DISTRIBUTED BY` the upload's first column — the key a
-    /// writer like `mop predict` puts first. The command's segment means
-    /// nothing here: every segment sees the one table.
-    async fn put(
+#[async_trait::async_trait]
+impl Catalog for GreenplumSource {
+    async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
+        let client = self.coordinator_for(caller).await?;
+        pg_catalog::prepare(&client, sql, "preparing the query on the coordinator").await
+    }
+
+    async fn catalog(&self, caller: &Caller) -> Result<String> {
+        let client = self.coordinator_for(caller).await?;
+        pg_catalog::current_database(&client, "asking the coordinator").await
+    }
+
+    async fn primary_keys(
         &self,
         caller: &Caller,
-        command: &flight_client::put::PutCommand,
-        batches: SendableRecordBatchStream,
-    ) -> Result<u64> {
-        let first = batches
-            .schema()
-            .fields()
-            .first()
-            .map(|f| f.name().clone())
-            .ok_or_else(|| Error::BadRequest("the upload has no columns".into()))?;
-        let _permit = self
-            .connections
-            .coordinator
-            .acquire("the Greenplum coordinator")
-            .await?;
-        let mut client = connect(
-            &self.config_for(caller)?,
-            &self.tls,
-            "connecting to the Greenplum coordinator",
+        db_schema: Option<&str>,
+        table: &str,
+    ) -> Result<Vec<KeyColumn>> {
+        let client = self.coordinator_for(caller).await?;
+        pg_catalog::primary_keys(
+            &client,
+            db_schema,
+            table,
+            "looking up keys on the coordinator",
         )
-        .await?;
-        let on = format!("{} on the Greenplum coordinator", command.table);
-        let distributed = format!(" DISTRIBUTED BY ({})", Ident::new(first)?);
-        super::upload::copy_upload(&mut client, &on, command, batches, &distributed).await
+        .await
     }
 
     async fn authenticate(&self, caller: &Caller) -> Result<RoleLogin> {
@@ -849,6 +816,45 @@ impl Source for GreenplumSource {
                 ..info
             })
             .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Writer for GreenplumSource {
+    fn shared_tables(&self) -> bool {
+        true
+    }
+
+    /// Through the coordinator (which distributes the rows), into a table
+    /// created `DISTRIBUTED BY` the upload's first column — the key a
+    /// writer like `mop predict` puts first. The command's segment means
+    /// nothing here: every segment sees the one table.
+    async fn put(
+        &self,
+        caller: &Caller,
+        command: &flight_client::put::PutCommand,
+        batches: SendableRecordBatchStream,
+    ) -> Result<u64> {
+        let first = batches
+            .schema()
+            .fields()
+            .first()
+            .map(|f| f.name().clone())
+            .ok_or_else(|| Error::BadRequest("the upload has no columns".into()))?;
+        let _permit = self
+            .connections
+            .coordinator
+            .acquire("the Greenplum coordinator")
+            .await?;
+        let mut client = connect(
+            &self.config_for(caller)?,
+            &self.tls,
+            "connecting to the Greenplum coordinator",
+        )
+        .await?;
+        let on = format!("{} on the Greenplum coordinator", command.table);
+        let distributed = format!(" DISTRIBUTED BY ({})", Ident::new(first)?);
+        super::upload::copy_upload(&mut client, &on, command, batches, &distributed).await
     }
 }
 

@@ -42,8 +42,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::db_tls::{DbTls, DbUrl};
 use super::limit::ConnectionLimit;
 use super::{
-    pg_catalog, BatchLimits, Described, KeyColumn, Partition, PartitionSpec, Plan,
-    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, Source, TableInfo,
+    pg_catalog, BatchLimits, Catalog, Described, KeyColumn, Partition, PartitionSpec, Plan, Reader,
+    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, TableInfo, Writer,
     CHANNEL_DEPTH,
 };
 use crate::auth::Caller;
@@ -603,7 +603,7 @@ fn byte_offset(sql: &str, loc: Location) -> Option<usize> {
 }
 
 #[async_trait::async_trait]
-impl Source for PostgresSource {
+impl Reader for PostgresSource {
     async fn describe(&self, caller: &Caller, sql: &str) -> Result<SchemaRef> {
         Ok(self.describe_on(caller, 0, normalize(sql)).await?.0)
     }
@@ -698,6 +698,16 @@ impl Source for PostgresSource {
         ))
     }
 
+    fn connections_in_use(&self) -> Vec<(i32, usize)> {
+        self.segments
+            .iter()
+            .map(|s| (s.index as i32, s.limit.in_use()))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for PostgresSource {
     async fn prepare(&self, caller: &Caller, sql: &str) -> Result<Described> {
         let seg = &self.segments[0];
         let client = seg.connect(caller).await?;
@@ -828,14 +838,10 @@ impl Source for PostgresSource {
             })
             .collect())
     }
+}
 
-    fn connections_in_use(&self) -> Vec<(i32, usize)> {
-        self.segments
-            .iter()
-            .map(|s| (s.index as i32, s.limit.in_use()))
-            .collect()
-    }
-
+#[async_trait::async_trait]
+impl Writer for PostgresSource {
     async fn put(
         &self,
         caller: &Caller,

@@ -20,7 +20,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::source::{Source, TableKind};
+use crate::source::{Catalog, TableKind};
 
 fn built(e: FlightError) -> Error {
     Error::Internal(format!("building a metadata result: {e}"))
@@ -28,7 +28,7 @@ fn built(e: FlightError) -> Error {
 
 /// `GetCatalogs`: the one database the source reads.
 pub async fn catalogs(
-    source: &dyn Source,
+    source: &dyn Catalog,
     caller: &Caller,
     cmd: CommandGetCatalogs,
 ) -> Result<RecordBatch> {
@@ -39,7 +39,7 @@ pub async fn catalogs(
 
 /// `GetDbSchemas`: the schemas holding a table `caller` may read.
 pub async fn db_schemas(
-    source: &dyn Source,
+    source: &dyn Catalog,
     caller: &Caller,
     cmd: CommandGetDbSchemas,
 ) -> Result<RecordBatch> {
@@ -58,7 +58,7 @@ pub async fn db_schemas(
 /// `GetTables`: the tables `caller` may read, with their columns as Arrow
 /// sees them when the command asks for schemas.
 pub async fn tables(
-    source: &dyn Source,
+    source: &dyn Catalog,
     caller: &Caller,
     cmd: CommandGetTables,
 ) -> Result<RecordBatch> {
@@ -95,7 +95,7 @@ pub fn primary_keys_schema() -> SchemaRef {
 
 /// `GetPrimaryKeys`: the key columns of one table `caller` may read.
 pub async fn primary_keys(
-    source: &dyn Source,
+    source: &dyn Catalog,
     caller: &Caller,
     cmd: CommandGetPrimaryKeys,
 ) -> Result<RecordBatch> {
