@@ -409,7 +409,6 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         train: plan.train_part(p, w),
         validation: plan.validation_part(p, w),
         cache: cache as i32,
-        features_json: String::new(),
         threads,
     };
     let mut opens = JoinSet::new();
@@ -453,10 +452,12 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     // Units and validation passes read with the runner's tickets only
     // without a cache; with one, tickets matter when a partition is opened.
     let reads_every_pass = config.source.cache == Cache::None;
-    let configs_json: Vec<Arc<String>> = models
+    // Each model's configuration as its wire message, built once: every
+    // unit and validation pass of the model shares it.
+    let wire_configs: Vec<Arc<hopper_proto::ModelConfig>> = models
         .iter()
-        .map(|m| serde_json::to_string(m).map(Arc::new))
-        .collect::<std::result::Result<_, _>>()?;
+        .map(|m| Arc::new(hopper_proto::ModelConfig::from(m)))
+        .collect();
     let started = Instant::now();
     let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
     let mut busy = vec![false; w];
@@ -473,7 +474,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             &mut set,
             &trainers.clients,
             &plan,
-            configs_json[e.model].clone(),
+            wire_configs[e.model].clone(),
             PendingEval {
                 model: e.model,
                 epoch: e.epoch,
@@ -500,7 +501,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             reporter.unit_started(unit);
             let req = TrainUnitRequest {
                 model: unit.model as u32,
-                config_json: (*configs_json[unit.model]).clone(),
+                config: Some((*wire_configs[unit.model]).clone()),
                 state: states[unit.model]
                     .as_ref()
                     .map(shared_bytes)
@@ -602,7 +603,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                             &mut set,
                             &trainers.clients,
                             &plan,
-                            configs_json[m].clone(),
+                            wire_configs[m].clone(),
                             PendingEval {
                                 model: m,
                                 epoch: unit.epoch,
@@ -706,7 +707,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                     &mut set,
                     &trainers.clients,
                     &plan,
-                    configs_json[eval.model].clone(),
+                    wire_configs[eval.model].clone(),
                     eval,
                 );
             }
@@ -912,7 +913,7 @@ fn spawn_eval(
     set: &mut JoinSet<Done>,
     clients: &[Client],
     plan: &Plan,
-    config_json: Arc<String>,
+    config: Arc<hopper_proto::ModelConfig>,
     eval: PendingEval,
 ) {
     let w = clients.len();
@@ -922,20 +923,20 @@ fn spawn_eval(
         .map(|(p, c)| (c.clone(), plan.validation_part(p, w)))
         .collect();
     set.spawn(async move {
-        let result = evaluate_everywhere(work, config_json, eval.state.clone()).await;
+        let result = evaluate_everywhere(work, config, eval.state.clone()).await;
         Done::Eval { eval, result }
     });
 }
 
 async fn evaluate_everywhere(
     work: Vec<(Client, Vec<hopper_proto::FlightEndpoint>)>,
-    config_json: Arc<String>,
+    config: Arc<hopper_proto::ModelConfig>,
     state: Arc<Vec<u8>>,
 ) -> Result<(u64, f64, u64)> {
     let mut set = JoinSet::new();
     for (w, (mut c, validation)) in work.into_iter().enumerate() {
         let req = hopper_proto::EvaluateRequest {
-            config_json: (*config_json).clone(),
+            config: Some((*config).clone()),
             state: shared_bytes(&state),
             validation,
         };

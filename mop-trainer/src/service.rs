@@ -72,6 +72,18 @@ fn status(e: Error) -> Status {
     }
 }
 
+/// The model configuration a request carries, converted and validated
+/// (hopper-proto's `TryFrom`): a request without one, or with one that does
+/// not convert or validate, is the caller's mistake, `InvalidArgument`.
+fn model_config(
+    config: Option<hopper_proto::ModelConfig>,
+) -> std::result::Result<ModelConfig, Status> {
+    let config = config.ok_or_else(|| {
+        Status::invalid_argument("the request carries no model configuration (`config`)")
+    })?;
+    ModelConfig::try_from(config).map_err(|e| status(e.into()))
+}
+
 /// The endpoints of a request, each with the runner's Bearer token for its
 /// location if it sent one.
 fn slices(eps: Vec<hopper_proto::FlightEndpoint>) -> std::result::Result<Vec<FlightSlice>, Status> {
@@ -173,7 +185,7 @@ impl Trainer for TrainerService {
         request: Request<TrainUnitRequest>,
     ) -> std::result::Result<Response<Self::TrainUnitStream>, Status> {
         let mut req = request.into_inner();
-        let config = ModelConfig::from_json(&req.config_json).map_err(|e| status(e.into()))?;
+        let config = model_config(req.config.take())?;
         let fresh = slices(std::mem::take(&mut req.train))?;
         // Held for the whole unit: one unit at a time per trainer.
         let mut guard = self.opened.clone().lock_owned().await;
@@ -263,7 +275,7 @@ impl Trainer for TrainerService {
         request: Request<EvaluateRequest>,
     ) -> std::result::Result<Response<EvaluateResponse>, Status> {
         let mut req = request.into_inner();
-        let config = ModelConfig::from_json(&req.config_json).map_err(|e| status(e.into()))?;
+        let config = model_config(req.config.take())?;
         let fresh = slices(std::mem::take(&mut req.validation))?;
         let mut guard = self.opened.clone().lock_owned().await;
         let opened = guard.as_mut().ok_or_else(|| {

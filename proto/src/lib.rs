@@ -4,9 +4,15 @@
 //! under the names the rest of the workspace uses. [`auth`] is the other
 //! half of the contract: the proof of the shared key every call carries,
 //! written by the runner and checked by the trainer through the same code.
+//! Likewise the model configuration travels as a typed message, converted
+//! to and from [`mop_core::config::ModelConfig`] in one place
+//! (`impl From<&mop_core::config::ModelConfig> for ModelConfig` and
+//! `impl TryFrom<ModelConfig> for mop_core::config::ModelConfig`, which
+//! validates).
 
 pub mod auth;
 mod error;
+mod model_config;
 
 pub use error::{Error, Result};
 
