@@ -15,7 +15,7 @@ use super::PostgresSource;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::source::upload::copy_upload;
-use crate::source::SendableRecordBatchStream;
+use crate::source::{SendableRecordBatchStream, Writer};
 
 impl PostgresSource {
     /// Writes `batches` into `command.table` on
@@ -33,5 +33,17 @@ impl PostgresSource {
         );
         let mut client = seg.connect(caller).await?;
         copy_upload(&mut client, &on, command, batches, "").await
+    }
+}
+
+#[async_trait::async_trait]
+impl Writer for PostgresSource {
+    async fn put(
+        &self,
+        caller: &Caller,
+        command: &flight_client::put::PutCommand,
+        batches: SendableRecordBatchStream,
+    ) -> Result<u64> {
+        self.put_rows(caller, command, batches).await
     }
 }
