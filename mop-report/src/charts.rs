@@ -1,10 +1,14 @@
 //! The report's pictures, as SVG strings: learning curves drawn with
-//! `plotters`, and the Gantt chart of the schedule written directly (each
-//! bar is an SVG element with its own tooltip, which a chart library's
-//! backend does not offer).
+//! `plotters`, and the Gantt chart of the schedule written as a `maud`
+//! template (each bar is an SVG element with its own tooltip, which a chart
+//! library's backend does not offer).
+//!
+//! Both escape the text they draw — `plotters` every label and attribute,
+//! the template every spliced value — so the page can inline the SVG as
+//! it is. The curves' labels are fixed strings and numbers anyway; the
+//! Gantt chart's carry the run's row names and tooltips.
 
-use std::fmt::Write as _;
-
+use maud::{html, Markup};
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -84,22 +88,6 @@ fn text_on(c: Rgb) -> &'static str {
     } else {
         "#fff"
     }
-}
-
-/// Escapes text for HTML and SVG.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// One model's curve.
@@ -274,94 +262,108 @@ pub fn gantt_svg(rows: &[String], bars: &[Bar], span: f64, row_height: f64) -> S
     let plot_w = (MIN_W - LEFT - RIGHT)
         .max(span * 32.0 / median.max(1e-6))
         .min(MAX_W - LEFT - RIGHT);
-    let sx = plot_w / span;
+    let scale = Scale {
+        left: LEFT,
+        top: TOP,
+        row_height,
+        bar_h: (row_height - 6.0).max(4.0),
+        sx: plot_w / span,
+    };
     let w_total = LEFT + plot_w + RIGHT;
     let h = TOP + rows.len() as f64 * row_height + AXIS;
-    let bar_h = (row_height - 6.0).max(4.0);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" class="gantt" viewBox="0 0 {w_total:.0} {h}" width="{w_total:.0}" height="{h}" font-family="sans-serif" font-size="11">"##
-    );
-    // Row stripes and labels.
-    for (i, label) in rows.iter().enumerate() {
-        let y = TOP + i as f64 * row_height;
-        let fill = if i % 2 == 0 { "#f6f7f9" } else { "#ffffff" };
-        let _ = write!(
-            s,
-            r##"<rect x="{LEFT}" y="{y}" width="{plot_w}" height="{row_height}" fill="{fill}"/><text x="{}" y="{}" text-anchor="end" dominant-baseline="middle" font-size="12" fill="#333">{}</text>"##,
-            LEFT - 8.0,
-            y + row_height / 2.0,
-            esc(label)
-        );
-    }
-    // Time grid.
+    // Time grid: a line and a label every `step` seconds.
     let step = nice_step(span, (plot_w / 100.0).max(4.0));
     let tick_decimals = decimals(step);
     let axis_y = TOP + rows.len() as f64 * row_height;
-    let mut t = 0.0;
-    while t <= span + step * 1e-6 {
-        let x = LEFT + t * sx;
-        let _ = write!(
-            s,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#d8dbe0" stroke-width="1"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" fill="#444">{t:.tick_decimals$}</text>"##,
-            axis_y + 4.0,
-            axis_y + 17.0,
-        );
-        t += step;
-    }
-    let _ = write!(
-        s,
-        r##"<line x1="{LEFT}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#555"/><text x="{}" y="{:.1}" text-anchor="middle" font-size="12" fill="#333">seconds since the run started</text>"##,
-        LEFT + plot_w,
-        LEFT + plot_w / 2.0,
-        axis_y + 36.0
-    );
-    // Bars.
-    for b in bars {
-        let x = LEFT + b.start.max(0.0) * sx;
-        let w = ((b.end - b.start).max(0.0) * sx).max(1.5);
-        let y = TOP + b.row as f64 * row_height + (row_height - bar_h) / 2.0;
-        let _ = write!(
-            s,
-            r##"<g class="unit"><title>{}</title><rect x="{x:.2}" y="{y:.2}" width="{w:.2}" height="{bar_h:.2}" rx="2" fill="{}" stroke="#fff" stroke-width="1"/>"##,
-            esc(&b.title),
-            hex(b.color)
-        );
-        if b.wait > 0.0 && b.end > b.start {
-            let ww = (b.wait / (b.end - b.start)).min(1.0) * w;
-            if ww >= 1.0 {
-                let _ = write!(
-                    s,
-                    r##"<rect x="{x:.2}" y="{:.2}" width="{ww:.2}" height="3" fill="#000" fill-opacity="0.45"/>"##,
-                    y + bar_h - 3.0
-                );
+    let ticks: Vec<f64> = std::iter::successors(Some(0.0), |t| Some(t + step))
+        .take_while(|t| *t <= span + step * 1e-6)
+        .collect();
+    // Every element has an explicit end tag: inline SVG is foreign content
+    // to an HTML parser, where `<rect ...>` without `/>` or `</rect>` would
+    // stay open and swallow what follows.
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" class="gantt"
+            viewBox=(format_args!("0 0 {w_total:.0} {h}")) width=(format_args!("{w_total:.0}"))
+            height=(h) font-family="sans-serif" font-size="11" {
+            // Row stripes and labels.
+            @for (i, label) in rows.iter().enumerate() {
+                @let y = TOP + i as f64 * row_height;
+                rect x=(LEFT) y=(y) width=(plot_w) height=(row_height)
+                    fill=(if i % 2 == 0 { "#f6f7f9" } else { "#ffffff" }) {}
+                text x=(LEFT - 8.0) y=(y + row_height / 2.0) text-anchor="end"
+                    dominant-baseline="middle" font-size="12" fill="#333" { (label) }
+            }
+            @for t in &ticks {
+                @let x = format!("{:.1}", LEFT + t * scale.sx);
+                line x1=(x) y1=(TOP) x2=(x) y2=(format_args!("{:.1}", axis_y + 4.0))
+                    stroke="#d8dbe0" stroke-width="1" {}
+                text x=(x) y=(format_args!("{:.1}", axis_y + 17.0)) text-anchor="middle"
+                    fill="#444" { (format_args!("{t:.tick_decimals$}")) }
+            }
+            line x1=(LEFT) y1=(axis_y) x2=(LEFT + plot_w) y2=(axis_y) stroke="#555" {}
+            text x=(LEFT + plot_w / 2.0) y=(format_args!("{:.1}", axis_y + 36.0))
+                text-anchor="middle" font-size="12" fill="#333" {
+                "seconds since the run started"
+            }
+            @for b in bars {
+                (scale.bar(b))
             }
         }
+    }
+    .into_string()
+}
+
+/// Where a Gantt chart puts things: its plot's corner, row and bar heights,
+/// and pixels per second.
+struct Scale {
+    left: f64,
+    top: f64,
+    row_height: f64,
+    bar_h: f64,
+    sx: f64,
+}
+
+impl Scale {
+    /// One bar: its tooltip, its rectangle, a strip for the time it waited
+    /// for data, and the longest of its labels that fits.
+    fn bar(&self, b: &Bar) -> Markup {
+        let bar_h = self.bar_h;
+        let x = self.left + b.start.max(0.0) * self.sx;
+        let w = ((b.end - b.start).max(0.0) * self.sx).max(1.5);
+        let y = self.top + b.row as f64 * self.row_height + (self.row_height - bar_h) / 2.0;
+        let wait_w = if b.wait > 0.0 && b.end > b.start {
+            (b.wait / (b.end - b.start)).min(1.0) * w
+        } else {
+            0.0
+        };
         let fits = |l: &&String| text_width(l) <= w && (!l.contains('\n') || bar_h >= 24.0);
-        if let Some(label) = b.labels.iter().find(fits) {
-            let lines: Vec<&str> = label.lines().collect();
-            let _ = write!(
-                s,
-                r##"<text text-anchor="middle" dominant-baseline="middle" fill="{}">"##,
-                text_on(b.color)
-            );
-            for (i, line) in lines.iter().enumerate() {
-                let dy = (i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 11.5;
-                let _ = write!(
-                    s,
-                    r##"<tspan x="{:.2}" y="{:.2}">{}</tspan>"##,
-                    x + w / 2.0,
-                    y + bar_h / 2.0 + dy,
-                    esc(line)
-                );
+        let lines: Vec<&str> = b
+            .labels
+            .iter()
+            .find(fits)
+            .map(|l| l.lines().collect())
+            .unwrap_or_default();
+        let f2 = |v: f64| format!("{v:.2}");
+        html! {
+            g.unit {
+                title { (b.title) }
+                rect x=(f2(x)) y=(f2(y)) width=(f2(w)) height=(f2(bar_h)) rx="2"
+                    fill=(hex(b.color)) stroke="#fff" stroke-width="1" {}
+                @if wait_w >= 1.0 {
+                    rect x=(f2(x)) y=(f2(y + bar_h - 3.0)) width=(f2(wait_w)) height="3"
+                        fill="#000" fill-opacity="0.45" {}
+                }
+                @if !lines.is_empty() {
+                    text text-anchor="middle" dominant-baseline="middle" fill=(text_on(b.color)) {
+                        @for (i, line) in lines.iter().enumerate() {
+                            @let dy = (i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 11.5;
+                            tspan x=(f2(x + w / 2.0)) y=(f2(y + bar_h / 2.0 + dy)) { (line) }
+                        }
+                    }
+                }
             }
-            s.push_str("</text>");
         }
-        s.push_str("</g>");
     }
-    s.push_str("</svg>");
-    s
 }
 
 #[cfg(test)]
@@ -392,6 +394,27 @@ mod tests {
         assert!(narrow.contains(">m12</tspan>"), "{narrow}");
         let tiny = gantt_svg(&["a".into()], &[bar(0.1), bar(100.0)], 100.0, 30.0);
         assert_eq!(tiny.matches(">m12</tspan>").count(), 0, "{tiny}");
+    }
+
+    #[test]
+    fn gantt_text_is_escaped() {
+        let bar = Bar {
+            row: 0,
+            start: 0.0,
+            end: 100.0,
+            color: color(0),
+            labels: vec!["<b>&</b>".into()],
+            title: "<script>\"x\"".into(),
+            wait: 0.0,
+        };
+        let svg = gantt_svg(&["<i>row</i>".into()], &[bar], 100.0, 30.0);
+        assert!(!svg.contains("<script") && !svg.contains("<b>") && !svg.contains("<i>"));
+        assert!(
+            svg.contains("<title>&lt;script&gt;&quot;x&quot;</title>"),
+            "{svg}"
+        );
+        assert!(svg.contains(">&lt;b&gt;&amp;&lt;/b&gt;</tspan>"), "{svg}");
+        assert!(svg.contains(">&lt;i&gt;row&lt;/i&gt;</text>"), "{svg}");
     }
 
     #[test]

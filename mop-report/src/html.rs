@@ -1,8 +1,16 @@
 //! The report page: a pure function from a run's parsed files to HTML.
+//!
+//! The page is a `maud` template, checked when the crate compiles: every
+//! spliced value (model and architecture names, the source SQL, the run
+//! directory, host names — all of it user-supplied through the run
+//! configuration or results.json) is escaped by the template, so no string
+//! reaches the page unescaped by accident. Only two things go in verbatim
+//! through `PreEscaped`: the fixed style sheet, and the charts' SVG, which
+//! `plotters` and [`gantt_svg`] generate with their own text escaped.
 
-use std::fmt::Write as _;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::charts::{self, color, curve_svg, esc, gantt_svg, hex, Bar, Series};
+use super::charts::{self, color, curve_svg, gantt_svg, hex, Bar, Rgb, Series};
 use mop_core::run_dir::results::ModelRecord;
 
 use super::{optimizer_name, short_number, RunFiles};
@@ -105,109 +113,107 @@ pub fn render(run: &RunFiles) -> Result<String> {
     let best = r.best().map(|m| m.model_id);
     let times = trainer_times(&run.timeline, r.trainers);
     let wall = run.timeline.iter().map(|u| u.end).fold(r.seconds, f64::max);
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>hopper run report: {}</title><style>{STYLE}</style></head><body>",
-        esc(&run.dir.display().to_string())
-    );
-    let _ = write!(
-        h,
-        "<h1>hopper run report</h1><p class=\"lead\">{} models × {} epochs with model hopper \
-         parallelism on {} trainers in {:.1} s — <code>{}</code></p>",
-        r.models.len(),
-        r.epochs,
-        times.len(),
-        r.seconds,
-        esc(&run.dir.display().to_string())
-    );
-
-    // Summary.
-    h.push_str("<dl class=\"summary\">");
-    let mut dt = |k: &str, v: String| {
-        let _ = write!(h, "<dt>{}</dt><dd>{v}</dd>", esc(k));
+    let dir = run.dir.display().to_string();
+    let curves = curves(run, best)?;
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "hopper run report: " (dir) }
+                // CSS is not HTML: escaping its quotes would break it.
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "hopper run report" }
+                p.lead {
+                    (r.models.len()) " models × " (r.epochs)
+                    " epochs with model hopper parallelism on " (times.len()) " trainers in "
+                    (format_args!("{:.1}", r.seconds)) " s — " code { (dir) }
+                }
+                (summary(r))
+                (leaderboard(&board, best))
+                (grid(r))
+                (search(r, &run.timeline))
+                (curves)
+                (schedule(run, wall))
+                (timings(&times, wall))
+                (locality(run))
+            }
+        }
     };
-    dt(
-        "training data",
-        format!("<code>{}</code>", esc(&r.source.sql)),
-    );
-    dt(
-        "flight-server",
-        format!("<code>{}</code>", esc(&r.source.flight)),
-    );
-    dt("seed", r.seed.to_string());
-    dt("wall time", format!("{:.1} s", r.seconds));
-    if let Some(m) = r.best() {
-        dt(
-            "best model",
-            format!(
-                "<span class=\"sw\" style=\"background:{}\"></span> model {} ({}): {} {}",
-                hex(color(m.model_id)),
-                m.model_id,
-                esc(&short_config(m)),
-                if m.val_acc().is_some() {
-                    "validation accuracy"
-                } else {
-                    "training accuracy"
-                },
-                num(m.val_acc().or(m.train_acc()), 4)
-            ),
-        );
-    }
-    h.push_str("</dl>");
-
-    leaderboard(&mut h, &board, best);
-    grid(&mut h, r);
-    search(&mut h, r, &run.timeline);
-    curves(&mut h, run, best)?;
-    schedule(&mut h, run, wall);
-    timings(&mut h, &times, wall);
-    locality(&mut h, run);
-    h.push_str("</body></html>\n");
-    Ok(h)
+    let mut page = page.into_string();
+    page.push('\n');
+    Ok(page)
 }
 
-fn leaderboard(h: &mut String, board: &[&ModelRecord], best: Option<usize>) {
-    h.push_str(
-        "<h2>Leaderboard</h2><table><tr><th>rank</th><th>model</th><th class=\"l\">arch</th>\
-         <th class=\"l\">optimizer</th><th>lr</th><th>l2</th><th>batch</th><th>epochs</th>\
-         <th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th>\
-         <th>train s</th><th class=\"l\">model file</th></tr>",
-    );
-    for (rank, m) in board.iter().enumerate() {
-        let file = m
-            .model_file
-            .as_deref()
-            .map(|f| format!("<a href=\"{0}\">{0}</a>", esc(f)))
-            .unwrap_or_else(|| "–".into());
-        let _ = write!(
-            h,
-            "<tr{}><td>{}</td><td class=\"model\"><span class=\"sw\" style=\"background:{}\"></span> {}</td>\
-             <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td class=\"l\">{file}</td></tr>",
-            if Some(m.model_id) == best { " class=\"best\"" } else { "" },
-            rank + 1,
-            hex(color(m.model_id)),
-            m.model_id,
-            esc(&m.arch),
-            esc(&optimizer_name(&m.config.optimizer)),
-            short_number(m.config.lr),
-            short_number(m.config.l2),
-            m.config.batch_size,
-            m.epochs(),
-            num(m.train_loss(), 4),
-            num(m.train_acc(), 4),
-            num(m.val_loss(), 4),
-            num(m.val_acc(), 4),
-            m.seconds(),
-        );
-    }
-    h.push_str("</table>");
+/// A small square of colour `c`, the key to a model (or trainer) in charts.
+fn swatch(c: Rgb) -> Markup {
+    html! { span.sw style={ "background:" (hex(c)) } {} }
 }
 
-fn grid(h: &mut String, r: &super::RunResults) {
+/// Where the data came from, the seed, the wall time and the winner.
+fn summary(r: &super::RunResults) -> Markup {
+    html! {
+        dl.summary {
+            dt { "training data" } dd { code { (r.source.sql) } }
+            dt { "flight-server" } dd { code { (r.source.flight) } }
+            dt { "seed" } dd { (r.seed) }
+            dt { "wall time" } dd { (format_args!("{:.1}", r.seconds)) " s" }
+            @if let Some(m) = r.best() {
+                dt { "best model" }
+                dd {
+                    (swatch(color(m.model_id))) " model " (m.model_id) " (" (short_config(m)) "): "
+                    @if m.val_acc().is_some() {
+                        "validation accuracy"
+                    } @else {
+                        "training accuracy"
+                    }
+                    " " (num(m.val_acc().or(m.train_acc()), 4))
+                }
+            }
+        }
+    }
+}
+
+fn leaderboard(board: &[&ModelRecord], best: Option<usize>) -> Markup {
+    html! {
+        h2 { "Leaderboard" }
+        table {
+            tr {
+                th { "rank" } th { "model" } th.l { "arch" } th.l { "optimizer" } th { "lr" }
+                th { "l2" } th { "batch" } th { "epochs" } th { "train loss" } th { "train acc" }
+                th { "val loss" } th { "val acc" } th { "train s" } th.l { "model file" }
+            }
+            @for (rank, m) in board.iter().enumerate() {
+                tr class=[(Some(m.model_id) == best).then_some("best")] {
+                    td { (rank + 1) }
+                    td.model { (swatch(color(m.model_id))) " " (m.model_id) }
+                    td.l { (m.arch) }
+                    td.l { (optimizer_name(&m.config.optimizer)) }
+                    td { (short_number(m.config.lr)) }
+                    td { (short_number(m.config.l2)) }
+                    td { (m.config.batch_size) }
+                    td { (m.epochs()) }
+                    td { (num(m.train_loss(), 4)) }
+                    td { (num(m.train_acc(), 4)) }
+                    td { (num(m.val_loss(), 4)) }
+                    td { (num(m.val_acc(), 4)) }
+                    td { (format_args!("{:.1}", m.seconds())) }
+                    td.l {
+                        @match &m.model_file {
+                            Some(f) => a href=(f) { (f) },
+                            None => "–",
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn grid(r: &super::RunResults) -> Markup {
     let ms = &r.models;
     let rows: [(&str, Vec<String>); 5] = [
         ("arch", distinct(ms.iter().map(|m| m.arch.clone()))),
@@ -223,53 +229,35 @@ fn grid(h: &mut String, r: &super::RunResults) {
         ),
     ];
     let product: usize = rows.iter().map(|r| r.1.len()).product();
-    let _ = write!(
-        h,
-        "<h2>Grid</h2><p class=\"note\">The cross product of these lists: {} configurations{}.</p>\
-         <table><tr><th class=\"l\">hyper-parameter</th><th class=\"l\">values</th></tr>",
-        ms.len(),
-        if product == ms.len() {
-            String::new()
-        } else {
-            format!(" (of {product} combinations)")
+    html! {
+        h2 { "Grid" }
+        p.note {
+            "The cross product of these lists: " (ms.len()) " configurations"
+            @if product != ms.len() { " (of " (product) " combinations)" }
+            "."
         }
-    );
-    for (k, v) in rows {
-        let _ = write!(
-            h,
-            "<tr><td class=\"l\"><code>{k}</code></td><td class=\"l\">{}</td></tr>",
-            esc(&v.join(", "))
-        );
+        table {
+            tr { th.l { "hyper-parameter" } th.l { "values" } }
+            @for (k, v) in &rows {
+                tr { td.l { code { (k) } } td.l { (v.join(", ")) } }
+            }
+        }
     }
-    h.push_str("</table>");
 }
 
-fn legend(h: &mut String, items: impl Iterator<Item = (usize, String)>) {
-    h.push_str("<div class=\"legend\">");
-    for (i, label) in items {
-        let _ = write!(
-            h,
-            "<span class=\"item\"><span class=\"sw\" style=\"background:{}\"></span> {}</span>",
-            hex(color(i)),
-            esc(&label)
-        );
+/// A colour key: one swatch and label per item.
+fn legend(items: impl Iterator<Item = (Rgb, String)>) -> Markup {
+    html! {
+        div.legend {
+            @for (c, label) in items {
+                span.item { (swatch(c)) " " (label) }
+            }
+        }
     }
-    h.push_str("</div>");
 }
 
-fn curves(h: &mut String, run: &RunFiles, best: Option<usize>) -> Result<()> {
+fn curves(run: &RunFiles, best: Option<usize>) -> Result<Markup> {
     let r = &run.results;
-    h.push_str(
-        "<h2>Learning curves</h2><p class=\"note\">Per epoch, for every model: training loss and \
-         accuracy are means over the epoch's rows on every partition; validation is measured after \
-         the epoch on every trainer's validation rows. The best model is drawn thick.</p>",
-    );
-    legend(
-        h,
-        r.models
-            .iter()
-            .map(|m| (m.model_id, format!("{}: {}", m.model_id, short_config(m)))),
-    );
     let series = |pick: fn(&ModelRecord) -> &Vec<Option<f64>>| -> Vec<Series> {
         r.models
             .iter()
@@ -299,23 +287,37 @@ fn curves(h: &mut String, run: &RunFiles, best: Option<usize>) -> Result<()> {
         wanted.insert(1, ("validation loss", "loss", |m| &m.val_loss, false));
         wanted.push(("validation accuracy", "accuracy", |m| &m.val_acc, true));
     }
-    h.push_str("<div class=\"curves\">");
-    for (title, y, pick, unit) in wanted {
-        let svg = curve_svg(title, y, &series(pick), epochs, unit)?;
-        let _ = write!(
-            h,
-            "<div class=\"curve\" id=\"curve-{}\">{svg}</div>",
-            title.replace(' ', "-")
-        );
-    }
-    h.push_str("</div>");
-    if !r.has_validation() {
-        h.push_str(
-            "<p class=\"note\">No validation rows: set <code>source.validation</code> in the \
-             run configuration to get validation curves.</p>",
-        );
-    }
-    Ok(())
+    let charts = wanted
+        .into_iter()
+        .map(|(title, y, pick, unit)| {
+            Ok((
+                title.replace(' ', "-"),
+                curve_svg(title, y, &series(pick), epochs, unit)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(html! {
+        h2 { "Learning curves" }
+        p.note {
+            "Per epoch, for every model: training loss and accuracy are means over the epoch's \
+             rows on every partition; validation is measured after the epoch on every trainer's \
+             validation rows. The best model is drawn thick."
+        }
+        (legend(r.models.iter().map(|m| {
+            (color(m.model_id), format!("{}: {}", m.model_id, short_config(m)))
+        })))
+        div.curves {
+            @for (id, svg) in &charts {
+                div.curve id={ "curve-" (id) } { (PreEscaped(svg)) }
+            }
+        }
+        @if !r.has_validation() {
+            p.note {
+                "No validation rows: set " code { "source.validation" } " in the run \
+                 configuration to get validation curves."
+            }
+        }
+    })
 }
 
 /// Trainer-seconds the search saved: each stopped model's untrained units
@@ -340,89 +342,119 @@ fn stopped_early(m: &ModelRecord) -> bool {
         .is_some_and(|r| r != mop_core::search::Reason::Finished)
 }
 
+/// Model `m` as it stood at decision epoch `e`: its swatch, id and
+/// validation accuracy then.
+fn chip(m: &ModelRecord, e: usize) -> Markup {
+    let acc = num(m.val_acc.get(e - 1).copied().flatten(), 3);
+    html! { (swatch(color(m.model_id))) " " (m.model_id) " (" (acc) ")" }
+}
+
+/// Chips side by side, a non-breaking gap between them.
+fn chips<'a>(models: impl Iterator<Item = &'a ModelRecord>, e: usize) -> Markup {
+    html! {
+        @for (i, m) in models.enumerate() {
+            @if i > 0 { " \u{a0} " }
+            (chip(m, e))
+        }
+    }
+}
+
+/// One row of the rungs table: a decision epoch, how many models reached
+/// it, and the chips of those that went on and of those stopped there.
+struct Rung {
+    epoch: usize,
+    reached: usize,
+    went_on: Markup,
+    stopped: Markup,
+}
+
 /// The search: what it decided at each decision point, and how far each
 /// model went.
-fn search(h: &mut String, r: &super::RunResults, timeline: &[UnitRecord]) {
+fn search(r: &super::RunResults, timeline: &[UnitRecord]) -> Markup {
     let Some(s) = &r.search else {
-        return;
+        return html! {};
     };
     if s.rule == mop_core::search::Rule::Full {
-        return;
+        return html! {};
     }
-    let _ = write!(
-        h,
-        "<h2>Search</h2><p class=\"note\">{}. The models trained {} model-epochs of the {} the \
-         full grid over the same configurations would ({:.0}%); the units of the models it \
-         stopped would have taken about {:.1} trainer-seconds, which the trainers spent on the \
-         others. Decisions depend on validation accuracy and the seed only, so a resumed run takes \
-         the same ones.</p>",
-        esc(&s.rule.describe()),
-        s.model_epochs,
-        s.full_model_epochs,
-        100.0 * s.model_epochs as f64 / s.full_model_epochs.max(1) as f64,
-        freed_seconds(r, timeline)
-    );
     // Each decision point: who reached it, who went on, who stopped there.
-    h.push_str(
-        "<h3>Rungs</h3><table><tr><th>after epoch</th><th>reached</th><th class=\"l\">went on \
-         (validation accuracy)</th><th class=\"l\">stopped here</th></tr>",
-    );
-    let acc = |m: &ModelRecord, e: usize| num(m.val_acc.get(e - 1).copied().flatten(), 3);
-    let chip = |m: &ModelRecord, e: usize| {
-        format!(
-            "<span class=\"sw\" style=\"background:{}\"></span> {} ({})",
-            hex(color(m.model_id)),
-            m.model_id,
-            acc(m, e)
-        )
-    };
-    for d in s.rule.decision_epochs() {
-        let reached: Vec<&ModelRecord> = r.models.iter().filter(|m| m.epochs() >= d).collect();
-        if reached.is_empty() {
-            continue;
-        }
-        let on: Vec<String> = reached
-            .iter()
-            .filter(|m| m.epochs() > d)
-            .map(|m| chip(m, d))
-            .collect();
-        let off: Vec<String> = reached
-            .iter()
-            .filter(|m| m.epochs() == d && stopped_early(m))
-            .map(|m| chip(m, d))
-            .collect();
-        let _ = write!(
-            h,
-            "<tr><td>{d}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-            reached.len(),
-            on.join(" &nbsp; "),
-            off.join(" &nbsp; ")
-        );
-    }
-    h.push_str("</table>");
-    // How far each model went.
-    h.push_str(
-        "<h3>Epochs by model</h3><table><tr><th>model</th><th class=\"l\">configuration</th>\
-         <th class=\"l\">epochs trained</th><th>validation accuracy</th><th class=\"l\">decision</th></tr>",
-    );
+    let rungs: Vec<Rung> = s
+        .rule
+        .decision_epochs()
+        .into_iter()
+        .filter_map(|epoch| {
+            let reached: Vec<&ModelRecord> =
+                r.models.iter().filter(|m| m.epochs() >= epoch).collect();
+            (!reached.is_empty()).then(|| Rung {
+                epoch,
+                reached: reached.len(),
+                went_on: chips(
+                    reached.iter().copied().filter(|m| m.epochs() > epoch),
+                    epoch,
+                ),
+                stopped: chips(
+                    reached
+                        .iter()
+                        .copied()
+                        .filter(|m| m.epochs() == epoch && stopped_early(m)),
+                    epoch,
+                ),
+            })
+        })
+        .collect();
+    let share = 100.0 * s.model_epochs as f64 / s.full_model_epochs.max(1) as f64;
     let width = 240.0 / r.epochs.max(1) as f64;
-    for m in &r.models {
-        let _ = write!(
-            h,
-            "<tr><td><span class=\"sw\" style=\"background:{}\"></span> {}</td><td class=\"l\">{}</td>\
-             <td class=\"l\"><span class=\"bar\" style=\"width:{:.0}px;background:{}\"></span> {}</td>\
-             <td>{}</td><td class=\"l\">{}</td></tr>",
-            hex(color(m.model_id)),
-            m.model_id,
-            esc(&short_config(m)),
-            width * m.epochs() as f64,
-            hex(color(m.model_id)),
-            m.epochs(),
-            num(m.val_acc(), 4),
-            esc(&m.stop_reason.map(|r| r.to_string()).unwrap_or_default())
-        );
+    html! {
+        h2 { "Search" }
+        p.note {
+            (s.rule.describe()) ". The models trained " (s.model_epochs)
+            " model-epochs of the " (s.full_model_epochs)
+            " the full grid over the same configurations would ("
+            (format_args!("{share:.0}"))
+            "%); the units of the models it stopped would have taken about "
+            (format_args!("{:.1}", freed_seconds(r, timeline)))
+            " trainer-seconds, which the trainers spent on the others. Decisions depend on \
+             validation accuracy and the seed only, so a resumed run takes the same ones."
+        }
+        h3 { "Rungs" }
+        table {
+            tr {
+                th { "after epoch" } th { "reached" }
+                th.l { "went on (validation accuracy)" } th.l { "stopped here" }
+            }
+            @for rung in &rungs {
+                tr {
+                    td { (rung.epoch) }
+                    td { (rung.reached) }
+                    td.l { (rung.went_on) }
+                    td.l { (rung.stopped) }
+                }
+            }
+        }
+        // How far each model went.
+        h3 { "Epochs by model" }
+        table {
+            tr {
+                th { "model" } th.l { "configuration" } th.l { "epochs trained" }
+                th { "validation accuracy" } th.l { "decision" }
+            }
+            @for m in &r.models {
+                tr {
+                    td { (swatch(color(m.model_id))) " " (m.model_id) }
+                    td.l { (short_config(m)) }
+                    td.l {
+                        span.bar style={
+                            "width:" (format_args!("{:.0}", width * m.epochs() as f64))
+                            "px;background:" (hex(color(m.model_id)))
+                        } {}
+                        " " (m.epochs())
+                    }
+                    td { (num(m.val_acc(), 4)) }
+                    td.l { @if let Some(reason) = m.stop_reason { (reason) } }
+                }
+            }
+        }
     }
-    h.push_str("</table>");
 }
 
 fn unit_title(u: &UnitRecord) -> String {
@@ -463,82 +495,69 @@ fn bytes(b: u64) -> String {
 
 /// Which trainer held each partition, where its rows came from, and how
 /// many bytes crossed from flight-servers to trainers.
-fn locality(h: &mut String, run: &RunFiles) {
+fn locality(run: &RunFiles) -> Markup {
     let parts = &run.results.partitions;
     if parts.is_empty() {
-        return;
+        return html! {};
     }
-    h.push_str(
-        "<h2>Data locality</h2><table><tr><th>partition</th><th class=\"l\">trainer</th>\
-         <th class=\"l\">device</th><th class=\"l\">read from</th><th class=\"l\">local</th><th>rows</th>\
-         <th>read at open</th><th>read by units</th></tr>",
-    );
-    let (mut local_bytes, mut total_bytes) = (0u64, 0u64);
-    for p in parts {
-        let unit_bytes: u64 = run
-            .timeline
-            .iter()
-            .filter(|u| u.partition == p.partition)
-            .map(|u| u.bytes_read)
-            .sum();
-        let all = p.open_bytes + unit_bytes;
-        total_bytes += all;
-        if p.local {
-            local_bytes += all;
+    // Each partition with the bytes its units read after it was opened.
+    let rows: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            let unit_bytes: u64 = run
+                .timeline
+                .iter()
+                .filter(|u| u.partition == p.partition)
+                .map(|u| u.bytes_read)
+                .sum();
+            (p, unit_bytes)
+        })
+        .collect();
+    let total_bytes: u64 = rows.iter().map(|(p, u)| p.open_bytes + u).sum();
+    let local_bytes: u64 = rows
+        .iter()
+        .filter(|(p, _)| p.local)
+        .map(|(p, u)| p.open_bytes + u)
+        .sum();
+    html! {
+        h2 { "Data locality" }
+        table {
+            tr {
+                th { "partition" } th.l { "trainer" } th.l { "device" } th.l { "read from" }
+                th.l { "local" } th { "rows" } th { "read at open" } th { "read by units" }
+            }
+            @for (p, unit_bytes) in &rows {
+                tr {
+                    td { (p.partition) }
+                    td.l { code { (p.trainer) } }
+                    td.l { (p.device) }
+                    td.l { (p.endpoint_hosts.join(", ")) }
+                    td.l { @if p.local { "yes" } @else { "no" } }
+                    td { (p.rows) }
+                    td { (bytes(p.open_bytes)) }
+                    td { (bytes(*unit_bytes)) }
+                }
+            }
         }
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=\"l\"><code>{}</code></td><td class=\"l\">{}</td>\
-             <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            p.partition,
-            esc(&p.trainer),
-            esc(&p.device),
-            esc(&p.endpoint_hosts.join(", ")),
-            if p.local { "yes" } else { "no" },
-            p.rows,
-            bytes(p.open_bytes),
-            bytes(unit_bytes)
-        );
+        p.note {
+            "A partition is local when its trainer's address names the host its endpoints are \
+             located at (a flight-server beside the segment, a trainer beside the server): its \
+             rows never crossed the network. " (bytes(local_bytes)) " of " (bytes(total_bytes))
+            " Arrow bytes read were local. With a cache, a partition is read once when it is \
+             opened; with " code { "cache = \"none\"" } " every unit reads it again."
+        }
     }
-    let _ = write!(
-        h,
-        "</table><p class=\"note\">A partition is local when its trainer's address names the \
-         host its endpoints are located at (a flight-server beside the segment, a trainer beside \
-         the server): its rows never crossed the network. {} of {} Arrow bytes read were local. \
-         With a cache, a partition is read once when it is opened; with <code>cache = \"none\"</code> \
-         every unit reads it again.</p>",
-        bytes(local_bytes),
-        bytes(total_bytes)
-    );
 }
 
-fn schedule(h: &mut String, run: &RunFiles, wall: f64) {
+fn schedule(run: &RunFiles, wall: f64) -> Markup {
     let r = &run.results;
-    h.push_str("<h2>The MOP schedule</h2>");
     if run.timeline.is_empty() {
-        h.push_str(
-            "<p class=\"note\">This run has no timeline.json, so there is no schedule to draw.</p>",
-        );
-        return;
+        return html! {
+            h2 { "The MOP schedule" }
+            p.note { "This run has no timeline.json, so there is no schedule to draw." }
+        };
     }
     let trainers = trainer_times(&run.timeline, r.trainers).len();
-    let _ = write!(
-        h,
-        "<p class=\"note\">Model hopper parallelism: every trainer sits beside one partition of the \
-         data and never moves it; the <em>models</em> hop. Each bar is one unit — one model trained \
-         for one pass over one partition — coloured by model and labelled <code>m&lt;model&gt; · \
-         e&lt;epoch&gt;</code>. A model runs on one trainer at a time and visits every partition \
-         once per epoch, so every trainer stays busy with a different model. Gaps are trainers \
-         waiting for a runnable model (or validating); a dark strip at a bar's foot is time spent \
-         waiting for data. {} units on {trainers} trainers.{}</p>",
-        run.timeline.len(),
-        if r.models.iter().any(stopped_early) {
-            " The search stopped some models early: ✕ marks the last unit of each. Their \
-             remaining units never ran, and the trainers took the other models' units instead."
-        } else {
-            ""
-        }
-    );
     // The last unit of a model the search stopped, marked ✕.
     let last_of_stopped: std::collections::HashSet<(usize, usize)> = r
         .models
@@ -581,19 +600,7 @@ fn schedule(h: &mut String, run: &RunFiles, wall: f64) {
             }
         })
         .collect();
-    let rows: Vec<String> = (0..trainers).map(|t| format!("trainer {t}")).collect();
-    h.push_str("<h3>By trainer</h3>");
-    let _ = write!(
-        h,
-        "<div class=\"scroll\">{}</div>",
-        gantt_svg(&rows, &bars, wall, 34.0)
-    );
-    legend(
-        h,
-        r.models
-            .iter()
-            .map(|m| (m.model_id, format!("model {}", m.model_id))),
-    );
+    let trainer_rows: Vec<String> = (0..trainers).map(|t| format!("trainer {t}")).collect();
 
     // The same units, one row per model: each model hops across partitions.
     let models = run
@@ -619,26 +626,34 @@ fn schedule(h: &mut String, run: &RunFiles, wall: f64) {
             wait: 0.0,
         })
         .collect();
-    let rows: Vec<String> = (0..models).map(|m| format!("model {m}")).collect();
-    h.push_str(
-        "<h3>By model</h3><p class=\"note\">The same units, one row per model, coloured by the \
-         partition (trainer) they ran on: every model visits every partition once per epoch, in \
-         an order of its own.</p>",
-    );
-    let _ = write!(
-        h,
-        "<div class=\"scroll\">{}</div>",
-        gantt_svg(&rows, &by_model, wall, 22.0)
-    );
-    h.push_str("<div class=\"legend\">");
-    for t in 0..trainers {
-        let _ = write!(
-            h,
-            "<span class=\"item\"><span class=\"sw\" style=\"background:{}\"></span> partition {t} (trainer {t})</span>",
-            hex(trainer_color(t))
-        );
+    let model_rows: Vec<String> = (0..models).map(|m| format!("model {m}")).collect();
+    html! {
+        h2 { "The MOP schedule" }
+        p.note {
+            "Model hopper parallelism: every trainer sits beside one partition of the data and \
+             never moves it; the " em { "models" } " hop. Each bar is one unit — one model \
+             trained for one pass over one partition — coloured by model and labelled "
+            code { "m<model> · e<epoch>" }
+            ". A model runs on one trainer at a time and visits every partition once per epoch, \
+             so every trainer stays busy with a different model. Gaps are trainers waiting for a \
+             runnable model (or validating); a dark strip at a bar's foot is time spent waiting \
+             for data. " (run.timeline.len()) " units on " (trainers) " trainers."
+            @if r.models.iter().any(stopped_early) {
+                " The search stopped some models early: ✕ marks the last unit of each. Their \
+                 remaining units never ran, and the trainers took the other models' units instead."
+            }
+        }
+        h3 { "By trainer" }
+        div.scroll { (PreEscaped(gantt_svg(&trainer_rows, &bars, wall, 34.0))) }
+        (legend(r.models.iter().map(|m| (color(m.model_id), format!("model {}", m.model_id)))))
+        h3 { "By model" }
+        p.note {
+            "The same units, one row per model, coloured by the partition (trainer) they ran on: \
+             every model visits every partition once per epoch, in an order of its own."
+        }
+        div.scroll { (PreEscaped(gantt_svg(&model_rows, &by_model, wall, 22.0))) }
+        (legend((0..trainers).map(|t| (trainer_color(t), format!("partition {t} (trainer {t})")))))
     }
-    h.push_str("</div>");
 }
 
 /// Trainers get muted colours of their own, unlike any model's.
@@ -656,42 +671,45 @@ fn trainer_color(t: usize) -> charts::Rgb {
     T.get(t).copied().unwrap_or_else(|| color(t))
 }
 
-fn timings(h: &mut String, times: &[TrainerTimes], wall: f64) {
-    h.push_str(
-        "<h2>Trainers</h2><table><tr><th class=\"l\">trainer</th><th>units</th><th>busy s</th>\
-         <th>idle s</th><th class=\"l\">busy</th><th>data wait s</th><th>rows</th><th>rows/s busy</th></tr>",
-    );
-    for (i, t) in times.iter().enumerate() {
-        let share = if wall > 0.0 { t.busy / wall } else { 0.0 };
-        let _ = write!(
-            h,
-            "<tr><td class=\"l\">trainer {i}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td>\
-             <td class=\"l\"><span class=\"bar\" style=\"width:{:.0}px\"></span> {:.0}%</td>\
-             <td>{:.2}</td><td>{}</td><td>{:.0}</td></tr>",
-            t.units,
-            t.busy,
-            (wall - t.busy).max(0.0),
-            share.clamp(0.0, 1.0) * 120.0,
-            share * 100.0,
-            t.wait,
-            t.samples,
-            if t.busy > 0.0 {
-                t.samples as f64 / t.busy
-            } else {
-                0.0
-            }
-        );
-    }
+fn timings(times: &[TrainerTimes], wall: f64) -> Markup {
     let busy: f64 = times.iter().map(|t| t.busy).sum();
-    let _ = write!(
-        h,
-        "</table><p class=\"note\">Wall time {wall:.1} s; trainers were busy {:.0}% of it on \
-         average. Idle time includes the start (opening partitions, the first read of the data), \
-         validation passes and waiting for a runnable model.</p>",
-        if wall > 0.0 && !times.is_empty() {
-            busy / (wall * times.len() as f64) * 100.0
-        } else {
-            0.0
+    let mean_share = if wall > 0.0 && !times.is_empty() {
+        busy / (wall * times.len() as f64) * 100.0
+    } else {
+        0.0
+    };
+    html! {
+        h2 { "Trainers" }
+        table {
+            tr {
+                th.l { "trainer" } th { "units" } th { "busy s" } th { "idle s" } th.l { "busy" }
+                th { "data wait s" } th { "rows" } th { "rows/s busy" }
+            }
+            @for (i, t) in times.iter().enumerate() {
+                @let share = if wall > 0.0 { t.busy / wall } else { 0.0 };
+                @let rate = if t.busy > 0.0 { t.samples as f64 / t.busy } else { 0.0 };
+                tr {
+                    td.l { "trainer " (i) }
+                    td { (t.units) }
+                    td { (format_args!("{:.1}", t.busy)) }
+                    td { (format_args!("{:.1}", (wall - t.busy).max(0.0))) }
+                    td.l {
+                        span.bar style={
+                            "width:" (format_args!("{:.0}", share.clamp(0.0, 1.0) * 120.0)) "px"
+                        } {}
+                        " " (format_args!("{:.0}", share * 100.0)) "%"
+                    }
+                    td { (format_args!("{:.2}", t.wait)) }
+                    td { (t.samples) }
+                    td { (format_args!("{rate:.0}")) }
+                }
+            }
         }
-    );
+        p.note {
+            "Wall time " (format_args!("{wall:.1}")) " s; trainers were busy "
+            (format_args!("{mean_share:.0}")) "% of it on average. Idle time includes the start \
+             (opening partitions, the first read of the data), validation passes and waiting for \
+             a runnable model."
+        }
+    }
 }

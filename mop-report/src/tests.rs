@@ -201,3 +201,36 @@ fn html_special_characters_in_the_sql_are_escaped() {
     assert!(!html.contains("<script>"));
     assert!(html.contains("a &lt; 3"));
 }
+
+#[test]
+fn hostile_names_and_sources_come_out_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), true);
+    let mut run = load(dir.path()).unwrap();
+    let hostile = "<script>alert(\"x\")</script> & 'q'";
+    let escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; 'q'";
+    run.dir = hostile.into();
+    run.results.source.sql = hostile.into();
+    run.results.source.flight = hostile.into();
+    for m in &mut run.results.models {
+        m.arch = hostile.into();
+        m.model_file = Some(hostile.into());
+    }
+    for p in &mut run.results.partitions {
+        p.trainer = hostile.into();
+        p.device = hostile.into();
+        p.endpoint_hosts = vec![hostile.into()];
+    }
+    let html = render(&run).unwrap();
+    assert!(!html.contains("<script"), "{html}");
+    // Only the best model's row carries a class.
+    assert!(!html.contains("class=\"\""));
+    // Text and attribute values alike: the title, the summary, every
+    // leaderboard row (cell, link and its href), the grid, the legend, the
+    // locality table.
+    let n = fixture::MODELS;
+    assert!(html.contains(&format!("<title>hopper run report: {escaped}</title>")));
+    assert!(html.contains(&format!("<code>{escaped}</code>")));
+    assert!(html.contains(&format!("<a href=\"{escaped}\">{escaped}</a>")));
+    assert!(html.matches(escaped).count() >= 2 + 3 * n + fixture::TRAINERS * 3);
+}
