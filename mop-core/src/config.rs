@@ -2,8 +2,9 @@
 //!
 //! A [`ModelConfig`] is everything needed to rebuild a model and its optimizer
 //! on any worker: architecture, optimizer and its hyper-parameters, batch size
-//! and the shape of the input. It is plain serde data (JSON or TOML) so the
-//! runner can ship it to trainers next to the model state, and
+//! and the shape of the input. It is plain serde data: TOML in a run
+//! configuration, JSON in results.json and the result tables (the trainer
+//! protocol carries it as a typed message, `hopper_proto::ModelConfig`);
 //! [`ModelConfig::validate`] rejects nonsense before any tensor is allocated.
 //!
 //! ```toml

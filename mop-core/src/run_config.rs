@@ -53,6 +53,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
 use crate::error::{Error, Result};
+use crate::run_dir::read_guard::{self, relations, Name};
 use crate::search::space::{choose, Param};
 use crate::search::{Rule, SearchConfig};
 
@@ -425,7 +426,32 @@ impl RunConfig {
                 ));
             }
         }
-        crate::run_dir::read_guard::check_not_read(self)
+        match &self.output.table {
+            Some(table) => read_guard::check_not_read(table, &self.read_names()),
+            None => Ok(()),
+        }
+    }
+
+    /// The relations the run names, with the setting that names each.
+    pub fn read_names(&self) -> Vec<(String, Name)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.source.table {
+            out.extend(Name::parse(t).map(|n| ("source.table".to_string(), n)));
+        }
+        if let Some(sql) = &self.source.sql {
+            out.extend(relations(sql).into_iter().map(|n| ("source.sql".into(), n)));
+        }
+        if let Validation::Sql { sql } = &self.source.validation {
+            out.extend(
+                relations(sql)
+                    .into_iter()
+                    .map(|n| ("source.validation.sql".into(), n)),
+            );
+        }
+        if let Some(t) = &self.grid.table {
+            out.extend(Name::parse(t).map(|n| ("grid.table".to_string(), n)));
+        }
+        out
     }
 
     fn base_sql(&self) -> Result<String> {

@@ -584,15 +584,12 @@ mod tests {
     }
 
     #[test]
-    fn a_thousand_models_on_64_workers_simulate_quickly() {
+    fn a_thousand_models_on_64_workers_keep_every_worker_busy() {
+        // How long this takes is `hopper-bench --bin scale`'s to measure.
         let times = UnitTimes::mixed(1000, 64).unwrap();
-        let started = std::time::Instant::now();
         let eff = efficiency(1000, 64, 10, &times, Policy::Reproducible);
-        let took = started.elapsed();
-        println!("1000x64x10 reproducible mixed: efficiency {eff:.4} in {took:?}");
+        println!("1000x64x10 reproducible mixed: efficiency {eff:.4}");
         assert!(eff >= 0.99, "{eff}");
-        // Generous: the point is no quadratic blow-up, not a benchmark.
-        assert!(took.as_secs_f64() < 20.0, "{took:?}");
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub async fn check_output(config: &RunConfig) -> Result<()> {
     let (Some(table), Some(database)) = (&config.output.table, &config.output.database) else {
         return Ok(());
     };
-    check_not_read(config)?;
+    check_not_read(table, &config.read_names())?;
     let (client, conn) = tokio_postgres::connect(database, tokio_postgres::NoTls)
         .await
         .map_err(|e| Error::Database(format!("cannot connect to output.database: {e}")))?;

@@ -20,28 +20,6 @@ use mop_core::run_dir::results::arch_name;
 use mop_core::run_dir::results::Ranked;
 use mop_report::{self as report, optimizer_name, short_number, RunResults};
 
-/// `mop status` options.
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// The run's output directory (default: ./hopper-demo, else ./hopper-out).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-}
-
-/// `mop models` options.
-#[derive(Debug, clap::Args)]
-pub struct ModelsArgs {
-    /// The run's output directory (default: ./hopper-demo, else ./hopper-out).
-    #[arg(long, conflicts_with = "database")]
-    pub dir: Option<PathBuf>,
-    /// Read the models from this database (a PostgreSQL URL) instead of results.json.
-    #[arg(long, requires = "table")]
-    pub database: Option<String>,
-    /// The result table (output.table of the run), with --database.
-    #[arg(long, requires = "database")]
-    pub table: Option<String>,
-}
-
 /// What `mop status` reports, gathered from a run directory.
 #[derive(Debug, Clone)]
 pub struct RunStatus {
@@ -309,13 +287,6 @@ fn human(secs: u64) -> String {
     }
 }
 
-/// Runs `mop status`.
-pub fn run_status(args: StatusArgs) -> Result<()> {
-    let dir = report::resolve_dir(args.dir.as_deref())?;
-    print!("{}", RunStatus::load(&dir)?.render(SystemTime::now()));
-    Ok(())
-}
-
 /// One trained model, as `mop models` lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelRow {
@@ -427,19 +398,6 @@ pub fn render_models(rows: &[ModelRow]) -> String {
         );
     }
     s
-}
-
-/// Runs `mop models`.
-pub fn run_models(args: ModelsArgs) -> Result<()> {
-    let rows = match (&args.database, &args.table) {
-        (Some(db), Some(t)) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(models_from_table(db, t))?,
-        _ => models_from_files(&report::resolve_dir(args.dir.as_deref())?)?,
-    };
-    print!("{}", render_models(&rows));
-    Ok(())
 }
 
 #[cfg(test)]

@@ -37,9 +37,9 @@ pub enum Command {
     /// Write a run's HTML report: leaderboard, learning curves, the MOP schedule.
     Report(crate::commands::ReportArgs),
     /// Show what a run is doing or did, from its checkpoint.
-    Status(mop_runner::status::StatusArgs),
+    Status(crate::commands::StatusArgs),
     /// List a run's trained models (from results.json, or the result table).
-    Models(mop_runner::status::ModelsArgs),
+    Models(crate::commands::ModelsArgs),
     /// Score a table with a trained model; write the predictions back to its segments.
     Predict(mop_trainer::predict::PredictArgs),
 }
@@ -130,8 +130,8 @@ pub fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::run_demo(args),
         Command::Report(args) => crate::commands::run_report(args),
-        Command::Status(args) => Ok(mop_runner::status::run_status(args)?),
-        Command::Models(args) => Ok(mop_runner::status::run_models(args)?),
+        Command::Status(args) => crate::commands::run_status(args),
+        Command::Models(args) => crate::commands::run_models(args),
         Command::Predict(args) => crate::commands::run_predict(args),
     }
 }
@@ -311,7 +311,13 @@ mod tests {
         ] {
             let args = simulate_args(line);
             let err = run_simulate(&args, &mut Vec::new()).unwrap_err();
-            assert!(matches!(err, Error::Config(_)), "{line}: {err}");
+            assert!(
+                matches!(
+                    err,
+                    Error::Config(_) | Error::Core(mop_core::Error::Config(_))
+                ),
+                "{line}: {err}"
+            );
         }
         assert!(Cli::try_parse_from(["mop", "simulate", "--policy", "fastest"]).is_err());
     }

@@ -11,6 +11,7 @@ use mop_core::run_config::RunConfig;
 use mop_core::run_dir::{results, RunOutcome};
 use mop_runner::progress::ProgressMode;
 use mop_runner::run::{train, TrainOptions};
+use mop_runner::status;
 
 /// `mop train`: train a grid of models with model hopper parallelism.
 #[derive(Debug, Args)]
@@ -71,7 +72,8 @@ pub struct TrainerArgs {
     pub no_auth: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The one async runtime of a `mop` command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -273,9 +275,7 @@ pub fn run_report(args: ReportArgs) -> Result<()> {
 /// Runs `mop predict`.
 pub fn run_predict(args: mop_trainer::predict::PredictArgs) -> Result<()> {
     mop_trainer::device::set_threads(args.threads);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let (model, scores) = rt.block_on(mop_trainer::predict::predict(&args))?;
     let total: u64 = scores.iter().map(|s| s.rows).sum();
     for s in &scores {
@@ -289,5 +289,47 @@ pub fn run_predict(args: mop_trainer::predict::PredictArgs) -> Result<()> {
         args.into,
         scores.len()
     );
+    Ok(())
+}
+
+/// `mop status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run's output directory (default: ./hopper-demo, else ./hopper-out).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `mop models` options.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// The run's output directory (default: ./hopper-demo, else ./hopper-out).
+    #[arg(long, conflicts_with = "database")]
+    pub dir: Option<PathBuf>,
+    /// Read the models from this database (a PostgreSQL URL) instead of results.json.
+    #[arg(long, requires = "table")]
+    pub database: Option<String>,
+    /// The result table (output.table of the run), with --database.
+    #[arg(long, requires = "database")]
+    pub table: Option<String>,
+}
+
+/// Runs `mop status`.
+pub fn run_status(args: StatusArgs) -> Result<()> {
+    let dir = mop_report::resolve_dir(args.dir.as_deref())?;
+    print!(
+        "{}",
+        status::RunStatus::load(&dir)?.render(std::time::SystemTime::now())
+    );
+    Ok(())
+}
+
+/// Runs `mop models`.
+pub fn run_models(args: ModelsArgs) -> Result<()> {
+    let rows = match (&args.database, &args.table) {
+        (Some(db), Some(t)) => runtime()?.block_on(status::models_from_table(db, t))?,
+        _ => status::models_from_files(&mop_report::resolve_dir(args.dir.as_deref())?)?,
+    };
+    print!("{}", status::render_models(&rows));
     Ok(())
 }

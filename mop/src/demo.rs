@@ -216,9 +216,7 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
             String::from_utf8_lossy(password).as_ref(),
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::commands::runtime()?;
     rt.block_on(demo(args))
 }
 

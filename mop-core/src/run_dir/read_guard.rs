@@ -5,7 +5,7 @@
 //! - A table the run reads (`source.table`, the relations of `source.sql`
 //!   and of a validation query, `grid.table`) is never replaced, whatever
 //!   `replace` says: [`check_not_read`] compares names when the
-//!   configuration is read, and [`check_database`] asks the output
+//!   configuration is read, and the runner (`mop_runner::output_guard`) asks the output
 //!   database which tables the run's queries scan (so a view over the
 //!   training table counts too).
 //! - Another existing table is replaced only if hopper wrote it — the
@@ -17,12 +17,11 @@
 //! epoch; the message says what to change.
 
 use crate::error::{Error, Result};
-use crate::run_config::{RunConfig, Validation};
 
 /// How the comment on every result table starts.
 pub const MARKER: &str = "hopper results";
 
-/// The comment [`crate::run_dir::results::write_tables`] puts on a result table.
+/// The comment the runner puts on every result table it writes.
 pub fn marker_comment(table: &str) -> String {
     format!(
         "{MARKER} of mop train (output.table = {table}); the next run with that name replaces it"
@@ -95,17 +94,16 @@ impl std::fmt::Display for Name {
 
 /// Refuses an `output.table` whose tables the run reads by name; the
 /// message names the setting that reads it.
-pub fn check_not_read(config: &RunConfig) -> Result<()> {
-    let Some(table) = &config.output.table else {
-        return Ok(());
-    };
+/// `reads` are the relations the run names, each with the setting that
+/// names it ([`RunConfig::read_names`](crate::run_config::RunConfig::read_names)).
+pub fn check_not_read(table: &str, reads: &[(String, Name)]) -> Result<()> {
     let outputs: Vec<Name> = output_tables(table)
         .iter()
         .filter_map(|t| Name::parse(t))
         .collect();
-    for (setting, name) in read_names(config) {
-        if let Some(out) = outputs.iter().find(|o| o.may_be(&name)) {
-            return Err(reads_it(table, &out.to_string(), &setting));
+    for (setting, name) in reads {
+        if let Some(out) = outputs.iter().find(|o| o.may_be(name)) {
+            return Err(reads_it(table, &out.to_string(), setting));
         }
     }
     Ok(())
@@ -118,28 +116,6 @@ pub fn reads_it(table: &str, out: &str, what: &str) -> Error {
          the results would replace the data; choose another output.table \
          (replace = true does not change this)"
     ))
-}
-
-/// The relations the run names, with the setting that names each.
-fn read_names(config: &RunConfig) -> Vec<(String, Name)> {
-    let mut out = Vec::new();
-    if let Some(t) = &config.source.table {
-        out.extend(Name::parse(t).map(|n| ("source.table".to_string(), n)));
-    }
-    if let Some(sql) = &config.source.sql {
-        out.extend(relations(sql).into_iter().map(|n| ("source.sql".into(), n)));
-    }
-    if let Validation::Sql { sql } = &config.source.validation {
-        out.extend(
-            relations(sql)
-                .into_iter()
-                .map(|n| ("source.validation.sql".into(), n)),
-        );
-    }
-    if let Some(t) = &config.grid.table {
-        out.extend(Name::parse(t).map(|n| ("grid.table".to_string(), n)));
-    }
-    out
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -348,6 +324,7 @@ fn lex(sql: &str) -> Vec<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_config::RunConfig;
 
     fn names(sql: &str) -> Vec<String> {
         relations(sql).iter().map(|n| n.to_string()).collect()
