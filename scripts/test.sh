@@ -52,6 +52,8 @@ echo "== build"
 # The binaries the end-to-end tests start, built the way the tests' own
 # check builds them (tests/src/lib.rs `binary`), so none is built mid-run.
 cargo build --workspace --bins "${features[@]}" --quiet
+echo "== benchmarks: a smoke run of each on tiny data (seconds, not figures)"
+scripts/bench-smoke.sh
 echo "== tests"
 # Measurements (tests named measure_*) are #[ignore]d and never run here.
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "${greenplum[@]}" -E 'not test(/measure_/)' "$@"

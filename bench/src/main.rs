@@ -21,6 +21,9 @@
 //! flight-server and this process (from `/proc`), which says where the time
 //! goes without a profiler, and the flight-server's peak RSS (`VmHWM`,
 //! reset before each measurement).
+//!
+//! `--smoke` runs every read once on two tiny tables (seconds; CI's check
+//! that the benchmark still works): its numbers are not figures.
 
 mod procstat;
 mod readers;
@@ -62,6 +65,10 @@ struct Args {
     /// Seed of the generated table.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// A smoke run in seconds: 2 000 and 1 000 rows, one repeat (overrides
+    /// --rows, --rows-large and --repeats); the numbers are not figures.
+    #[arg(long)]
+    smoke: bool,
 }
 
 /// A running flight-server process, killed on drop.
@@ -568,7 +575,15 @@ fn load_average() -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.smoke {
+        args.rows = 2_000;
+        args.rows_large = 1_000;
+        args.repeats = 1;
+        println!(
+            "SMOKE RUN (--smoke): every read once on tiny tables; the numbers below are not figures"
+        );
+    }
     if args.segments == 0 || args.rows == 0 {
         bail!("--segments and --rows must be at least 1");
     }

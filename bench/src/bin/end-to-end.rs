@@ -22,6 +22,9 @@
 //!
 //! `cargo run --release -p hopper-bench --bin end-to-end -- --quick`
 //! (needs `cargo build --release -p flight-server -p mop-runner --bins`).
+//! `--smoke` runs every way on a tiny table and two small models, the
+//! standalone on one thread (seconds; CI's check that the benchmark still
+//! works): its numbers are not figures.
 
 use std::path::Path;
 use std::process::Command;
@@ -60,10 +63,40 @@ struct Args {
     /// A few-minute run: 12 000 rows, one epoch.
     #[arg(long)]
     quick: bool,
+    /// A smoke run in seconds: 1 000 rows, two epochs, two small models
+    /// instead of the paper's grid, a one-thread standalone (overrides
+    /// --rows, --epochs and --quick); the numbers are not figures.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// The models a run trains.
+struct Grid {
+    /// What the title line calls them.
+    what: &'static str,
+    /// The `[grid]` keys that differ between runs.
+    toml: &'static str,
 }
 
 /// The paper's grid: 2 learning rates × 2 L2 × 4 batch sizes of confA.
-fn config_toml(url: &str, out: &Path, epochs: usize, trainers: usize) -> String {
+const PAPER_GRID: Grid = Grid {
+    what: "16 confA models",
+    toml: r#"arch = [{ kind = "mlp", hidden = [1000, 500] }]
+lr = [1e-3, 1e-4]
+l2 = [1e-4, 1e-5]
+batch_size = [32, 64, 256, 512]"#,
+};
+
+/// `--smoke`: two small models, the same code paths.
+const SMOKE_GRID: Grid = Grid {
+    what: "2 small models (7306 → 64 → 32 → 2)",
+    toml: r#"arch = [{ kind = "mlp", hidden = [64, 32] }]
+lr = [1e-3]
+l2 = [1e-5]
+batch_size = [32, 256]"#,
+};
+
+fn config_toml(url: &str, out: &Path, epochs: usize, trainers: usize, grid: &Grid) -> String {
     format!(
         r#"[source]
 flight = "{url}"
@@ -78,17 +111,15 @@ trainers = {trainers}
 threads = 1
 
 [grid]
-arch = [{{ kind = "mlp", hidden = [1000, 500] }}]
+{}
 optimizer = [{{ kind = "adam" }}]
-lr = [1e-3, 1e-4]
-l2 = [1e-4, 1e-5]
-batch_size = [32, 64, 256, 512]
 input = {{ kind = "criteo", sparse = true }}
 classes = 2
 
 [output]
 dir = "{}"
 "#,
+        grid.toml,
         out.display()
     )
 }
@@ -196,17 +227,21 @@ async fn partitions(url: &str, sql: &str, w: usize) -> Result<Vec<Vec<RecordBatc
 async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
     let cpu0 = children_cpu();
     let start = Instant::now();
-    let status = Command::new(mop)
+    let run = Command::new(mop)
         .args(["train", "--config"])
         .arg(config)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()?;
+        .stderr(std::process::Stdio::piped())
+        .output()?;
     let wall = start.elapsed().as_secs_f64();
-    if !status.success() {
+    if !run.status.success() {
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
         bail!(
-            "mop train failed ({status}); run it by hand: mop train --config {}",
-            config.display()
+            "mop train failed ({}); run it by hand: mop train --config {}\n{}",
+            run.status,
+            config.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
     let results: serde_json::Value =
@@ -449,6 +484,16 @@ async fn main() -> Result<()> {
         args.rows = 12_000;
         args.epochs = 1;
     }
+    let grid = if args.smoke {
+        args.rows = 1_000;
+        args.epochs = 2;
+        println!(
+            "SMOKE RUN (--smoke): a tiny table and two small models; the numbers below are not figures"
+        );
+        &SMOKE_GRID
+    } else {
+        &PAPER_GRID
+    };
     let here = std::env::current_exe()?
         .parent()
         .map(Path::to_path_buf)
@@ -464,10 +509,11 @@ async fn main() -> Result<()> {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "# hopper end to end: {} rows, {} epochs, {} segments, 16 confA models (load average {})",
+        "# hopper end to end: {} rows, {} epochs, {} segments, {} (load average {})",
         args.rows,
         args.epochs,
         args.segments,
+        grid.what,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -483,7 +529,7 @@ async fn main() -> Result<()> {
     let config_path = dir.join("grid.toml");
     std::fs::write(
         &config_path,
-        config_toml(&server.url, &out, args.epochs, args.segments),
+        config_toml(&server.url, &out, args.epochs, args.segments, grid),
     )?;
     let config = RunConfig::load(&config_path)?;
 
@@ -494,7 +540,9 @@ async fn main() -> Result<()> {
         Some(sql) => partitions(&server.url, &sql, 1).await?.remove(0),
         None => Vec::new(),
     };
-    let threads = args.segments;
+    // A smoke run's standalone trains on one thread: tiny batches on two
+    // threads of a shared machine spend their time waiting for each other.
+    let threads = if args.smoke { 1 } else { args.segments };
     // Featurizing is not timed: the standalone ways start from data in memory.
     let data = InMemory::featurize(&config, &parts, &validation)?;
     let b = standalone(&config, &data, threads)?;

@@ -18,6 +18,8 @@
 //! servers and client share the cores, so ratios are what count.
 //!
 //! `HOPPER_GREENPLUM_URL` is a superuser's URL (it creates the table).
+//! `--smoke` reads a tiny table once each way (seconds; CI's check that the
+//! benchmark still works): its numbers are not figures.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -44,6 +46,10 @@ struct Args {
     /// The flight-server binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
     flight_server: Option<PathBuf>,
+    /// A smoke run in seconds: 2 000 rows, one repeat (overrides --rows
+    /// and --repeats); the numbers are not figures.
+    #[arg(long)]
+    smoke: bool,
 }
 
 const TABLE: &str = "hopper_bench_criteo";
@@ -266,7 +272,14 @@ where
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.smoke {
+        args.rows = 2_000;
+        args.repeats = 1;
+        println!(
+            "SMOKE RUN (--smoke): a tiny table, one repeat; the numbers below are not figures"
+        );
+    }
     let url = std::env::var("HOPPER_GREENPLUM_URL")
         .context("set HOPPER_GREENPLUM_URL to a Greenplum 7 superuser's URL (../shared/greenplum/up.sh prints one)")?;
     let config: tokio_postgres::Config = url.parse()?;

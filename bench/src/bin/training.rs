@@ -23,11 +23,16 @@
 //! Adam, batch sizes and timing rule, in the same run. Throughput runs stop after at least 2 s *and* 3 000 rows
 //! (or 10 s), checked between mini-batches, so slow configurations stay short
 //! and fast ones are not dominated by noise.
+//!
+//! `--smoke` runs every section once on tiny windows, data and schedules (a
+//! few seconds; CI's check that the benchmark still works): its numbers are
+//! not figures.
 
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use clap::Parser;
 use mop_core::config::{ModelConfig, OptimizerKind, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
 use mop_core::schedule::{Policy, Scheduler};
 use mop_core::simulate::{simulate, SimOptions, UnitTimes};
@@ -36,6 +41,17 @@ use mop_trainer::featurize::{categorical_slot, numeric_bucket, Featurized};
 use mop_trainer::model::Model;
 use mop_trainer::train::{train_partition, UnitMetrics};
 use tch::{Device, Kind, Tensor};
+
+/// Measures one trainer's confA throughput, its data stall and the MOP
+/// scheduler's packing.
+#[derive(Debug, Parser)]
+#[command(name = "training", about)]
+struct Args {
+    /// A smoke run: every section once, on tiny timing windows, data and
+    /// schedules, in seconds; the numbers it prints are not figures.
+    #[arg(long)]
+    smoke: bool,
+}
 
 /// Numeric columns of a Criteo row.
 const NUMERIC: usize = 13;
@@ -57,6 +73,62 @@ const MIN_ROWS: u64 = 3000;
 const MAX_SECONDS: f64 = 10.0;
 /// Rows per batch the simulated reader hands over (a Flight record batch).
 const READER_BATCH: usize = 1024;
+
+/// The sizes and timing windows of a run: the figures' or a smoke run's.
+struct Plan {
+    /// Timed 1024×1024 matmuls per thread count (the best counts).
+    gemm_repeats: usize,
+    /// Rows of the in-memory data set, and of the data-stall run.
+    data_rows: usize,
+    /// Batch sizes of the throughput runs.
+    batches: &'static [usize],
+    /// See [`MIN_SECONDS`].
+    min_seconds: f64,
+    /// See [`MIN_ROWS`].
+    min_rows: u64,
+    /// See [`MAX_SECONDS`].
+    max_seconds: f64,
+    /// A throughput warm-up lasts at least this long and `warmup_batches`.
+    warmup: Duration,
+    /// See `warmup`.
+    warmup_batches: u64,
+    /// Rows a data-stall model trains on before it is timed.
+    stall_warmup_rows: usize,
+    /// The simulated searches: `(models, workers, epochs)`.
+    schedules: [(usize, usize, usize); 2],
+}
+
+impl Plan {
+    /// The figures BENCHMARKS.md reports.
+    const FULL: Plan = Plan {
+        gemm_repeats: 10,
+        data_rows: DATA_ROWS,
+        batches: &[32, 256, 512],
+        min_seconds: MIN_SECONDS,
+        min_rows: MIN_ROWS,
+        max_seconds: MAX_SECONDS,
+        warmup: Duration::from_millis(300),
+        warmup_batches: 3,
+        stall_warmup_rows: 4 * 256,
+        schedules: [(16, 8, 10), (1000, 64, 1)],
+    };
+
+    /// Every code path once, in seconds: one batch size, one mini-batch per
+    /// warm-up and measurement, a full and a partial data-stall reader
+    /// batch, small schedules.
+    const SMOKE: Plan = Plan {
+        gemm_repeats: 1,
+        data_rows: READER_BATCH + 256,
+        batches: &[256],
+        min_seconds: 0.0,
+        min_rows: 1,
+        max_seconds: 1.0,
+        warmup: Duration::ZERO,
+        warmup_batches: 1,
+        stall_warmup_rows: 256,
+        schedules: [(4, 2, 2), (32, 8, 1)],
+    };
+}
 
 /// How confA's first layer runs and is optimized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +324,7 @@ fn cycle<'a>(
 }
 
 /// Rows per second of confA at `batch` rows per step.
-fn throughput(data: &Featurized, batch: usize, mode: Mode) -> Result<UnitMetrics> {
+fn throughput(plan: &Plan, data: &Featurized, batch: usize, mode: Mode) -> Result<UnitMetrics> {
     let mut config = ModelConfig::conf_a(1e-3, 1e-5, batch, mode != Mode::Dense);
     if mode == Mode::Lazy {
         config.optimizer = OptimizerKind::LazyAdam;
@@ -265,7 +337,7 @@ fn throughput(data: &Featurized, batch: usize, mode: Mode) -> Result<UnitMetrics
         &mut model,
         &mut opt,
         cycle(data, batch, |rows| {
-            rows >= 3 * batch as u64 && warm.elapsed() > Duration::from_millis(300)
+            rows >= plan.warmup_batches * batch as u64 && warm.elapsed() >= plan.warmup
         }),
         batch,
         |_| {},
@@ -276,7 +348,7 @@ fn throughput(data: &Featurized, batch: usize, mode: Mode) -> Result<UnitMetrics
         &mut opt,
         cycle(data, batch, |rows| {
             let t = start.elapsed().as_secs_f64();
-            (t >= MIN_SECONDS && rows >= MIN_ROWS) || t >= MAX_SECONDS
+            (t >= plan.min_seconds && rows >= plan.min_rows) || t >= plan.max_seconds
         }),
         batch,
         |_| {},
@@ -287,10 +359,13 @@ fn throughput(data: &Featurized, batch: usize, mode: Mode) -> Result<UnitMetrics
 /// Trains sparse confA (batch 256) over `raw`'s rows (a) from batches
 /// featurized up front and (b) from a producer thread that featurizes each
 /// record batch and hands it over a `sync_channel(4)`.
-fn data_stall(raw: std::sync::Arc<Vec<RawRow>>) -> Result<(UnitMetrics, UnitMetrics)> {
+fn data_stall(
+    raw: std::sync::Arc<Vec<RawRow>>,
+    warm_rows: usize,
+) -> Result<(UnitMetrics, UnitMetrics)> {
     let batch = 256;
     let config = ModelConfig::conf_a(1e-3, 1e-5, batch, true);
-    let warm = random_rows(4 * batch, 3)?;
+    let warm = random_rows(warm_rows, 3)?;
 
     let in_memory: Vec<Featurized> = raw
         .chunks(READER_BATCH)
@@ -339,18 +414,29 @@ fn loadavg() -> String {
 }
 
 fn main() -> Result<()> {
+    let args = Args::parse();
+    let plan = if args.smoke { Plan::SMOKE } else { Plan::FULL };
     let began = Instant::now();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if args.smoke {
+        println!(
+            "SMOKE RUN (--smoke): every section once on tiny windows and data; \
+             the numbers below are not figures"
+        );
+    }
     println!(
         "# hopper training benchmark ({cpus} CPUs, libtorch CPU, load average {})",
         loadavg()
     );
 
-    println!("\n## 1. GEMM rate (1024×1024 f32 matmul, best of 10)");
+    println!(
+        "\n## 1. GEMM rate (1024×1024 f32 matmul, best of {})",
+        plan.gemm_repeats
+    );
     let mut bound = [0.0f64; 3];
     for threads in [1, 2] {
         set_threads(threads);
-        let g = gemm_gflops(10);
+        let g = gemm_gflops(plan.gemm_repeats);
         bound[threads] = g * 1e9 / CONF_A_FLOP_PER_ROW;
         println!(
             "threads={threads}: {g:7.1} GFLOP/s  → confA bound {:7.0} rows/s (32.2 MFLOP/row)",
@@ -359,7 +445,8 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "\n## 2. confA throughput against PyTorch (rows/s; ≥{MIN_SECONDS} s and ≥{MIN_ROWS} rows after warm-up)"
+        "\n## 2. confA throughput against PyTorch (rows/s; ≥{} s and ≥{} rows after warm-up)",
+        plan.min_seconds, plan.min_rows
     );
     println!("dense: one-hot input; sparse: embedding_bag first layer; both with fused Adam.");
     println!("lazy: hopper's sparse first layer with lazy_adam (touched rows only).");
@@ -376,12 +463,12 @@ fn main() -> Result<()> {
         "lazy",
         "dense/GB"
     );
-    let data = random_rows(DATA_ROWS, 1)?;
+    let data = random_rows(plan.data_rows, 1)?;
     let npy = std::env::temp_dir().join(format!("hopper-training-bench-{}", std::process::id()));
     std::fs::create_dir_all(&npy)?;
     data.x.write_npy(npy.join("x.npy"))?;
     data.y.write_npy(npy.join("y.npy"))?;
-    let batches = [32, 256, 512];
+    let batches = plan.batches;
     let mut ratios = Vec::new();
     for threads in [1, 2] {
         set_threads(threads);
@@ -390,11 +477,11 @@ fn main() -> Result<()> {
             .flat_map(|&b| [("dense", b), ("sparse", b)])
             .collect();
         let torch = pytorch_rates(&npy, threads, &runs)?;
-        for (i, batch) in batches.into_iter().enumerate() {
+        for (i, &batch) in batches.iter().enumerate() {
             let rate = |m: UnitMetrics| m.samples as f64 / m.seconds;
-            let d = rate(throughput(&data, batch, Mode::Dense)?);
-            let s = rate(throughput(&data, batch, Mode::Sparse)?);
-            let l = rate(throughput(&data, batch, Mode::Lazy)?);
+            let d = rate(throughput(&plan, &data, batch, Mode::Dense)?);
+            let s = rate(throughput(&plan, &data, batch, Mode::Sparse)?);
+            let l = rate(throughput(&plan, &data, batch, Mode::Lazy)?);
             let (td, ts) = torch
                 .as_ref()
                 .map_or((f64::NAN, f64::NAN), |t| (t[2 * i], t[2 * i + 1]));
@@ -423,12 +510,13 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "\n## 3. Data stall (sparse confA, batch 256, {DATA_ROWS} rows in {READER_BATCH}-row batches)"
+        "\n## 3. Data stall (sparse confA, batch 256, {} rows in {READER_BATCH}-row batches)",
+        plan.data_rows
     );
-    let raw = std::sync::Arc::new(raw_rows(DATA_ROWS, 2));
+    let raw = std::sync::Arc::new(raw_rows(plan.data_rows, 2));
     for threads in [1, 2] {
         set_threads(threads);
-        let (v, c) = data_stall(raw.clone())?;
+        let (v, c) = data_stall(raw.clone(), plan.stall_warmup_rows)?;
         for (name, m) in [("Vec in memory", v), ("producer + sync_channel(4)", c)] {
             println!(
                 "threads={threads} {name:<27} {:>6.2} s  {:>7.0} rows/s  wait {:>6.3} s ({:>4.1}%)",
@@ -446,7 +534,7 @@ fn main() -> Result<()> {
         "{:>6} {:>7} {:>6} {:>6} {:>13} {:>10} {:>10} {:>10} {:>7}",
         "models", "workers", "epochs", "times", "policy", "makespan", "bound", "ratio", "wall"
     );
-    for (models, workers, epochs) in [(16, 8, 10), (1000, 64, 1)] {
+    for (models, workers, epochs) in plan.schedules {
         for (kind, times) in [
             ("equal", UnitTimes::equal(models, workers)?),
             ("mixed", UnitTimes::mixed(models, workers)?),
