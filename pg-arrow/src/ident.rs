@@ -1,4 +1,5 @@
-//! SQL identifiers: a name checked once, then always printed quoted.
+//! SQL identifiers: a name checked once, then printed so that it means
+//! exactly that name.
 //!
 //! hopper splices table and column names into statements it builds itself
 //! (`CREATE TABLE`, `COPY … FROM STDIN`, `DISTRIBUTED BY`). Quoting every
@@ -10,18 +11,24 @@
 //! A name written the way SQL writes it ([`Ident::parse`]) follows
 //! PostgreSQL's rules: an unquoted part is folded to lower case, a quoted
 //! part is kept as it is, and a table may be qualified by its schema. So
-//! `Preds`, `preds` and `"preds"` are one table, printed `"preds"`.
+//! `Preds`, `preds` and `"preds"` are one table. A name written plain is
+//! printed plain (folded: `preds`), which PostgreSQL reads as the same
+//! name and which cannot hold anything but letters, digits and `_`; every
+//! other name is printed quoted.
 
 use std::fmt;
 
 use crate::error::{Error, Result};
 
 /// A validated SQL identifier, possibly schema-qualified (`schema.name`),
-/// printed quoted by [`Display`](fmt::Display).
+/// printed for SQL by [`Display`](fmt::Display): plain if it was written
+/// plain, quoted otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ident {
     schema: Option<String>,
     name: String,
+    /// Every part was written plain (and is stored folded): print it so.
+    plain: bool,
 }
 
 impl Ident {
@@ -30,7 +37,11 @@ impl Ident {
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         check_part(&name, &name)?;
-        Ok(Self { schema: None, name })
+        Ok(Self {
+            schema: None,
+            name,
+            plain: false,
+        })
     }
 
     /// `name` qualified by `schema`, both taken literally.
@@ -41,6 +52,7 @@ impl Ident {
         Ok(Self {
             schema: Some(schema),
             name,
+            plain: false,
         })
     }
 
@@ -55,9 +67,11 @@ impl Ident {
             ))
         };
         let mut parts = Vec::new();
+        let mut plain = true;
         let mut rest = text;
         loop {
             let (part, after) = if let Some(quoted) = rest.strip_prefix('"') {
+                plain = false;
                 quoted_part(quoted).ok_or_else(|| bad("an unclosed quote"))?
             } else {
                 let end = rest.find('.').unwrap_or(rest.len());
@@ -83,9 +97,14 @@ impl Ident {
             Ok([schema, name]) => Ok(Self {
                 schema: Some(schema),
                 name,
+                plain,
             }),
             Err(parts) => match <[String; 1]>::try_from(parts) {
-                Ok([name]) => Ok(Self { schema: None, name }),
+                Ok([name]) => Ok(Self {
+                    schema: None,
+                    name,
+                    plain,
+                }),
                 Err(_) => Err(bad("more than schema.name")),
             },
         }
@@ -120,17 +139,29 @@ impl Ident {
         Self {
             schema: self.schema.clone(),
             name: format!("{}{suffix}", self.name),
+            plain: self.plain
+                && suffix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
         }
     }
 }
 
 impl fmt::Display for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Plain parts hold only [a-z0-9_] once folded: safe as they stand.
+        let part = |f: &mut fmt::Formatter<'_>, p: &str| {
+            if self.plain {
+                f.write_str(p)
+            } else {
+                write_quoted(f, p)
+            }
+        };
         if let Some(schema) = &self.schema {
-            write_quoted(f, schema)?;
+            part(f, schema)?;
             f.write_str(".")?;
         }
-        write_quoted(f, &self.name)
+        part(f, &self.name)
     }
 }
 
@@ -192,11 +223,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_names_fold_to_lower_case_and_print_quoted() {
+    fn plain_names_fold_to_lower_case_and_print_plain() {
         let t = Ident::parse("MySchema.Preds").unwrap();
         assert_eq!((t.schema(), t.name()), (Some("myschema"), "preds"));
-        assert_eq!(t.to_string(), r#""myschema"."preds""#);
-        assert_eq!(Ident::parse("preds").unwrap(), Ident::new("preds").unwrap());
+        assert_eq!(t.to_string(), "myschema.preds");
+        assert_eq!(Ident::new("preds").unwrap().to_string(), r#""preds""#);
+        assert_eq!(Ident::parse(r#"s."T""#).unwrap().to_string(), r#""s"."T""#);
     }
 
     #[test]
@@ -230,13 +262,15 @@ mod tests {
         }
         assert_eq!(
             Ident::parse_plain("public.t").unwrap().to_string(),
-            r#""public"."t""#
+            "public.t"
         );
     }
 
     #[test]
     fn a_suffix_names_a_companion_table() {
         let t = Ident::parse("s.results").unwrap().with_suffix("_info");
-        assert_eq!(t.to_string(), r#""s"."results_info""#);
+        assert_eq!(t.to_string(), "s.results_info");
+        let odd = Ident::parse("s.results").unwrap().with_suffix(" x");
+        assert_eq!(odd.to_string(), r#""s"."results x""#);
     }
 }
