@@ -170,14 +170,29 @@ impl FlightServer {
         Ok(Self { process, url, addr })
     }
 
+    /// Starts `flight-server --bind 127.0.0.1:0 <args>` exactly as given:
+    /// with no `--auth` in `args` the server's own default applies, as it
+    /// does for a user who names none.
+    pub fn start_as_deployed(args: &[&str]) -> Result<Self> {
+        let (process, line) = Self::spawn_with("127.0.0.1:0", args, false)?;
+        let url = listening_url(&line)
+            .ok_or_else(|| anyhow!("flight-server did not start; it printed {line:?}"))?;
+        let addr = url.trim_start_matches("grpc+tcp://").to_string();
+        Ok(Self { process, url, addr })
+    }
+
     /// Spawns the server on `bind`; returns it and its first stdout line.
     /// Authentication is on by default; a test that does not name `--auth`
     /// asks for `--auth none` (its servers bind loopback only).
     fn spawn(bind: &str, args: &[&str]) -> Result<(ChildGuard, String)> {
+        Self::spawn_with(bind, args, true)
+    }
+
+    fn spawn_with(bind: &str, args: &[&str], auth_none: bool) -> Result<(ChildGuard, String)> {
         let bin = binary("flight-server")?;
         let mut cmd = Command::new(&bin);
         cmd.args(["--bind", bind]);
-        if !args.contains(&"--auth") {
+        if auth_none && !args.contains(&"--auth") {
             cmd.args(["--auth", "none"]);
         }
         let mut child = cmd

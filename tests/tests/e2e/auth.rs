@@ -16,8 +16,9 @@ use tonic::Code;
 /// Rows of `secret` on each segment.
 const ROWS_PER_SEGMENT: i64 = 25;
 
-/// Two segments, each with `secret` (readable by `reader` only) and the
-/// roles `reader` and `outsider`, both logging in with a password.
+/// Two segments, each with `secret` (readable by `reader` and `auditor`)
+/// and the roles `reader`, `auditor` and `outsider`, each logging in with a
+/// password.
 async fn segments() -> devcluster::LocalCluster {
     let c = cluster(2).await.unwrap();
     for i in 0..c.len() {
@@ -26,9 +27,10 @@ async fn segments() -> devcluster::LocalCluster {
         db.batch_execute(&format!(
             "CREATE ROLE reader LOGIN PASSWORD 'reader-pw';
              CREATE ROLE outsider LOGIN PASSWORD 'outsider-pw';
+             CREATE ROLE auditor LOGIN PASSWORD 'auditor-pw';
              CREATE TABLE secret (id int8, v text);
              INSERT INTO secret SELECT g, 'v' || g FROM generate_series({lo}, {lo} + {n} - 1) g;
-             GRANT SELECT ON secret TO reader;",
+             GRANT SELECT ON secret TO reader, auditor;",
             n = ROWS_PER_SEGMENT
         ))
         .await
@@ -164,13 +166,70 @@ async fn the_database_checks_logins_and_its_grants_decide_what_each_user_reads()
     let superuser_backends: i64 = db
         .query_one(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = 'hopper-flight-server' AND usename NOT IN ('reader', 'outsider')",
+             WHERE application_name = 'hopper-flight-server' \
+               AND usename NOT IN ('reader', 'outsider', 'auditor')",
             &[],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(superuser_backends, 0);
+}
+
+#[tokio::test]
+async fn a_server_started_without_auth_flags_asks_the_database() {
+    // No --auth at all: what a deployment that names none gets.
+    let c = segments().await;
+    let args = hopper_tests::segment_args(&c);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fs = FlightServer::start_as_deployed(&args).unwrap();
+    let sql = "SELECT id, v FROM secret";
+    let e = tickets(&mut client(&fs.url, None).await, sql)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    assert!(e.message().contains("handshake first"), "{e}");
+    let e = handshake(&fs.url, "reader", "wrong").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    let reader = handshake(&fs.url, "reader", "reader-pw").await.unwrap();
+    let mut rc = client(&fs.url, Some(&reader)).await;
+    let t = tickets(&mut rc, sql).await.unwrap();
+    assert_eq!(
+        rows(&mut rc, &t).await.unwrap() as i64,
+        2 * ROWS_PER_SEGMENT
+    );
+    let outsider = handshake(&fs.url, "outsider", "outsider-pw").await.unwrap();
+    let e = tickets(&mut client(&fs.url, Some(&outsider)).await, sql)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+}
+
+#[tokio::test]
+async fn a_ticket_replayed_by_another_user_with_the_same_grant_is_refused() {
+    // The auditor may read `secret` too; the reader's tickets are still the
+    // reader's: a ticket is bound to the user it was issued to, whatever
+    // the other user may read.
+    let c = segments().await;
+    let fs = server(&c, &[]);
+    let sql = "SELECT id, v FROM secret";
+    let reader = handshake(&fs.url, "reader", "reader-pw").await.unwrap();
+    let reader_tickets = tickets(&mut client(&fs.url, Some(&reader)).await, sql)
+        .await
+        .unwrap();
+    let auditor = handshake(&fs.url, "auditor", "auditor-pw").await.unwrap();
+    let mut ac = client(&fs.url, Some(&auditor)).await;
+    for t in &reader_tickets {
+        let e = rows(&mut ac, std::slice::from_ref(t)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+        assert!(e.message().contains("another user"), "{e}");
+    }
+    // Its own tickets read every row.
+    let own = tickets(&mut ac, sql).await.unwrap();
+    assert_eq!(
+        rows(&mut ac, &own).await.unwrap() as i64,
+        2 * ROWS_PER_SEGMENT
+    );
 }
 
 #[tokio::test]

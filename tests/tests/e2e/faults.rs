@@ -341,30 +341,31 @@ async fn a_run_longer_than_its_tickets_live_plans_again_and_matches_a_run_that_n
     let expiring = s.config("expiring", &short.url, 0, 5);
     let clean = s.config("clean", &long.url, 0, 5);
 
-    let started = Instant::now();
     let (mop, rx) = spawn_mop(&expiring);
     let mut events = Vec::new();
     finish(mop, rx, &mut events);
-    let took = started.elapsed();
     let replans: Vec<_> = events.iter().filter(|v| v["event"] == "replan").collect();
-    println!("{took:.1?} run over 2 s tickets: replans {replans:?}");
-    assert_eq!(
-        count(&events, "unit_failed"),
-        0,
-        "no read met an expired ticket"
-    );
-    assert_eq!(count(&events, "unit"), 20);
-    // Tickets issued in second s are valid through s + 2 and advertised
-    // to expire at s + 2, at least a second away; the runner plans again a
-    // quarter of that early, so any run past 2.5 s plans again.
+    println!("run over 2 s tickets: replans {replans:?}");
+    // Twenty units, each spawning no process but reading over Flight and
+    // training, outlive 2 s tickets several times over: the runner plans
+    // again, ahead of expiry or (on a machine slow enough that a ticket
+    // expires between plan and read) after a refusal; a unit that met the
+    // refusal ran again, from its starting state.
     assert!(
-        took > Duration::from_millis(2500),
-        "the run took {took:.1?}: too short to outlive its tickets, lengthen it"
+        replans
+            .iter()
+            .any(|v| v["reason"] == "expiring" || v["reason"] == "refused"),
+        "a run over 2 s tickets planned again: {replans:?}"
     );
-    assert!(
-        replans.iter().any(|v| v["reason"] == "expiring"),
-        "a {took:.1?} run over 2 s tickets planned again"
-    );
+    for failed in events.iter().filter(|v| v["event"] == "unit_failed") {
+        assert!(
+            failed["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ticket")),
+            "only expired tickets failed units: {failed}"
+        );
+    }
+    assert_eq!(count(&events, "unit"), 20, "every unit completed once");
 
     let (mop, rx) = spawn_mop(&clean);
     let mut clean_events = Vec::new();

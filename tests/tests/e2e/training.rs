@@ -54,6 +54,8 @@ struct Run<'a> {
     epochs: usize,
     trainers: Option<usize>,
     table: Option<&'a str>,
+    /// `source.cache`: memory, disk or none.
+    cache: &'a str,
 }
 
 impl Default for Run<'_> {
@@ -66,6 +68,7 @@ impl Default for Run<'_> {
             epochs: 2,
             trainers: None,
             table: None,
+            cache: "memory",
         }
     }
 }
@@ -88,6 +91,7 @@ impl Setup {
 flight = "{flight}"
 table = "criteo"
 validation = {{ fraction = 0.2, key = "id" }}
+cache = "{cache}"
 
 [train]
 epochs = {epochs}
@@ -110,6 +114,7 @@ dir = "{out}"
             optimizer = run.optimizer,
             lr = run.lr,
             batch_size = run.batch_size,
+            cache = run.cache,
             out = out.display(),
         );
         let path = self.dir.path().join(format!("{name}.toml"));
@@ -469,8 +474,28 @@ async fn a_killed_runner_resumes_to_the_same_weights() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trainer_killed_mid_unit_is_replaced_and_the_run_ends_identical() {
+    trainer_killed_mid_unit("memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trainer_killed_mid_unit_with_a_disk_cache_is_replaced_and_the_run_ends_identical() {
+    trainer_killed_mid_unit("disk").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trainer_killed_mid_unit_without_a_cache_is_replaced_and_the_run_ends_identical() {
+    trainer_killed_mid_unit("none").await;
+}
+
+/// Kills trainer 0 with SIGKILL as a unit starts on it: its replacement
+/// opens the partition again (filling the `cache` afresh) and the run ends
+/// with the weights of a run without the fault, every unit trained once.
+async fn trainer_killed_mid_unit(cache: &str) {
     let s = setup(2, 4000).await;
-    let run = hopping_run();
+    let run = Run {
+        cache,
+        ..hopping_run()
+    };
     let faulty = s.config("faulty", &run);
     let clean = s.config("clean", &run);
 
