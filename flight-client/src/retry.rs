@@ -53,13 +53,26 @@ impl Backoff {
     /// After a failed attempt: waits before the next one and returns true,
     /// or returns false at once when that wait would end past the budget.
     pub async fn wait(&mut self) -> bool {
-        if Instant::now() + self.delay > self.deadline {
-            return false;
+        match self.next_pause(Instant::now()) {
+            Some(pause) => {
+                tokio::time::sleep(pause).await;
+                true
+            }
+            None => false,
         }
-        tokio::time::sleep(self.delay).await;
+    }
+
+    /// The decision of [`Backoff::wait`] at time `now`, without the wait:
+    /// the pause before the next attempt (counted as made), or `None` when
+    /// that pause would end past the budget.
+    fn next_pause(&mut self, now: Instant) -> Option<Duration> {
+        if now + self.delay > self.deadline {
+            return None;
+        }
+        let pause = self.delay;
         self.delay = (self.delay * 2).min(MAX_DELAY);
         self.attempts += 1;
-        true
+        Some(pause)
     }
 
     /// Attempts made so far (the first counts).
@@ -77,14 +90,39 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn waits_double_and_stop_before_the_budget_is_spent() {
+    #[test]
+    fn pauses_double_and_stop_before_the_budget_is_spent() {
+        // The schedule on a clock the test moves: exact, however loaded
+        // the machine.
         let mut b = Backoff::new(Duration::from_millis(350));
-        let start = Instant::now();
-        while b.wait().await {}
+        let start = b.deadline - b.budget;
+        let mut now = start;
+        let mut pauses = Vec::new();
+        while let Some(p) = b.next_pause(now) {
+            pauses.push(p);
+            now += p;
+        }
         // 0.1 s, then 0.2 s; the next 0.4 s would end past 0.35 s.
+        assert_eq!(
+            pauses,
+            [Duration::from_millis(100), Duration::from_millis(200)]
+        );
         assert_eq!(b.attempts(), 3);
-        let took = start.elapsed();
-        assert!(took >= Duration::from_millis(300), "{took:?}");
+        // Time an attempt takes counts against the budget too.
+        let mut slow = Backoff::new(Duration::from_millis(350));
+        let start = slow.deadline - slow.budget;
+        assert!(slow
+            .next_pause(start + Duration::from_millis(260))
+            .is_none());
+        assert_eq!(slow.attempts(), 1);
+    }
+
+    #[tokio::test]
+    async fn wait_sleeps_the_pause_it_decides() {
+        let mut b = Backoff::new(Duration::from_secs(10));
+        let started = Instant::now();
+        assert!(b.wait().await);
+        // A lower bound only: a loaded machine sleeps longer, never shorter.
+        assert!(started.elapsed() >= FIRST_DELAY);
     }
 }
