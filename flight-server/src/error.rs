@@ -130,7 +130,7 @@ impl Error {
             if *code == SqlState::INVALID_PASSWORD
                 || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             {
-                let hint = crate::source::db_tls::hba_hint(db).unwrap_or_default();
+                let hint = crate::source::tls_refusal::hba_hint(db).unwrap_or_default();
                 return Error::Unauthenticated(format!("{msg}{hint}"));
             }
             let class = &code.code()[..2];
@@ -152,7 +152,7 @@ impl Error {
     /// `None` for anything else (an outage).
     pub fn configuration(context: &str, err: &tokio_postgres::Error) -> Option<Self> {
         // A refused certificate, or TLS asked of a server without it.
-        if let Some(why) = crate::source::db_tls::refusal(err) {
+        if let Some(why) = crate::source::tls_refusal::refusal(err) {
             return Some(Error::Config(format!("{context}: {why}")));
         }
         let mut text = err.to_string();

@@ -26,6 +26,7 @@ pub mod pg_catalog;
 pub mod postgres;
 pub mod reader;
 pub mod stream;
+pub mod tls_refusal;
 pub mod upload;
 pub mod writer;
 
