@@ -442,23 +442,11 @@ fn generate<F>(
 }
 
 /// A table name hopper splices into SQL: `name` or `schema.name`, plain
-/// identifiers only.
+/// identifiers only ([`pg_arrow::Ident::parse_plain`]).
 fn check_table_name(table: &str) -> Result<()> {
-    let ok_part = |p: &str| {
-        let mut chars = p.chars();
-        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && p.len() <= 63
-    };
-    let parts: Vec<&str> = table.split('.').collect();
-    if parts.len() <= 2 && parts.iter().all(|p| ok_part(p)) {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "table name {table:?} must be a plain identifier (letters, digits, _), \
-             optionally schema-qualified"
-        )))
-    }
+    pg_arrow::Ident::parse_plain(table)
+        .map(drop)
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// A categorical cell.

@@ -109,23 +109,13 @@ impl PutCommand {
     }
 }
 
-/// A plain identifier, optionally schema-qualified: what hopper splices
-/// into `CREATE TABLE` and `COPY` unquoted (PostgreSQL folds it to lower case).
+/// A plain identifier, optionally schema-qualified ([`pg_arrow::Ident::parse_plain`]):
+/// what hopper splices into `CREATE TABLE` and `COPY` unquoted (PostgreSQL
+/// folds it to lower case).
 pub fn check_table_name(name: &str) -> Result<()> {
-    let part_ok = |p: &str| {
-        p.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {
-        Ok(())
-    } else {
-        Err(Error::BadPut(format!(
-            "table {name:?} must be a plain identifier like predictions or myschema.predictions"
-        )))
-    }
+    pg_arrow::Ident::parse_plain(name)
+        .map(drop)
+        .map_err(|e| Error::BadPut(e.to_string()))
 }
 
 #[cfg(test)]

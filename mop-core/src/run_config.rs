@@ -419,7 +419,11 @@ impl RunConfig {
             }
         }
         if let Some(table) = &self.output.table {
-            crate::ident::Ident::new(table, "output.table")?;
+            // The run writes <table>, <table>_info and <table>_summary: each
+            // must be a name PostgreSQL keeps whole.
+            for t in read_guard::output_tables(table) {
+                crate::ident::table(&t, "output.table")?;
+            }
             if self.output.database.is_none() {
                 return Err(Error::Config(
                     "output.table needs output.database (a PostgreSQL URL)".into(),

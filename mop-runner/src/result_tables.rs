@@ -13,7 +13,6 @@
 
 use tokio_postgres::NoTls;
 
-use mop_core::ident::Ident;
 use mop_core::run_config::RunConfig;
 use mop_core::run_dir::checkpoint::EpochMetrics;
 use mop_core::run_dir::read_guard::{marker_comment, output_tables};
@@ -43,7 +42,7 @@ pub async fn write_tables(
     database: &str,
     table: &str,
 ) -> Result<()> {
-    let table = Ident::new(table, "output.table")?;
+    let table = mop_core::ident::table(table, "output.table")?.to_string();
     let table = table.as_str();
     let (mut client, conn) = tokio_postgres::connect(database, NoTls)
         .await

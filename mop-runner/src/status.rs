@@ -326,7 +326,7 @@ pub fn models_from_files(dir: &Path) -> Result<Vec<ModelRow>> {
 /// The models in a run's result table `table` (written by `mop train` with
 /// output.table).
 pub async fn models_from_table(database: &str, table: &str) -> Result<Vec<ModelRow>> {
-    let table = mop_core::ident::Ident::new(table, "output.table")?;
+    let table = mop_core::ident::table(table, "--table")?.to_string();
     let table = table.as_str();
     let (client, conn) = tokio_postgres::connect(database, NoTls)
         .await

@@ -46,6 +46,7 @@ pub enum Error {
     Ident(String),
 
     /// An error from Arrow itself.
+    #[cfg(feature = "codec")]
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
 

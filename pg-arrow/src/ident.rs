@@ -204,6 +204,9 @@ fn quoted_part(s: &str) -> Option<(String, &str)> {
 }
 
 /// What PostgreSQL refuses in any identifier, quoted or not.
+/// The longest name PostgreSQL keeps (`NAMEDATALEN` - 1).
+const MAX_NAME_BYTES: usize = 63;
+
 fn check_part(part: &str, whole: &str) -> Result<()> {
     if part.is_empty() {
         return Err(Error::Ident(format!(
@@ -213,6 +216,13 @@ fn check_part(part: &str, whole: &str) -> Result<()> {
     if part.contains('\0') {
         return Err(Error::Ident(format!(
             "{whole:?} holds a NUL character, which no SQL name may"
+        )));
+    }
+    if part.len() > MAX_NAME_BYTES {
+        return Err(Error::Ident(format!(
+            "{whole:?} has a name of {} bytes; PostgreSQL keeps {MAX_NAME_BYTES} and would \
+             silently cut the rest (so two long names could name one table): shorten it",
+            part.len()
         )));
     }
     Ok(())

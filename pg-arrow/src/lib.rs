@@ -28,19 +28,30 @@
 //! Decoders are push-based (`push` a chunk, `take_batch` what is ready,
 //! `finish`) so that the caller owns the I/O and its backpressure.
 
+#[cfg(feature = "codec")]
 pub mod batch_limits;
+#[cfg(feature = "codec")]
 pub mod decode;
+#[cfg(feature = "codec")]
 pub mod encode;
 pub mod error;
 pub mod ident;
+#[cfg(feature = "codec")]
 pub mod text;
+#[cfg(feature = "codec")]
 pub mod text_copy;
 
+#[cfg(feature = "codec")]
 pub use batch_limits::BatchLimits;
+#[cfg(feature = "codec")]
 pub use decode::{arrow_field, CopyDecoder};
+#[cfg(feature = "codec")]
 pub use encode::{check_writable, column_definitions, column_list, pg_type, CopyEncoder};
 pub use error::{Error, Result};
 pub use ident::Ident;
+#[cfg(feature = "codec")]
 pub use postgres_types::Type;
+#[cfg(feature = "codec")]
 pub use text::BatchBuilder;
+#[cfg(feature = "codec")]
 pub use text_copy::{TextCopyDecoder, TEXT_SETTINGS};

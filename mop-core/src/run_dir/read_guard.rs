@@ -410,6 +410,19 @@ mod tests {
     }
 
     #[test]
+    fn an_output_table_whose_companions_postgresql_would_cut_is_refused() {
+        // 56 bytes: <table>_summary has 64, one past what PostgreSQL keeps.
+        let long = "t".repeat(56);
+        let e = config("table = \"src\"", &format!("table = \"{long}\"")).unwrap_err();
+        assert!(e.contains("_summary") && e.contains("63"), "{e}");
+        config(
+            "table = \"src\"",
+            &format!("table = \"{}\"", "t".repeat(55)),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn result_tables_need_a_database() {
         let e = RunConfig::parse(
             "[source]\nflight = \"grpc+tcp://h:1\"\ntable = \"t\"\n\

@@ -24,7 +24,7 @@ pub const COLUMNS: [&str; 4] = ["mst_key", "arch", "compile_params", "fit_params
 
 /// The query that reads table `table`.
 pub fn query(table: &str) -> Result<String> {
-    let table = crate::ident::Ident::new(table, "grid.table")?;
+    let table = crate::ident::table(table, "grid.table")?;
     Ok(format!("SELECT {} FROM {table}", COLUMNS.join(", ")))
 }
 
