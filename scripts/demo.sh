@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-# Without flight-server's files source: the demo reads PostgreSQL (or
-# Greenplum), and DataFusion is more than half of a cold build.
-cargo build --release --quiet -p mop -p flight-server --no-default-features --features mop/demo
-exec "${CARGO_TARGET_DIR:-target}/release/mop" demo "$@"
+# The build README's second command makes and tests (the dev profile, which
+# optimizes; every binary, `mop demo` included), so the tests that follow a
+# demo reuse it and CI compiles the demo exactly as it runs here.
+cargo build --quiet --workspace --bins --features mop/demo
+exec "${CARGO_TARGET_DIR:-target}/debug/mop" demo "$@"

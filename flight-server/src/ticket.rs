@@ -47,9 +47,15 @@ pub const KEYGEN_HINT: &str = "make one with `flight-server keygen PATH` (32 ran
 
 /// Refuses a shared key too short (or too uniform) to be a secret: an empty
 /// file would be a fixed, public key that anyone could seal tickets and
-/// sign tokens with.
+/// sign tokens with. A text key (a passphrase in a file an editor wrote) is
+/// measured without the whitespace around it; a binary key (`keygen`,
+/// `/dev/urandom`) is measured whole, since its bytes may be anything,
+/// newlines and spaces included.
 pub fn check_key(key: &[u8]) -> Result<()> {
-    let secret = key.trim_ascii();
+    let secret = match std::str::from_utf8(key) {
+        Ok(text) => text.trim().as_bytes(),
+        Err(_) => key,
+    };
     if secret.len() < MIN_KEY_BYTES {
         return Err(Error::Config(format!(
             "the ticket key has {} bytes; it needs at least {MIN_KEY_BYTES} bytes of secret: \
@@ -239,7 +245,13 @@ mod tests {
             let e = check_key(bad).unwrap_err().to_string();
             assert!(e.contains("keygen"), "{e}");
         }
-        check_key(&rand::random::<[u8; 32]>()).unwrap();
+        // Random keys end in whitespace bytes often (1 in 25); all are accepted.
+        for end in [b'\n', b' ', b'\t', b'\r', 0x0c] {
+            let mut key: [u8; 32] = rand::random();
+            key[0] = 0xff; // never UTF-8, as nearly every random key
+            key[31] = end;
+            check_key(&key).unwrap();
+        }
         check_key(b"a shared ticket key of at least 32 bytes\n").unwrap();
     }
 
