@@ -12,12 +12,14 @@ mkdir -p "$CACHE"
 
 say() { echo "setup: $*" >&2; }
 
-# --- Debian packages: PostgreSQL server and a C++ compiler --------------------
+# --- Debian packages: PostgreSQL server, a C++ compiler, shellcheck -----------
 need=()
 command -v pg_config >/dev/null 2>&1 || need+=(postgresql-common)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)   # the deployment scripts' test
+command -v patchelf >/dev/null 2>&1 || need+=(patchelf)       # scripts/package.sh
 if ((${#need[@]})); then
     SUDO=""
     [[ $(id -u) -ne 0 ]] && SUDO="sudo"
