@@ -39,6 +39,7 @@ pub mod auth;
 pub mod cli;
 pub mod core;
 pub mod error;
+pub mod health;
 pub mod listener;
 pub mod locate;
 pub mod login;

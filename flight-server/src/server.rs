@@ -275,6 +275,13 @@ pub async fn serve(
     let metrics = Metrics::new();
     // One signal stops both the Flight server and the metrics endpoint.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // grpc.health.v1 beside Flight: SERVING while the databases answer.
+    let mut health_stop = stop_tx.subscribe();
+    let health = crate::health::targets(&config.source, auth)?;
+    let health = crate::health::service(health, async move {
+        let _ = health_stop.wait_for(|stop| *stop).await;
+    })
+    .await;
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -313,6 +320,7 @@ pub async fn serve(
             .map_err(|e| Error::Config(format!("TLS configuration: {e}")))?;
     }
     builder
+        .add_service(health)
         .add_service(server)
         .serve_with_incoming_shutdown(
             crate::listener::capped(listener, config.max_clients),

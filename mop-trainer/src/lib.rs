@@ -30,6 +30,7 @@ mod cache;
 pub mod device;
 pub mod error;
 pub mod featurize;
+pub mod health;
 pub mod model;
 pub mod optim;
 pub mod predict;

@@ -354,7 +354,10 @@ pub async fn serve(
             .tls_config(tls)
             .map_err(|e| Error::Config(format!("trainer TLS (--tls-cert, --tls-key): {e}")))?;
     }
+    // grpc.health.v1, outside the guard: a probe holds no key.
+    let health = crate::health::service().await;
     builder
+        .add_service(health)
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
