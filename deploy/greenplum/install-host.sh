@@ -71,7 +71,7 @@ own=()
 [[ $(id -u) -eq 0 ]] && own=(-o root -g "$OWNER")
 
 # The release, unpacked beside earlier ones; `current` switches at once.
-NAME="$(tar -tzf "$RELEASE" | head -1 | cut -d/ -f1)"
+NAME="$(tar -tzf "$RELEASE" | awk -F/ 'NR == 1 { print $1 }')"
 [[ "$NAME" == hopper-* ]] || die "$RELEASE is not a hopper release (its top directory is '$NAME')"
 install -d -m 0755 "$ROOT/opt/hopper"
 tar -xzf "$RELEASE" -C "$ROOT/opt/hopper" --no-same-owner
