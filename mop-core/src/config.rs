@@ -44,8 +44,43 @@ pub struct ModelConfig {
     pub batch_size: usize,
     /// Shape of the input the featurizer produces.
     pub input: InputSpec,
-    /// Number of classes (≥ 2); labels are `0..classes`.
+    /// Number of classes (≥ 2); labels are `0..classes`. A binary task
+    /// has 2; regression has none (leave it at its default, 2).
     pub classes: usize,
+    /// What the model predicts, and so its output width, loss and metrics
+    /// (absent in configurations written before tasks existed: multiclass).
+    #[serde(default, skip_serializing_if = "Task::is_multiclass")]
+    pub task: Task,
+}
+
+/// What a model predicts: the output's width, the loss, the label's type
+/// and the metrics reported (see [`crate::metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// One logit; BCE-with-logits; labels 0/1 (an integer or boolean column).
+    Binary,
+    /// `classes` logits; cross-entropy; labels `0..classes` (an integer column).
+    #[default]
+    Multiclass,
+    /// One output; mean squared error; a float label (any numeric column).
+    Regression,
+}
+
+impl Task {
+    /// The name used in configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Binary => "binary",
+            Task::Multiclass => "multiclass",
+            Task::Regression => "regression",
+        }
+    }
+
+    /// Whether this is the default task (configurations leave it out).
+    pub fn is_multiclass(&self) -> bool {
+        *self == Task::Multiclass
+    }
 }
 
 /// Network architectures of the model zoo.
@@ -178,6 +213,17 @@ impl ModelConfig {
             batch_size,
             input: InputSpec::criteo(sparse),
             classes: 2,
+            task: Task::Multiclass,
+        }
+    }
+
+    /// Width of the model's output: `classes` logits for multiclass, one
+    /// logit (binary) or one value (regression) otherwise. A network whose
+    /// output has another width cannot train for the task.
+    pub fn outputs(&self) -> usize {
+        match self.task {
+            Task::Multiclass => self.classes,
+            Task::Binary | Task::Regression => 1,
         }
     }
 
@@ -210,6 +256,23 @@ impl ModelConfig {
         }
         if self.classes < 2 {
             return bad(format!("classes must be at least 2, got {}", self.classes));
+        }
+        match self.task {
+            Task::Binary if self.classes != 2 => {
+                return bad(format!(
+                    "task = \"binary\" predicts one logit for labels 0 and 1: classes must be 2 \
+                     (or left out), got {}; use task = \"multiclass\" for {} classes",
+                    self.classes, self.classes
+                ))
+            }
+            Task::Regression if self.classes != 2 => {
+                return bad(format!(
+                    "task = \"regression\" predicts one value and has no classes: drop \
+                     classes = {}",
+                    self.classes
+                ))
+            }
+            _ => {}
         }
         if let OptimizerKind::Sgd { momentum } = self.optimizer {
             if !(0.0..1.0).contains(&momentum) {
@@ -325,6 +388,22 @@ mod tests {
                 },
                 "momentum",
             ),
+            (
+                ModelConfig {
+                    task: Task::Binary,
+                    classes: 3,
+                    ..ok.clone()
+                },
+                "task = \"binary\"",
+            ),
+            (
+                ModelConfig {
+                    task: Task::Regression,
+                    classes: 10,
+                    ..ok.clone()
+                },
+                "drop classes = 10",
+            ),
         ];
         for (config, needle) in cases {
             match config.validate() {
@@ -332,6 +411,23 @@ mod tests {
                 other => panic!("expected a config error about {needle}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_task_sets_the_output_width_and_old_json_reads_as_multiclass() {
+        let mut c = ModelConfig::conf_a(1e-3, 1e-4, 32, false);
+        assert_eq!(c.outputs(), 2);
+        let old = serde_json::to_string(&c).unwrap();
+        assert!(!old.contains("task"), "the default task is left out: {old}");
+        assert_eq!(ModelConfig::from_json(&old).unwrap().task, Task::Multiclass);
+        c.task = Task::Binary;
+        assert_eq!(c.outputs(), 1);
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains("\"task\":\"binary\""), "{text}");
+        assert_eq!(ModelConfig::from_json(&text).unwrap(), c);
+        c.task = Task::Regression;
+        assert_eq!(c.outputs(), 1);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub fn metrics(m: usize, epochs: usize, validation: bool) -> Vec<EpochMetrics> {
                 } else {
                     0
                 },
+                ..EpochMetrics::default()
             }
         })
         .collect()
@@ -132,6 +133,7 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 config: c,
                 metrics: metrics(id, EPOCHS, validation),
                 state: Some(Arc::new(vec![id as u8; 16])),
+                kept: None,
                 stop: None,
             })
             .collect(),
@@ -231,6 +233,7 @@ pub fn searched_run(dir: &Path) -> RunOutcome {
                             val_samples: 500,
                             val_loss_sum: 500.0 * (1.0 - acc),
                             val_correct: (500.0 * acc) as u64,
+                            ..EpochMetrics::default()
                         }
                     })
                     .collect();
@@ -239,6 +242,7 @@ pub fn searched_run(dir: &Path) -> RunOutcome {
                     config: c,
                     metrics,
                     state: Some(Arc::new(vec![id as u8; 16])),
+                    kept: None,
                     stop: stops[id],
                 }
             })
@@ -299,6 +303,7 @@ pub fn checkpoint(dir: &Path, units: usize) -> Checkpoint {
         elapsed: t,
         config_fingerprint: "fixture".into(),
         pending_evals: Vec::new(),
+        best: Vec::new(),
     };
     CheckpointDir::new(dir).unwrap().commit(&c).unwrap();
     c

@@ -24,6 +24,7 @@ pub mod error;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod ident;
+pub mod metrics;
 pub mod run_config;
 pub mod run_dir;
 pub mod schedule;

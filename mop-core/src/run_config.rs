@@ -14,6 +14,12 @@
 //! trainers = 2              # spawned locally, one per partition…
 //! # addresses = ["http://10.0.0.5:7000", …]   # …or already running (matched to partitions by host)
 //! threads = 1               # intra-op threads per trainer
+//! metric = "auc"            # what ranks models, decides searches and picks `--model best`:
+//!                           # loss | accuracy | auc | log_loss | rmse | mae | r2
+//!                           # (default: accuracy; loss for regression)
+//! keep = "best"             # the model file holds the best epoch's weights under `metric`
+//!                           # (default "last": the last epoch's)
+//! patience = 3              # stop a model after 3 epochs without improving `metric`
 //!
 //! [grid]                    # the cross product of these lists
 //! arch = [{ kind = "mlp", hidden = [1000, 500] }]
@@ -23,6 +29,8 @@
 //! batch_size = [32, 64, 256, 512]
 //! input = { kind = "criteo", sparse = true }
 //! classes = 2
+//! task = "multiclass"       # binary (one logit, BCE) | multiclass (cross-entropy) |
+//!                           # regression (one output, squared error); see `crate::metrics`
 //! # table = "mst"           # instead of the lists: a MADlib-style model-selection
 //! #                         # table, read through source.flight (see `crate::search::mst`)
 //!
@@ -51,8 +59,9 @@ use serde::{Deserialize, Serialize};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
+use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind, Task};
 use crate::error::{Error, Result};
+use crate::metrics::Metric;
 use crate::run_dir::read_guard::{self, relations, Name};
 use crate::search::space::{choose, Param};
 use crate::search::{Rule, SearchConfig};
@@ -175,6 +184,37 @@ pub struct TrainConfig {
     pub addresses: Vec<String>,
     /// Intra-op threads per trainer.
     pub threads: usize,
+    /// The metric that ranks models, decides searches and early stopping,
+    /// and picks `mop predict --model best` (default: [`Metric::default_for`]
+    /// the task).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Which epoch's weights the model file holds.
+    #[serde(skip_serializing_if = "Keep::is_last")]
+    pub keep: Keep,
+    /// Stop a model once this many epochs in a row did not improve its
+    /// validation `metric` (see [`crate::search`]); none: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+}
+
+/// Which epoch's weights a model's file holds (`[train] keep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The last epoch it trained.
+    #[default]
+    Last,
+    /// The epoch with the best validation score under `[train] metric`
+    /// (the earliest of equals).
+    Best,
+}
+
+impl Keep {
+    /// Whether this is the default.
+    pub fn is_last(&self) -> bool {
+        *self == Keep::Last
+    }
 }
 
 impl Default for TrainConfig {
@@ -185,6 +225,9 @@ impl Default for TrainConfig {
             trainers: None,
             addresses: Vec::new(),
             threads: 1,
+            metric: None,
+            keep: Keep::Last,
+            patience: None,
         }
     }
 }
@@ -217,6 +260,9 @@ pub struct GridConfig {
     /// Number of classes.
     #[serde(default = "default_classes")]
     pub classes: usize,
+    /// What every model predicts (default multiclass over `classes`).
+    #[serde(default, skip_serializing_if = "Task::is_multiclass")]
+    pub task: Task,
 }
 
 fn default_optimizers() -> Vec<OptimizerKind> {
@@ -276,6 +322,7 @@ impl GridConfig {
                                 batch_size,
                                 input: self.input.clone(),
                                 classes: self.classes,
+                                task: self.task,
                             };
                             c.validate()?;
                             out.push(c);
@@ -311,6 +358,7 @@ impl GridConfig {
                 batch_size: self.batch_size.sample_usize("batch_size", &mut rng)?,
                 input: self.input.clone(),
                 classes: self.classes,
+                task: self.task,
             };
             c.validate()?;
             out.push(c);
@@ -341,6 +389,14 @@ impl RunConfig {
     /// Epochs of the run: `search.max_epochs` if set, else `train.epochs`.
     pub fn epochs(&self) -> usize {
         self.search.epochs(self.train.epochs)
+    }
+
+    /// The metric that ranks the run's models: `train.metric`, else the
+    /// task's default.
+    pub fn metric(&self) -> Metric {
+        self.train
+            .metric
+            .unwrap_or_else(|| Metric::default_for(self.grid.task))
     }
 
     /// How long each model trains (every epoch, unless the search stops it).
@@ -384,12 +440,35 @@ impl RunConfig {
             }
         }
         self.search.validate(self.train.epochs)?;
-        if self.rule()? != Rule::Full && matches!(self.source.validation, Validation::None) {
+        let metric = self.metric();
+        if let Some(m) = self.train.metric {
+            m.check(self.grid.task, "train.metric")?;
+        }
+        let no_validation = matches!(self.source.validation, Validation::None);
+        if self.rule()? != Rule::Full && no_validation {
             return Err(Error::Config(format!(
-                "search.kind = \"{}\" ranks models by validation accuracy: \
+                "search.kind = \"{}\" ranks models by validation {metric}: \
                  add source.validation (e.g. {{ fraction = 0.1, key = \"id\" }})",
                 self.search.kind
             )));
+        }
+        if self.train.patience == Some(0) {
+            return Err(Error::Config(
+                "train.patience must be at least 1 (epochs without improvement before a model \
+                 stops); drop it to train every epoch"
+                    .into(),
+            ));
+        }
+        for (setting, set) in [
+            ("train.patience", self.train.patience.is_some()),
+            ("train.keep = \"best\"", self.train.keep == Keep::Best),
+        ] {
+            if set && no_validation {
+                return Err(Error::Config(format!(
+                    "{setting} follows the validation {metric} of every epoch: add \
+                     source.validation (e.g. {{ fraction = 0.1, key = \"id\" }})"
+                )));
+            }
         }
         match &self.grid.table {
             None => {
@@ -637,6 +716,80 @@ mod tests {
         match RunConfig::parse(&dist) {
             Err(Error::Config(m)) => assert!(m.contains("search.samples"), "{m}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn task_metric_keep_and_patience_are_read_and_checked() {
+        let c = RunConfig::parse(GRID).unwrap();
+        assert_eq!(c.metric(), Metric::Accuracy);
+        assert_eq!((c.train.keep, c.train.patience), (Keep::Last, None));
+        assert!(c
+            .models()
+            .unwrap()
+            .iter()
+            .all(|m| m.task == Task::Multiclass));
+        let binary = GRID.replace("[grid]", "[grid]\ntask = \"binary\"").replace(
+            "seed = 7",
+            "seed = 7\nmetric = \"auc\"\nkeep = \"best\"\npatience = 2",
+        );
+        let c = RunConfig::parse(&binary).unwrap();
+        assert_eq!(c.metric(), Metric::Auc);
+        assert_eq!((c.train.keep, c.train.patience), (Keep::Best, Some(2)));
+        assert!(c
+            .models()
+            .unwrap()
+            .iter()
+            .all(|m| m.task == Task::Binary && m.outputs() == 1));
+        let regression = GRID.replace("[grid]", "[grid]\ntask = \"regression\"");
+        assert_eq!(
+            RunConfig::parse(&regression).unwrap().metric(),
+            Metric::Loss
+        );
+        let rmse = regression.replace("seed = 7", "seed = 7\nmetric = \"rmse\"");
+        assert_eq!(RunConfig::parse(&rmse).unwrap().metric(), Metric::Rmse);
+        let no_validation = "validation = { fraction = 0.1, key = \"id\" }";
+        for (text, needle) in [
+            (
+                regression.replace("seed = 7", "seed = 7\nmetric = \"auc\""),
+                "train.metric = \"auc\"",
+            ),
+            (
+                GRID.replace("seed = 7", "seed = 7\nmetric = \"r2\""),
+                "task = \"multiclass\"",
+            ),
+            (
+                regression.replace("seed = 7", "seed = 7\nmetric = \"accuracy\""),
+                "rmse",
+            ),
+            (GRID.replace("seed = 7", "seed = 7\nmetric = \"f1\""), "f1"),
+            (
+                GRID.replace("seed = 7", "seed = 7\npatience = 0"),
+                "train.patience",
+            ),
+            (
+                GRID.replace("seed = 7", "seed = 7\nkeep = \"first\""),
+                "first",
+            ),
+            (
+                GRID.replace("seed = 7", "seed = 7\npatience = 2")
+                    .replace(no_validation, ""),
+                "source.validation",
+            ),
+            (
+                GRID.replace("seed = 7", "seed = 7\nkeep = \"best\"")
+                    .replace(no_validation, ""),
+                "train.keep",
+            ),
+            (
+                GRID.replace("[grid]", "[grid]\ntask = \"binary\"\nclasses = 3"),
+                "binary",
+            ),
+        ] {
+            match RunConfig::parse(&text) {
+                Err(Error::Config(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+                other => panic!("expected a config error about {needle}, got {other:?}"),
+            }
         }
     }
 

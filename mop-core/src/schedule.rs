@@ -413,12 +413,27 @@ impl Scheduler {
         policy: Policy,
         rule: Rule,
     ) -> Result<Self> {
+        Self::with_stopping(models, partitions, epochs, seed, policy, rule, None)
+    }
+
+    /// [`with_search`](Self::with_search), with early stopping after
+    /// `patience` epochs without improvement (see [`crate::search`]): a
+    /// model then waits for its score after every epoch.
+    pub fn with_stopping(
+        models: usize,
+        partitions: usize,
+        epochs: usize,
+        seed: u64,
+        policy: Policy,
+        rule: Rule,
+        patience: Option<usize>,
+    ) -> Result<Self> {
         check_sizes(models, partitions, epochs)?;
         let search = match rule {
-            Rule::Full => None,
-            rule if policy == Policy::Reproducible => {
-                Some(Pruner::new(rule, epochs, arrival_order(models, seed))?)
-            }
+            Rule::Full if patience.is_none() => None,
+            rule if policy == Policy::Reproducible => Some(
+                Pruner::new(rule, epochs, arrival_order(models, seed))?.with_patience(patience),
+            ),
             _ => {
                 return Err(Error::Config(format!(
                     "a search that stops models needs the reproducible policy, not {policy}: \

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics::{Metric, RegressionSums, ScoreCounts};
 use crate::schedule::Scheduler;
 
 /// Per-epoch metrics of one model.
@@ -33,6 +34,31 @@ pub struct EpochMetrics {
     pub val_loss_sum: f64,
     /// Correct validation predictions.
     pub val_correct: u64,
+    /// Regression: the training pass's sums (see [`crate::metrics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_regression: Option<RegressionSums>,
+    /// Regression: the validation pass's sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_regression: Option<RegressionSums>,
+    /// Binary: the training scores counted so far in an epoch that has not
+    /// visited every partition yet; once it has, they become `train_auc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_scores: Option<ScoreCounts>,
+    /// Binary: training AUC over every row of the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_auc: Option<f64>,
+    /// Binary: validation AUC over every validation row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_auc: Option<f64>,
+}
+
+/// Which rows a metric is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training rows, scored before each update as the epoch trained.
+    Train,
+    /// The validation rows, scored after the epoch.
+    Validation,
 }
 
 impl EpochMetrics {
@@ -58,6 +84,29 @@ impl EpochMetrics {
             f64::NAN
         } else {
             self.val_correct as f64 / self.val_samples as f64
+        }
+    }
+
+    /// `metric` over the rows of `split`; NaN where it has no value (no
+    /// rows, or a metric of another task).
+    pub fn value(&self, metric: Metric, split: Split) -> f64 {
+        let (n, regression, auc) = match split {
+            Split::Train => (self.train_samples, self.train_regression, self.train_auc),
+            Split::Validation => (self.val_samples, self.val_regression, self.val_auc),
+        };
+        if n == 0 {
+            return f64::NAN;
+        }
+        let sums = |f: fn(&RegressionSums, u64) -> f64| regression.map_or(f64::NAN, |r| f(&r, n));
+        match (metric, split) {
+            (Metric::Loss | Metric::LogLoss, Split::Train) => self.train_loss(),
+            (Metric::Loss | Metric::LogLoss, Split::Validation) => self.val_loss(),
+            (Metric::Accuracy, Split::Train) => self.train_acc(),
+            (Metric::Accuracy, Split::Validation) => self.val_acc(),
+            (Metric::Auc, _) => auc.unwrap_or(f64::NAN),
+            (Metric::Rmse, _) => sums(RegressionSums::rmse),
+            (Metric::Mae, _) => sums(RegressionSums::mae),
+            (Metric::R2, _) => sums(RegressionSums::r2),
         }
     }
 }
@@ -100,6 +149,16 @@ pub struct EvalRecord {
     pub state: String,
 }
 
+/// The best epoch of a model so far (`[train] keep = "best"`), with the
+/// state it ended that epoch with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestRecord {
+    /// The epoch (0-based); its score is in the checkpoint's metrics.
+    pub epoch: usize,
+    /// The state file (relative to the checkpoint dir).
+    pub state: String,
+}
+
 /// The version of `checkpoint.json` this build writes and the newest it resumes.
 pub const CHECKPOINT_FORMAT: u32 = 2;
 
@@ -130,6 +189,10 @@ pub struct Checkpoint {
     /// Validation passes to run again on resume.
     #[serde(default)]
     pub pending_evals: Vec<EvalRecord>,
+    /// Per model, its best epoch so far (`[train] keep = "best"`; empty
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub best: Vec<Option<BestRecord>>,
 }
 
 /// Where a run keeps its checkpoint.
@@ -195,6 +258,7 @@ impl CheckpointDir {
             .flatten()
             .map(String::as_str)
             .chain(c.pending_evals.iter().map(|e| e.state.as_str()))
+            .chain(c.best.iter().flatten().map(|b| b.state.as_str()))
             .collect();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -214,4 +278,56 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Policy;
+
+    #[test]
+    fn a_kept_best_state_survives_a_commit_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = CheckpointDir::new(dir.path()).unwrap();
+        let last = ck.write_state(0, 4, b"last").unwrap();
+        let best = ck.write_state(0, 2, b"best").unwrap();
+        let stale = ck.write_state(0, 1, b"stale").unwrap();
+        let metrics = EpochMetrics {
+            val_samples: 4,
+            val_regression: Some(RegressionSums {
+                abs_error: 2.0,
+                squared_error: 4.0,
+                label: 4.0,
+                label_squared: 8.0,
+            }),
+            train_scores: Some(ScoreCounts::from_rows([(0.5, true), (f32::NAN, false)])),
+            ..EpochMetrics::default()
+        };
+        let c = Checkpoint {
+            format_version: CHECKPOINT_FORMAT,
+            scheduler: Scheduler::new(1, 1, 4, 0, Policy::Reproducible).unwrap(),
+            states: vec![Some(last.clone())],
+            units_done: vec![4],
+            metrics: vec![vec![metrics.clone()]],
+            timeline: Vec::new(),
+            elapsed: 1.0,
+            config_fingerprint: "f".into(),
+            pending_evals: Vec::new(),
+            best: vec![Some(BestRecord {
+                epoch: 1,
+                state: best.clone(),
+            })],
+        };
+        ck.commit(&c).unwrap();
+        let back = ck.load().unwrap().unwrap();
+        assert_eq!(back.best, c.best);
+        assert_eq!(back.metrics[0][0].val_regression, metrics.val_regression);
+        assert_eq!(
+            back.metrics[0][0].value(Metric::Rmse, Split::Validation),
+            1.0
+        );
+        assert_eq!(ck.read_state(&best).unwrap(), b"best");
+        assert_eq!(ck.read_state(&last).unwrap(), b"last");
+        assert!(ck.read_state(&stale).is_err(), "unnamed states are removed");
+    }
 }

@@ -6,7 +6,11 @@
 //!
 //! The file carries a [`FORMAT_VERSION`]; a reader refuses a newer one
 //! instead of misreading it (files written before the field existed read
-//! as version 1, whose fields are a subset of today's).
+//! as version 1, whose fields are a subset of today's). Version 3 added
+//! tasks: one list per metric of the task (`val_auc`, `train_rmse`, …),
+//! `metric` (what ranks the models, [`Metric`]) and `keep` at the top, and
+//! each model's `kept_epoch` and `best_epoch`; older files read as
+//! multiclass runs ranked by accuracy.
 
 use std::path::Path;
 
@@ -14,14 +18,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
-use crate::run_config::RunConfig;
-use crate::run_dir::checkpoint::{EpochMetrics, UnitRecord};
+use crate::metrics::Metric;
+use crate::run_config::{Keep, RunConfig};
+use crate::run_dir::checkpoint::{EpochMetrics, Split, UnitRecord};
 use crate::run_dir::partitions::PartitionRecord;
 use crate::run_dir::RunOutcome;
 use crate::search::{Reason, Rule, SearchKind, Stop};
 
 /// The version of `results.json` this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Name of the results file a run writes at its end.
 pub const RESULTS_FILE: &str = "results.json";
 /// Name of the timeline file (every unit's start and end).
@@ -36,8 +41,12 @@ pub struct ModelResult {
     pub config: ModelConfig,
     /// Per-epoch metrics.
     pub metrics: Vec<EpochMetrics>,
-    /// Final weights and optimizer state (safetensors).
+    /// The model file's weights and optimizer state (safetensors): the
+    /// last epoch's, or the `kept` one's.
     pub state: Option<std::sync::Arc<Vec<u8>>>,
+    /// The epoch (0-based) whose state `state` is, when it is not the last
+    /// (`[train] keep = "best"`).
+    pub kept: Option<usize>,
     /// Where and why its training ended (`None`: the run did not decide,
     /// as in results written before searches existed).
     pub stop: Option<Stop>,
@@ -48,31 +57,39 @@ impl ModelResult {
     pub fn last(&self) -> EpochMetrics {
         self.metrics.last().cloned().unwrap_or_default()
     }
-}
 
-/// What models are ranked by: the last epoch's validation accuracy, else
-/// its training accuracy; a model without either ranks last.
-pub trait Ranked {
-    /// The model's id (ties are broken by it, lower first).
-    fn model_id(&self) -> usize;
-    /// The final validation accuracy, if the run validated.
-    fn final_val_acc(&self) -> Option<f64>;
-    /// The final training accuracy, if the model trained.
-    fn final_train_acc(&self) -> Option<f64>;
-    /// The score models are ranked by.
-    fn score(&self) -> f64 {
-        self.final_val_acc()
-            .or(self.final_train_acc())
-            .unwrap_or(f64::NEG_INFINITY)
+    /// The metrics of the epoch whose weights the model file holds.
+    pub fn kept_metrics(&self) -> EpochMetrics {
+        self.kept
+            .and_then(|e| self.metrics.get(e))
+            .cloned()
+            .unwrap_or_else(|| self.last())
     }
 }
 
-/// Models ordered best first, ties by id.
-pub fn leaderboard<T: Ranked>(models: &[T]) -> Vec<&T> {
+/// What models are ranked by: the run's metric on the validation rows,
+/// else on the training rows, at the epoch whose weights the model file
+/// holds (the last, or the best with `keep = "best"`); a model without
+/// either ranks last.
+pub trait Ranked {
+    /// The model's id (ties are broken by it, lower first).
+    fn model_id(&self) -> usize;
+    /// `metric` over `split` at the kept epoch, if it has a finite value.
+    fn kept_value(&self, metric: Metric, split: Split) -> Option<f64>;
+    /// The score models are ranked by, higher is better.
+    fn score(&self, metric: Metric) -> f64 {
+        self.kept_value(metric, Split::Validation)
+            .or_else(|| self.kept_value(metric, Split::Train))
+            .map_or(f64::NEG_INFINITY, |v| metric.signed(v))
+    }
+}
+
+/// Models ordered best first under `metric`, ties by id.
+pub fn leaderboard<T: Ranked>(models: &[T], metric: Metric) -> Vec<&T> {
     let mut v: Vec<&T> = models.iter().collect();
     v.sort_by(|a, b| {
-        b.score()
-            .total_cmp(&a.score())
+        b.score(metric)
+            .total_cmp(&a.score(metric))
             .then(a.model_id().cmp(&b.model_id()))
     });
     v
@@ -86,15 +103,26 @@ impl Ranked for ModelResult {
     fn model_id(&self) -> usize {
         self.id
     }
-    fn final_val_acc(&self) -> Option<f64> {
-        self.metrics.last().and_then(|m| finite(m.val_acc()))
+    fn kept_value(&self, metric: Metric, split: Split) -> Option<f64> {
+        finite(self.kept_metrics().value(metric, split))
     }
-    fn final_train_acc(&self) -> Option<f64> {
-        self.metrics
-            .last()
-            .filter(|m| m.train_samples > 0)
-            .map(EpochMetrics::train_acc)
+}
+
+/// The epoch (0-based) with the best validation value of `metric` — the
+/// earliest of equals — among epochs that have one.
+pub fn best_epoch(metrics: &[EpochMetrics], metric: Metric) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (e, m) in metrics.iter().enumerate() {
+        let v = m.value(metric, Split::Validation);
+        if v.is_nan() {
+            continue;
+        }
+        let s = metric.signed(v);
+        if best.is_none_or(|(_, b)| s > b) {
+            best = Some((e, s));
+        }
     }
+    best.map(|(e, _)| e)
 }
 
 /// A short name of an architecture, e.g. `mlp[1000,500]`.
@@ -140,10 +168,21 @@ pub struct RunResults {
     /// Every partition: its trainer and where it was read from.
     #[serde(default)]
     pub partitions: Vec<PartitionRecord>,
+    /// The metric that ranks the models (accuracy in files older than
+    /// version 3).
+    #[serde(default = "accuracy")]
+    pub metric: Metric,
+    /// Which epoch's weights the model files hold.
+    #[serde(default)]
+    pub keep: Keep,
 }
 
 fn version_one() -> u32 {
     1
+}
+
+fn accuracy() -> Metric {
+    Metric::Accuracy
 }
 
 /// Where the data came from.
@@ -189,6 +228,43 @@ pub struct ModelRecord {
     pub val_loss: Vec<Option<f64>>,
     /// Validation accuracy per epoch.
     pub val_acc: Vec<Option<f64>>,
+    /// Binary: training AUC per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_auc: Vec<Option<f64>>,
+    /// Binary: validation AUC per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_auc: Vec<Option<f64>>,
+    /// Binary: training log loss per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_log_loss: Vec<Option<f64>>,
+    /// Binary: validation log loss per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_log_loss: Vec<Option<f64>>,
+    /// Regression: training RMSE per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_rmse: Vec<Option<f64>>,
+    /// Regression: validation RMSE per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_rmse: Vec<Option<f64>>,
+    /// Regression: training MAE per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_mae: Vec<Option<f64>>,
+    /// Regression: validation MAE per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_mae: Vec<Option<f64>>,
+    /// Regression: training R² per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_r2: Vec<Option<f64>>,
+    /// Regression: validation R² per epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_r2: Vec<Option<f64>>,
+    /// The epochs (counted from 1) whose weights the model file holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_epoch: Option<usize>,
+    /// The epoch (counted from 1) with the best validation value of the
+    /// run's metric, the earliest of equals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
     /// Training seconds per epoch.
     #[serde(default)]
     pub epoch_seconds: Vec<Option<f64>>,
@@ -214,28 +290,77 @@ fn last(v: &[Option<f64>]) -> Option<f64> {
 }
 
 impl ModelRecord {
-    /// The record of one model's result; `model_file` is where its state
-    /// was written, relative to the run directory.
-    pub fn new(m: &ModelResult, model_file: Option<String>) -> Self {
-        let per_epoch = |f: fn(&EpochMetrics) -> f64| -> Vec<Option<f64>> {
+    /// The record of one model's result in a run ranked by `metric`;
+    /// `model_file` is where its state was written, relative to the run
+    /// directory. Lists of metrics the model's task has not are empty.
+    pub fn new(m: &ModelResult, model_file: Option<String>, metric: Metric) -> Self {
+        let per_epoch = |f: &dyn Fn(&EpochMetrics) -> f64| -> Vec<Option<f64>> {
             m.metrics.iter().map(|e| finite(f(e))).collect()
         };
+        let task = m.config.task;
+        let series = |metric: Metric, split: Split| -> Vec<Option<f64>> {
+            if metric.applies_to(task) {
+                per_epoch(&|e: &EpochMetrics| e.value(metric, split))
+            } else {
+                Vec::new()
+            }
+        };
+        let (t, v) = (Split::Train, Split::Validation);
         Self {
             model_id: m.id,
             arch: arch_name(&m.config.arch),
             config: m.config.clone(),
-            train_loss: per_epoch(EpochMetrics::train_loss),
-            train_acc: per_epoch(EpochMetrics::train_acc),
-            val_loss: per_epoch(EpochMetrics::val_loss),
-            val_acc: per_epoch(EpochMetrics::val_acc),
-            epoch_seconds: per_epoch(|e| e.seconds),
-            wait_seconds: per_epoch(|e| e.wait_seconds),
+            train_loss: per_epoch(&EpochMetrics::train_loss),
+            train_acc: series(Metric::Accuracy, t),
+            val_loss: per_epoch(&EpochMetrics::val_loss),
+            val_acc: series(Metric::Accuracy, v),
+            train_auc: series(Metric::Auc, t),
+            val_auc: series(Metric::Auc, v),
+            train_log_loss: series(Metric::LogLoss, t),
+            val_log_loss: series(Metric::LogLoss, v),
+            train_rmse: series(Metric::Rmse, t),
+            val_rmse: series(Metric::Rmse, v),
+            train_mae: series(Metric::Mae, t),
+            val_mae: series(Metric::Mae, v),
+            train_r2: series(Metric::R2, t),
+            val_r2: series(Metric::R2, v),
+            kept_epoch: m.kept.map(|e| e + 1),
+            best_epoch: best_epoch(&m.metrics, metric).map(|e| e + 1),
+            epoch_seconds: per_epoch(&|e: &EpochMetrics| e.seconds),
+            wait_seconds: per_epoch(&|e: &EpochMetrics| e.wait_seconds),
             model_file,
             stopped_at: m.stop.map(|s| s.epochs),
             stop_reason: m.stop.map(|s| s.reason),
             stop: m.stop.map(|s| s.reason.to_string()),
         }
     }
+    /// The per-epoch values of `metric` over `split` (empty where the
+    /// model's task has no such metric).
+    pub fn series(&self, metric: Metric, split: Split) -> &[Option<f64>] {
+        let v = split == Split::Validation;
+        match metric {
+            Metric::Loss if v => &self.val_loss,
+            Metric::Loss => &self.train_loss,
+            Metric::Accuracy if v => &self.val_acc,
+            Metric::Accuracy => &self.train_acc,
+            Metric::Auc if v => &self.val_auc,
+            Metric::Auc => &self.train_auc,
+            Metric::LogLoss if v => &self.val_log_loss,
+            Metric::LogLoss => &self.train_log_loss,
+            Metric::Rmse if v => &self.val_rmse,
+            Metric::Rmse => &self.train_rmse,
+            Metric::Mae if v => &self.val_mae,
+            Metric::Mae => &self.train_mae,
+            Metric::R2 if v => &self.val_r2,
+            Metric::R2 => &self.train_r2,
+        }
+    }
+
+    /// `metric` over `split` after the last epoch.
+    pub fn last_value(&self, metric: Metric, split: Split) -> Option<f64> {
+        last(self.series(metric, split))
+    }
+
     /// Final training loss.
     pub fn train_loss(&self) -> Option<f64> {
         last(&self.train_loss)
@@ -266,18 +391,24 @@ impl Ranked for ModelRecord {
     fn model_id(&self) -> usize {
         self.model_id
     }
-    fn final_val_acc(&self) -> Option<f64> {
-        self.val_acc()
-    }
-    fn final_train_acc(&self) -> Option<f64> {
-        self.train_acc()
+    fn kept_value(&self, metric: Metric, split: Split) -> Option<f64> {
+        let series = self.series(metric, split);
+        match self.kept_epoch {
+            Some(e) => series
+                .get(e.wrapping_sub(1))
+                .copied()
+                .flatten()
+                .filter(|x| x.is_finite()),
+            None => last(series),
+        }
     }
 }
 
 impl RunResults {
-    /// Models best first (ties by id), as `mop train`'s leaderboard.
+    /// Models best first under the run's metric (ties by id), as `mop
+    /// train`'s leaderboard.
     pub fn leaderboard(&self) -> Vec<&ModelRecord> {
-        leaderboard(&self.models)
+        leaderboard(&self.models, self.metric)
     }
 
     /// The best model (the file's choice, else the leaderboard's first).
@@ -289,7 +420,7 @@ impl RunResults {
 
     /// Whether any model has validation metrics.
     pub fn has_validation(&self) -> bool {
-        self.models.iter().any(|m| m.val_acc().is_some())
+        self.models.iter().any(|m| m.val_loss().is_some())
     }
 
     /// Reads `results.json` at `path`; refuses a file of a newer format.
@@ -332,8 +463,10 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
     let models_dir = dir.join("models");
     std::fs::create_dir_all(&models_dir)?;
     let mut models = Vec::new();
+    let metric = config.metric();
     let mut csv = String::from(
-        "model_id,arch,optimizer,lr,l2,batch_size,epochs,train_loss,train_acc,val_loss,val_acc,seconds\n",
+        "model_id,arch,optimizer,lr,l2,batch_size,epochs,train_loss,train_acc,val_loss,val_acc,seconds,\
+         val_auc,val_log_loss,val_rmse,val_mae,val_r2,kept_epoch\n",
     );
     for m in &outcome.models {
         let file = match &m.state {
@@ -345,8 +478,23 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
             None => None,
         };
         let last = m.last();
+        let kept = m.kept_metrics();
+        let extra: Vec<String> = [
+            Metric::Auc,
+            Metric::LogLoss,
+            Metric::Rmse,
+            Metric::Mae,
+            Metric::R2,
+        ]
+        .into_iter()
+        .map(|x| match finite(kept.value(x, Split::Validation)) {
+            Some(v) if x.applies_to(m.config.task) => format!("{v:.6}"),
+            _ => String::new(),
+        })
+        .chain([m.kept.map(|e| (e + 1).to_string()).unwrap_or_default()])
+        .collect();
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
+            "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3},{}\n",
             m.id,
             arch_name(&m.config.arch).replace(',', ";"),
             serde_json::to_string(&m.config.optimizer)?
@@ -361,8 +509,9 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
             last.val_loss(),
             last.val_acc(),
             m.metrics.iter().map(|e| e.seconds).sum::<f64>(),
+            extra.join(","),
         ));
-        models.push(ModelRecord::new(m, file));
+        models.push(ModelRecord::new(m, file, metric));
     }
     let results = RunResults {
         format_version: FORMAT_VERSION,
@@ -381,9 +530,11 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
         seed: config.train.seed,
         trainers: outcome.trainers,
         seconds: outcome.seconds,
-        best_model: leaderboard(&outcome.models).first().map(|m| m.id),
+        best_model: leaderboard(&outcome.models, metric).first().map(|m| m.id),
         models,
         partitions: outcome.partitions.clone(),
+        metric,
+        keep: config.train.keep,
     };
     std::fs::write(dir.join(RESULTS_FILE), serde_json::to_vec_pretty(&results)?)?;
     std::fs::write(dir.join("results.csv"), csv)?;

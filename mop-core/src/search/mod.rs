@@ -26,7 +26,16 @@
 //! weights are byte-identical to training its configuration alone for the
 //! same epochs.
 //!
-//! A decision depends on validation accuracies and the seed only, never on
+//! - **Early stopping** (`[train] patience = N`, with any rule): every
+//!   epoch is a decision point; a model whose validation score has not
+//!   improved on its best for `N` epochs stops there
+//!   ([`Reason::Patience`]). Improvement is strict, so the best epoch is
+//!   the earliest of equals.
+//!
+//! Scores are the run's `[train] metric` signed so that higher is better
+//! ([`crate::metrics::Metric::signed`]): a loss of 0.3 is recorded as −0.3.
+//!
+//! A decision depends on validation scores and the seed only, never on
 //! timing, so a resumed or failure-ridden run takes the same decisions as a
 //! clean one; the pruner's state (scores and decisions) is part of the
 //! scheduler's checkpoint.
@@ -299,6 +308,14 @@ pub enum Reason {
         /// How many of them went on.
         keep: usize,
     },
+    /// Early stopping: its validation score had not improved on the best,
+    /// after epoch `best_epoch`, for `patience` epochs.
+    Patience {
+        /// The epoch (counted from 1) of its best score.
+        best_epoch: usize,
+        /// `[train] patience`.
+        patience: usize,
+    },
     /// Hyperband stopped it at the end of a round of its bracket.
     Round {
         /// The bracket's `s`.
@@ -336,6 +353,13 @@ impl fmt::Display for Reason {
                 f,
                 "stopped at rung {rung}: place {place} of {of}, the top {keep} went on"
             ),
+            Reason::Patience {
+                best_epoch,
+                patience,
+            } => write!(
+                f,
+                "stopped early: no improvement for {patience} epochs after its best, epoch {best_epoch}"
+            ),
             Reason::Round {
                 bracket,
                 round,
@@ -371,6 +395,8 @@ pub struct Pruner {
     fate: Vec<Option<Stop>>,
     /// Hyperband: per model, its bracket (an index into the schedule).
     bracket: Vec<usize>,
+    /// Early stopping: epochs without improvement before a model stops.
+    patience: Option<usize>,
 }
 
 /// What a checkpoint holds of a [`Pruner`].
@@ -382,6 +408,8 @@ struct PrunerState {
     scores: Vec<BTreeMap<usize, f64>>,
     until: Vec<usize>,
     fate: Vec<Option<Stop>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patience: Option<usize>,
 }
 
 impl From<Pruner> for PrunerState {
@@ -393,6 +421,7 @@ impl From<Pruner> for PrunerState {
             scores: p.scores,
             until: p.until,
             fate: p.fate,
+            patience: p.patience,
         }
     }
 }
@@ -402,7 +431,7 @@ impl TryFrom<PrunerState> for Pruner {
 
     fn try_from(s: PrunerState) -> Result<Self> {
         let models = s.order.len();
-        let mut p = Pruner::new(s.rule, s.epochs, s.order)?;
+        let mut p = Pruner::new(s.rule, s.epochs, s.order)?.with_patience(s.patience);
         let corrupt = |m: &str| Error::Schedule(format!("corrupt checkpoint: search {m}"));
         if s.scores.len() != models || s.until.len() != models || s.fate.len() != models {
             return Err(corrupt("state is not one entry a model"));
@@ -445,6 +474,7 @@ impl Pruner {
             until: vec![epochs; models],
             fate: vec![None; models],
             bracket: Vec::new(),
+            patience: None,
         };
         match p.rule.clone() {
             Rule::Full => {
@@ -454,6 +484,24 @@ impl Pruner {
             Rule::Hyperband(h) => h.start(&mut p)?,
         }
         Ok(p)
+    }
+
+    /// The same search, with early stopping after `patience` epochs
+    /// without improvement (none: without).
+    pub fn with_patience(mut self, patience: Option<usize>) -> Self {
+        self.patience = patience.filter(|&p| p > 0);
+        self
+    }
+
+    /// Early stopping's patience, if any.
+    pub fn patience(&self) -> Option<usize> {
+        self.patience
+    }
+
+    /// Whether `model` was stopped before its budget (by the rule or by
+    /// early stopping).
+    fn stopped(&self, model: usize) -> bool {
+        self.fate[model].is_some_and(|f| f.reason != Reason::Finished)
     }
 
     fn finished(&self, epochs: usize) -> Stop {
@@ -476,7 +524,13 @@ impl Pruner {
     /// Epochs `model` may complete before its next decision (its whole
     /// budget once [`fate`](Self::fate) is known).
     pub fn limit(&self, model: usize) -> usize {
-        self.until[model]
+        let until = self.until[model];
+        if self.patience.is_none() || self.stopped(model) {
+            return until;
+        }
+        // Early stopping decides after every epoch: one past the last score.
+        let scored = self.scores[model].keys().next_back().copied().unwrap_or(0);
+        until.min(scored + 1)
     }
 
     /// The final budget of `model`, once decided.
@@ -487,7 +541,12 @@ impl Pruner {
     /// Whether `model`, having completed `completed` epochs, waits for a
     /// decision (that is, for its score after them).
     pub fn waits(&self, model: usize, completed: usize) -> bool {
-        self.fate[model].is_none() && completed == self.until[model]
+        let rule = self.fate[model].is_none() && completed == self.until[model];
+        let patience = self.patience.is_some()
+            && !self.stopped(model)
+            && completed < self.until[model]
+            && completed == self.limit(model);
+        rule || patience
     }
 
     /// Records `model`'s score after `completed` epochs (higher is better;
@@ -504,19 +563,47 @@ impl Pruner {
         if score.is_nan() {
             return Err(Error::Schedule(format!(
                 "model {model} has no validation score after {completed} epochs: \
-                 the search ranks models by validation accuracy"
+                 the search ranks models by their validation metric"
             )));
         }
+        let before: Vec<usize> = (0..self.until.len()).map(|m| self.limit(m)).collect();
         self.scores[model].insert(completed, score);
-        let before = self.until.clone();
+        if let Some(patience) = self.patience {
+            self.stop_if_stale(model, completed, patience);
+        }
         match self.rule.clone() {
             Rule::Full => {}
             Rule::Asha(a) => a.decide(self),
             Rule::Hyperband(h) => h.decide(self),
         }
         Ok((0..self.until.len())
-            .filter(|&m| self.until[m] > before[m])
+            .filter(|&m| self.limit(m) > before[m])
             .collect())
+    }
+
+    /// Early stopping: stops `model` after `completed` epochs if its best
+    /// score (the earliest of equals) is `patience` or more epochs old.
+    fn stop_if_stale(&mut self, model: usize, completed: usize, patience: usize) {
+        if self.stopped(model) || (completed >= self.until[model] && self.fate[model].is_some()) {
+            return;
+        }
+        let mut best: Option<(usize, f64)> = None;
+        for (&e, &s) in &self.scores[model] {
+            if best.is_none_or(|(_, b)| s > b) {
+                best = Some((e, s));
+            }
+        }
+        let Some((best_epoch, _)) = best else { return };
+        if completed - best_epoch >= patience {
+            self.until[model] = completed;
+            self.fate[model] = Some(Stop {
+                epochs: completed,
+                reason: Reason::Patience {
+                    best_epoch,
+                    patience,
+                },
+            });
+        }
     }
 
     /// `model`'s score after `epochs` epochs, if it was a decision point.
@@ -547,5 +634,88 @@ impl Pruner {
                 .map(|b| b.rounds[..b.rounds.len() - 1].to_vec())
                 .unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{Policy, Scheduler};
+
+    #[test]
+    fn patience_stops_a_model_whose_score_stalls_and_ties_do_not_improve() {
+        let mut p = Pruner::new(Rule::Full, 10, vec![0, 1])
+            .unwrap()
+            .with_patience(Some(2));
+        // Every epoch is a decision point: limits move one epoch at a time.
+        assert_eq!((p.limit(0), p.limit(1)), (1, 1));
+        assert!(p.waits(0, 1));
+        assert_eq!(p.record(0, 1, -0.5).unwrap(), vec![0]);
+        assert_eq!(p.limit(0), 2);
+        assert_eq!(p.record(0, 2, -0.4).unwrap(), vec![0]); // better
+        assert_eq!(p.record(0, 3, -0.4).unwrap(), vec![0]); // a tie is no improvement
+        assert!(p.record(0, 4, -0.45).unwrap().is_empty()); // two epochs after epoch 2
+        assert_eq!(
+            p.fate(0),
+            Some(Stop {
+                epochs: 4,
+                reason: Reason::Patience {
+                    best_epoch: 2,
+                    patience: 2
+                }
+            })
+        );
+        assert_eq!(p.limit(0), 4);
+        assert!(!p.waits(0, 4));
+        // Model 1 improves every epoch and trains its budget.
+        for e in 1..10 {
+            assert_eq!(p.record(1, e, e as f64).unwrap(), vec![1]);
+        }
+        assert_eq!(p.limit(1), 10);
+        assert_eq!(p.fate(1).unwrap().reason, Reason::Finished);
+        // The decision and the scores survive a checkpoint.
+        let back: Pruner = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.patience(), Some(2));
+    }
+
+    #[test]
+    fn a_model_stopped_early_below_a_rung_does_not_hold_asha_up() {
+        let rule = Rule::Asha(asha::Asha {
+            min_epochs: 3,
+            eta: 3,
+            max_epochs: 9,
+        });
+        let mut p = Pruner::new(rule, 9, vec![0, 1])
+            .unwrap()
+            .with_patience(Some(1));
+        p.record(0, 1, 0.5).unwrap();
+        p.record(0, 2, 0.4).unwrap(); // stops model 0 at epoch 2, below the rung
+        assert_eq!(p.fate(0).unwrap().epochs, 2);
+        p.record(1, 1, 0.1).unwrap();
+        p.record(1, 2, 0.2).unwrap();
+        // Model 1 reaches rung 3 and, the only one there, goes on.
+        assert_eq!(p.record(1, 3, 0.3).unwrap(), vec![1]);
+        assert_eq!(p.limit(1), 4);
+    }
+
+    #[test]
+    fn the_scheduler_holds_a_patient_model_until_its_score_arrives() {
+        let mut s = Scheduler::with_stopping(1, 1, 5, 0, Policy::Reproducible, Rule::Full, Some(1))
+            .unwrap();
+        let u = s.next_unit(0).unwrap();
+        s.complete(u).unwrap();
+        assert!(s.waits_for_score(0));
+        assert!(s.next_unit(0).is_none());
+        s.record_score(0, 0, 0.5).unwrap();
+        let u = s.next_unit(0).unwrap();
+        assert_eq!(u.epoch, 1);
+        s.complete(u).unwrap();
+        s.record_score(0, 1, 0.4).unwrap();
+        assert!(s.is_done(), "stopped after epoch 2: {:?}", s.progress());
+        assert_eq!(s.fate(0).unwrap().unwrap().epochs, 2);
+        assert!(
+            Scheduler::with_stopping(1, 1, 5, 0, Policy::Cerebro, Rule::Full, Some(1)).is_err()
+        );
     }
 }

@@ -16,7 +16,7 @@
 //! `lr` (or `learning_rate`), `l2` (or `weight_decay`), `momentum`; and
 //! `batch_size`. Epochs come from `[train]` and `[search]`, not the table.
 
-use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind};
+use crate::config::{Arch, InputSpec, ModelConfig, OptimizerKind, Task};
 use crate::error::{Error, Result};
 
 /// The columns a model-selection table must have.
@@ -58,8 +58,8 @@ pub fn ordered(mut rows: Vec<Row>) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The configuration of one row, with the grid's input and classes.
-pub fn config(row: &Row, input: &InputSpec, classes: usize) -> Result<ModelConfig> {
+/// The configuration of one row, with the grid's input, classes and task.
+pub fn config(row: &Row, input: &InputSpec, classes: usize, task: Task) -> Result<ModelConfig> {
     let bad = |m: String| Error::Config(format!("mst_key {}: {m}", row.key));
     let arch: Arch = serde_json::from_str(&row.arch).map_err(|e| {
         bad(format!(
@@ -143,6 +143,7 @@ pub fn config(row: &Row, input: &InputSpec, classes: usize) -> Result<ModelConfi
         batch_size: batch_size.ok_or_else(|| bad("fit_params needs batch_size=…".into()))?,
         input: input.clone(),
         classes,
+        task,
     };
     c.validate().map_err(|e| match e {
         Error::Config(m) => bad(m),
@@ -208,6 +209,7 @@ mod tests {
             ),
             &input,
             2,
+            Task::Multiclass,
         )
         .unwrap();
         assert_eq!(c.optimizer, OptimizerKind::Sgd { momentum: 0.9 });
@@ -220,6 +222,7 @@ mod tests {
             ),
             &input,
             2,
+            Task::Multiclass,
         )
         .unwrap();
         assert_eq!(
@@ -254,7 +257,7 @@ mod tests {
             ("{\"kind\": \"log_reg\"}", "lr=0.1", "", "batch_size"),
             ("{\"kind\": \"log_reg\"}", "lr=-1", "batch_size=8", "lr"),
         ] {
-            match config(&row(arch, compile, fit), &input, 2) {
+            match config(&row(arch, compile, fit), &input, 2, Task::Multiclass) {
                 Err(Error::Config(m)) => {
                     assert!(
                         m.contains(needle) && m.contains("mst_key 1"),
