@@ -12,6 +12,7 @@
 
 pub mod auth;
 mod error;
+mod metrics;
 mod model_config;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@
 use mop_core::config as core;
 use mop_core::{Error, Result};
 
-use crate::{arch, input_spec, optimizer, Arch, InputSpec, ModelConfig, Optimizer};
+use crate::{arch, input_spec, optimizer, Arch, InputSpec, ModelConfig, Optimizer, Task};
 
 impl From<&core::ModelConfig> for ModelConfig {
     fn from(c: &core::ModelConfig) -> Self {
@@ -27,6 +27,17 @@ impl From<&core::ModelConfig> for ModelConfig {
             batch_size: wide(c.batch_size),
             input: Some(InputSpec::from(&c.input)),
             classes: wide(c.classes),
+            task: Task::from(c.task) as i32,
+        }
+    }
+}
+
+impl From<core::Task> for Task {
+    fn from(t: core::Task) -> Self {
+        match t {
+            core::Task::Binary => Task::Binary,
+            core::Task::Multiclass => Task::Multiclass,
+            core::Task::Regression => Task::Regression,
         }
     }
 }
@@ -129,6 +140,12 @@ impl TryFrom<ModelConfig> for core::ModelConfig {
             batch_size: narrow("batch_size", m.batch_size)?,
             input,
             classes: narrow("classes", m.classes)?,
+            task: match Task::try_from(m.task) {
+                Ok(Task::Binary) => core::Task::Binary,
+                Ok(Task::Multiclass) => core::Task::Multiclass,
+                Ok(Task::Regression) => core::Task::Regression,
+                Ok(Task::Unspecified) | Err(_) => required::<core::Task>("task", None)?,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -266,6 +283,34 @@ mod tests {
             Err(Error::Config(msg)) => msg,
             other => panic!("expected a configuration error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_task_crosses_the_wire_and_an_unset_one_is_refused() {
+        for task in [
+            core::Task::Binary,
+            core::Task::Multiclass,
+            core::Task::Regression,
+        ] {
+            let c = core::ModelConfig {
+                task,
+                ..core::ModelConfig::conf_a(1e-3, 0.0, 32, false)
+            };
+            let wire = ModelConfig::from(&c);
+            let decoded = <ModelConfig as prost::Message>::decode(
+                prost::Message::encode_to_vec(&wire).as_slice(),
+            )
+            .unwrap();
+            assert_eq!(core::ModelConfig::try_from(decoded).unwrap(), c);
+        }
+        let ok = ModelConfig::from(&core::ModelConfig::conf_a(1e-3, 0.0, 32, false));
+        let msg = refusal(ModelConfig {
+            task: Task::Unspecified as i32,
+            ..ok.clone()
+        });
+        assert!(msg.contains("`task` is missing"), "{msg}");
+        let msg = refusal(ModelConfig { task: 99, ..ok });
+        assert!(msg.contains("`task` is missing"), "{msg}");
     }
 
     #[test]
