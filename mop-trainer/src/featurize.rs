@@ -42,7 +42,7 @@ use arrow_schema::DataType;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use mop_core::config::{InputSpec, ModelConfig, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
+use mop_core::config::{InputSpec, ModelConfig, Task, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
 
 /// Default name of the label column.
 pub const DEFAULT_LABEL_COLUMN: &str = "label";
@@ -59,7 +59,8 @@ const IGNORED_COLUMNS: &[&str] = &["id"];
 pub struct Featurized {
     /// Features, first dimension = rows.
     pub x: Tensor,
-    /// Class labels in `0..classes`.
+    /// Labels: class indices in `0..classes` (`i64`, multiclass), 0/1
+    /// (`f32`, binary) or values (`f32`, regression).
     pub y: Tensor,
 }
 
@@ -176,6 +177,7 @@ pub fn categorical_slot(value: Option<&[u8]>) -> i64 {
 pub struct Featurizer {
     input: InputSpec,
     classes: usize,
+    task: Task,
     label: String,
     pixels: String,
 }
@@ -186,6 +188,7 @@ impl Featurizer {
         Featurizer {
             input: config.input.clone(),
             classes: config.classes,
+            task: config.task,
             label: DEFAULT_LABEL_COLUMN.into(),
             pixels: DEFAULT_PIXELS_COLUMN.into(),
         }
@@ -248,6 +251,9 @@ impl Featurizer {
 
     fn labels(&self, batch: &RecordBatch) -> Result<Tensor> {
         let column = self.column(batch, &self.label)?;
+        if self.task != Task::Multiclass {
+            return self.float_labels(column);
+        }
         if !column.data_type().is_integer() {
             return Err(Error::Data(format!(
                 "label column {:?} must be an integer type, got {}",
@@ -270,6 +276,42 @@ impl Featurizer {
                 "label {bad} in column {:?} is outside 0..{classes}",
                 self.label
             )));
+        }
+        Ok(Tensor::f_from_slice(values)?)
+    }
+
+    /// Labels of a binary task (0/1 from an integer or boolean column) or
+    /// of a regression (any numeric column), as `f32`.
+    fn float_labels(&self, column: &ArrayRef) -> Result<Tensor> {
+        let (task, label) = (self.task.name(), &self.label);
+        if column.null_count() > 0 {
+            return Err(Error::Data(format!(
+                "label column {label:?} has {} NULLs; filter them out in the query",
+                column.null_count()
+            )));
+        }
+        let t = column.data_type();
+        let fits = match self.task {
+            Task::Binary => t.is_integer() || *t == DataType::Boolean,
+            _ => t.is_numeric() || *t == DataType::Boolean,
+        };
+        if !fits {
+            let want = match self.task {
+                Task::Binary => "an integer or boolean type (labels 0 and 1)",
+                _ => "a numeric type",
+            };
+            return Err(Error::Data(format!(
+                "label column {label:?} must be {want} for task = \"{task}\", got {t}"
+            )));
+        }
+        let values = arrow_cast::cast(column, &DataType::Float32)?;
+        let values = values.as_primitive::<Float32Type>().values();
+        if self.task == Task::Binary {
+            if let Some(bad) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
+                return Err(Error::Data(format!(
+                    "label {bad} in column {label:?} is neither 0 nor 1 (task = \"binary\")"
+                )));
+            }
         }
         Ok(Tensor::f_from_slice(values)?)
     }
@@ -619,6 +661,7 @@ mod tests {
                 width: 3,
             },
             classes: 10,
+            task: Task::Multiclass,
         }
     }
 

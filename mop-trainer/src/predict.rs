@@ -13,8 +13,10 @@
 //! Predictions of the rows read from segment *i* go back to segment *i*
 //! (one `DoPut`, one transaction per segment), keyed by the input's key
 //! column: `(<key>, predicted int4, probability float8)`, where
-//! `probability` is the probability of class 1 for a two-class model and
-//! the winning class's probability otherwise. Nothing is collected: rows
+//! `probability` is the probability of class 1 for a two-class or binary
+//! model (a binary model's sigmoid of its logit; `predicted` is 1 where the
+//! logit is above 0) and the winning class's probability otherwise; a
+//! regression model writes `(<key>, predicted float8)`. Nothing is collected: rows
 //! flow from the database through the model and back batch by batch.
 
 use std::collections::BTreeMap;
@@ -38,7 +40,7 @@ use crate::model::Model;
 use flight_client::plan::plan_query;
 use flight_client::read::spawn_reader;
 use flight_client::FlightSlice;
-use mop_core::config::ModelConfig;
+use mop_core::config::{ModelConfig, Task};
 use mop_core::run_dir::results::{RunResults, RESULTS_FILE};
 
 /// Rows per forward pass (bounds the memory of dense or image inputs).
@@ -194,11 +196,17 @@ pub async fn predict(args: &PredictArgs) -> Result<(usize, Vec<SegmentScore>)> {
                 schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
             ))
         })?;
-        let out_schema = Arc::new(Schema::new(vec![
-            Field::new(key.name(), key.data_type().clone(), true),
-            Field::new("predicted", DataType::Int32, false),
-            Field::new("probability", DataType::Float64, false),
-        ]));
+        let out_schema = Arc::new(Schema::new(match model.config().task {
+            Task::Regression => vec![
+                Field::new(key.name(), key.data_type().clone(), true),
+                Field::new("predicted", DataType::Float64, false),
+            ],
+            Task::Binary | Task::Multiclass => vec![
+                Field::new(key.name(), key.data_type().clone(), true),
+                Field::new("predicted", DataType::Int32, false),
+                Field::new("probability", DataType::Float64, false),
+            ],
+        }));
         // One upload per segment, however many endpoints it was split into;
         // where every segment sees the same tables (Greenplum), one upload
         // of every segment's predictions into the one table.
@@ -364,13 +372,30 @@ fn score_batch(
     let _no_grad = tch::no_grad_guard();
     let n = features.len();
     let (mut predicted, mut probability) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let task = model.config().task;
     let mut start = 0;
     while start < n {
         let len = FORWARD_ROWS.min(n - start);
         let part = features.slice(start, len)?.to_device(model.device());
-        let probs = model
-            .forward_t(&part.x, false)?
-            .f_softmax(-1, Kind::Double)?;
+        let out = model.forward_t(&part.x, false)?;
+        if task != Task::Multiclass {
+            // One output: a binary model's logit, a regression's value.
+            let out = out
+                .f_reshape([-1])?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)?
+                .f_contiguous()?;
+            let values = Vec::<f64>::try_from(&out)?;
+            if task == Task::Binary {
+                predicted.extend(values.iter().map(|&l| i32::from(l > 0.0)));
+                probability.extend(values.iter().map(|&l| 1.0 / (1.0 + (-l).exp())));
+            } else {
+                probability.extend(values);
+            }
+            start += len;
+            continue;
+        }
+        let probs = out.f_softmax(-1, Kind::Double)?;
         let (top, class) = probs.f_max_dim(-1, false)?;
         let p = if model.config().classes == 2 {
             probs.f_select(1, 1)?
@@ -383,11 +408,14 @@ fn score_batch(
         predicted.extend(Vec::<i64>::try_from(&class)?.into_iter().map(|c| c as i32));
         start += len;
     }
-    let columns: Vec<ArrayRef> = vec![
-        keys,
-        Arc::new(Int32Array::from(predicted)),
-        Arc::new(Float64Array::from(probability)),
-    ];
+    let columns: Vec<ArrayRef> = match task {
+        Task::Regression => vec![keys, Arc::new(Float64Array::from(probability))],
+        Task::Binary | Task::Multiclass => vec![
+            keys,
+            Arc::new(Int32Array::from(predicted)),
+            Arc::new(Float64Array::from(probability)),
+        ],
+    };
     Ok(RecordBatch::try_new(out_schema.clone(), columns)?)
 }
 

@@ -246,6 +246,8 @@ impl Trainer for TrainerService {
                     samples: metrics.samples,
                     loss_sum: metrics.loss_sum,
                     correct: metrics.correct,
+                    scores: metrics.stats.scores.as_ref().map(Into::into),
+                    regression: metrics.stats.regression.map(Into::into),
                     seconds: metrics.seconds,
                     wait_seconds: metrics.wait_seconds,
                     bytes_read: read.load(Ordering::Relaxed),
@@ -303,8 +305,10 @@ impl Trainer for TrainerService {
             let m = evaluate(&model, featurized_iter(batches, featurizer))?;
             Ok(EvaluateResponse {
                 samples: m.samples,
-                loss_sum: m.loss * m.samples as f64,
-                correct: (m.accuracy * m.samples as f64).round() as u64,
+                loss_sum: m.loss_sum,
+                correct: m.correct,
+                scores: m.stats.scores.as_ref().map(Into::into),
+                regression: m.stats.regression.map(Into::into),
             })
         })
         .await

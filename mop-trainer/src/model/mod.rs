@@ -77,7 +77,7 @@ impl Model {
                 &mut init,
                 input.dims(),
                 hidden,
-                config.classes,
+                config.outputs(),
                 input.is_sparse(),
                 lazy,
             )?),
@@ -86,7 +86,7 @@ impl Model {
                 &mut init,
                 input.dims(),
                 &[],
-                config.classes,
+                config.outputs(),
                 input.is_sparse(),
                 lazy,
             )?),
@@ -101,10 +101,10 @@ impl Model {
                 &root,
                 &mut init,
                 [channels, height, width],
-                config.classes,
+                config.outputs(),
             )?),
             (Arch::ResNet18, &InputSpec::Image { channels, .. }) => Net::ResNet18(
-                resnet::ResNet18::new(&root, &mut init, channels, config.classes)?,
+                resnet::ResNet18::new(&root, &mut init, channels, config.outputs())?,
             ),
             (arch, input) => {
                 return Err(Error::Config(format!(
@@ -139,7 +139,8 @@ impl Model {
             .sum()
     }
 
-    /// Class logits `[n, classes]` for a batch of features as produced by
+    /// Outputs `[n, outputs]` (class logits `[n, classes]` for multiclass,
+    /// see `ModelConfig::outputs`) for a batch of features as produced by
     /// [`crate::featurize::Featurizer`] (already on [`Model::device`]).
     /// `train` selects training behaviour (batch statistics in batch norm).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

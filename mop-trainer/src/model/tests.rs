@@ -62,6 +62,7 @@ fn criteo_config(arch: Arch, optimizer: OptimizerKind, sparse: bool) -> ModelCon
         batch_size: 16,
         input: InputSpec::criteo(sparse),
         classes: 2,
+        task: mop_core::config::Task::Multiclass,
     }
 }
 
@@ -317,6 +318,7 @@ fn image_config(arch: Arch) -> ModelConfig {
             width: 8,
         },
         classes: 10,
+        task: mop_core::config::Task::Multiclass,
     }
 }
 
