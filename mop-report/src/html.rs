@@ -11,7 +11,9 @@
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::charts::{self, color, curve_svg, gantt_svg, hex, Bar, Rgb, Series};
-use mop_core::run_dir::results::ModelRecord;
+use mop_core::metrics::Metric;
+use mop_core::run_dir::checkpoint::Split;
+use mop_core::run_dir::results::{ModelRecord, Ranked};
 
 use super::{optimizer_name, short_number, RunFiles};
 use crate::error::Result;
@@ -133,7 +135,7 @@ pub fn render(run: &RunFiles) -> Result<String> {
                     (format_args!("{:.1}", r.seconds)) " s — " code { (dir) }
                 }
                 (summary(r))
-                (leaderboard(&board, best))
+                (leaderboard(&board, best, r.metric))
                 (grid(r))
                 (search(r, &run.timeline))
                 (curves)
@@ -161,30 +163,46 @@ fn summary(r: &super::RunResults) -> Markup {
             dt { "flight-server" } dd { code { (r.source.flight) } }
             dt { "seed" } dd { (r.seed) }
             dt { "wall time" } dd { (format_args!("{:.1}", r.seconds)) " s" }
+            dt { "ranked by" }
+            dd {
+                (r.metric)
+                @if r.metric.higher_is_better() { " (higher is better)" } @else { " (lower is better)" }
+                ", the model files hold the " (match r.keep {
+                    mop_core::run_config::Keep::Last => "last epoch's weights",
+                    mop_core::run_config::Keep::Best => "best epoch's weights",
+                })
+            }
             @if let Some(m) = r.best() {
                 dt { "best model" }
                 dd {
                     (swatch(color(m.model_id))) " model " (m.model_id) " (" (short_config(m)) "): "
-                    @if m.val_acc().is_some() {
-                        "validation accuracy"
-                    } @else {
-                        "training accuracy"
+                    @match m.kept_value(r.metric, Split::Validation) {
+                        Some(v) => { "validation " (r.metric) " " (num(Some(v), 4)) }
+                        None => {
+                            "training " (r.metric) " "
+                            (num(m.kept_value(r.metric, Split::Train), 4))
+                        }
                     }
-                    " " (num(m.val_acc().or(m.train_acc()), 4))
+                    @if let Some(e) = m.kept_epoch { " (epoch " (e) ")" }
                 }
             }
         }
     }
 }
 
-fn leaderboard(board: &[&ModelRecord], best: Option<usize>) -> Markup {
+fn leaderboard(board: &[&ModelRecord], best: Option<usize>, metric: Metric) -> Markup {
+    // The ranking metric gets a column of its own unless it has one.
+    let extra = !matches!(metric, Metric::Loss | Metric::Accuracy);
     html! {
         h2 { "Leaderboard" }
         table {
             tr {
                 th { "rank" } th { "model" } th.l { "arch" } th.l { "optimizer" } th { "lr" }
                 th { "l2" } th { "batch" } th { "epochs" } th { "train loss" } th { "train acc" }
-                th { "val loss" } th { "val acc" } th { "train s" } th.l { "model file" }
+                th { "val loss" } th { "val acc" }
+                @if extra { th { "val " (metric) } }
+                th { "kept epoch" }
+                th { "train s" } th.l { "model file" }
             }
             @for (rank, m) in board.iter().enumerate() {
                 tr class=[(Some(m.model_id) == best).then_some("best")] {
@@ -200,6 +218,8 @@ fn leaderboard(board: &[&ModelRecord], best: Option<usize>) -> Markup {
                     td { (num(m.train_acc(), 4)) }
                     td { (num(m.val_loss(), 4)) }
                     td { (num(m.val_acc(), 4)) }
+                    @if extra { td { (num(m.kept_value(metric, Split::Validation), 4)) } }
+                    td { (m.kept_epoch.unwrap_or(m.epochs())) }
                     td { (format_args!("{:.1}", m.seconds())) }
                     td.l {
                         @match &m.model_file {
@@ -286,7 +306,17 @@ fn curves(run: &RunFiles, best: Option<usize>) -> Result<Markup> {
     if r.has_validation() {
         wanted.insert(1, ("validation loss", "loss", |m| &m.val_loss, false));
         wanted.push(("validation accuracy", "accuracy", |m| &m.val_acc, true));
+        // The metrics of the run's task (`unit`: drawn on [0, 1]).
+        let task: [(&str, &str, Pick, bool); 4] = [
+            ("validation AUC", "AUC", |m| &m.val_auc, true),
+            ("validation RMSE", "RMSE", |m| &m.val_rmse, false),
+            ("validation MAE", "MAE", |m| &m.val_mae, false),
+            ("validation R²", "R²", |m| &m.val_r2, false),
+        ];
+        wanted.extend(task);
     }
+    // A metric the task has not (accuracy of a regression) draws nothing.
+    wanted.retain(|(_, _, pick, _)| r.models.iter().any(|m| !pick(m).is_empty()));
     let charts = wanted
         .into_iter()
         .map(|(title, y, pick, unit)| {

@@ -234,3 +234,52 @@ fn hostile_names_and_sources_come_out_escaped() {
     assert!(html.contains(&format!("<a href=\"{escaped}\">{escaped}</a>")));
     assert!(html.matches(escaped).count() >= 2 + 3 * n + fixture::TRAINERS * 3);
 }
+
+#[test]
+fn a_binary_run_ranked_by_auc_shows_its_auc_and_kept_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), true);
+    let mut run = load(dir.path()).unwrap();
+    run.results.metric = mop_core::metrics::Metric::Auc;
+    run.results.keep = mop_core::run_config::Keep::Best;
+    for m in &mut run.results.models {
+        // Model 2 has the best AUC, at its second epoch.
+        let top = if m.model_id == 2 { 0.91 } else { 0.7 };
+        m.val_auc = vec![Some(0.6), Some(top), Some(0.65)];
+        m.kept_epoch = Some(2);
+    }
+    assert_eq!(
+        run.results.best().map(|m| m.model_id),
+        Some(1),
+        "best_model as written"
+    );
+    run.results.best_model = None;
+    assert_eq!(run.results.leaderboard()[0].model_id, 2);
+    let html = render(&run).unwrap();
+    assert!(
+        html.contains("id=\"curve-validation-AUC\"><svg"),
+        "an AUC chart"
+    );
+    assert!(
+        !html.contains("curve-validation-RMSE"),
+        "no regression chart"
+    );
+    let board = html
+        .split("<h2>Leaderboard</h2>")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert!(board.contains("<th>val auc</th>") && board.contains("<th>kept epoch</th>"));
+    let first_row = board.split("<tr").nth(2).unwrap();
+    assert!(
+        first_row.contains("</span> 2</td>") && first_row.contains("0.9100"),
+        "{first_row}"
+    );
+    assert!(
+        html.contains("validation auc 0.9100 (epoch 2)"),
+        "the summary names it"
+    );
+    assert!(html.contains("auc (higher is better), the model files hold the best epoch"));
+}

@@ -12,7 +12,7 @@
 //!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, state) on trainer w
 //!        ◄─ state', metrics ─► Scheduler::complete ─► checkpoint
 //!        model finished an epoch ─► Evaluate on every trainer's validation rows
-//!        ◄─ accuracy ─► Scheduler::record_score (a search may stop the model)
+//!        ◄─ metrics ─► Scheduler::record_score (a search may stop the model)
 //!  end: model files, results.json/csv, result tables in the database
 //! ```
 //!
@@ -22,6 +22,16 @@
 //! epoch returns; the scheduler's search then lets it go on or stops it.
 //! The decision travels in the checkpoint with the scores it came from, so
 //! `--resume` neither repeats nor changes it.
+//!
+//! # Metrics
+//! Trainers return each pass's sufficient statistics (loss sum, rows right,
+//! a binary task's score counts, a regression's sums); the runner merges
+//! them over the partitions of an epoch before it computes any metric
+//! (`mop_core::metrics`), so every metric is over all rows. Scores go to
+//! the search as `[train] metric` signed higher-is-better. With `[train]
+//! keep = "best"` the runner holds, per model, the state of its best
+//! validated epoch (the earliest of equals, whatever order the passes end
+//! in), checkpointed beside the others.
 //!
 //! # Failures
 //! A unit whose trainer fails is requeued: it runs again from the model's
@@ -51,9 +61,10 @@ use crate::progress::{ProgressMode, Reporter};
 use crate::trainers;
 use crate::trainers::{Client, LocalTrainer};
 use hopper_proto::auth::TrainerKey;
-use mop_core::run_config::{Cache, RunConfig};
+use mop_core::metrics::{Metric, RegressionSums, ScoreCounts};
+use mop_core::run_config::{Cache, Keep, RunConfig};
 use mop_core::run_dir::checkpoint::{
-    Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, UnitRecord,
+    BestRecord, Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, Split, UnitRecord,
 };
 use mop_core::run_dir::partitions::PartitionRecord;
 use mop_core::run_dir::results;
@@ -96,8 +107,39 @@ enum Done {
     },
     Eval {
         eval: PendingEval,
-        result: Result<(u64, f64, u64)>,
+        result: Result<EvalTotals>,
     },
+}
+
+/// A validation pass's statistics, merged over every trainer's rows.
+#[derive(Default)]
+struct EvalTotals {
+    samples: u64,
+    loss_sum: f64,
+    correct: u64,
+    scores: Option<ScoreCounts>,
+    regression: Option<RegressionSums>,
+}
+
+/// Adds a pass's optional statistics into a running total.
+fn merge_stats(
+    scores: &mut Option<ScoreCounts>,
+    regression: &mut Option<RegressionSums>,
+    more_scores: Option<hopper_proto::ScoreCounts>,
+    more_regression: Option<hopper_proto::RegressionSums>,
+) -> mop_core::Result<()> {
+    if let Some(more) = more_scores {
+        let more = ScoreCounts::try_from(more)?;
+        *scores = Some(match scores.take() {
+            Some(s) => s.merge(&more),
+            None => more,
+        });
+    }
+    if let Some(more) = more_regression {
+        let more = RegressionSums::from(more);
+        *regression = Some(regression.map_or(more, |r| r.merge(&more)));
+    }
+    Ok(())
 }
 
 /// A validation pass of one model after one epoch, with the state it ended
@@ -231,6 +273,18 @@ fn fingerprint(config: &RunConfig, models: &[mop_core::config::ModelConfig]) -> 
         serde_json::to_string(&(base, &config.search, table))
     }
     .unwrap_or_default();
+    // What ranks, keeps and stops models changes the results; runs that
+    // set none of it keep their old fingerprint.
+    let t = &config.train;
+    let text = if t.metric.is_none() && t.keep == Keep::Last && t.patience.is_none() {
+        text
+    } else {
+        let ranking = (t.metric, t.keep, t.patience);
+        format!(
+            "{text}{}",
+            serde_json::to_string(&ranking).unwrap_or_default()
+        )
+    };
     // FNV-1a: stable across builds and platforms.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in text.bytes() {
@@ -300,6 +354,9 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
 
     // Resume or start fresh.
     let existing = ckdir.load()?;
+    let metric = config.metric();
+    let keep_best = config.train.keep == Keep::Best;
+    let mut best: Vec<Option<(usize, Arc<Vec<u8>>)>> = vec![None; models.len()];
     let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
         match (opts.resume, existing) {
             (true, Some(c)) => {
@@ -323,6 +380,11 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                         None => None,
                     });
                 }
+                for (m, b) in c.best.iter().enumerate().take(models.len()) {
+                    if let Some(b) = b {
+                        best[m] = Some((b.epoch, Arc::new(ckdir.read_state(&b.state)?)));
+                    }
+                }
                 (
                     c.scheduler,
                     states,
@@ -341,13 +403,14 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 )))
             }
             (_, None) => {
-                let s = Scheduler::with_search(
+                let s = Scheduler::with_stopping(
                     models.len(),
                     w,
                     config.epochs(),
                     config.train.seed,
                     Policy::Reproducible,
                     config.rule()?,
+                    config.train.patience,
                 )?;
                 (
                     s,
@@ -536,6 +599,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 &metrics,
                 &timeline,
                 &evals,
+                &best,
                 now(&started),
                 &fp,
             )?;
@@ -582,6 +646,19 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
                 em.train_correct += r.correct;
                 em.seconds += r.seconds;
                 em.wait_seconds += r.wait_seconds;
+                merge_stats(
+                    &mut em.train_scores,
+                    &mut em.train_regression,
+                    r.scores,
+                    r.regression,
+                )
+                .map_err(|e| trainer_err(worker, format!("its metrics: {e}")))?;
+                if sched.model_epoch(m)? > unit.epoch {
+                    // The epoch visited every partition: its AUC is final.
+                    if let Some(scores) = em.train_scores.take() {
+                        em.train_auc = Some(scores.auc());
+                    }
+                }
                 let end = now(&started);
                 timeline.push(UnitRecord {
                     model: m,
@@ -647,19 +724,35 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
             }
             Done::Eval {
                 eval,
-                result: Ok((n, loss, correct)),
+                result: Ok(totals),
             } => {
                 let (model, epoch) = (eval.model, eval.epoch);
                 evals.remove(&(model, epoch));
                 let em = epoch_slot(&mut metrics[model], epoch);
-                em.val_samples = n;
-                em.val_loss_sum = loss;
-                em.val_correct = correct;
+                em.val_samples = totals.samples;
+                em.val_loss_sum = totals.loss_sum;
+                em.val_correct = totals.correct;
+                em.val_regression = totals.regression;
+                em.val_auc = totals.scores.map(|s| s.auc());
                 reporter.epoch_done(model, epoch, &metrics[model][epoch]);
-                // The search decides from validation accuracy, a ratio of
-                // integer counts: the same on every run of the same weights.
+                // The search decides from the validation metric, computed
+                // from statistics that merge exactly: the same on every run
+                // of the same weights.
+                let score = signed_score(&metrics[model][epoch], metric);
+                if keep_best {
+                    let better = match &best[model] {
+                        None => true,
+                        Some((e, _)) => {
+                            let held = signed_score(&metrics[model][*e], metric);
+                            score > held || (score == held && epoch < *e)
+                        }
+                    };
+                    if better {
+                        best[model] = Some((epoch, eval.state.clone()));
+                    }
+                }
                 let before = decisions(&sched);
-                sched.record_score(model, epoch, metrics[model][epoch].val_acc())?;
+                sched.record_score(model, epoch, score)?;
                 report_decisions(&before, &sched, &reporter);
                 reporter.set_total(sched.progress().total);
                 dirty = true;
@@ -718,12 +811,19 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     let model_results = models
         .iter()
         .enumerate()
-        .map(|(i, c)| results::ModelResult {
-            id: i,
-            config: c.clone(),
-            metrics: metrics[i].clone(),
-            state: states[i].clone(),
-            stop: sched.fate(i).ok().flatten(),
+        .map(|(i, c)| {
+            let (kept, state) = match &best[i] {
+                Some((e, state)) if keep_best => (Some(*e), Some(state.clone())),
+                _ => (None, states[i].clone()),
+            };
+            results::ModelResult {
+                id: i,
+                config: c.clone(),
+                metrics: metrics[i].clone(),
+                state,
+                kept,
+                stop: sched.fate(i).ok().flatten(),
+            }
         })
         .collect();
     let outcome = RunOutcome {
@@ -763,14 +863,33 @@ fn decisions(sched: &Scheduler) -> Vec<(usize, Option<Stop>)> {
 
 /// Reports the search's decisions taken since `before`.
 fn report_decisions(before: &[(usize, Option<Stop>)], sched: &Scheduler, reporter: &Reporter) {
+    // Early stopping moves every model on one epoch at a time: only its
+    // stops are news.
+    let patient = sched.search().and_then(|p| p.patience()).is_some();
     for (m, (now, was)) in decisions(sched).iter().zip(before).enumerate() {
         match now.1 {
-            Some(stop) if was.1.is_none() && stop.reason != Reason::Finished => {
+            Some(stop) if was.1 != Some(stop) && stop.reason != Reason::Finished => {
                 reporter.decided(m, now.0, Some(&stop))
             }
-            _ if now.0 > was.0 => reporter.decided(m, now.0, None),
+            _ if now.0 > was.0 && !patient => reporter.decided(m, now.0, None),
             _ => {}
         }
+    }
+}
+
+/// An epoch's validation `metric` as the search compares it: signed so
+/// that higher is better; a model whose metric is not finite though it
+/// was validated (a diverged loss) ranks below every finite score, as the
+/// lowest finite number (which a checkpoint's JSON holds, unlike an
+/// infinity). NaN without validation rows, which the search refuses.
+fn signed_score(m: &EpochMetrics, metric: Metric) -> f64 {
+    let v = metric.signed(m.value(metric, Split::Validation));
+    if m.val_samples == 0 || v.is_finite() {
+        v
+    } else if v == f64::INFINITY {
+        f64::MAX
+    } else {
+        f64::MIN
     }
 }
 
@@ -790,6 +909,7 @@ fn commit(
     metrics: &[Vec<EpochMetrics>],
     timeline: &[UnitRecord],
     evals: &BTreeMap<(usize, usize), Arc<Vec<u8>>>,
+    best: &[Option<(usize, Arc<Vec<u8>>)>],
     elapsed: f64,
     fp: &str,
 ) -> Result<()> {
@@ -826,6 +946,27 @@ fn commit(
             state: name,
         });
     }
+    let mut best_records = Vec::new();
+    if best.iter().any(Option::is_some) {
+        for (model, b) in best.iter().enumerate() {
+            best_records.push(match b {
+                Some((epoch, bytes)) => {
+                    let name = format!("model-{model}.best{epoch}.safetensors");
+                    if !ckdir_has(ckdir, &name) {
+                        mop_core::run_dir::checkpoint::write_atomic(
+                            &ckdir.file().with_file_name(&name),
+                            bytes,
+                        )?;
+                    }
+                    Some(BestRecord {
+                        epoch: *epoch,
+                        state: name,
+                    })
+                }
+                None => None,
+            });
+        }
+    }
     Ok(ckdir.commit(&Checkpoint {
         format_version: mop_core::run_dir::checkpoint::CHECKPOINT_FORMAT,
         scheduler: snapshot,
@@ -836,6 +977,7 @@ fn commit(
         elapsed,
         config_fingerprint: fp.to_string(),
         pending_evals,
+        best: best_records,
     })?)
 }
 
@@ -932,7 +1074,7 @@ async fn evaluate_everywhere(
     work: Vec<(Client, Vec<hopper_proto::FlightEndpoint>)>,
     config: Arc<hopper_proto::ModelConfig>,
     state: Arc<Vec<u8>>,
-) -> Result<(u64, f64, u64)> {
+) -> Result<EvalTotals> {
     let mut set = JoinSet::new();
     for (w, (mut c, validation)) in work.into_iter().enumerate() {
         let req = hopper_proto::EvaluateRequest {
@@ -942,17 +1084,19 @@ async fn evaluate_everywhere(
         };
         set.spawn(async move { (w, c.evaluate(req).await) });
     }
-    let (mut n, mut loss, mut correct) = (0, 0.0, 0);
+    let mut t = EvalTotals::default();
     while let Some(r) = set.join_next().await {
         let (w, r) = r.map_err(|e| trainer_err(0, e))?;
         let r = r
             .map_err(|s| trainer_status(w, "evaluating", s))?
             .into_inner();
-        n += r.samples;
-        loss += r.loss_sum;
-        correct += r.correct;
+        t.samples += r.samples;
+        t.loss_sum += r.loss_sum;
+        t.correct += r.correct;
+        merge_stats(&mut t.scores, &mut t.regression, r.scores, r.regression)
+            .map_err(|e| trainer_err(w, format!("its metrics: {e}")))?;
     }
-    Ok((n, loss, correct))
+    Ok(t)
 }
 
 /// One line naming the trainers' devices: `devices: cpu (2 trainers)`, or

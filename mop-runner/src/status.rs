@@ -15,7 +15,7 @@ use tokio_postgres::NoTls;
 use crate::error::{Error, Result};
 use mop_core::config::ModelConfig;
 use mop_core::run_config::RunConfig;
-use mop_core::run_dir::checkpoint::{Checkpoint, CheckpointDir};
+use mop_core::run_dir::checkpoint::{Checkpoint, CheckpointDir, Split};
 use mop_core::run_dir::results::arch_name;
 use mop_core::run_dir::results::Ranked;
 use mop_report::{self as report, optimizer_name, short_number, RunResults};
@@ -141,17 +141,17 @@ impl RunStatus {
                 );
             }
             if let Some(b) = r.best() {
+                let (split, value) = match b.kept_value(r.metric, Split::Validation) {
+                    Some(v) => ("validation", Some(v)),
+                    None => ("training", b.kept_value(r.metric, Split::Train)),
+                };
                 let _ = writeln!(
                     s,
-                    "best:     model {} ({}), {} {:.4}",
+                    "best:     model {} ({}), {split} {} {:.4}",
                     b.model_id,
                     describe(&b.config),
-                    if b.val_acc().is_some() {
-                        "validation accuracy"
-                    } else {
-                        "training accuracy"
-                    },
-                    b.score()
+                    r.metric,
+                    value.unwrap_or(f64::NAN)
                 );
             }
             let _ = writeln!(

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::error::{Error, Result};
 use hopper_proto::auth::{access, Guard, TrainerKey, KEY_FILE_ENV};
 use mop_core::run_config::RunConfig;
+use mop_core::run_dir::checkpoint::Split;
 use mop_core::run_dir::{results, RunOutcome};
 use mop_runner::progress::ProgressMode;
 use mop_runner::run::{train, TrainOptions};
@@ -128,12 +129,29 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
 /// Prints the models best first, and where the results are.
 pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
     println!();
+    // The run's ranking metric, at the epoch each model file holds.
+    let metric = config.metric();
+    let name = |split: &str| {
+        let n = format!("{split} {metric}");
+        n.chars().take(9).collect::<String>()
+    };
     println!(
         "{:>4}  {:<16} {:<8} {:>8} {:>8} {:>6}  {:>9} {:>9} {:>9}",
-        "rank", "arch", "optim", "lr", "l2", "batch", "train acc", "val acc", "val loss"
+        "rank",
+        "arch",
+        "optim",
+        "lr",
+        "l2",
+        "batch",
+        name("train"),
+        name("val"),
+        "val loss"
     );
-    for (rank, m) in results::leaderboard(&outcome.models).iter().enumerate() {
-        let last = m.last();
+    for (rank, m) in results::leaderboard(&outcome.models, metric)
+        .iter()
+        .enumerate()
+    {
+        let last = m.kept_metrics();
         let optim = serde_json::to_value(&m.config.optimizer)
             .ok()
             .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
@@ -146,8 +164,8 @@ pub fn print_leaderboard(outcome: &RunOutcome, config: &RunConfig) {
             m.config.lr,
             m.config.l2,
             m.config.batch_size,
-            last.train_acc(),
-            last.val_acc(),
+            last.value(metric, Split::Train),
+            last.value(metric, Split::Validation),
             last.val_loss()
         );
     }

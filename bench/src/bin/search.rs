@@ -179,7 +179,10 @@ async fn main() -> Result<()> {
             if name == "grid" {
                 grid_epochs = model_epochs;
             }
-            let best = leaderboard(&outcome.models).first().map(|m| m.score());
+            let metric = mop_core::metrics::Metric::Accuracy;
+            let best = leaderboard(&outcome.models, metric)
+                .first()
+                .map(|m| m.score(metric));
             let peak = outcome
                 .models
                 .iter()

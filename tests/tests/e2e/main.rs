@@ -21,5 +21,7 @@ mod login;
 mod output_table;
 mod report;
 mod search;
+mod tasks;
+mod torchscript;
 mod trainer_auth;
 mod training;

@@ -65,6 +65,7 @@ fn finished_run(dir: &Path) -> (RunOutcome, RunConfig) {
                     ..EpochMetrics::default()
                 }],
                 state: Some(Arc::new(vec![7u8; 32])),
+                kept: None,
                 stop: None,
             })
             .collect(),
