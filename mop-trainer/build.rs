@@ -8,7 +8,8 @@
 //!
 //! It also compiles `csrc/optim.cpp`, a small C++ shim with the optimizer
 //! kernels tch does not expose (libtorch's fused Adam, dropping a gradient,
-//! lazy Adam over touched rows).
+//! lazy Adam over touched rows), and `csrc/torchscript.cpp`, which loads
+//! scripted PyTorch modules with their buffers (`src/model/torchscript/`).
 
 use std::env;
 
@@ -20,6 +21,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=libtorch_link.rs");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
+    println!("cargo:rerun-if-changed=csrc/torchscript.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Some(dir) = libtorch_dir() else {
         panic!(
@@ -40,6 +42,7 @@ fn compile_optim_shim(libtorch: &std::path::Path) {
     cc::Build::new()
         .cpp(true)
         .file("csrc/optim.cpp")
+        .file("csrc/torchscript.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hopper.v1.TrainUnitRequest.state")
         .bytes(".hopper.v1.UnitResult.state")
         .bytes(".hopper.v1.EvaluateRequest.state")
+        // A TorchScript module, shared by every unit of its models.
+        .bytes(".hopper.v1.Arch.TorchScript.module")
         // An endpoint carries a Bearer token: its Debug (lib.rs) hides it.
         .skip_debug([".hopper.v1.FlightEndpoint"])
         .build_server(true)

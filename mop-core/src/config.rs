@@ -101,6 +101,17 @@ pub enum Arch {
     /// ResNet-18 in its CIFAR form (3×3 stem, no max-pool) for image input.
     #[serde(rename = "resnet18")]
     ResNet18,
+    /// A module scripted in PyTorch (`torch.jit.script(net).save(path)`),
+    /// its initial weights included; `forward` takes one float tensor of
+    /// features and returns one of outputs.
+    #[serde(rename = "torchscript")]
+    TorchScript {
+        /// The module's file. In a run configuration a relative path is
+        /// relative to the configuration file's directory, and it is made
+        /// absolute when the configuration is loaded
+        /// (`RunConfig::load`); runners ship the file's bytes to trainers.
+        path: String,
+    },
 }
 
 /// Optimizers, with PyTorch's semantics.
@@ -290,6 +301,14 @@ impl ModelConfig {
             );
         }
         match (&self.arch, &self.input) {
+            (Arch::TorchScript { path }, _) if path.is_empty() => {
+                bad("a torchscript architecture needs the module's file: path = \"net.pt\"".into())
+            }
+            (Arch::TorchScript { .. }, _) if self.optimizer == OptimizerKind::LazyAdam => bad(
+                "lazy_adam updates the sparse first layer of mlp and log_reg models; use adam for \
+                 a torchscript model"
+                    .into(),
+            ),
             (Arch::Mlp { hidden }, _) if hidden.contains(&0) => {
                 bad(format!("MLP hidden widths must be ≥ 1, got {hidden:?}"))
             }

@@ -265,6 +265,34 @@ pub struct GridConfig {
     pub task: Task,
 }
 
+impl GridConfig {
+    /// Makes every TorchScript module's path absolute, a relative one taken
+    /// from the directory of `config_file` (the run configuration), and
+    /// checks that the file is there: the run, its resume and `mop predict`
+    /// may start elsewhere.
+    pub fn resolve_modules(&mut self, config_file: &Path) -> Result<()> {
+        let base = config_file.parent().unwrap_or(Path::new(""));
+        for arch in &mut self.arch {
+            let Arch::TorchScript { path } = arch else {
+                continue;
+            };
+            let resolved = std::path::absolute(base.join(&*path)).map_err(|e| {
+                Error::Config(format!("grid.arch: cannot resolve the module path {path}: {e}"))
+            })?;
+            if !resolved.is_file() {
+                return Err(Error::Config(format!(
+                    "grid.arch: the TorchScript module {} is not a file (path = {path:?}, \
+                     relative to the configuration's directory {})",
+                    resolved.display(),
+                    std::path::absolute(base).unwrap_or_default().display()
+                )));
+            }
+            *path = resolved.to_string_lossy().into_owned();
+        }
+        Ok(())
+    }
+}
+
 fn default_optimizers() -> Vec<OptimizerKind> {
     vec![OptimizerKind::Adam]
 }
@@ -408,10 +436,12 @@ impl RunConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| match e {
+        let mut config = Self::parse(&text).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             other => other,
-        })
+        })?;
+        config.grid.resolve_modules(path)?;
+        Ok(config)
     }
 
     /// Parses and checks a TOML run configuration.

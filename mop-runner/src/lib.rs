@@ -32,6 +32,7 @@ pub mod progress;
 pub mod result_tables;
 pub mod run;
 pub mod status;
+pub mod torchscript;
 pub mod trainers;
 
 pub use error::{Error, Result};

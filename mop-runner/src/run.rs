@@ -517,10 +517,8 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     let reads_every_pass = config.source.cache == Cache::None;
     // Each model's configuration as its wire message, built once: every
     // unit and validation pass of the model shares it.
-    let wire_configs: Vec<Arc<hopper_proto::ModelConfig>> = models
-        .iter()
-        .map(|m| Arc::new(hopper_proto::ModelConfig::from(m)))
-        .collect();
+    let wire_configs = crate::torchscript::wire_configs(&models)?;
+    crate::torchscript::check_models(&trainers.clients[0], &models, &wire_configs).await?;
     let started = Instant::now();
     let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
     let mut busy = vec![false; w];

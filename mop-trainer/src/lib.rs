@@ -29,6 +29,7 @@
 mod cache;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod featurize;
 pub mod health;
 pub mod model;

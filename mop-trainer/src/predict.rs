@@ -179,8 +179,22 @@ pub async fn predict(args: &PredictArgs) -> Result<(usize, Vec<SegmentScore>)> {
     let bytes = std::fs::read(&run_model.file)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", run_model.file.display())))?;
     let config = run_model.config.clone();
+    // A TorchScript model's module: the trained one `mop train` exported
+    // into the run directory (so the module file may since have changed
+    // or moved), else the file the configuration names.
+    let module = crate::export::torchscript_file(&args.dir, run_model.id);
+    let module = match &config.arch {
+        mop_core::config::Arch::TorchScript { .. } if module.is_file() => {
+            Some(std::fs::read(&module)?)
+        }
+        _ => None,
+    };
     let mut model = tokio::task::spawn_blocking(move || {
-        Model::from_state(config, &bytes).map(|(model, _optimizer)| model)
+        match module {
+            Some(module) => Model::from_state_with_module(config, &module, &bytes),
+            None => Model::from_state(config, &bytes),
+        }
+        .map(|(model, _optimizer)| model)
     })
     .await
     .map_err(|e| Error::Config(format!("loading the model: {e}")))??;

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use hopper_proto::trainer_server::{Trainer, TrainerServer};
 use hopper_proto::{
-    train_event, EvaluateRequest, EvaluateResponse, HealthRequest, HealthResponse,
-    OpenPartitionRequest, OpenPartitionResponse, Progress, TrainEvent, TrainUnitRequest,
-    UnitResult,
+    train_event, CheckModelRequest, CheckModelResponse, EvaluateRequest, EvaluateResponse,
+    HealthRequest, HealthResponse, OpenPartitionRequest, OpenPartitionResponse, Progress,
+    TrainEvent, TrainUnitRequest, UnitResult,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
@@ -82,6 +82,31 @@ fn model_config(
         Status::invalid_argument("the request carries no model configuration (`config`)")
     })?;
     ModelConfig::try_from(config).map_err(|e| status(e.into()))
+}
+
+/// A model built from a request's configuration: from the TorchScript
+/// module the configuration carries, or else as [`Model::new`] does, and
+/// from `state` unless it is empty.
+fn build_model(
+    config: ModelConfig,
+    module: Option<&[u8]>,
+    state: &[u8],
+    seed: u64,
+) -> Result<(Model, crate::optim::Optimizer)> {
+    match (module, state.is_empty()) {
+        (Some(module), true) => {
+            let model = Model::new_with_module(config, module, seed)?;
+            let opt = model.optimizer()?;
+            Ok((model, opt))
+        }
+        (None, true) => {
+            let model = Model::new(config, seed)?;
+            let opt = model.optimizer()?;
+            Ok((model, opt))
+        }
+        (Some(module), false) => Model::from_state_with_module(config, module, state),
+        (None, false) => Model::from_state(config, state),
+    }
 }
 
 /// The endpoints of a request, each with the runner's Bearer token for its
@@ -185,6 +210,7 @@ impl Trainer for TrainerService {
         request: Request<TrainUnitRequest>,
     ) -> std::result::Result<Response<Self::TrainUnitStream>, Status> {
         let mut req = request.into_inner();
+        let module = req.config.as_ref().and_then(|c| c.module().cloned());
         let config = model_config(req.config.take())?;
         let fresh = slices(std::mem::take(&mut req.train))?;
         // Held for the whole unit: one unit at a time per trainer.
@@ -211,13 +237,9 @@ impl Trainer for TrainerService {
             let progress_tx = tx.clone();
             let result = (|| -> Result<UnitResult> {
                 crate::device::set_threads(threads as usize);
-                let (mut model, mut opt) = if req.state.is_empty() {
-                    let model = Model::new(config.clone(), req.seed)?;
-                    let opt = model.optimizer()?;
-                    (model, opt)
-                } else {
-                    Model::from_state(config.clone(), &req.state)?
-                };
+                let (mut model, mut opt) =
+                    build_model(config.clone(), module.as_deref(), &req.state, req.seed)?;
+                crate::train::seed_unit(req.seed, req.epoch as usize, partition as usize);
                 let start = Instant::now();
                 let mut last = start;
                 let metrics = train_partition(
@@ -277,6 +299,7 @@ impl Trainer for TrainerService {
         request: Request<EvaluateRequest>,
     ) -> std::result::Result<Response<EvaluateResponse>, Status> {
         let mut req = request.into_inner();
+        let module = req.config.as_ref().and_then(|c| c.module().cloned());
         let config = model_config(req.config.take())?;
         let fresh = slices(std::mem::take(&mut req.validation))?;
         let mut guard = self.opened.clone().lock_owned().await;
@@ -301,7 +324,7 @@ impl Trainer for TrainerService {
         let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {
             let _guard = guard;
             crate::device::set_threads(threads as usize);
-            let (model, _opt) = Model::from_state(config, &req.state)?;
+            let (model, _opt) = build_model(config, module.as_deref(), &req.state, 0)?;
             let m = evaluate(&model, featurized_iter(batches, featurizer))?;
             Ok(EvaluateResponse {
                 samples: m.samples,
@@ -315,6 +338,27 @@ impl Trainer for TrainerService {
         .map_err(|e| Status::internal(format!("evaluation thread: {e}")))?
         .map_err(status)?;
         Ok(Response::new(resp))
+    }
+
+    async fn check_model(
+        &self,
+        request: Request<CheckModelRequest>,
+    ) -> std::result::Result<Response<CheckModelResponse>, Status> {
+        let mut req = request.into_inner();
+        let module = req.config.as_ref().and_then(|c| c.module().cloned());
+        let config = model_config(req.config.take())?;
+        // Under the unit lock: building a model seeds libtorch's generator,
+        // which must not move under a running unit.
+        let guard = self.opened.clone().lock_owned().await;
+        let parameters = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let _guard = guard;
+            let (model, _opt) = build_model(config, module.as_deref(), &[], 0)?;
+            Ok(model.parameter_count() as u64)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("model check thread: {e}")))?
+        .map_err(status)?;
+        Ok(Response::new(CheckModelResponse { parameters }))
     }
 
     async fn health(

@@ -193,6 +193,23 @@ pub struct EvalMetrics {
     pub stats: TaskStats,
 }
 
+/// Seeds libtorch's generator for one unit: model seed, epoch and
+/// partition, mixed (SplitMix64's finalizer). Dropout and any other random
+/// op inside a model draw from it, so a unit draws the same numbers on
+/// whichever trainer runs it and after any number of hops; trainers call it
+/// after building the unit's model and before its first step.
+pub fn seed_unit(model_seed: u64, epoch: usize, partition: usize) {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let seed = mix(mix(mix(model_seed) ^ epoch as u64) ^ partition as u64);
+    // libtorch takes the seed as a 64-bit pattern.
+    tch::manual_seed(seed as i64);
+}
+
 /// Trains `model` with `opt` on every row of `batches`, in order, in
 /// mini-batches of exactly `batch_size` rows (the last one may be shorter).
 /// `progress` is called after every mini-batch with the totals so far.

@@ -120,6 +120,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             interrupt: Some(Box::pin(interrupted())),
         },
     ))?;
+    // TorchScript models also as TorchScript files, for PyTorch.
+    mop_trainer::export::export_torchscript(&config.output.dir)?;
     if args.progress != ProgressMode::Json {
         print_leaderboard(&outcome, &config);
     }

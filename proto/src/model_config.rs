@@ -51,6 +51,11 @@ impl From<&core::Arch> for Arch {
             core::Arch::LogReg => arch::Kind::LogReg(arch::LogReg {}),
             core::Arch::Cnn => arch::Kind::Cnn(arch::Cnn {}),
             core::Arch::ResNet18 => arch::Kind::Resnet18(arch::ResNet18 {}),
+            // The runner attaches the module's bytes (`with_module`).
+            core::Arch::TorchScript { path } => arch::Kind::Torchscript(arch::TorchScript {
+                path: path.clone(),
+                module: Default::default(),
+            }),
         };
         Arch { kind: Some(kind) }
     }
@@ -111,6 +116,7 @@ impl TryFrom<ModelConfig> for core::ModelConfig {
             arch::Kind::LogReg(_) => core::Arch::LogReg,
             arch::Kind::Cnn(_) => core::Arch::Cnn,
             arch::Kind::Resnet18(_) => core::Arch::ResNet18,
+            arch::Kind::Torchscript(t) => core::Arch::TorchScript { path: t.path },
         };
         let optimizer = match required("optimizer", required("optimizer", m.optimizer)?.kind)? {
             optimizer::Kind::Sgd(optimizer::Sgd { momentum }) => {
@@ -149,6 +155,30 @@ impl TryFrom<ModelConfig> for core::ModelConfig {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl ModelConfig {
+    /// Attaches a TorchScript module's bytes (a configuration of another
+    /// architecture is left as it is).
+    pub fn with_module(mut self, module: prost::bytes::Bytes) -> Self {
+        if let Some(Arch {
+            kind: Some(arch::Kind::Torchscript(t)),
+        }) = &mut self.arch
+        {
+            t.module = module;
+        }
+        self
+    }
+
+    /// The TorchScript module's bytes the configuration carries, if any.
+    pub fn module(&self) -> Option<&prost::bytes::Bytes> {
+        match &self.arch {
+            Some(Arch {
+                kind: Some(arch::Kind::Torchscript(t)),
+            }) if !t.module.is_empty() => Some(&t.module),
+            _ => None,
+        }
     }
 }
 
@@ -212,6 +242,9 @@ mod tests {
             core::Arch::LogReg,
             core::Arch::Cnn,
             core::Arch::ResNet18,
+            core::Arch::TorchScript {
+                path: "/models/net.pt".into(),
+            },
         ];
         let optimizers = [
             core::OptimizerKind::Sgd { momentum: 0.0 },
@@ -255,6 +288,7 @@ mod tests {
         assert!(seen(&|c| c.arch == core::Arch::LogReg));
         assert!(seen(&|c| c.arch == core::Arch::Cnn));
         assert!(seen(&|c| c.arch == core::Arch::ResNet18));
+        assert!(seen(&|c| matches!(c.arch, core::Arch::TorchScript { .. })));
         assert!(seen(
             &|c| c.optimizer == core::OptimizerKind::Sgd { momentum: 0.9 }
         ));
@@ -311,6 +345,32 @@ mod tests {
         assert!(msg.contains("`task` is missing"), "{msg}");
         let msg = refusal(ModelConfig { task: 99, ..ok });
         assert!(msg.contains("`task` is missing"), "{msg}");
+    }
+
+    #[test]
+    fn a_torchscript_module_rides_in_the_message_and_nowhere_else() {
+        let c = core::ModelConfig {
+            arch: core::Arch::TorchScript {
+                path: "/models/net.pt".into(),
+            },
+            ..core::ModelConfig::conf_a(1e-3, 0.0, 32, false)
+        };
+        let bare = ModelConfig::from(&c);
+        assert_eq!(bare.module(), None);
+        let wire = bare.with_module(prost::bytes::Bytes::from_static(b"PK\x03\x04module"));
+        let decoded = <ModelConfig as prost::Message>::decode(
+            prost::Message::encode_to_vec(&wire).as_slice(),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded.module().map(|m| &m[..]),
+            Some(&b"PK\x03\x04module"[..])
+        );
+        assert_eq!(core::ModelConfig::try_from(decoded).unwrap(), c);
+        // Other architectures carry no module.
+        let mlp = ModelConfig::from(&core::ModelConfig::conf_a(1e-3, 0.0, 32, false))
+            .with_module(prost::bytes::Bytes::from_static(b"x"));
+        assert_eq!(mlp.module(), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod layers;
 mod mlp;
 mod resnet;
 mod state;
+pub mod torchscript;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -31,6 +32,7 @@ enum Net {
     Mlp(mlp::Mlp),
     Cnn(cnn::Cnn),
     ResNet18(resnet::ResNet18),
+    Script(torchscript::Script),
 }
 
 /// A model: configuration, weights and network.
@@ -62,16 +64,45 @@ impl Model {
         // libtorch's own generator is not used for initialization, but seed
         // it anyway so any randomness inside kernels is reproducible.
         tch::manual_seed(seed as i64);
-        Self::build(config, device, Init::seeded(seed))
+        Self::build(config, device, Init::seeded(seed), None)
     }
 
-    /// Builds the network with all weights zero (to be overwritten).
-    fn build(config: ModelConfig, device: Device, mut init: Init) -> Result<Self> {
+    /// Builds a TorchScript model from the module's bytes (as the runner
+    /// ships them to trainers that may not have its file), on
+    /// [`crate::device::default_device`]. Its initial weights are the
+    /// module's; for other architectures `module` is ignored and this is
+    /// [`Model::new`].
+    pub fn new_with_module(config: ModelConfig, module: &[u8], seed: u64) -> Result<Self> {
+        tch::manual_seed(seed as i64);
+        let device = crate::device::default_device();
+        Self::build(config, device, Init::seeded(seed), Some(module))
+    }
+
+    /// Builds the network: built-in architectures with weights from `init`
+    /// (all zero when they are to be overwritten), a TorchScript one from
+    /// `module`'s bytes, or else its file.
+    fn build(
+        config: ModelConfig,
+        device: Device,
+        mut init: Init,
+        module: Option<&[u8]>,
+    ) -> Result<Self> {
         config.validate()?;
         let vs = VarStore::new(device);
         let root = vs.root();
         let lazy = config.optimizer == OptimizerKind::LazyAdam;
         let net = match (&config.arch, &config.input) {
+            (Arch::TorchScript { path }, _) => {
+                let file;
+                let bytes = match module {
+                    Some(bytes) => bytes,
+                    None => {
+                        file = torchscript::read_module(path)?;
+                        &file
+                    }
+                };
+                Net::Script(torchscript::Script::load(&root, &config, path, bytes)?)
+            }
             (Arch::Mlp { hidden }, input) => Net::Mlp(mlp::Mlp::new(
                 &root,
                 &mut init,
@@ -148,6 +179,19 @@ impl Model {
             Net::Mlp(net) => net.forward(x, train),
             Net::Cnn(net) => net.forward(&self.image_input(x)?),
             Net::ResNet18(net) => net.forward_t(&self.image_input(x)?, train),
+            Net::Script(net) => net.forward_t(x, train),
+        }
+    }
+
+    /// Writes a TorchScript model as a TorchScript file with its current
+    /// weights and buffers, which PyTorch's `torch.jit.load` reads back.
+    pub fn save_torchscript(&self, path: &std::path::Path) -> Result<()> {
+        match &self.net {
+            Net::Script(net) => net.save(path),
+            _ => Err(Error::Config(format!(
+                "only TorchScript models save as TorchScript, this one is {:?}",
+                self.config.arch
+            ))),
         }
     }
 
@@ -157,7 +201,7 @@ impl Model {
     pub fn take_row_grads(&self) -> Result<Vec<RowGrad>> {
         match &self.net {
             Net::Mlp(net) => net.take_row_grads(),
-            Net::Cnn(_) | Net::ResNet18(_) => Ok(Vec::new()),
+            Net::Cnn(_) | Net::ResNet18(_) | Net::Script(_) => Ok(Vec::new()),
         }
     }
 

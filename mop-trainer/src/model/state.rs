@@ -118,6 +118,16 @@ impl Model {
         Self::from_state_on(config, bytes, crate::device::default_device())
     }
 
+    /// [`from_state`](Self::from_state) for a TorchScript model whose
+    /// module comes as bytes rather than from its file.
+    pub fn from_state_with_module(
+        config: ModelConfig,
+        module: &[u8],
+        bytes: &[u8],
+    ) -> Result<(Model, Optimizer)> {
+        Self::load_state(config, bytes, crate::device::default_device(), Some(module))
+    }
+
     /// Rebuilds a model and its optimizer from a state blob, on `device`.
     /// Every weight and optimizer tensor of `config`'s model must be in the
     /// blob with the right shape, and nothing else.
@@ -126,9 +136,18 @@ impl Model {
         bytes: &[u8],
         device: Device,
     ) -> Result<(Model, Optimizer)> {
+        Self::load_state(config, bytes, device, None)
+    }
+
+    fn load_state(
+        config: ModelConfig,
+        bytes: &[u8],
+        device: Device,
+        module: Option<&[u8]>,
+    ) -> Result<(Model, Optimizer)> {
         let blob = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::State(format!("not a safetensors model state: {e}")))?;
-        let model = Model::build(config, device, Init::zeros())?;
+        let model = Model::build(config, device, Init::zeros(), module)?;
         let mut weights = HashMap::new();
         let mut opt_state = HashMap::new();
         for (name, view) in blob.tensors() {
