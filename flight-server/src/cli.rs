@@ -13,6 +13,15 @@ use crate::source::BatchLimits;
 /// Arrow Flight server over PostgreSQL segments, a Greenplum coordinator, or files.
 #[derive(Debug, Parser)]
 #[command(name = "flight-server", version, about)]
+#[command(after_help = "Examples:
+  flight-server keygen /etc/hopper/ticket.key
+  flight-server --bind 0.0.0.0:50051 --segment postgresql://db1:5432/sales --segment postgresql://db2:5432/sales
+  flight-server --bind 0.0.0.0:50051 --greenplum postgresql://mdw:5432/sales \\
+      --ticket-key-file /etc/hopper/ticket.key --segment-flight-port 50051 --metrics 0.0.0.0:9187
+  flight-server --bind 127.0.0.1:50051 --files 'data/*.parquet' --auth none
+
+The port also answers the gRPC health protocol (grpc.health.v1) without a login:
+SERVING while the database answers. Deployment: docs/deploy.md.")]
 #[command(group(ArgGroup::new("source").required(true).args(["segment", "greenplum", "files"])))]
 #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct Args {

@@ -16,6 +16,13 @@ use mop_core::simulate::{simulate, Curves, SimOptions, SimReport, UnitTimes};
 /// Model hopper parallelism: train a grid of models over database segments.
 #[derive(Debug, Parser)]
 #[command(name = "mop", version, about)]
+#[command(after_help = "Examples:
+  mop demo                                  segments, a flight-server, trainers and 16 models on this machine
+  mop train --config examples/criteo.toml   a grid over running flight-servers
+  mop status --dir hopper-out/criteo        how far a run got
+  mop report --dir hopper-out/criteo        its HTML report
+
+Each command has examples of its own: mop help train.")]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -28,11 +35,30 @@ pub enum Command {
     /// Simulate the MOP scheduler and report how close it gets to optimal.
     Simulate(SimulateArgs),
     /// Train a grid of models over a flight-server's partitions with MOP.
+    #[command(after_help = "Examples:
+  HOPPER_FLIGHT_USER=alice HOPPER_PASSWORD_FILE=~/.hopper-pw mop train --config grid.toml
+  mop train --config grid.toml --resume                  continue an interrupted run
+  mop train --config grid.toml --epochs 1 --progress json
+
+The configuration's fields: mop-core/src/run_config.rs, README (mop).")]
     Train(crate::commands::TrainArgs),
     /// Serve training units beside one partition (started by `mop train`).
+    #[command(after_help = "Examples:
+  head -c 32 /dev/urandom > trainer.key
+  mop trainer --bind 0.0.0.0:7000 --threads 4 --key-file trainer.key
+  mop trainer --bind 0.0.0.0:7000 --key-file trainer.key --tls-cert server.pem --tls-key server.key
+
+The port also answers the gRPC health protocol (grpc.health.v1) without a key:
+SERVING once the device has computed.")]
     Trainer(crate::commands::TrainerArgs),
     /// Run the whole of hopper locally: segments, flight-server, trainers, a grid.
     #[cfg(feature = "demo")]
+    #[command(after_help = "Examples:
+  mop demo                                        2 segments, 20 000 rows, 3 epochs
+  mop demo --rows 3000 --epochs 1                 a quick look
+  mop demo --rows 200000 --epochs 5 --segments 3
+  mop demo --keep                                 leave the segments and flight-server running
+  mop demo --greenplum postgres://gpadmin:PASSWORD@mdw:5432/postgres")]
     Demo(crate::demo::DemoArgs),
     /// Write a run's HTML report: leaderboard, learning curves, the MOP schedule.
     Report(crate::commands::ReportArgs),
@@ -41,6 +67,8 @@ pub enum Command {
     /// List a run's trained models (from results.json, or the result table).
     Models(crate::commands::ModelsArgs),
     /// Score a table with a trained model; write the predictions back to its segments.
+    #[command(after_help = "Example:
+  mop predict --dir hopper-out/criteo --model best --table criteo --key id --into criteo_scores")]
     Predict(mop_trainer::predict::PredictArgs),
 }
 
