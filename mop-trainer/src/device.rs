@@ -18,6 +18,22 @@ pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);
 }
 
+/// The `--threads` a trainer was started with, if this process is one.
+static TRAINER_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the threads of a trainer process (`mop trainer --threads`) and
+/// remembers them: a run's `[train] threads` wins for its units, and the
+/// trainer warns when the two differ ([`trainer_threads`]).
+pub fn set_trainer_threads(n: usize) {
+    let _ = TRAINER_THREADS.set(n.max(1));
+    set_threads(n);
+}
+
+/// The `--threads` this trainer process was started with.
+pub fn trainer_threads() -> Option<usize> {
+    TRAINER_THREADS.get().copied()
+}
+
 /// The device this process trains on, in words: `cuda:0 (1 of 2 GPUs)`,
 /// `cpu (CUDA build, no GPU present)` — libtorch with CUDA on a machine
 /// whose driver sees no GPU — or `cpu` for the CPU build.

@@ -161,6 +161,15 @@ impl Trainer for TrainerService {
         request: Request<OpenPartitionRequest>,
     ) -> std::result::Result<Response<OpenPartitionResponse>, Status> {
         let req = request.into_inner();
+        // The run's `[train] threads` is what its units use.
+        let own = crate::device::trainer_threads();
+        if let Some(own) = own.filter(|&own| own != req.threads as usize) {
+            tracing::warn!(
+                "the run's [train] threads = {} overrides this trainer's --threads {own} \
+                 for its units; make them agree",
+                req.threads
+            );
+        }
         let start = Instant::now();
         let mode = match req.cache() {
             hopper_proto::CacheMode::Memory => CacheMode::Memory,

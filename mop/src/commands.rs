@@ -40,7 +40,9 @@ pub struct TrainerArgs {
     /// Address to listen on; port 0 picks a free port (the address is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub bind: String,
-    /// Intra-op threads (libtorch); pin it so trainers sharing a host do not fight.
+    /// Intra-op threads (libtorch); pin it so trainers sharing a host do not
+    /// fight. A run's `[train] threads` wins for its units (the trainer
+    /// warns when they differ).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Exit when standard input closes (the runner that spawned this trainer
@@ -218,7 +220,7 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
     if args.exit_with_parent {
         exit_with_parent();
     }
-    mop_trainer::device::set_threads(args.threads);
+    mop_trainer::device::set_trainer_threads(args.threads);
     let tls = flight_client::tls::ServerTls::from_flags(
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
