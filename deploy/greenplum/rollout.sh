@@ -25,12 +25,15 @@
 #   --ssh-user USER        log in as USER (default: as ssh decides)
 #   --ssh-opt OPT          an ssh/scp option, repeatable (e.g. -oPort=2222)
 #   --parallel N           hosts at once (default 8)
-#   --root DIR             lay files out under DIR on the hosts, start nothing
+#   --sudo CMD             how the install gets root on the hosts (default sudo;
+#                          --sudo "" where ssh logs in as root)
+#   --root DIR             lay files out under DIR on the hosts (%h: the host's
+#                          name), start nothing: a staging tree, or a test
 #   --no-start             install, do not (re)start the services
 #   --dry-run              print each host's commands; copy and change nothing
 #
 # Needs: ssh to every host without a password prompt (as gpssh), and sudo
-# there without one. Each host's output goes to rollout-logs/HOST.log; the
+# there without one (or --sudo "" and ssh as root). Each host's output goes to rollout-logs/HOST.log; the
 # exit status is non-zero if any host failed, naming it.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +42,7 @@ die() { echo "rollout: $*" >&2; exit 1; }
 
 RELEASE="" GREENPLUM="" TICKET_KEY="./ticket.key" TRAINER_KEY="./trainer.key"
 PORT=50051 TRAINERS=0 TRAINER_PORT=7000 THREADS="" FLIGHT_ARGS="" TRAINER_ARGS=""
-SSH_USER="" SSH_OPTS=() PARALLEL=8 ROOT="" NO_START=0 DRY=0 HOSTFILE=""
+SSH_USER="" SSH_OPTS=() PARALLEL=8 ROOT="" NO_START=0 DRY=0 HOSTFILE="" SUDO=sudo
 while (($#)); do
     case "$1" in
         --release) RELEASE="$2"; shift 2 ;;
@@ -56,6 +59,7 @@ while (($#)); do
         --ssh-opt) SSH_OPTS+=("$2"); shift 2 ;;
         --parallel) PARALLEL="$2"; shift 2 ;;
         --root) ROOT="$2"; shift 2 ;;
+        --sudo) SUDO="$2"; shift 2 ;;
         --no-start) NO_START=1; shift ;;
         --dry-run) DRY=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -83,7 +87,7 @@ REMOTE_DIR="/tmp/hopper-rollout-$$-$RANDOM$RANDOM"
 make_key() { # FILE WHAT
     [[ -f "$1" ]] && return
     host_cleanup() { # HOST
-    printf '%q ' ssh -oBatchMode=yes "${SSH_OPTS[@]}" "$(target "$1")" "rm -rf $REMOTE_DIR"; echo
+    printf '%q ' ssh -oBatchMode=yes "${SSH_OPTS[@]}" "$(target "$1")" "rm -rf $REMOTE_DIR-$1"; echo
 }
 
 if ((DRY)); then
@@ -103,18 +107,20 @@ target() { if [[ -n "$SSH_USER" ]]; then echo "$SSH_USER@$1"; else echo "$1"; fi
 host_commands() { # HOST
     local host="$1" t dir
     t="$(target "$host")"
-    dir="$REMOTE_DIR"
+    dir="$REMOTE_DIR-$host"
     local files=("$RELEASE" "$HERE/install-host.sh" "$TICKET_KEY")
     ((TRAINERS == 0)) || files+=("$TRAINER_KEY")
     local ssh=(ssh -oBatchMode=yes "${SSH_OPTS[@]}") scp=(scp -q -oBatchMode=yes "${SSH_OPTS[@]}")
-    local install=(sudo bash "$dir/install-host.sh" --release "$dir/$(basename "$RELEASE")"
+    local install=()
+    [[ -z "$SUDO" ]] || install+=("$SUDO")
+    install+=(bash "$dir/install-host.sh" --release "$dir/$(basename "$RELEASE")"
         --host "$host" --greenplum "$GREENPLUM" --ticket-key "$dir/$(basename "$TICKET_KEY")"
         --port "$PORT" --trainers "$TRAINERS" --trainer-port "$TRAINER_PORT")
     ((TRAINERS == 0)) || install+=(--trainer-key "$dir/$(basename "$TRAINER_KEY")")
     [[ -z "$THREADS" ]] || install+=(--threads "$THREADS")
     [[ -z "$FLIGHT_ARGS" ]] || install+=(--flight-args "$FLIGHT_ARGS")
     [[ -z "$TRAINER_ARGS" ]] || install+=(--trainer-args "$TRAINER_ARGS")
-    [[ -z "$ROOT" ]] || install+=(--root "$ROOT" --no-start)
+    [[ -z "$ROOT" ]] || install+=(--root "${ROOT//%h/$host}" --no-start)
     ((NO_START == 0)) || install+=(--no-start)
     local remote_install="" a
     for a in "${install[@]}"; do remote_install+="$(q "$a") "; done
