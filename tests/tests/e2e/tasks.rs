@@ -310,6 +310,8 @@ async fn binary_and_regression_models_report_the_metrics_numpy_computes_from_the
     for (key, ours) in [("rmse", "val_rmse"), ("mae", "val_mae"), ("r2", "val_r2")] {
         assert_close(ours, last(ours), numpy[key].as_f64().unwrap(), 1e-5);
     }
+    // The loss is libtorch's float sum of squared errors, the RMSE comes
+    // from the same errors summed in f64: equal to float precision.
     let rmse = last("val_rmse");
-    assert_close("val_loss = val_rmse²", last("val_loss"), rmse * rmse, 1e-9);
+    assert_close("val_loss = val_rmse²", last("val_loss"), rmse * rmse, 1e-6);
 }
