@@ -139,6 +139,12 @@ pub fn arch_name(a: &Arch) -> String {
         Arch::LogReg => "logreg".into(),
         Arch::Cnn => "cnn".into(),
         Arch::ResNet18 => "resnet18".into(),
+        Arch::TorchScript { path } => format!(
+            "torchscript[{}]",
+            Path::new(path)
+                .file_name()
+                .map_or(path.as_str(), |n| n.to_str().unwrap_or(path))
+        ),
     }
 }
 
