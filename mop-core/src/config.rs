@@ -139,7 +139,7 @@ pub enum OptimizerKind {
 }
 
 /// The input a model consumes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InputSpec {
     /// A Criteo-like click table: numeric columns bucketed into
@@ -168,6 +168,37 @@ pub enum InputSpec {
         /// Width in pixels.
         width: usize,
     },
+    /// Any table's columns as dense float features ([`crate::table`]):
+    /// numeric columns standardized with the training rows' statistics,
+    /// float arrays flattened, categorical columns one-hot over hashed
+    /// buckets.
+    Table {
+        /// The label column.
+        label: String,
+        /// The feature columns (numeric, or arrays of numbers); empty:
+        /// every numeric and array column but the label, `id` and the
+        /// categorical ones.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<String>,
+        /// Columns left out.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+        /// Columns one-hot encoded over hashed buckets (any type; its
+        /// text is hashed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        categorical: Vec<String>,
+        /// Hash buckets per categorical column.
+        #[serde(default = "default_buckets")]
+        buckets: usize,
+        /// The columns and their training statistics, resolved by the
+        /// runner from the data when the run starts; not written by hand.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        features: Option<crate::table::TableFeatures>,
+    },
+}
+
+fn default_buckets() -> usize {
+    crate::table::DEFAULT_BUCKETS
 }
 
 fn default_numeric() -> usize {
@@ -189,9 +220,18 @@ impl InputSpec {
     }
 
     /// Width of the flattened (one-hot or pixel) feature vector: 7306 for
-    /// Criteo, `C·H·W` for images.
+    /// Criteo, `C·H·W` for images; for a table, its features' (0 until the
+    /// runner resolved them).
     pub fn dims(&self) -> usize {
         match *self {
+            InputSpec::Table {
+                ref features,
+                ref categorical,
+                buckets,
+                ..
+            } => features
+                .as_ref()
+                .map_or(0, |f| f.dims(categorical.len(), buckets)),
             InputSpec::Criteo {
                 numeric,
                 categorical,
@@ -290,7 +330,18 @@ impl ModelConfig {
                 return bad(format!("SGD momentum must be in [0, 1), got {momentum}"));
             }
         }
-        if self.input.dims() == 0 {
+        if let InputSpec::Table {
+            categorical,
+            buckets,
+            ..
+        } = &self.input
+        {
+            if !categorical.is_empty() && *buckets == 0 {
+                return bad("input.buckets must be at least 1 for categorical columns".into());
+            }
+        }
+        let unresolved = matches!(self.input, InputSpec::Table { features: None, .. });
+        if self.input.dims() == 0 && !unresolved {
             return bad("the input has no features (all dimensions are 0)".into());
         }
         if self.optimizer == OptimizerKind::LazyAdam && !self.input.is_sparse() {
@@ -312,7 +363,7 @@ impl ModelConfig {
             (Arch::Mlp { hidden }, _) if hidden.contains(&0) => {
                 bad(format!("MLP hidden widths must be ≥ 1, got {hidden:?}"))
             }
-            (Arch::Cnn | Arch::ResNet18, InputSpec::Criteo { .. }) => bad(format!(
+            (Arch::Cnn | Arch::ResNet18, InputSpec::Criteo { .. } | InputSpec::Table { .. }) => bad(format!(
                 "{:?} needs image input (input.kind = \"image\"); use mlp or log_reg for Criteo-like tables",
                 self.arch
             )),

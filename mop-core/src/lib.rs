@@ -30,5 +30,6 @@ pub mod run_dir;
 pub mod schedule;
 pub mod search;
 pub mod simulate;
+pub mod table;
 
 pub use error::{Error, Result};

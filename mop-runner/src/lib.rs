@@ -32,6 +32,7 @@ pub mod progress;
 pub mod result_tables;
 pub mod run;
 pub mod status;
+pub mod table_stats;
 pub mod torchscript;
 pub mod trainers;
 

@@ -325,6 +325,7 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     std::fs::create_dir_all(&out)?;
     let ckdir = CheckpointDir::new(&out)?;
     let fp = fingerprint(&config, &models);
+    let models = crate::table_stats::resolve(&config, models, opts.resume).await?;
 
     // Plan the data.
     let train_sql = config.train_sql()?;

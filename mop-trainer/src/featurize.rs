@@ -44,6 +44,8 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use mop_core::config::{InputSpec, ModelConfig, Task, CATEGORICAL_SLOTS, NUMERIC_BUCKETS};
 
+mod table;
+
 /// Default name of the label column.
 pub const DEFAULT_LABEL_COLUMN: &str = "label";
 /// Default name of the image column.
@@ -189,9 +191,17 @@ impl Featurizer {
             input: config.input.clone(),
             classes: config.classes,
             task: config.task,
-            label: DEFAULT_LABEL_COLUMN.into(),
+            label: match &config.input {
+                InputSpec::Table { label, .. } => label.clone(),
+                _ => DEFAULT_LABEL_COLUMN.into(),
+            },
             pixels: DEFAULT_PIXELS_COLUMN.into(),
         }
+    }
+
+    /// The column labels are read from.
+    pub fn label_column(&self) -> &str {
+        &self.label
     }
 
     /// Reads labels from column `name` instead of `label`.
@@ -221,6 +231,22 @@ impl Featurizer {
                 height,
                 width,
             } => self.pixels(batch, [channels, height, width])?,
+            InputSpec::Table {
+                ref features,
+                ref categorical,
+                buckets,
+                ..
+            } => {
+                let features = features.as_ref().ok_or_else(|| {
+                    Error::Config(
+                        "the table input carries no column statistics: the runner resolves \
+                         them when the run starts (mop train), and mop predict reads them from \
+                         the run's results.json"
+                            .into(),
+                    )
+                })?;
+                table::features(batch, features, categorical, buckets)?
+            }
         };
         Featurized::new(x, y)
     }

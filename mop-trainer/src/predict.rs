@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{Error, Result};
-use crate::featurize::{Featurizer, DEFAULT_LABEL_COLUMN};
+use crate::featurize::Featurizer;
 use crate::model::Model;
 use flight_client::plan::plan_query;
 use flight_client::read::spawn_reader;
@@ -381,7 +381,7 @@ fn score_batch(
         .column_by_name(key)
         .ok_or_else(|| Error::Data(format!("a batch has no key column {key:?}")))?
         .clone();
-    let batch = with_label(batch)?;
+    let batch = with_label(batch, featurizer.label_column())?;
     let features = featurizer.featurize(&batch)?;
     let _no_grad = tch::no_grad_guard();
     let n = features.len();
@@ -436,17 +436,13 @@ fn score_batch(
 /// The featurizer reads labels; rows to score may have none, so a batch
 /// without a label column gets a constant one (it does not enter the
 /// forward pass).
-fn with_label(batch: &RecordBatch) -> Result<RecordBatch> {
-    if batch.column_by_name(DEFAULT_LABEL_COLUMN).is_some() {
+fn with_label(batch: &RecordBatch, label: &str) -> Result<RecordBatch> {
+    if batch.column_by_name(label).is_some() {
         return Ok(batch.clone());
     }
     let schema = batch.schema();
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        DEFAULT_LABEL_COLUMN,
-        DataType::Int64,
-        false,
-    )));
+    fields.push(Arc::new(Field::new(label, DataType::Int64, false)));
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(Int64Array::from(vec![0i64; batch.num_rows()])));
     Ok(RecordBatch::try_new(

@@ -15,7 +15,10 @@
 use mop_core::config as core;
 use mop_core::{Error, Result};
 
-use crate::{arch, input_spec, optimizer, Arch, InputSpec, ModelConfig, Optimizer, Task};
+use crate::{
+    arch, input_spec, optimizer, table_features, Arch, InputSpec, ModelConfig, Optimizer,
+    TableFeatures, Task,
+};
 
 impl From<&core::ModelConfig> for ModelConfig {
     fn from(c: &core::ModelConfig) -> Self {
@@ -96,6 +99,40 @@ impl From<&core::InputSpec> for InputSpec {
                 height: wide(height),
                 width: wide(width),
             }),
+            core::InputSpec::Table {
+                ref label,
+                ref columns,
+                ref exclude,
+                ref categorical,
+                buckets,
+                ref features,
+            } => input_spec::Kind::Table(input_spec::Table {
+                label: label.clone(),
+                columns: columns.clone(),
+                exclude: exclude.clone(),
+                categorical: categorical.clone(),
+                buckets: wide(buckets),
+                features: features.as_ref().map(|f| TableFeatures {
+                    numeric: f
+                        .numeric
+                        .iter()
+                        .map(|n| table_features::Numeric {
+                            name: n.name.clone(),
+                            mean: n.mean,
+                            std: n.std,
+                        })
+                        .collect(),
+                    arrays: f
+                        .arrays
+                        .iter()
+                        .map(|a| table_features::Array {
+                            name: a.name.clone(),
+                            len: wide(a.len),
+                        })
+                        .collect(),
+                    rows: f.rows,
+                }),
+            }),
         };
         InputSpec { kind: Some(kind) }
     }
@@ -136,6 +173,40 @@ impl TryFrom<ModelConfig> for core::ModelConfig {
                 channels: narrow("input.image.channels", i.channels)?,
                 height: narrow("input.image.height", i.height)?,
                 width: narrow("input.image.width", i.width)?,
+            },
+            input_spec::Kind::Table(t) => core::InputSpec::Table {
+                label: t.label,
+                columns: t.columns,
+                exclude: t.exclude,
+                categorical: t.categorical,
+                buckets: narrow("input.table.buckets", t.buckets)?,
+                features: t
+                    .features
+                    .map(|f| -> Result<_> {
+                        Ok(mop_core::table::TableFeatures {
+                            numeric: f
+                                .numeric
+                                .into_iter()
+                                .map(|n| mop_core::table::NumericFeature {
+                                    name: n.name,
+                                    mean: n.mean,
+                                    std: n.std,
+                                })
+                                .collect(),
+                            arrays: f
+                                .arrays
+                                .into_iter()
+                                .map(|a| {
+                                    Ok(mop_core::table::ArrayFeature {
+                                        name: a.name,
+                                        len: narrow("input.table.features.arrays.len", a.len)?,
+                                    })
+                                })
+                                .collect::<Result<_>>()?,
+                            rows: f.rows,
+                        })
+                    })
+                    .transpose()?,
             },
         };
         let config = core::ModelConfig {
@@ -253,7 +324,27 @@ mod tests {
             core::OptimizerKind::AdamW,
             core::OptimizerKind::LazyAdam,
         ];
+        let table = core::InputSpec::Table {
+            label: "target".into(),
+            columns: vec![],
+            exclude: vec!["zip".into()],
+            categorical: vec!["city".into()],
+            buckets: 8,
+            features: Some(mop_core::table::TableFeatures {
+                numeric: vec![mop_core::table::NumericFeature {
+                    name: "age".into(),
+                    mean: 41.5,
+                    std: 12.25,
+                }],
+                arrays: vec![mop_core::table::ArrayFeature {
+                    name: "emb".into(),
+                    len: 4,
+                }],
+                rows: 1234,
+            }),
+        };
         let inputs = [
+            table.clone(),
             criteo.clone(),
             core::InputSpec::criteo(true),
             core::InputSpec::criteo(false),
@@ -297,6 +388,7 @@ mod tests {
         assert!(seen(&|c| c.optimizer == core::OptimizerKind::LazyAdam));
         assert!(seen(&|c| matches!(c.input, core::InputSpec::Criteo { .. })));
         assert!(seen(&|c| matches!(c.input, core::InputSpec::Image { .. })));
+        assert!(seen(&|c| matches!(c.input, core::InputSpec::Table { .. })));
 
         for c in all {
             let wire = ModelConfig::from(&c);

@@ -24,6 +24,7 @@ mod package;
 mod report;
 mod search;
 mod tasks;
+mod table_input;
 mod torchscript;
 mod trainer_auth;
 mod training;

@@ -13,7 +13,8 @@
 //!
 //! The module's `forward` takes one float tensor, `[n, …]` with the input's
 //! feature shape per row (see [`feature_shape`]), and returns one tensor of
-//! outputs, `[n, classes]`. Both are checked when the model is built, before
+//! outputs, `[n, outputs]` (class logits, one column for a binary or
+//! regression task). Both are checked when the model is built, before
 //! anything trains, on a batch of zeros in evaluation mode, which neither
 //! draws random numbers nor moves BatchNorm's statistics.
 //!
@@ -30,7 +31,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::featurize::one_hot;
-use mop_core::config::{InputSpec, ModelConfig};
+use mop_core::config::{InputSpec, ModelConfig, Task};
 use shim::ScriptModule;
 
 /// Rows of the batch of zeros the shape check runs (two, so that a
@@ -61,9 +62,20 @@ pub fn feature_shape(input: &InputSpec) -> Vec<i64> {
     }
 }
 
-/// The output shape a model of `config` must give for `rows` rows.
+/// The output shape a model of `config` must give for `rows` rows:
+/// `[rows, outputs]` (class logits for multiclass, one column for a binary
+/// or regression task).
 fn output_shape(config: &ModelConfig, rows: i64) -> Vec<i64> {
-    vec![rows, config.classes as i64]
+    vec![rows, config.outputs() as i64]
+}
+
+/// What the outputs are, for messages.
+fn outputs_meaning(config: &ModelConfig) -> String {
+    match config.task {
+        Task::Multiclass => format!("one logit per class, classes = {}", config.classes),
+        Task::Binary => "one logit, task = \"binary\"".into(),
+        Task::Regression => "one value, task = \"regression\"".into(),
+    }
 }
 
 /// The bytes of the module at `path`, with a message that names it.
@@ -135,13 +147,13 @@ impl Script {
         if out.size() != wanted || !out.is_floating_point() {
             return Err(Error::Config(format!(
                 "the TorchScript module {}: forward on [{}] gave {:?} of shape [{}], wanted \
-                 float outputs of shape [{}] (one logit per class, classes = {})",
+                 float outputs of shape [{}] ({})",
                 self.path,
                 join(&input),
                 out.kind(),
                 join(&out.size()),
                 join(&wanted),
-                config.classes,
+                outputs_meaning(config),
             )));
         }
         Ok(())
