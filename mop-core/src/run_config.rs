@@ -277,7 +277,9 @@ impl GridConfig {
                 continue;
             };
             let resolved = std::path::absolute(base.join(&*path)).map_err(|e| {
-                Error::Config(format!("grid.arch: cannot resolve the module path {path}: {e}"))
+                Error::Config(format!(
+                    "grid.arch: cannot resolve the module path {path}: {e}"
+                ))
             })?;
             if !resolved.is_file() {
                 return Err(Error::Config(format!(
@@ -290,6 +292,21 @@ impl GridConfig {
             *path = resolved.to_string_lossy().into_owned();
         }
         Ok(())
+    }
+}
+
+/// An MLflow tracking URL is `http://` or `https://` with a host: anything
+/// else would only fail at the first epoch, as a warning.
+pub fn check_mlflow_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(Error::Config(format!(
+            "output.mlflow = {url:?} is not an MLflow tracking URL: give the server's \
+             http://HOST:PORT (as `mlflow server` prints it)"
+        ))),
     }
 }
 
@@ -317,6 +334,11 @@ pub struct OutputConfig {
     /// (never one the run reads).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replace: bool,
+    /// An MLflow tracking server (`http://HOST:PORT`) that receives a run
+    /// per model, nested under one for the search (see
+    /// `mop_runner::mlflow`). Tracking never fails the training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<String>,
 }
 
 impl Default for OutputConfig {
@@ -326,6 +348,7 @@ impl Default for OutputConfig {
             table: None,
             database: None,
             replace: false,
+            mlflow: None,
         }
     }
 }
@@ -538,6 +561,9 @@ impl RunConfig {
                     "output.table needs output.database (a PostgreSQL URL)".into(),
                 ));
             }
+        }
+        if let Some(url) = &self.output.mlflow {
+            check_mlflow_url(url)?;
         }
         match &self.output.table {
             Some(table) => read_guard::check_not_read(table, &self.read_names()),

@@ -15,7 +15,8 @@
 //!   ├ mop_core::schedule: next (model, partition) unit ──► │ TrainUnit(config, state) → state', metrics
 //!   ├ trainers: spawn / dial, replace the dead             │
 //!   ├ locality: which trainer reads which partition        │
-//!   └ checkpoint after every unit; at the end results.json, result_tables, report
+//!   ├ checkpoint after every unit; at the end results.json, result_tables, report
+//!   └ mlflow: each model's params, epochs and file to an MLflow tracking server
 //!  status (mop status, mop models): what a run directory and its tables hold
 //! ```
 //!
@@ -25,6 +26,7 @@
 
 pub mod error;
 pub mod locality;
+pub mod mlflow;
 pub mod mst_table;
 pub mod output_guard;
 pub mod plan;

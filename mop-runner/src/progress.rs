@@ -28,6 +28,7 @@ pub struct Reporter {
     multi: Option<MultiProgress>,
     overall: Option<ProgressBar>,
     workers: Mutex<Vec<ProgressBar>>,
+    tracker: Option<crate::mlflow::Tracker>,
 }
 
 impl Reporter {
@@ -39,6 +40,7 @@ impl Reporter {
                 multi: None,
                 overall: None,
                 workers: Mutex::new(Vec::new()),
+                tracker: None,
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
@@ -68,7 +70,14 @@ impl Reporter {
             multi: Some(multi),
             overall: Some(overall),
             workers: Mutex::new(bars),
+            tracker: None,
         }
+    }
+
+    /// Also tells `tracker` (MLflow) each epoch's metrics and each stop.
+    pub fn with_tracker(mut self, tracker: Option<crate::mlflow::Tracker>) -> Self {
+        self.tracker = tracker;
+        self
     }
 
     fn json(&self, value: serde_json::Value) {
@@ -144,6 +153,9 @@ impl Reporter {
 
     /// A model finished an epoch (validation included).
     pub fn epoch_done(&self, model: usize, epoch: usize, m: &EpochMetrics) {
+        if let Some(t) = &self.tracker {
+            t.epoch(model, epoch, m);
+        }
         if self.mode == ProgressMode::Bars {
             self.println(format!(
                 "model {model:>3} epoch {:>2}: train loss {:.4} acc {:.4} | validation loss {:.4} acc {:.4}",
@@ -171,6 +183,9 @@ impl Reporter {
     /// The search decided on `model`: it goes on to `limit` epochs, or it
     /// stops (`stop`, when not just the end of its budget).
     pub fn decided(&self, model: usize, limit: usize, stop: Option<&mop_core::search::Stop>) {
+        if let (Some(t), Some(s)) = (&self.tracker, stop) {
+            t.stopped(model, &s.reason.to_string(), s.epochs);
+        }
         let line = match stop {
             Some(s) => format!("model {model:>3}: {} after {} epochs", s.reason, s.epochs),
             None => format!("model {model:>3}: goes on to {limit} epochs"),

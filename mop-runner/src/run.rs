@@ -56,6 +56,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::locality;
+use crate::mlflow::{End, Tracker};
 use crate::plan::Plan;
 use crate::progress::{ProgressMode, Reporter};
 use crate::trainers;
@@ -294,6 +295,15 @@ fn fingerprint(config: &RunConfig, models: &[mop_core::config::ModelConfig]) -> 
     format!("{h:016x}")
 }
 
+/// The MLflow name of a run: its output directory and when it started.
+fn run_name(out: &std::path::Path) -> String {
+    let dir = out.file_name().map_or_else(
+        || out.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    format!("{dir} {}", chrono::Local::now().format("%Y-%m-%d %H:%M:%S"))
+}
+
 fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
     Error::Trainer {
         trainer: w.to_string(),
@@ -317,7 +327,28 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
 }
 
 /// Trains every model of the grid with MOP; see the module docs.
-pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutcome> {
+pub async fn train(config: RunConfig, opts: TrainOptions) -> Result<RunOutcome> {
+    let mut tracker = None;
+    let result = run(config, opts, &mut tracker).await;
+    if let Some(t) = tracker {
+        let results = result.as_ref().ok().map(|o| o.dir.join("results.json"));
+        t.finish(match (&result, &results) {
+            (_, Some(path)) => End::Finished(path),
+            (Err(Error::Interrupted(_)), _) => End::Interrupted,
+            _ => End::Failed,
+        })
+        .await;
+    }
+    result
+}
+
+/// [`train`], with the MLflow tracker it starts (`[output] mlflow`) left in
+/// `tracker` for `train` to end, whichever way the run ends.
+async fn run(
+    config: RunConfig,
+    mut opts: TrainOptions,
+    tracker: &mut Option<Tracker>,
+) -> Result<RunOutcome> {
     // Before any epoch: the result tables must not replace what they must not.
     crate::output_guard::check_output(&config).await?;
     let models = crate::mst_table::load_models(&config).await?;
@@ -326,6 +357,11 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
     let ckdir = CheckpointDir::new(&out)?;
     let fp = fingerprint(&config, &models);
     let models = crate::table_stats::resolve(&config, models, opts.resume).await?;
+    *tracker = config
+        .output
+        .mlflow
+        .as_deref()
+        .map(|url| Tracker::start(url, &run_name(&out), &models));
 
     // Plan the data.
     let train_sql = config.train_sql()?;
@@ -431,12 +467,10 @@ pub async fn train(config: RunConfig, mut opts: TrainOptions) -> Result<RunOutco
         None => std::env::current_exe()?,
     };
     let progress = sched.progress();
-    let reporter = Arc::new(Reporter::new(
-        opts.progress,
-        w,
-        progress.total,
-        progress.done,
-    ));
+    let reporter = Arc::new(
+        Reporter::new(opts.progress, w, progress.total, progress.done)
+            .with_tracker(tracker.clone()),
+    );
     // Given trainers are matched to the hosts of their partitions.
     let partition_hosts: Vec<Vec<String>> = (0..w)
         .map(|p| {

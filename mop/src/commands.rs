@@ -32,6 +32,10 @@ pub struct TrainArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value_t = ProgressMode::Bars)]
     pub progress: ProgressMode,
+    /// Track the run in MLflow at this tracking server (overrides
+    /// `output.mlflow`): a run per model, nested under one for the search.
+    #[arg(long, value_name = "URL")]
+    pub mlflow: Option<String>,
 }
 
 /// `mop trainer`: serve one partition's training units.
@@ -104,6 +108,10 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let mut config = RunConfig::load(&args.config)?;
     if let Some(out) = args.out {
         config.output.dir = out;
+    }
+    if let Some(url) = args.mlflow {
+        config.output.mlflow = Some(url);
+        config.validate()?;
     }
     if let Some(e) = args.epochs {
         config.train.epochs = e;

@@ -71,6 +71,9 @@ pub struct DemoArgs {
     /// tables, and its password) instead of starting PostgreSQL segments.
     #[arg(long, value_name = "URL", conflicts_with = "segments")]
     pub greenplum: Option<String>,
+    /// Track the demo's runs in MLflow at this tracking server.
+    #[arg(long, value_name = "URL")]
+    pub mlflow: Option<String>,
 }
 
 /// Where the demo's table lives.
@@ -376,7 +379,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let toml = grid_toml(&args, table, &flight, &database);
     let grid_path = args.dir.join("grid.toml");
     std::fs::write(&grid_path, &toml)?;
-    let config = RunConfig::parse(&toml)?;
+    let mut config = RunConfig::parse(&toml)?;
+    if let Some(url) = &args.mlflow {
+        config.output.mlflow = Some(url.clone());
+        config.validate()?;
+    }
     let n = config.models()?.len();
     say(format!(
         "training {n} models × {} epochs with model hopper parallelism, one trainer per segment",

@@ -19,6 +19,7 @@ mod greenplum;
 mod health;
 mod load;
 mod login;
+mod mlflow;
 mod output_table;
 mod package;
 mod report;
