@@ -59,5 +59,8 @@ cargo build --workspace --all-targets "${features[@]}" --quiet
 echo "== benchmarks: a smoke run of each on tiny data (seconds, not figures)"
 scripts/bench-smoke.sh
 echo "== tests"
+# A real `mlflow server` for the tracking tests, from a venv of its own.
+HOPPER_MLFLOW_PYTHON="$(scripts/mlflow-venv.sh)"
+export HOPPER_MLFLOW_PYTHON
 # Measurements (tests named measure_*) are #[ignore]d and never run here.
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "${greenplum[@]}" -E 'not test(/measure_/)' "$@"
