@@ -112,6 +112,10 @@ enum Done {
     },
 }
 
+/// A model's best validated epoch so far and the state it ended it with
+/// (`[train] keep = "best"`).
+type Best = (usize, Arc<Vec<u8>>);
+
 /// A validation pass's statistics, merged over every trainer's rows.
 #[derive(Default)]
 struct EvalTotals {
@@ -393,7 +397,7 @@ async fn run(
     let existing = ckdir.load()?;
     let metric = config.metric();
     let keep_best = config.train.keep == Keep::Best;
-    let mut best: Vec<Option<(usize, Arc<Vec<u8>>)>> = vec![None; models.len()];
+    let mut best: Vec<Option<Best>> = vec![None; models.len()];
     let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
         match (opts.resume, existing) {
             (true, Some(c)) => {
@@ -942,7 +946,7 @@ fn commit(
     metrics: &[Vec<EpochMetrics>],
     timeline: &[UnitRecord],
     evals: &BTreeMap<(usize, usize), Arc<Vec<u8>>>,
-    best: &[Option<(usize, Arc<Vec<u8>>)>],
+    best: &[Option<Best>],
     elapsed: f64,
     fp: &str,
 ) -> Result<()> {

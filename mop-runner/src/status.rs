@@ -14,6 +14,7 @@ use tokio_postgres::NoTls;
 
 use crate::error::{Error, Result};
 use mop_core::config::ModelConfig;
+use mop_core::metrics::Metric;
 use mop_core::run_config::RunConfig;
 use mop_core::run_dir::checkpoint::{Checkpoint, CheckpointDir, Split};
 use mop_core::run_dir::results::arch_name;
@@ -196,7 +197,10 @@ impl RunStatus {
                 e.epoch + 1
             );
         }
-        // The best model so far, by its last validated epoch.
+        // The best model so far, by its last validated epoch, under the
+        // task's default metric (the checkpoint does not name the run's).
+        let task = self.configs.first().map(|c| c.task).unwrap_or_default();
+        let metric = Metric::default_for(task);
         let best = c
             .metrics
             .iter()
@@ -206,27 +210,33 @@ impl RunStatus {
                     .iter()
                     .rev()
                     .find(|e| e.val_samples > 0 || e.train_samples > 0)?;
-                let score = if last.val_samples > 0 {
-                    last.val_acc()
+                let split = if last.val_samples > 0 {
+                    Split::Validation
                 } else {
-                    last.train_acc()
+                    Split::Train
                 };
-                Some((m, score, last.val_samples > 0))
+                let value = last.value(metric, split);
+                // A diverged model's NaN ranks last.
+                let key = match metric.signed(value) {
+                    k if k.is_nan() => f64::NEG_INFINITY,
+                    k => k,
+                };
+                Some((m, value, key, split))
             })
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+            .max_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0)));
         if self.results.is_none() {
-            if let Some((m, score, val)) = best {
+            if let Some((m, value, _, split)) = best {
                 let _ = writeln!(
                     s,
-                    "best:     model {m}{} so far, {} {score:.4}",
+                    "best:     model {m}{} so far, {} {metric} {value:.4}",
                     self.configs
                         .get(m)
                         .map(|c| format!(" ({})", describe(c)))
                         .unwrap_or_default(),
-                    if val {
-                        "validation accuracy"
+                    if split == Split::Validation {
+                        "validation"
                     } else {
-                        "training accuracy"
+                        "training"
                     }
                 );
             }

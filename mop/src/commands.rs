@@ -228,6 +228,16 @@ pub fn run_trainer(args: TrainerArgs) -> Result<()> {
     if args.exit_with_parent {
         exit_with_parent();
     }
+    // The trainer's warnings (its threads overridden, its device failing
+    // the health check, a partition read again) on standard error;
+    // RUST_LOG=mop_trainer=info adds its health changes.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "mop_trainer=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     mop_trainer::device::set_trainer_threads(args.threads);
     let tls = flight_client::tls::ServerTls::from_flags(
         args.tls_cert.as_deref(),

@@ -24,6 +24,7 @@ mod output_table;
 mod package;
 mod report;
 mod search;
+mod threads;
 mod tasks;
 mod table_input;
 mod torchscript;

@@ -1,11 +1,13 @@
 //! The relocatable release and its deployment: the tarball unpacked into a
 //! fresh directory, with `HOME` an empty directory and no `LIBTORCH` or
 //! `LD_LIBRARY_PATH`, runs `bin/mop demo` and `bin/flight-server`, whose
-//! health a Python gRPC client reads; installed by `install-host.sh`
-//! under a scratch root, the command lines of its systemd units start a
-//! flight-server and a trainer that report SERVING; the units pass
-//! `systemd-analyze verify`; `rollout.sh --dry-run` gives every host of a
-//! host file its commands once.
+//! health a Python gRPC client reads; rolled out by its own `rollout.sh`
+//! over ssh and scp (to an sshd of the test's own on 127.0.0.2 and
+//! 127.0.0.3, each "host" laid out under a scratch root), the command
+//! lines of its systemd units start a flight-server and a trainer that
+//! report SERVING; the units pass `systemd-analyze verify`;
+//! `rollout.sh --dry-run` gives every host of a host file its commands
+//! once.
 //!
 //! The tarball is `HOPPER_PACKAGE` when set (what `scripts/package.sh`
 //! made with a release build), else `scripts/package.sh --binaries` over
@@ -178,6 +180,78 @@ fn spawn_bare(argv: &[String], home: &Path, env: &[(&str, &str)]) -> (ChildGuard
     (guard, line)
 }
 
+/// An sshd of the test's own, on a free port of the given addresses,
+/// taking root with a key made here: the "segment hosts" rollout.sh logs
+/// in to. Stopped when dropped.
+struct Sshd {
+    _process: ChildGuard,
+    port: u16,
+    key: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path, addresses: &[&str]) -> Sshd {
+        let dir = dir.join("sshd");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["host_key", "client_key"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(name))
+                .output()
+                .expect("ssh-keygen (Debian's openssh-client)");
+            ok("ssh-keygen", &out);
+        }
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port(addresses[0]);
+        let mut config = format!(
+            "Port {port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n\
+             PidFile {d}/sshd.pid\nSubsystem sftp internal-sftp\n",
+            d = dir.display()
+        );
+        for a in addresses {
+            config.push_str(&format!("ListenAddress {a}\n"));
+        }
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(dir.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (Debian's openssh-server)");
+        let process = ChildGuard::new("sshd", child);
+        // Listening once every address takes a connection.
+        for a in addresses {
+            let mut tries = 0;
+            while std::net::TcpStream::connect((*a, port)).is_err() {
+                tries += 1;
+                assert!(tries < 200, "sshd does not listen on {a}:{port}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        Sshd {
+            _process: process,
+            port,
+            key: dir.join("client_key"),
+        }
+    }
+
+    /// The ssh and scp options that reach it.
+    fn options(&self) -> Vec<String> {
+        vec![
+            format!("-oPort={}", self.port),
+            format!("-i{}", self.key.display()),
+            "-oStrictHostKeyChecking=no".into(),
+            "-oUserKnownHostsFile=/dev/null".into(),
+            "-oLogLevel=ERROR".into(),
+        ]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
     let (tarball, _made) = tarball();
@@ -266,46 +340,74 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
         "nothing written to HOME"
     );
 
-    // Installed as rollout.sh installs it on a host, under a scratch root.
+    // Rolled out by the release's own rollout.sh over ssh to two "hosts"
+    // (127.0.0.2 and 127.0.0.3: an sshd of the test's own), each laid out
+    // under a scratch root of its own (the services are not started: there
+    // is no systemd here).
     let db = cluster(1).await.unwrap();
-    let host_root = tmp.path().join("host");
-    let keys = tmp.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
+    let sshd = Sshd::start(tmp.path(), &["127.0.0.2", "127.0.0.3"]);
+    let admin = tmp.path().join("admin");
+    std::fs::create_dir_all(&admin).unwrap();
+    std::fs::write(admin.join("hostfile"), "127.0.0.2\n127.0.0.3\n").unwrap();
     std::fs::write(
-        keys.join("ticket.key"),
+        admin.join("ticket.key"),
         b"package-test ticket key, 32 bytes or more",
-    )
-    .unwrap();
-    std::fs::write(
-        keys.join("trainer.key"),
-        b"package-test trainer key, 32 bytes or more",
     )
     .unwrap();
     let (flight_port, trainer_port) = (free_port("127.0.0.2"), free_port("127.0.0.2"));
     let coordinator = format!("postgresql://127.0.0.1:{}/hopper", db.port(0));
-    let installed = Command::new(release.join("greenplum/install-host.sh"))
+    let hosts = tmp.path().join("hosts");
+    let rolled = Command::new(release.join("greenplum/rollout.sh"))
+        .current_dir(&admin)
         .arg("--release")
         .arg(&tarball)
-        .args(["--host", "127.0.0.2", "--greenplum", &coordinator])
-        .arg("--ticket-key")
-        .arg(keys.join("ticket.key"))
-        .arg("--trainer-key")
-        .arg(keys.join("trainer.key"))
-        .args(["--port", &flight_port.to_string(), "--trainers", "1"])
         .args([
-            "--trainer-port",
-            &trainer_port.to_string(),
+            "--greenplum",
+            &coordinator,
+            "--trainers",
+            "1",
             "--threads",
             "1",
         ])
-        .args(["--flight-args", "--max-connections 4"])
+        .args(["--port", &flight_port.to_string()])
+        .args(["--trainer-port", &trainer_port.to_string()])
+        .args(["--flight-args", "--max-connections 4", "--sudo", ""])
         .arg("--root")
-        .arg(&host_root)
-        .arg("--no-start")
+        .arg(hosts.join("%h"))
+        .args(
+            sshd.options()
+                .iter()
+                .flat_map(|o| ["--ssh-opt", o.as_str()]),
+        )
+        .arg("hostfile")
         .output()
         .unwrap();
-    let said = ok("install-host.sh", &installed);
-    assert!(said.contains("installed, not started"), "{said}");
+    ok("rollout.sh", &rolled);
+    let said = String::from_utf8_lossy(&rolled.stderr);
+    assert!(said.contains("made the trainer key"), "{said}");
+    for host in ["127.0.0.2", "127.0.0.3"] {
+        let log = std::fs::read_to_string(admin.join(format!("rollout-logs/{host}.log"))).unwrap();
+        assert!(log.contains("installed, not started"), "{host}: {log}");
+        assert_eq!(
+            std::fs::read(hosts.join(host).join("etc/hopper/trainer.key")).unwrap(),
+            std::fs::read(admin.join("trainer.key")).unwrap(),
+            "{host} has the trainer key"
+        );
+    }
+    // No copy of a key is left in a host's temporary directory.
+    let left: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("hopper-rollout-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(sshd);
+    let host_root = hosts.join("127.0.0.2");
+    let keys = admin.clone();
     let etc = host_root.join("etc/hopper");
     {
         use std::os::unix::fs::PermissionsExt;
