@@ -11,7 +11,7 @@ use std::process::Command;
 
 use devcluster::LocalCluster;
 use hopper_tests::run::{mop_train, results};
-use hopper_tests::{binary, cluster, segment_args, FlightServer};
+use hopper_tests::{binary, cluster, python_json, segment_args, FlightServer};
 use mop_core::config::InputSpec;
 use mop_core::run_config::RunConfig;
 use mop_core::table::FeaturesFile;
@@ -20,7 +20,8 @@ const FIXTURE: &str = "table_bn_dropout_37.pt";
 
 /// `people` on each segment: `rows` rows of id, age (NULL every 7th),
 /// income (NULL every 11th), city (4 values, NULL every 13th), emb (a
-/// 3-element real[]) and target, which depends on city and age.
+/// 3-element real[]), target (0/1) and score (a float), both depending on
+/// city and age.
 async fn people(cluster: &LocalCluster, rows: i64) {
     for segment in 0..2 {
         let client = cluster.client(segment).await.unwrap();
@@ -29,12 +30,14 @@ async fn people(cluster: &LocalCluster, rows: i64) {
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS people;
                  CREATE TABLE people (id bigint, age float8, income int4, city text,
-                                      emb real[], target int4);
+                                      emb real[], target int4, score float8);
                  INSERT INTO people
                  SELECT i, a, inc, c, ARRAY[(i % 5)::real, (i % 3)::real, 1.5::real],
                         ((CASE c WHEN 'oslo' THEN 2.0 WHEN 'lima' THEN -2.0 ELSE 0.0 END)
                           + (coalesce(a, 45) - 45) / 10.0
-                          + ((i * 2654435761) % 1000) / 1000.0 - 0.5 > 0)::int
+                          + ((i * 2654435761) % 1000) / 1000.0 - 0.5 > 0)::int,
+                        (CASE c WHEN 'oslo' THEN 3.0 WHEN 'lima' THEN -3.0 ELSE 0.0 END)
+                          + coalesce(a, 45) / 10.0 + (i % 10) / 20.0
                  FROM (SELECT i,
                               CASE WHEN i % 7 = 0 THEN NULL ELSE 20 + (i * 37) % 50 END::float8 AS a,
                               CASE WHEN i % 11 = 0 THEN NULL ELSE (i * 7919) % 100000 END::int4 AS inc,
@@ -72,6 +75,25 @@ async fn setup(rows: i64) -> Setup {
 
 impl Setup {
     fn config(&self, name: &str) -> PathBuf {
+        self.config_with(
+            name,
+            &format!(r#"{{ kind = "torchscript", path = "{FIXTURE}" }}, {{ kind = "mlp", hidden = [16] }}"#),
+            r#"{ kind = "table", label = "target", categorical = ["city"], exclude = ["score"] }"#,
+            "",
+            12,
+        )
+    }
+
+    /// A run of the `arch` list over `input`, with `grid` and `[train]`
+    /// extras.
+    fn config_with(
+        &self,
+        name: &str,
+        arch: &str,
+        input: &str,
+        extra: &str,
+        epochs: usize,
+    ) -> PathBuf {
         let text = format!(
             r#"
 [source]
@@ -80,22 +102,26 @@ table = "people"
 validation = {{ fraction = 0.2, key = "id" }}
 
 [train]
-epochs = 12
+epochs = {epochs}
 seed = 5
 threads = 1
+{train}
 
 [grid]
-arch = [{{ kind = "torchscript", path = "{FIXTURE}" }}, {{ kind = "mlp", hidden = [16] }}]
+arch = [{arch}]
 optimizer = [{{ kind = "adam" }}]
 lr = [1e-2]
 batch_size = [32]
-input = {{ kind = "table", label = "target", categorical = ["city"] }}
+input = {input}
+{grid}
 
 [output]
 dir = "{out}"
 "#,
             flight = self.server.url,
             out = self.out(name).display(),
+            train = extra.split_once('|').map_or("", |(t, _)| t),
+            grid = extra.split_once('|').map_or(extra, |(_, g)| g),
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -207,7 +233,7 @@ async fn a_table_with_nulls_and_a_categorical_column_trains_on_its_training_rows
     let before = std::fs::read(out.join("table_features.json")).unwrap();
     let client = s.cluster.client(0).await.unwrap();
     client
-        .batch_execute("INSERT INTO people SELECT i, 1000, 1, 'oslo', ARRAY[9, 9, 9]::real[], 1 FROM generate_series(5001, 5400) AS i")
+        .batch_execute("INSERT INTO people SELECT i, 1000, 1, 'oslo', ARRAY[9, 9, 9]::real[], 1, 0 FROM generate_series(5001, 5400) AS i")
         .await
         .unwrap();
     mop_train(&path, &["--resume"]);
@@ -260,4 +286,96 @@ async fn a_table_input_naming_a_missing_column_is_refused_before_training() {
             && stderr.contains("city"),
         "{stderr}"
     );
+}
+
+/// `mop predict` of the run's validation rows, each with its `label`:
+/// `[probability, predicted, label]` (binary) or `[predicted, label]`.
+async fn validation_predictions(
+    s: &Setup,
+    config: &Path,
+    label: &str,
+    binary_task: bool,
+) -> Vec<Vec<f64>> {
+    let run = RunConfig::load(config).unwrap();
+    let sql = run.validation_sql().unwrap().unwrap();
+    let into = format!("{label}_predictions");
+    let status = Command::new(binary("mop").unwrap())
+        .args(["predict", "--dir"])
+        .arg(&run.output.dir)
+        .args(["--sql", &sql, "--into", &into, "--replace"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mop predict failed: {status}");
+    let columns = match binary_task {
+        true => "p.probability, p.predicted::float8,",
+        false => "p.predicted,",
+    };
+    let mut rows = Vec::new();
+    for segment in 0..2 {
+        let client = s.cluster.client(segment).await.unwrap();
+        for r in client
+            .query(
+                &format!(
+                    "SELECT {columns} o.{label}::float8 FROM {into} p JOIN people o USING (id)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            rows.push((0..r.len()).map(|i| r.get::<_, f64>(i)).collect());
+        }
+    }
+    rows
+}
+
+/// The metrics numpy computes from `rows` (tests/python/task_metrics.py).
+fn numpy(s: &Setup, task: &str, rows: &[Vec<f64>]) -> serde_json::Value {
+    let path = s.dir.path().join(format!("{task}-rows.json"));
+    let spec = serde_json::json!({ "task": task, "rows": rows });
+    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    python_json("task_metrics.py", &[&path], &[])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_and_regression_torchscript_models_on_a_table_report_what_numpy_computes() {
+    let s = setup(800).await;
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/torchscript/table_bn_dropout_37_1.pt"),
+        s.dir.path().join("one.pt"),
+    )
+    .unwrap();
+    let arch = r#"{ kind = "torchscript", path = "one.pt" }"#;
+    for (task, label, exclude, metric) in [
+        ("binary", "target", "score", "auc"),
+        ("regression", "score", "target", "rmse"),
+    ] {
+        let input = format!(
+            r#"{{ kind = "table", label = "{label}", categorical = ["city"], exclude = ["{exclude}"] }}"#
+        );
+        let path = s.config_with(
+            task,
+            arch,
+            &input,
+            &format!("metric = \"{metric}\"|task = \"{task}\""),
+            6,
+        );
+        mop_train(&path, &[]);
+        let r = results(&s.out(task));
+        assert_eq!(r["metric"], metric);
+        let m = &r["models"][0];
+        let series = m[format!("val_{metric}")].as_array().unwrap();
+        assert_eq!(series.len(), 6, "one val_{metric} per epoch: {m}");
+        let ours = series.last().unwrap().as_f64().unwrap();
+        let rows = validation_predictions(&s, &path, label, task == "binary").await;
+        let theirs = numpy(&s, task, &rows)[metric].as_f64().unwrap();
+        assert!(
+            (ours - theirs).abs() <= 1e-5 * theirs.abs().max(1.0),
+            "{task}: results.json val_{metric} {ours}, numpy {theirs}"
+        );
+        match task {
+            "binary" => assert!(theirs > 0.85, "the model learned: AUC {theirs}"),
+            _ => assert!(theirs < 1.5, "the model learned: RMSE {theirs}"),
+        }
+    }
 }
