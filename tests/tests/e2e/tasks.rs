@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use hopper_tests::run::{mop_train, results};
+use hopper_tests::run::{
+    assert_same_models, count, is_event, mop_train, results, spawn_mop_train, wait_for,
+};
 use hopper_tests::{binary, cluster, python_json, segment_args, FlightServer};
 use mop_core::run_config::RunConfig;
 use serde_json::Value;
@@ -314,4 +316,50 @@ async fn binary_and_regression_models_report_the_metrics_numpy_computes_from_the
     // from the same errors summed in f64: equal to float precision.
     let rmse = last("val_rmse");
     assert_close("val_loss = val_rmse²", last("val_loss"), rmse * rmse, 1e-6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_keeping_best_epochs_with_patience_resumes_to_the_same_files() {
+    let s = setup().await;
+    let (train, grid) = (
+        "metric = \"auc\"\nkeep = \"best\"\npatience = 2",
+        "task = \"binary\"\noptimizer = [{ kind = \"adam\" }]\nlr = [1e-2, 3e-3]",
+    );
+    let interrupted = s.config("interrupted", "clicked", train, grid);
+    let straight = s.config("straight", "clicked", train, grid);
+    let (mut mop, rx) = spawn_mop_train(&interrupted, &[], &[]);
+    let mut seen = Vec::new();
+    // Both models validated once (each holds a best epoch), then one more
+    // unit: the checkpoint written before it names the best states.
+    while count(&seen, "epoch") < 2 {
+        wait_for(&rx, &mut seen, "epoch", |v| is_event(v, "epoch"));
+    }
+    let units = count(&seen, "unit");
+    while count(&seen, "unit") == units {
+        wait_for(&rx, &mut seen, "unit", |v| is_event(v, "unit"));
+    }
+    mop.kill();
+    let out = s.dir.path().join("interrupted");
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoint/checkpoint.json")).unwrap())
+            .unwrap();
+    let best = checkpoint["best"]
+        .as_array()
+        .expect("best states checkpointed");
+    assert!(best.iter().all(|b| b["state"].is_string()), "{best:?}");
+    assert!(!out.join("results.json").exists());
+    mop_train(&interrupted, &["--resume"]);
+    mop_train(&straight, &[]);
+    assert_same_models(&out, &s.dir.path().join("straight"), 2);
+    let (a, b) = (results(&out), results(&s.dir.path().join("straight")));
+    for (x, y) in a["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["models"].as_array().unwrap())
+    {
+        for key in ["val_auc", "kept_epoch", "stopped_at", "stop_reason"] {
+            assert_eq!(x[key], y[key], "{key}");
+        }
+    }
 }
