@@ -29,7 +29,14 @@ pub async fn load_models(config: &RunConfig) -> Result<Vec<ModelConfig>> {
     }
     Ok(rows(&batches)?
         .iter()
-        .map(|row| mst::config(row, &config.grid.input, config.grid.classes, config.grid.task))
+        .map(|row| {
+            mst::config(
+                row,
+                &config.grid.input,
+                config.grid.classes,
+                config.grid.task,
+            )
+        })
         .collect::<mop_core::Result<_>>()?)
 }
 
