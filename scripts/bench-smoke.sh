@@ -55,6 +55,7 @@ run data-plane --smoke
 run end-to-end --smoke
 run search --smoke
 run training --smoke
+run quality --smoke
 # scale computes on paper from its flags (no data, no timing): its defaults
 # take milliseconds.
 run scale

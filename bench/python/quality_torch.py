@@ -1,0 +1,139 @@
+"""The `quality` benchmark's PyTorch leg: the scripted module hopper trains,
+trained by PyTorch sequentially on the same rows, scored on the same
+validation rows with the same metric definitions.
+
+The rows are those of the hopper run's own split queries, read from every
+segment by `quality` (JSON columns, NULL as null). They are featurized here
+from the raw values as hopper's table input specifies (mop_core::table),
+with the statistics of the hopper run's `table_features.json` — so the
+means, standard deviations and buckets are the run's — and those
+statistics are checked against the training rows first:
+
+  numeric column  (x - mean) * (1 / std) in float64, then float32; NULL -> 0
+  categorical     one-hot over `buckets` slots, slot = FNV-1a 64 of the
+                  UTF-8 text mod buckets; NULL -> none set
+
+Training: torch.jit.load of the module file hopper trained (its initial
+weights), Adam (PyTorch defaults, weight decay 0, fused as hopper's is),
+each learning rate from a fresh copy, mini-batches of `batch_size` rows of
+a fresh permutation of the training rows every epoch (the usual sequential
+training; hopper visits its partitions in the scheduler's order instead),
+BCE-with-logits (binary) or MSE (regression) averaged over the batch.
+BatchNorm cannot train on one row, so a final batch of one row is left out
+of that epoch. After every epoch, in eval mode, the validation rows are
+scored: AUC from the logits with ties counted half (scikit-learn's
+roc_auc_score), or RMSE.
+
+Usage: quality_torch.py MANIFEST.json  (prints JSON: curves, one list of the
+validation metric per epoch per learning rate, and torch's version)
+"""
+import json
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def featurize(columns, spec):
+    """[n, dims] float32 features of `columns` as the table input `spec` says."""
+    features = spec["features"]
+    if features.get("arrays"):
+        raise SystemExit("quality_torch.py featurizes numeric and categorical columns only")
+    categorical, buckets = spec.get("categorical", []), spec["buckets"]
+    n = len(columns["id"])
+    width = len(features["numeric"]) + len(categorical) * buckets
+    x = np.zeros((n, width), dtype=np.float32)
+    for j, f in enumerate(features["numeric"]):
+        v = np.array([np.nan if a is None else a for a in columns[f["name"]]], dtype=np.float64)
+        scale = 1.0 / f["std"] if f["std"] > 0 and np.isfinite(f["std"]) else 0.0
+        ok = ~np.isnan(v)
+        x[ok, j] = ((v[ok] - f["mean"]) * scale).astype(np.float32)
+    at = len(features["numeric"])
+    for name in categorical:
+        for r, text in enumerate(columns[name]):
+            if text is not None:
+                x[r, at + fnv1a64(text.encode()) % buckets] = 1.0
+        at += buckets
+    return x
+
+
+def check_statistics(columns, spec):
+    """The run's statistics are the training rows' mean and population std."""
+    for f in spec["features"]["numeric"]:
+        v = np.array([a for a in columns[f["name"]] if a is not None], dtype=np.float64)
+        mean, std = v.mean(), v.std()
+        if abs(mean - f["mean"]) > 1e-9 * max(1.0, abs(mean)) or abs(std - f["std"]) > 1e-9 * max(1.0, std):
+            raise SystemExit(
+                f"{f['name']}: table_features.json has mean {f['mean']} std {f['std']}, "
+                f"the training rows {mean} {std}"
+            )
+    if spec["features"]["rows"] != len(columns["id"]):
+        raise SystemExit(
+            f"table_features.json counts {spec['features']['rows']} training rows, "
+            f"the segments returned {len(columns['id'])}"
+        )
+
+
+def auc(scores, labels):
+    """Area under the ROC curve, ties counted half (Mann-Whitney U)."""
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
+    pos = labels == 1
+    npos, nneg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
+
+
+def rmse(predictions, targets):
+    return float(np.sqrt(np.mean((predictions.astype(np.float64) - targets) ** 2)))
+
+
+def main():
+    manifest = json.load(open(sys.argv[1]))
+    torch.set_num_threads(manifest["threads"])
+    data = json.load(open(manifest["rows"]))
+    spec = json.load(open(manifest["features"]))["input"]
+    check_statistics(data["train"], spec)
+    train_x = torch.from_numpy(featurize(data["train"], spec))
+    val_x = torch.from_numpy(featurize(data["validation"], spec))
+    train_y = torch.tensor(data["train"]["target"], dtype=torch.float32).unsqueeze(1)
+    val_y = np.array(data["validation"]["target"], dtype=np.float64)
+    binary = manifest["task"] == "binary"
+    loss_fn = nn.BCEWithLogitsLoss() if binary else nn.MSELoss()
+    batch, n = manifest["batch_size"], len(train_y)
+    curves = []
+    for m, lr in enumerate(manifest["lrs"]):
+        torch.manual_seed(manifest["seed"] * 1000 + m)
+        model = torch.jit.load(manifest["module"])
+        opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        curve = []
+        for _ in range(manifest["epochs"]):
+            model.train()
+            order = torch.randperm(n)
+            for i in range(0, n, batch):
+                rows = order[i:i + batch]
+                if len(rows) < 2:
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(train_x[rows]), train_y[rows])
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                out = model(val_x)[:, 0].numpy()
+            curve.append(auc(out, val_y) if binary else rmse(out, val_y))
+        curves.append(curve)
+    print(json.dumps({"curves": curves, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
