@@ -150,6 +150,7 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 open_bytes: 123_456,
             })
             .collect(),
+        source_changes: Vec::new(),
         seconds,
         trainers: TRAINERS,
         dir: dir.to_path_buf(),
@@ -249,6 +250,7 @@ pub fn searched_run(dir: &Path) -> RunOutcome {
             .collect(),
         timeline,
         partitions: Vec::new(),
+        source_changes: Vec::new(),
         seconds,
         trainers: TRAINERS,
         dir: dir.to_path_buf(),
@@ -304,6 +306,7 @@ pub fn checkpoint(dir: &Path, units: usize) -> Checkpoint {
         config_fingerprint: "fixture".into(),
         pending_evals: Vec::new(),
         best: Vec::new(),
+        reads: Default::default(),
     };
     CheckpointDir::new(dir).unwrap().commit(&c).unwrap();
     c

@@ -7,6 +7,7 @@
 //! sql = "SELECT * FROM criteo"             # or: table = "criteo"
 //! validation = { fraction = 0.1, key = "id" } # or: { sql = "SELECT …" }, or none
 //! cache = "memory"                         # memory | disk | none
+//! on_change = "stop"                       # rows that differ between reads: stop | warn
 //!
 //! [train]
 //! epochs = 10
@@ -105,6 +106,48 @@ pub struct SourceConfig {
     /// How trainers keep their partition between epochs.
     #[serde(default)]
     pub cache: Cache,
+    /// What the run does when a partition's rows differ from one read to
+    /// the next ([`crate::run_dir::reads`]).
+    #[serde(default, skip_serializing_if = "OnChange::is_stop")]
+    pub on_change: OnChange,
+}
+
+/// What a run does when a partition's rows differ from its earlier reads
+/// (`[source] on_change`): the row count and checksum of every read over
+/// Flight are compared with the partition's first read
+/// ([`crate::run_dir::reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum OnChange {
+    /// Stop the run with an error naming the partition; the checkpoint
+    /// keeps every finished unit.
+    #[default]
+    Stop,
+    /// Log a warning, record the change in results.json and the report,
+    /// and go on over the changed rows.
+    Warn,
+}
+
+impl OnChange {
+    /// Whether this is the default.
+    pub fn is_stop(&self) -> bool {
+        *self == OnChange::Stop
+    }
+}
+
+impl TryFrom<String> for OnChange {
+    type Error = String;
+    fn try_from(value: String) -> std::result::Result<Self, String> {
+        match value.as_str() {
+            "stop" => Ok(OnChange::Stop),
+            "warn" => Ok(OnChange::Warn),
+            other => Err(format!(
+                "source.on_change = {other:?}: must be \"stop\" (the default: a partition whose \
+                 rows changed between reads stops the run) or \"warn\" (log it, record it in \
+                 results.json and go on)"
+            )),
+        }
+    }
 }
 
 /// One flight-server, or one per segment.
@@ -665,6 +708,26 @@ mod tests {
         assert_eq!(models[1].batch_size, 64);
         assert!(c.train_sql().unwrap().contains(">= 100"));
         assert!(c.validation_sql().unwrap().unwrap().contains("< 100"));
+    }
+
+    #[test]
+    fn on_change_is_stop_by_default_warn_when_asked_and_nothing_else() {
+        assert_eq!(
+            RunConfig::parse(GRID).unwrap().source.on_change,
+            OnChange::Stop
+        );
+        let with = |v: &str| GRID.replace("[train]", &format!("on_change = {v}\n[train]"));
+        let warn = RunConfig::parse(&with("\"warn\"")).unwrap();
+        assert_eq!(warn.source.on_change, OnChange::Warn);
+        let stop = RunConfig::parse(&with("\"stop\"")).unwrap();
+        assert_eq!(stop.source.on_change, OnChange::Stop);
+        let e = RunConfig::parse(&with("\"halt\"")).unwrap_err().to_string();
+        assert!(
+            e.contains("source.on_change = \"halt\"")
+                && e.contains("\"stop\"")
+                && e.contains("\"warn\""),
+            "{e}"
+        );
     }
 
     #[test]

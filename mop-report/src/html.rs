@@ -135,6 +135,7 @@ pub fn render(run: &RunFiles) -> Result<String> {
                     (format_args!("{:.1}", r.seconds)) " s — " code { (dir) }
                 }
                 (summary(r))
+                (source_changes(r))
                 (leaderboard(&board, best, r.metric))
                 (grid(r))
                 (search(r, &run.timeline))
@@ -184,6 +185,47 @@ fn summary(r: &super::RunResults) -> Markup {
                         }
                     }
                     @if let Some(e) = m.kept_epoch { " (epoch " (e) ")" }
+                }
+            }
+        }
+    }
+}
+
+/// The partitions whose rows changed between reads while the run went on
+/// (`[source] on_change = "warn"`): from there on its models did not all
+/// see the same rows, which the reader of the leaderboard must know first.
+fn source_changes(r: &super::RunResults) -> Markup {
+    use mop_core::run_dir::reads::{split_name, ReadKind};
+    if r.source_changes.is_empty() {
+        return html! {};
+    }
+    html! {
+        h2 { "Rows that changed during the run" }
+        p.note {
+            "These reads got other rows than the earlier reads of the same partition (another              row count or checksum), and the run went on (" code { "on_change = \"warn\"" }
+            "): the models trained or validated after a change saw other rows than those before              it, so their comparison is not on equal data."
+        }
+        table {
+            tr {
+                th { "partition" } th.l { "rows" } th.l { "found by" } th { "rows before" }
+                th { "rows after" } th.l { "read from" }
+            }
+            @for c in &r.source_changes {
+                tr {
+                    td { (c.partition) }
+                    td.l { (split_name(c.split)) }
+                    td.l {
+                        @match (c.read, c.model, c.epoch) {
+                            (ReadKind::Unit, Some(m), Some(e)) => { "model " (m) ", epoch " (e) }
+                            (ReadKind::Validation, Some(m), Some(e)) => {
+                                "validation of model " (m) " after epoch " (e)
+                            }
+                            _ => { "a trainer filling its cache" }
+                        }
+                    }
+                    td { (c.rows_before) }
+                    td { (c.rows_after) }
+                    td.l { (c.from) }
                 }
             }
         }

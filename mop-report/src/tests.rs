@@ -283,3 +283,45 @@ fn a_binary_run_ranked_by_auc_shows_its_auc_and_kept_epochs() {
     );
     assert!(html.contains("auc (higher is better), the model files hold the best epoch"));
 }
+
+#[test]
+fn rows_that_changed_while_the_run_went_on_are_listed_before_the_leaderboard() {
+    use mop_core::run_dir::checkpoint::Split;
+    use mop_core::run_dir::reads::{ReadKind, SourceChange};
+    let dir = tempfile::tempdir().unwrap();
+    fixture::finished_run(dir.path(), true);
+    let plain = std::fs::read_to_string(write_report(dir.path(), None).unwrap()).unwrap();
+    assert!(
+        !plain.contains("Rows that changed"),
+        "no change, no section"
+    );
+    // The same run had found a change in partition 1's training rows.
+    let path = dir.path().join(RESULTS_FILE);
+    let mut results = RunResults::read(&path).unwrap();
+    results.source_changes.push(SourceChange {
+        partition: 1,
+        split: Split::Train,
+        read: ReadKind::Unit,
+        model: Some(3),
+        epoch: Some(2),
+        from: "endpoint 1 of the training query, at grpc+tcp://127.0.0.1:5".into(),
+        rows_before: 1200,
+        rows_after: 1217,
+        checksum_before: 1,
+        checksum_after: 2,
+    });
+    std::fs::write(&path, serde_json::to_vec(&results).unwrap()).unwrap();
+    let html = std::fs::read_to_string(write_report(dir.path(), None).unwrap()).unwrap();
+    let section = html
+        .split("<h2>Rows that changed during the run</h2>")
+        .nth(1)
+        .expect("a section of changes")
+        .split("<h2>")
+        .next()
+        .unwrap();
+    assert!(
+        section.contains("<td>1</td><td class=\"l\">training</td><td class=\"l\">model 3, epoch 2</td><td>1200</td><td>1217</td>"),
+        "{section}"
+    );
+    assert!(html.find("Rows that changed") < html.find("<h2>Leaderboard</h2>"));
+}

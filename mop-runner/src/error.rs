@@ -40,6 +40,10 @@ pub enum Error {
     /// A run was interrupted (Ctrl-C); its checkpoint is kept.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// A partition's rows differed from its earlier reads and the run
+    /// stopped (`[source] on_change = "stop"`); its checkpoint is kept.
+    #[error("rows changed: {0}")]
+    RowsChanged(String),
     /// The model-selection table could not be read as Arrow.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),

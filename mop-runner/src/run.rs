@@ -43,6 +43,16 @@
 //! the states they validate, so `--resume` still validates every epoch.
 //! Tickets that expire or that a flight-server refuses are replaced by
 //! planning again ([`plan`]); the unit that met the refusal runs again.
+//!
+//! # Rows that change between reads
+//! Every read over Flight (a unit's or validation pass's with `cache =
+//! "none"`, a trainer's filling its cache) reports its rows and their
+//! checksum; [`mop_core::run_dir::reads`] compares them, per partition and
+//! split, with the partition's first read, before the pass counts. A
+//! difference stops the run with [`Error::RowsChanged`] naming the
+//! partition, its endpoints and both figures — the checkpoint keeps every
+//! unit finished before — or, with `[source] on_change = "warn"`, is
+//! reported, kept in the checkpoint and results.json, and the run goes on.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,11 +73,12 @@ use crate::trainers;
 use crate::trainers::{Client, LocalTrainer};
 use hopper_proto::auth::TrainerKey;
 use mop_core::metrics::{Metric, RegressionSums, ScoreCounts};
-use mop_core::run_config::{Cache, Keep, RunConfig};
+use mop_core::run_config::{Cache, Keep, OnChange, RunConfig};
 use mop_core::run_dir::checkpoint::{
     BestRecord, Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, Split, UnitRecord,
 };
 use mop_core::run_dir::partitions::PartitionRecord;
+use mop_core::run_dir::reads::{Checked, Read, ReadKind, RowsRead, SourceReads};
 use mop_core::run_dir::results;
 pub use mop_core::run_dir::RunOutcome;
 use mop_core::schedule::{Policy, Scheduler, Unit};
@@ -124,6 +135,9 @@ struct EvalTotals {
     correct: u64,
     scores: Option<ScoreCounts>,
     regression: Option<RegressionSums>,
+    /// What each trainer's pass read over Flight (cache mode none), by
+    /// partition.
+    reads: Vec<(usize, hopper_proto::RowsRead)>,
 }
 
 /// Adds a pass's optional statistics into a running total.
@@ -398,6 +412,10 @@ async fn run(
     let metric = config.metric();
     let keep_best = config.train.keep == Keep::Best;
     let mut best: Vec<Option<Best>> = vec![None; models.len()];
+    // What every partition's rows were at their reads (kept in the
+    // checkpoint, so a resumed run compares with the reads before it).
+    let mut reads = SourceReads::default();
+    let on_change = config.source.on_change;
     let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
         match (opts.resume, existing) {
             (true, Some(c)) => {
@@ -426,6 +444,7 @@ async fn run(
                         best[m] = Some((b.epoch, Arc::new(ckdir.read_state(&b.state)?)));
                     }
                 }
+                reads = c.reads;
                 (
                     c.scheduler,
                     states,
@@ -540,6 +559,7 @@ async fn run(
             .into_inner();
         partitions[p].rows = opened.train_rows;
         partitions[p].open_bytes = opened.train_bytes + opened.validation_bytes;
+        check_open(&mut reads, on_change, &plan, w, p, opened, &reporter)?;
     }
     for r in partitions.iter().filter(|r| !r.local) {
         reporter.println(format!(
@@ -637,6 +657,7 @@ async fn run(
                 &timeline,
                 &evals,
                 &best,
+                &reads,
                 now(&started),
                 &fp,
             )?;
@@ -671,6 +692,21 @@ async fn run(
                 start,
                 result: Ok(r),
             } => {
+                // Rows that changed since the partition's earlier reads stop
+                // the run before the unit counts (or, warned, are recorded).
+                if let Some(got) = r.read.clone() {
+                    let from = source_of(&plan, Split::Train, unit.partition, w);
+                    let read = Read {
+                        partition: unit.partition,
+                        split: Split::Train,
+                        kind: ReadKind::Unit,
+                        model: Some(unit.model),
+                        epoch: Some(unit.epoch),
+                        from,
+                        got: rows_read(got),
+                    };
+                    check_read(&mut reads, on_change, read, &reporter)?;
+                }
                 busy[worker] = false;
                 failures[worker] = 0;
                 let m = unit.model;
@@ -757,13 +793,29 @@ async fn run(
                     let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
                     tokio::time::sleep(backoff).await;
                 }
-                reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?;
+                if let Some(opened) =
+                    reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
+                {
+                    check_open(&mut reads, on_change, &plan, w, worker, opened, &reporter)?;
+                }
             }
             Done::Eval {
                 eval,
                 result: Ok(totals),
             } => {
                 let (model, epoch) = (eval.model, eval.epoch);
+                for (p, got) in &totals.reads {
+                    let read = Read {
+                        partition: *p,
+                        split: Split::Validation,
+                        kind: ReadKind::Validation,
+                        model: Some(model),
+                        epoch: Some(epoch),
+                        from: source_of(&plan, Split::Validation, *p, w),
+                        got: rows_read(got.clone()),
+                    };
+                    check_read(&mut reads, on_change, read, &reporter)?;
+                }
                 evals.remove(&(model, epoch));
                 let em = epoch_slot(&mut metrics[model], epoch);
                 em.val_samples = totals.samples;
@@ -824,7 +876,11 @@ async fn run(
                 for worker in 0..w {
                     if trainers.replace_if_dead(worker, &reporter).await? {
                         replaced = true;
-                        reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?;
+                        if let Some(opened) =
+                            reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
+                        {
+                            check_open(&mut reads, on_change, &plan, w, worker, opened, &reporter)?;
+                        }
                     }
                 }
                 if !replaced {
@@ -867,6 +923,7 @@ async fn run(
         models: model_results,
         timeline,
         partitions,
+        source_changes: reads.changes.clone(),
         seconds,
         trainers: w,
         dir: out,
@@ -947,6 +1004,7 @@ fn commit(
     timeline: &[UnitRecord],
     evals: &BTreeMap<(usize, usize), Arc<Vec<u8>>>,
     best: &[Option<Best>],
+    reads: &SourceReads,
     elapsed: f64,
     fp: &str,
 ) -> Result<()> {
@@ -1015,6 +1073,7 @@ fn commit(
         config_fingerprint: fp.to_string(),
         pending_evals,
         best: best_records,
+        reads: reads.clone(),
     })?)
 }
 
@@ -1058,13 +1117,14 @@ async fn replan(plan: &mut Plan, reporter: &Reporter) -> Result<()> {
 
 /// Opens trainer `w`'s partition again (after a failed unit or a new
 /// process), planning again first if the tickets expire soon or are refused.
+/// Returns what the trainer read, if it opened the partition.
 async fn reopen(
     trainers: &mut Trainers,
     plan: &mut Plan,
     w: usize,
     open_req: &impl Fn(&Plan, usize) -> hopper_proto::OpenPartitionRequest,
     reporter: &Reporter,
-) -> Result<()> {
+) -> Result<Option<hopper_proto::OpenPartitionResponse>> {
     if plan.expiring() {
         plan.refresh().await?;
         reporter.replanned("expiring", plan.replans);
@@ -1072,7 +1132,7 @@ async fn reopen(
     let mut refused_once = false;
     loop {
         match trainers.clients[w].open_partition(open_req(plan, w)).await {
-            Ok(_) => return Ok(()),
+            Ok(opened) => return Ok(Some(opened.into_inner())),
             Err(s) => match trainer_status(w, "opening its partition", s) {
                 Error::TicketRefused(_) if !refused_once => {
                     refused_once = true;
@@ -1081,7 +1141,7 @@ async fn reopen(
                 e => {
                     // The next unit on this trainer fails and brings it back here.
                     reporter.println(format!("reopening a partition failed: {e}"));
-                    return Ok(());
+                    return Ok(None);
                 }
             },
         }
@@ -1130,10 +1190,108 @@ async fn evaluate_everywhere(
         t.samples += r.samples;
         t.loss_sum += r.loss_sum;
         t.correct += r.correct;
+        if let Some(read) = r.read {
+            t.reads.push((w, read));
+        }
         merge_stats(&mut t.scores, &mut t.regression, r.scores, r.regression)
             .map_err(|e| trainer_err(w, format!("its metrics: {e}")))?;
     }
     Ok(t)
+}
+
+/// The figures of a read as the run directory keeps them.
+fn rows_read(r: hopper_proto::RowsRead) -> RowsRead {
+    RowsRead {
+        rows: r.rows,
+        checksum: r.checksum,
+        scheme: r.scheme,
+    }
+}
+
+/// Where partition `p`'s rows of `split` come from, for messages: its
+/// endpoints' indices in the query's plan and their flight-servers.
+fn source_of(plan: &Plan, split: Split, p: usize, w: usize) -> String {
+    let (query, slices) = match split {
+        Split::Train => ("training", &plan.train),
+        Split::Validation => ("validation", &plan.validation),
+    };
+    let mine: Vec<usize> = (0..slices.len()).filter(|i| i % w == p).collect();
+    let mut at: Vec<&str> = mine.iter().map(|&i| slices[i].location.as_str()).collect();
+    at.dedup();
+    let indices: Vec<String> = mine.iter().map(usize::to_string).collect();
+    format!(
+        "endpoint{} {} of the {query} query, at {}",
+        if mine.len() == 1 { "" } else { "s" },
+        indices.join(", "),
+        at.join(", ")
+    )
+}
+
+/// Compares a read with the partition's earlier reads
+/// (`mop_core::run_dir::reads`): different rows stop the run with an error
+/// naming the partition, or with `[source] on_change = "warn"` are
+/// reported and recorded, and the run goes on.
+fn check_read(
+    reads: &mut SourceReads,
+    on_change: OnChange,
+    read: Read,
+    reporter: &Reporter,
+) -> Result<()> {
+    match reads.check(&read) {
+        Checked::First | Checked::Same => Ok(()),
+        Checked::NewScheme { was } => {
+            reporter.println(format!(
+                "partition {}: the trainer checksums rows as {} where the run's earlier reads                  used {was}; its figures are the ones later reads must match",
+                read.partition, read.got.scheme
+            ));
+            Ok(())
+        }
+        Checked::Changed(change) => match on_change {
+            OnChange::Stop => {
+                reporter.finish();
+                Err(Error::RowsChanged(change.stop_message()))
+            }
+            OnChange::Warn => {
+                let what = change.describe();
+                tracing::warn!("{what}");
+                reporter.println(format!(
+                    "warning: {what}; going on over the new rows (on_change = \"warn\"), \
+                     recorded in results.json"
+                ));
+                reads.accept(change);
+                Ok(())
+            }
+        },
+    }
+}
+
+/// [`check_read`] for what trainer `p` read when it filled its cache.
+fn check_open(
+    reads: &mut SourceReads,
+    on_change: OnChange,
+    plan: &Plan,
+    w: usize,
+    p: usize,
+    opened: hopper_proto::OpenPartitionResponse,
+    reporter: &Reporter,
+) -> Result<()> {
+    for (split, got) in [
+        (Split::Train, opened.train_read),
+        (Split::Validation, opened.validation_read),
+    ] {
+        let Some(got) = got else { continue };
+        let read = Read {
+            partition: p,
+            split,
+            kind: ReadKind::Open,
+            model: None,
+            epoch: None,
+            from: source_of(plan, split, p, w),
+            got: rows_read(got),
+        };
+        check_read(reads, on_change, read, reporter)?;
+    }
+    Ok(())
 }
 
 /// One line naming the trainers' devices: `devices: cpu (2 trainers)`, or

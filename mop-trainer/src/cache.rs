@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::featurize::Featurized;
+use crate::row_checksum::{RowChecksum, SharedChecksum};
 use flight_client::read::{spawn_counted_reader, PREFETCH_BATCHES};
 use flight_client::retry::retry_budget;
 use flight_client::FlightSlice;
@@ -53,6 +54,10 @@ pub struct PartitionData {
     pub rows: u64,
     /// Arrow IPC bytes read over Flight at open (memory and disk modes).
     pub bytes: u64,
+    /// The rows read at open and their checksum (memory and disk modes
+    /// with rows to read): passes served from the cache report nothing,
+    /// since they cannot see the database change.
+    pub read: Option<hopper_proto::RowsRead>,
 }
 
 /// Featurized batches shared between passes. Tensors are `Send` but not
@@ -64,8 +69,27 @@ pub type SharedFeatures = Arc<Mutex<Vec<Featurized>>>;
 pub enum Batches {
     /// Already featurized, in memory.
     Featurized(SharedFeatures),
-    /// Arrow batches arriving through a bounded channel.
+    /// Arrow batches arriving through a bounded channel from the disk cache.
     Stream(mpsc::Receiver<Result<RecordBatch>>),
+    /// Arrow batches arriving over Flight (mode none), whose rows the pass
+    /// adds to `checksum` as it takes them.
+    Flight {
+        /// The batches.
+        rx: mpsc::Receiver<Result<RecordBatch>>,
+        /// What the pass read.
+        checksum: SharedChecksum,
+    },
+}
+
+impl Batches {
+    /// The checksum of what the pass reads over Flight; none when it is
+    /// served from the trainer's cache.
+    pub fn checksum(&self) -> Option<SharedChecksum> {
+        match self {
+            Batches::Flight { checksum, .. } => Some(checksum.clone()),
+            Batches::Featurized(_) | Batches::Stream(_) => None,
+        }
+    }
 }
 
 impl PartitionData {
@@ -84,6 +108,7 @@ impl PartitionData {
             file: None,
             rows: 0,
             bytes: 0,
+            read: None,
         };
         if mode == CacheMode::None || data.slices.is_empty() {
             return Ok(data);
@@ -116,9 +141,12 @@ impl PartitionData {
         );
         let mut writer: Option<FileWriter<File>> = None;
         let path = dir.join(format!("{name}.arrow"));
+        // A fresh checksum per attempt: a failed one's rows are read again.
+        let mut checksum = RowChecksum::default();
         while let Some(batch) = rx.recv().await {
             let batch = batch?;
             data.rows += batch.num_rows() as u64;
+            checksum.add(&batch)?;
             match mode {
                 CacheMode::Memory => data.batches.push(batch),
                 CacheMode::Disk => {
@@ -144,6 +172,7 @@ impl PartitionData {
         }
         // Every attempt's bytes crossed the wire, a failed one's too.
         data.bytes += bytes.load(Ordering::Relaxed);
+        data.read = Some(checksum.figures());
         Ok(())
     }
 
@@ -202,11 +231,10 @@ impl PartitionData {
                 } else {
                     fresh
                 };
-                Ok(Batches::Stream(spawn_counted_reader(
-                    &tokio::runtime::Handle::current(),
-                    slices,
-                    bytes,
-                )))
+                Ok(Batches::Flight {
+                    rx: spawn_counted_reader(&tokio::runtime::Handle::current(), slices, bytes),
+                    checksum: SharedChecksum::default(),
+                })
             }
         }
     }

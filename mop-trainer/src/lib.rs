@@ -18,7 +18,10 @@
 //! serves gRPC and reads Flight. One unit runs at a time: a trainer owns
 //! its cores. The partition is read once (cache `memory` keeps featurized
 //! tensors, `disk` keeps Arrow IPC files) or re-read every pass (`none`),
-//! always through a bounded prefetch channel.
+//! always through a bounded prefetch channel. Every read over Flight
+//! reports its rows and an order-independent checksum of them
+//! ([`row_checksum`]), so the runner can tell when a partition's rows
+//! changed between reads.
 //!
 //! A trainer serves one runner: every call proves the key they share, or
 //! comes with a client certificate, or over loopback ([`hopper_proto::auth`]). It reads
@@ -35,6 +38,7 @@ pub mod health;
 pub mod model;
 pub mod optim;
 pub mod predict;
+pub mod row_checksum;
 mod service;
 pub mod train;
 

@@ -22,6 +22,7 @@ use super::cache::{feature_key, Batches, CacheMode, PartitionData};
 use crate::error::{Error, Result};
 use crate::featurize::{Featurized, Featurizer};
 use crate::model::Model;
+use crate::row_checksum::figures;
 use crate::train::{evaluate, train_partition};
 use flight_client::connect::Bearer;
 use flight_client::FlightSlice;
@@ -151,6 +152,20 @@ fn featurized_iter(
             rx.blocking_recv()
                 .map(|b| b.and_then(|b| featurizer.featurize(&b)))
         })),
+        // Each batch is added to the pass's checksum as it is taken, on the
+        // training thread: the figures are complete once the pass has
+        // taken every batch, and a pass that fails sends none.
+        Batches::Flight { mut rx, checksum } => Box::new(std::iter::from_fn(move || {
+            rx.blocking_recv().map(|b| {
+                b.and_then(|b| {
+                    checksum
+                        .lock()
+                        .map_err(|_| Error::Config("row checksum poisoned".into()))?
+                        .add(&b)?;
+                    featurizer.featurize(&b)
+                })
+            })
+        })),
     }
 }
 
@@ -196,6 +211,8 @@ impl Trainer for TrainerService {
             seconds: start.elapsed().as_secs_f64(),
             train_bytes: train.bytes,
             validation_bytes: validation.bytes,
+            train_read: train.read.clone(),
+            validation_read: validation.read.clone(),
         };
         tracing::info!(
             partition = req.partition,
@@ -237,6 +254,7 @@ impl Trainer for TrainerService {
                 f2.featurize(b)
             })
             .map_err(status)?;
+        let checksum = batches.checksum();
         let threads = opened.threads;
         let (tx, rx) = mpsc::channel(16);
         let model_id = req.model;
@@ -282,6 +300,7 @@ impl Trainer for TrainerService {
                     seconds: metrics.seconds,
                     wait_seconds: metrics.wait_seconds,
                     bytes_read: read.load(Ordering::Relaxed),
+                    read: checksum.as_ref().and_then(figures),
                 })
             })();
             let event = match result {
@@ -329,6 +348,7 @@ impl Trainer for TrainerService {
                 move |b| f2.featurize(b),
             )
             .map_err(status)?;
+        let checksum = batches.checksum();
         let threads = opened.threads;
         let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {
             let _guard = guard;
@@ -341,6 +361,7 @@ impl Trainer for TrainerService {
                 correct: m.correct,
                 scores: m.stats.scores.as_ref().map(Into::into),
                 regression: m.stats.regression.map(Into::into),
+                read: checksum.as_ref().and_then(figures),
             })
         })
         .await

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Metric, RegressionSums, ScoreCounts};
+use crate::run_dir::reads::SourceReads;
 use crate::schedule::Scheduler;
 
 /// Per-epoch metrics of one model.
@@ -52,8 +53,9 @@ pub struct EpochMetrics {
     pub val_auc: Option<f64>,
 }
 
-/// Which rows a metric is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which rows a metric (or a read, [`crate::run_dir::reads`]) is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Split {
     /// The training rows, scored before each update as the epoch trained.
     Train,
@@ -159,8 +161,10 @@ pub struct BestRecord {
     pub state: String,
 }
 
-/// The version of `checkpoint.json` this build writes and the newest it resumes.
-pub const CHECKPOINT_FORMAT: u32 = 2;
+/// The version of `checkpoint.json` this build writes and the newest it
+/// resumes. Version 3 added `reads`: a mop that does not know them would
+/// resume without comparing its reads with them, so it must refuse.
+pub const CHECKPOINT_FORMAT: u32 = 3;
 
 fn version_one() -> u32 {
     1
@@ -193,6 +197,10 @@ pub struct Checkpoint {
     /// otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub best: Vec<Option<BestRecord>>,
+    /// What every partition's rows were at their reads, and the changes
+    /// the run went on after ([`crate::run_dir::reads`]).
+    #[serde(default, skip_serializing_if = "SourceReads::is_empty")]
+    pub reads: SourceReads,
 }
 
 /// Where a run keeps its checkpoint.
@@ -317,6 +325,7 @@ mod tests {
                 epoch: 1,
                 state: best.clone(),
             })],
+            reads: SourceReads::default(),
         };
         ck.commit(&c).unwrap();
         let back = ck.load().unwrap().unwrap();

@@ -22,6 +22,7 @@ use crate::metrics::Metric;
 use crate::run_config::{Keep, RunConfig};
 use crate::run_dir::checkpoint::{EpochMetrics, Split, UnitRecord};
 use crate::run_dir::partitions::PartitionRecord;
+use crate::run_dir::reads::SourceChange;
 use crate::run_dir::RunOutcome;
 use crate::search::{Reason, Rule, SearchKind, Stop};
 
@@ -181,6 +182,14 @@ pub struct RunResults {
     /// Which epoch's weights the model files hold.
     #[serde(default)]
     pub keep: Keep,
+    /// Partitions whose rows changed between two reads while the run went
+    /// on (`[source] on_change = "warn"`; see [`crate::run_dir::reads`]):
+    /// the models trained or validated on different rows from there on.
+    /// Absent when none did, and in files of builds before the check (a
+    /// reader that ignores the list misreads nothing else, so the format
+    /// stays 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_changes: Vec<SourceChange>,
 }
 
 fn version_one() -> u32 {
@@ -541,6 +550,7 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
         partitions: outcome.partitions.clone(),
         metric,
         keep: config.train.keep,
+        source_changes: outcome.source_changes.clone(),
     };
     std::fs::write(dir.join(RESULTS_FILE), serde_json::to_vec_pretty(&results)?)?;
     std::fs::write(dir.join("results.csv"), csv)?;

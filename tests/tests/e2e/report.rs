@@ -76,6 +76,7 @@ fn finished_run(dir: &Path) -> (RunOutcome, RunConfig) {
             unit(0, 1, 1.0),
         ],
         partitions: Vec::new(),
+        source_changes: Vec::new(),
         seconds: 2.5,
         trainers: 2,
         dir: dir.to_path_buf(),
