@@ -8,7 +8,10 @@
 //! checkpoint keeps every epoch finished before; `--resume` over the
 //! changed table stops again, and `on_change = "warn"` lets it go on. With
 //! `on_change = "warn"` from the start the run finishes and `results.json`
-//! (and the report) list the change, once per changed split.
+//! (and the report) list the change, once per changed split. With
+//! `cache = "memory"` the units read no Flight; a trainer killed after the
+//! change is replaced and fills its cache again, and that read stops the
+//! run.
 
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -52,6 +55,18 @@ impl Setup {
 
     /// A `cache = "none"` run of two models with `on_change`.
     fn config(&self, name: &str, flight: &str, on_change: &str) -> PathBuf {
+        self.config_with(name, flight, on_change, "none", EPOCHS)
+    }
+
+    /// A run of two models for `epochs` with `on_change` and `cache`.
+    fn config_with(
+        &self,
+        name: &str,
+        flight: &str,
+        on_change: &str,
+        cache: &str,
+        epochs: usize,
+    ) -> PathBuf {
         let out = self.dir.path().join(name);
         let text = format!(
             r#"
@@ -59,11 +74,11 @@ impl Setup {
 flight = "{flight}"
 table = "criteo"
 validation = {{ fraction = 0.2, key = "id" }}
-cache = "none"
+cache = "{cache}"
 on_change = "{on_change}"
 
 [train]
-epochs = {EPOCHS}
+epochs = {epochs}
 seed = 3
 threads = 1
 
@@ -386,5 +401,59 @@ async fn with_on_change_warn_a_run_over_changed_rows_finishes_and_lists_each_cha
     assert_eq!(last, EPOCHS);
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("<h2>Rows that changed during the run</h2>"));
+    drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trainer_replaced_after_the_rows_changed_finds_it_when_it_fills_its_cache_again() {
+    let s = setup().await;
+    let mut server = s.server();
+    // With a cache the units read no Flight: only the trainer that fills
+    // its cache again, once replaced, sees the new rows. Many epochs, so
+    // that the run is still going when the trainer is killed.
+    let config = s.config_with("memory", &server.url, "stop", "memory", 40);
+    let (train1, val1) = s.counts(&config, 1).await;
+    let mop = spawn_mop(&config, &[]);
+    let mut events = Vec::new();
+    wait_first_epoch(&mop, &mut events);
+    let restarted = s.restart_over_changed_rows(&mut server).await;
+    let (train1_now, val1_now) = s.counts(&config, 1).await;
+    let trainer1 = events
+        .iter()
+        .find(|v| v["event"] == "trainer" && v["trainer"] == 1)
+        .and_then(|v| v["pid"].as_u64())
+        .expect("trainer 1's pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(trainer1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (ok, error) = mop.end(&mut events);
+    println!("the run stopped with: {error}");
+    assert!(!ok, "the replaced trainer read other rows: the run stops");
+    assert!(
+        events
+            .iter()
+            .any(|v| v["event"] == "trainer" && v["trainer"] == 1 && v["pid"] != trainer1),
+        "trainer 1 was replaced"
+    );
+    assert!(
+        error.contains("as the trainer filling its cache read them"),
+        "{error}"
+    );
+    let (before, now) = if error.contains("the training rows of partition 1 ") {
+        (train1, train1_now)
+    } else {
+        assert!(
+            error.contains("the validation rows of partition 1 "),
+            "{error}"
+        );
+        (val1, val1_now)
+    };
+    assert!(
+        error.contains(&format!("{before} rows (checksum"))
+            && error.contains(&format!("{now} rows (checksum")),
+        "{error}"
+    );
     drop(restarted);
 }
