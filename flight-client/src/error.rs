@@ -27,6 +27,11 @@ pub enum Error {
     #[error("ticket refused: {0}")]
     TicketRefused(String),
 
+    /// A pinned snapshot is no longer held (released, expired, its server
+    /// restarted): pin a new one; the rows may have changed since.
+    #[error("snapshot lost: {0}")]
+    SnapshotLost(String),
+
     /// A `DoPut` descriptor that names no usable target.
     #[error("bad DoPut descriptor: {0}")]
     BadPut(String),

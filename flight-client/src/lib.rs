@@ -28,7 +28,9 @@
 //! - [`put`]: the JSON command that names a `DoPut`'s target table and
 //!   segment, and the outcome the server answers with;
 //! - [`refused`]: the status mark that says "this ticket is refused: plan
-//!   again", set by the server and read by the client.
+//!   again", set by the server and read by the client;
+//! - [`snapshot`]: pinning a snapshot so that every read of a plan sees the
+//!   same rows — the actions, their bodies, the header, the lost mark.
 
 pub mod connect;
 pub mod endpoint;
@@ -38,6 +40,7 @@ pub mod put;
 pub mod read;
 pub mod refused;
 pub mod retry;
+pub mod snapshot;
 pub mod tls;
 
 pub use endpoint::{EndpointMetadata, FlightSlice};

@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_schema::SchemaRef;
 
-use crate::connect::client;
+use crate::connect::{client_with, Bearer};
 use crate::endpoint::{EndpointMetadata, FlightSlice};
 use crate::error::{Error, Result};
+use crate::snapshot::{is_snapshot_lost, SNAPSHOT_HEADER};
 
 /// A planned query.
 #[derive(Debug, Clone)]
@@ -47,11 +48,34 @@ pub async fn plan_until(
 /// Plans `sql` on the flight-server at `location`, logged in as
 /// `HOPPER_FLIGHT_USER` if set.
 pub async fn plan_query(location: &str, sql: &str) -> Result<Planned> {
-    let mut c = client(location).await?;
+    plan_query_at(location, None, sql, None).await
+}
+
+/// [`plan_query`] logged in with `bearer` (else as `HOPPER_FLIGHT_USER`),
+/// at the pinned snapshot `snapshot` if given
+/// ([`crate::snapshot`]; [`Error::SnapshotLost`] when it is gone).
+pub async fn plan_query_at(
+    location: &str,
+    bearer: Option<&Bearer>,
+    sql: &str,
+    snapshot: Option<&str>,
+) -> Result<Planned> {
+    let mut c = client_with(location, bearer).await?;
+    if let Some(id) = snapshot {
+        let value = id
+            .parse()
+            .map_err(|_| Error::Config(format!("snapshot id {id:?} is not a header value")))?;
+        c.metadata_mut().insert(SNAPSHOT_HEADER, value);
+    }
     let info = c
         .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(sql.to_string()))
         .await
-        .map_err(|e| Error::Flight(format!("planning {sql:?} at {location}: {e}")))?;
+        .map_err(|e| match e {
+            arrow_flight::error::FlightError::Tonic(s) if is_snapshot_lost(&s) => {
+                Error::SnapshotLost(format!("{location}: {}", s.message()))
+            }
+            e => Error::Flight(format!("planning {sql:?} at {location}: {e}")),
+        })?;
     let schema = Arc::new(
         info.clone()
             .try_decode_schema()

@@ -95,6 +95,17 @@ pub struct Args {
     #[arg(long, value_name = "none|database")]
     pub auth: Option<crate::auth::AuthMode>,
 
+    /// The longest a pinned snapshot is held, in seconds, whatever its
+    /// client asks: a pin holds one session per segment and holds back
+    /// vacuum for rows changed after it.
+    #[arg(long, default_value_t = crate::snapshot::DEFAULT_MAX_TTL.as_secs(), value_name = "SECS")]
+    pub snapshot_max_ttl: u64,
+
+    /// Seconds a pinned snapshot may go unused (no plan at it, no renewal)
+    /// before it is released: a client that died holds nothing for long.
+    #[arg(long, default_value_t = crate::snapshot::DEFAULT_IDLE.as_secs(), value_name = "SECS")]
+    pub snapshot_idle: u64,
+
     /// Seconds a Bearer token from the Handshake stays valid.
     #[arg(long, default_value_t = crate::auth::DEFAULT_TOKEN_TTL.as_secs())]
     pub token_ttl: u64,
@@ -218,6 +229,13 @@ impl Args {
         config.ticket_ttl = Duration::from_secs(self.ticket_ttl);
         config.auth = self.auth;
         config.token_ttl = Duration::from_secs(self.token_ttl.max(1));
+        if self.snapshot_max_ttl == 0 || self.snapshot_idle == 0 {
+            return Err(Error::Config(
+                "--snapshot-max-ttl and --snapshot-idle must be > 0".into(),
+            ));
+        }
+        config.snapshot_max_ttl = Duration::from_secs(self.snapshot_max_ttl);
+        config.snapshot_idle = Duration::from_secs(self.snapshot_idle);
         config.tls = flight_client::tls::ServerTls::from_flags(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),

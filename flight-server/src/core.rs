@@ -24,6 +24,7 @@ use crate::auth::{parse_bearer, Caller, TokenStore};
 use crate::locate::Locator;
 use crate::login::LoginGate;
 use crate::metrics::Metrics;
+use crate::snapshot::{Snapshots, SNAPSHOT_HEADER};
 use crate::source::{Partition, Source};
 use crate::ticket::TicketSigner;
 
@@ -51,6 +52,8 @@ pub struct Core {
     /// Where each endpoint is read: here, or at the flight-server beside
     /// its segment.
     pub locator: Arc<Locator>,
+    /// Snapshots pinned for runs that read many times.
+    pub snapshots: Arc<Snapshots>,
 }
 
 impl Core {
@@ -68,15 +71,35 @@ impl Core {
         tokens.verify(token).map_err(Status::from)
     }
 
-    /// Plans `sql` as `caller` and answers with one endpoint per partition.
+    /// The pin a request plans at (its [`SNAPSHOT_HEADER`]), if any.
+    pub fn snapshot_of<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+        match request.metadata().get(SNAPSHOT_HEADER) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.to_owned()))
+                .map_err(|_| Status::invalid_argument(format!("{SNAPSHOT_HEADER} is not text"))),
+        }
+    }
+
+    /// Plans `sql` as `caller` (at pinned snapshot `snapshot`, if given) and
+    /// answers with one endpoint per partition.
     pub async fn plan_info(
         &self,
         caller: &Caller,
         descriptor: FlightDescriptor,
         sql: &str,
+        snapshot: Option<&str>,
     ) -> Result<FlightInfo, Status> {
         let started = Instant::now();
-        let plan = self.source.plan(caller, sql).await.map_err(Status::from)?;
+        let plan = match snapshot {
+            Some(id) => {
+                let names = self.snapshots.names(id, caller).map_err(Status::from)?;
+                self.source.plan_at(caller, sql, &names).await
+            }
+            None => self.source.plan(caller, sql).await,
+        }
+        .map_err(Status::from)?;
         tracing::info!(partitions = plan.partitions.len(), %sql, "planned");
         let info = self.flight_info(caller, descriptor, &plan.schema, &plan.partitions)?;
         self.metrics.observe("GetFlightInfo", started);

@@ -85,6 +85,11 @@ pub enum Error {
     /// address, the login pool, a store's share of one user): retry later.
     #[error("too many: {0}")]
     Exhausted(String),
+
+    /// A pinned snapshot this server does not hold (released, expired, or
+    /// the server restarted); `NotFound`, marked so that clients pin again.
+    #[error("snapshot lost: {0}")]
+    SnapshotLost(String),
 }
 
 impl From<pg_arrow::Error> for Error {
@@ -217,7 +222,7 @@ impl From<Error> for Status {
             }
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::NotFound(_) => Code::NotFound,
+            Error::NotFound(_) | Error::SnapshotLost(_) => Code::NotFound,
             Error::BadRequest(_) => Code::InvalidArgument,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Unavailable(_) => Code::Unavailable,
@@ -229,6 +234,9 @@ impl From<Error> for Status {
         if matches!(e, Error::BadTicket(_)) {
             // Machine-readable: a fresh GetFlightInfo is the cure.
             flight_client::refused::mark_ticket_refused(&mut status);
+        }
+        if matches!(e, Error::SnapshotLost(_)) {
+            flight_client::snapshot::mark_snapshot_lost(&mut status);
         }
         status
     }

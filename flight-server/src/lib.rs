@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod put;
 pub mod server;
 pub mod service;
+pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod ticket;

@@ -13,6 +13,11 @@
 //! | `hopper_greenplum_cursors_held` | gauge (cursors this server declared and holds) | |
 //! | `hopper_connections_in_use` | gauge (database connections held) | `segment` |
 //! | `hopper_flight_request_duration_seconds` | histogram (a DoGet: to its last batch) | `method` |
+//! | `hopper_snapshots_pinned` | gauge (pinned snapshots held) | |
+//! | `hopper_snapshot_sessions` | gauge (database sessions holding them) | |
+//! | `hopper_snapshot_oldest_seconds` | gauge (age of the oldest: how long vacuum is held back) | |
+//! | `hopper_snapshots_total` | counter (pins taken) | |
+//! | `hopper_snapshots_expired_total` | counter (released by TTL or idle limit, not by their client) | |
 //!
 //! Counters are updated as batches go out; gauges that belong to the
 //! source (cursors, connections) are read from it when scraped.
@@ -40,6 +45,11 @@ pub struct Metrics {
     cursors: IntGauge,
     connections: IntGaugeVec,
     durations: HistogramVec,
+    snapshots_pinned: IntGauge,
+    snapshot_sessions: IntGauge,
+    snapshot_oldest: prometheus::Gauge,
+    snapshots_total: prometheus::IntCounter,
+    snapshots_expired: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,8 +108,36 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
+        let snapshots_pinned = IntGauge::new(
+            "hopper_snapshots_pinned",
+            "Pinned snapshots this server holds",
+        )
+        .expect("valid metric");
+        let snapshot_sessions = IntGauge::new(
+            "hopper_snapshot_sessions",
+            "Database sessions holding pinned snapshots",
+        )
+        .expect("valid metric");
+        let snapshot_oldest = prometheus::Gauge::new(
+            "hopper_snapshot_oldest_seconds",
+            "Age of the oldest pinned snapshot (vacuum is held back that long)",
+        )
+        .expect("valid metric");
+        let snapshots_total =
+            prometheus::IntCounter::new("hopper_snapshots_total", "Snapshots pinned")
+                .expect("valid metric");
+        let snapshots_expired = prometheus::IntCounter::new(
+            "hopper_snapshots_expired_total",
+            "Pinned snapshots released by their TTL or idle limit",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(snapshots_pinned.clone()),
+            Box::new(snapshot_sessions.clone()),
+            Box::new(snapshot_oldest.clone()),
+            Box::new(snapshots_total.clone()),
+            Box::new(snapshots_expired.clone()),
             Box::new(bytes.clone()),
             Box::new(streams.clone()),
             Box::new(cursors.clone()),
@@ -116,7 +154,29 @@ impl Metrics {
             cursors,
             connections,
             durations,
+            snapshots_pinned,
+            snapshot_sessions,
+            snapshot_oldest,
+            snapshots_total,
+            snapshots_expired,
         }
+    }
+
+    /// The pinned snapshots held now, their sessions, the oldest's age.
+    pub fn snapshots(&self, pinned: usize, sessions: usize, oldest_seconds: f64) {
+        self.snapshots_pinned.set(pinned as i64);
+        self.snapshot_sessions.set(sessions as i64);
+        self.snapshot_oldest.set(oldest_seconds);
+    }
+
+    /// A snapshot was pinned.
+    pub fn snapshot_pinned(&self) {
+        self.snapshots_total.inc();
+    }
+
+    /// A pinned snapshot was released by its TTL or idle limit.
+    pub fn snapshot_expired(&self) {
+        self.snapshots_expired.inc();
     }
 
     /// Counts a batch of `rows` rows, `bytes` bytes on the wire, sent for `segment`.

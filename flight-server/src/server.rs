@@ -100,6 +100,10 @@ pub struct ServerConfig {
     pub allow_superuser: bool,
     /// Client connections served at once (`--max-clients`).
     pub max_clients: usize,
+    /// The longest a pinned snapshot is held (`--snapshot-max-ttl`).
+    pub snapshot_max_ttl: Duration,
+    /// How long a pinned snapshot may go unused (`--snapshot-idle`).
+    pub snapshot_idle: Duration,
 }
 
 impl ServerConfig {
@@ -120,6 +124,8 @@ impl ServerConfig {
             segment_flight_port: None,
             allow_superuser: false,
             max_clients: crate::listener::DEFAULT_MAX_CLIENTS,
+            snapshot_max_ttl: crate::snapshot::DEFAULT_MAX_TTL,
+            snapshot_idle: crate::snapshot::DEFAULT_IDLE,
         }
     }
 }
@@ -295,7 +301,8 @@ pub async fn serve(
     }
     let mut service = HopperFlightService::new(source, signer, locator.own().to_string())
         .with_metrics(metrics)
-        .with_locator(locator);
+        .with_locator(locator)
+        .with_snapshot_limits(config.snapshot_max_ttl, config.snapshot_idle);
     if auth == AuthMode::Database {
         let key = config
             .ticket_key

@@ -43,6 +43,7 @@ use crate::core::{BoxStream, Core};
 use crate::locate::Locator;
 use crate::login::LoginGate;
 use crate::metrics::Metrics;
+use crate::snapshot::{PinRequest, Snapshots, PIN_SNAPSHOT, RELEASE_SNAPSHOT, RENEW_SNAPSHOT};
 use crate::source::Source;
 use crate::sql::{self, FlightSql};
 use crate::ticket::TicketSigner;
@@ -64,6 +65,11 @@ impl HopperFlightService {
             tokens: None,
             login: Arc::new(LoginGate::new(false)),
             metrics: Metrics::new(),
+            snapshots: Snapshots::new(
+                crate::snapshot::DEFAULT_MAX_TTL,
+                crate::snapshot::DEFAULT_IDLE,
+                Metrics::new(),
+            ),
         })
     }
 
@@ -89,7 +95,20 @@ impl HopperFlightService {
 
     /// The same service counting into `metrics` (shared with `/metrics`).
     pub fn with_metrics(self, metrics: Metrics) -> Self {
-        self.with_core(|c| c.metrics = metrics)
+        self.with_core(|c| {
+            c.snapshots = Snapshots::new(c.snapshots.max_ttl, c.snapshots.idle, metrics.clone());
+            c.metrics = metrics;
+        })
+    }
+
+    /// Pinned snapshots live at most `max_ttl`, and `idle` unused
+    /// (`--snapshot-max-ttl`, `--snapshot-idle`).
+    pub fn with_snapshot_limits(
+        self,
+        max_ttl: std::time::Duration,
+        idle: std::time::Duration,
+    ) -> Self {
+        self.with_core(|c| c.snapshots = Snapshots::new(max_ttl, idle, c.metrics.clone()))
     }
 
     /// The same service requiring a Handshake and a Bearer token from
@@ -103,6 +122,12 @@ impl HopperFlightService {
     pub fn with_login_gate(self, gate: LoginGate) -> Self {
         self.with_core(|c| c.login = Arc::new(gate))
     }
+}
+
+/// A `DoAction` answer of one result.
+fn one_result(body: impl Into<bytes::Bytes>) -> Response<BoxStream<arrow_flight::Result>> {
+    let result = arrow_flight::Result { body: body.into() };
+    Response::new(Box::pin(futures::stream::iter(vec![Ok(result)])))
 }
 
 /// The SQL a descriptor names: its command, or `SELECT * FROM <path>`.
@@ -211,9 +236,13 @@ impl FlightService for HopperFlightService {
             return self.sql.get_flight_info(request).await;
         }
         let caller = self.core.caller(&request)?;
+        let snapshot = Core::snapshot_of(&request)?;
         let descriptor = request.into_inner();
         let sql = descriptor_sql(&descriptor)?;
-        let info = self.core.plan_info(&caller, descriptor, &sql).await?;
+        let info = self
+            .core
+            .plan_info(&caller, descriptor, &sql, snapshot.as_deref())
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -296,9 +325,42 @@ impl FlightService for HopperFlightService {
             return self.sql.action(request).await;
         }
         match request.get_ref().r#type.as_str() {
-            "health" => {
-                let ok = arrow_flight::Result::new("ok");
-                Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(ok)]))))
+            "health" => Ok(one_result("ok")),
+            kind @ (PIN_SNAPSHOT | RENEW_SNAPSHOT | RELEASE_SNAPSHOT) => {
+                let caller = self.core.caller(&request)?;
+                let body = &request.get_ref().body;
+                let snapshots = &self.core.snapshots;
+                let answer = match kind {
+                    PIN_SNAPSHOT => {
+                        let ask: PinRequest = if body.is_empty() {
+                            PinRequest::default()
+                        } else {
+                            serde_json::from_slice(body).map_err(|e| {
+                                Status::invalid_argument(format!(
+                                    "{PIN_SNAPSHOT}: the body is not {{\"ttl_seconds\": N}}: {e}"
+                                ))
+                            })?
+                        };
+                        let pinned = snapshots
+                            .pin(self.core.source.as_ref(), &caller, &ask)
+                            .await
+                            .map_err(Status::from)?;
+                        serde_json::to_vec(&pinned)
+                            .map_err(|e| Status::internal(format!("encoding the pin: {e}")))?
+                    }
+                    _ => {
+                        let id = std::str::from_utf8(body).map_err(|_| {
+                            Status::invalid_argument(format!("{kind}: the body is a pin's id"))
+                        })?;
+                        match kind {
+                            RENEW_SNAPSHOT => snapshots.renew(id, &caller),
+                            _ => snapshots.release(id, &caller),
+                        }
+                        .map_err(Status::from)?;
+                        b"ok".to_vec()
+                    }
+                };
+                Ok(one_result(answer))
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown action {other:?}; ListActions shows the supported ones"
@@ -314,6 +376,29 @@ impl FlightService for HopperFlightService {
             r#type: "health".into(),
             description: "answers \"ok\" when the server is up".into(),
         })];
+        actions.extend(
+            [
+                (
+                    PIN_SNAPSHOT,
+                    "pins a snapshot of every segment ({\"ttl_seconds\": N}, optional); \
+                     GetFlightInfo with the x-hopper-snapshot header plans at it",
+                ),
+                (
+                    RENEW_SNAPSHOT,
+                    "keeps a pinned snapshot (body: its id) from going idle",
+                ),
+                (
+                    RELEASE_SNAPSHOT,
+                    "releases a pinned snapshot (body: its id)",
+                ),
+            ]
+            .map(|(kind, what)| {
+                Ok(ActionType {
+                    r#type: kind.into(),
+                    description: what.into(),
+                })
+            }),
+        );
         actions.extend(sql::actions().into_iter().map(Ok));
         Ok(Response::new(Box::pin(futures::stream::iter(actions))))
     }

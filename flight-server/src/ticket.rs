@@ -278,6 +278,7 @@ mod tests {
             segment: 2,
             spec: PartitionSpec::Postgres {
                 sql: "SELECT 1".into(),
+                snapshot: None,
             },
         }
     }

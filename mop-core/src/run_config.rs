@@ -110,6 +110,12 @@ pub struct SourceConfig {
     /// the next ([`crate::run_dir::reads`]).
     #[serde(default, skip_serializing_if = "OnChange::is_stop")]
     pub on_change: OnChange,
+    /// The longest, in seconds, the run holds the snapshot it pins on its
+    /// flight-servers so that every read sees the same rows (each server
+    /// caps it with `--snapshot-max-ttl`, 24 h by default); `0` pins none,
+    /// and every read sees the tables as they are then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ttl: Option<u64>,
 }
 
 /// What a run does when a partition's rows differ from its earlier reads

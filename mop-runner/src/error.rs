@@ -63,6 +63,7 @@ impl From<flight_client::Error> for Error {
             F::Flight(m) | F::BadPut(m) => Error::Flight(m),
             F::Unavailable(m) => Error::Unavailable(m),
             F::TicketRefused(m) => Error::TicketRefused(m),
+            F::SnapshotLost(m) => Error::Flight(format!("snapshot lost: {m}")),
         }
     }
 }

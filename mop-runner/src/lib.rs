@@ -29,6 +29,7 @@ pub mod locality;
 pub mod mlflow;
 pub mod mst_table;
 pub mod output_guard;
+pub mod pins;
 pub mod plan;
 pub mod progress;
 pub mod result_tables;

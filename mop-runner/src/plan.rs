@@ -25,12 +25,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use flight_client::connect::{login, Bearer};
-use flight_client::plan::plan_until;
+use flight_client::plan::plan_query_at;
 use flight_client::retry::Backoff;
 use flight_client::FlightSlice;
 use hopper_proto::FlightEndpoint;
 
 use crate::error::{Error, Result};
+use crate::pins::Pins;
 
 /// The endpoints a run reads, and when their tickets expire.
 pub struct Plan {
@@ -48,6 +49,8 @@ pub struct Plan {
     expires: Option<SystemTime>,
     /// How many times the run planned again.
     pub replans: u32,
+    /// The snapshots every plan is made at.
+    pub pins: Pins,
 }
 
 struct Planned {
@@ -58,11 +61,13 @@ struct Planned {
 }
 
 impl Plan {
-    /// Plans `train_sql` (and `validation_sql`) on every location.
+    /// Plans `train_sql` (and `validation_sql`) on every location, at the
+    /// snapshots of `pins`.
     pub async fn new(
         locations: Vec<String>,
         train_sql: String,
         validation_sql: Option<String>,
+        pins: Pins,
     ) -> Result<Self> {
         let mut plan = Plan {
             locations,
@@ -74,16 +79,19 @@ impl Plan {
             planned: SystemTime::now(),
             expires: None,
             replans: 0,
+            pins,
         };
-        plan.take(plan.fetch().await?);
+        let fresh = plan.fetch().await?;
+        plan.take(fresh);
         Ok(plan)
     }
 
-    async fn fetch(&self) -> Result<Planned> {
-        let (train, mut expires) = plan_all(&self.locations, &self.train_sql).await?;
+    async fn fetch(&mut self) -> Result<Planned> {
+        let (train, mut expires) =
+            plan_all(&self.locations, &self.train_sql, &mut self.pins).await?;
         let validation = match &self.validation_sql {
             Some(sql) => {
-                let (v, e) = plan_all(&self.locations, sql).await?;
+                let (v, e) = plan_all(&self.locations, sql, &mut self.pins).await?;
                 expires = earliest(expires, e);
                 v
             }
@@ -193,17 +201,25 @@ impl Plan {
     }
 }
 
-/// Plans `sql` on every location, endpoints in location order.
+/// Plans `sql` on every location at its pinned snapshot, endpoints in
+/// location order; a pin found gone is taken again (once per location).
 async fn plan_all(
     locations: &[String],
     sql: &str,
+    pins: &mut Pins,
 ) -> Result<(Vec<FlightSlice>, Option<SystemTime>)> {
     let mut slices = Vec::new();
     let mut expires = None;
     for location in locations {
-        let (s, e) = plan_until(location, sql).await?;
-        slices.extend(s);
-        expires = earliest(expires, e);
+        let planned = match plan_query_at(location, None, sql, pins.id(location).as_deref()).await {
+            Err(flight_client::Error::SnapshotLost(why)) => {
+                pins.repin(location, &why).await?;
+                plan_query_at(location, None, sql, pins.id(location).as_deref()).await?
+            }
+            planned => planned?,
+        };
+        slices.extend(planned.slices);
+        expires = earliest(expires, planned.expires);
     }
     Ok((slices, expires))
 }
@@ -240,6 +256,7 @@ mod tests {
             planned,
             expires: Some(planned + life),
             replans: 0,
+            pins: Pins::none(),
         }
     }
 

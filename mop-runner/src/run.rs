@@ -67,6 +67,7 @@ use tokio::task::JoinSet;
 use crate::error::{Error, Result};
 use crate::locality;
 use crate::mlflow::{End, Tracker};
+use crate::pins::Pins;
 use crate::plan::Plan;
 use crate::progress::{ProgressMode, Reporter};
 use crate::trainers;
@@ -374,7 +375,17 @@ async fn run(
     std::fs::create_dir_all(&out)?;
     let ckdir = CheckpointDir::new(&out)?;
     let fp = fingerprint(&config, &models);
-    let models = crate::table_stats::resolve(&config, models, opts.resume).await?;
+    // Pin what the run reads first: the table statistics, every epoch and
+    // every validation pass then see the same rows.
+    let locations: Vec<String> = config
+        .source
+        .flight
+        .locations()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let pins = Pins::take(&locations, config.source.snapshot_ttl).await?;
+    let models = crate::table_stats::resolve(&config, models, opts.resume, &pins).await?;
     *tracker = config
         .output
         .mlflow
@@ -383,14 +394,7 @@ async fn run(
 
     // Plan the data.
     let train_sql = config.train_sql()?;
-    let locations = config
-        .source
-        .flight
-        .locations()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let mut plan = Plan::new(locations, train_sql.clone(), config.validation_sql()?).await?;
+    let mut plan = Plan::new(locations, train_sql.clone(), config.validation_sql()?, pins).await?;
     let w = if !config.train.addresses.is_empty() {
         config.train.addresses.len()
     } else {
@@ -900,6 +904,7 @@ async fn run(
         }
     }
     reporter.finish();
+    plan.pins.release().await;
     let seconds = now(&started);
     let model_results = models
         .iter()

@@ -17,6 +17,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Schema};
 
 use crate::error::{Error, Result};
+use crate::pins::Pins;
 use mop_core::config::{InputSpec, ModelConfig};
 use mop_core::run_config::RunConfig;
 use mop_core::table::{
@@ -31,6 +32,7 @@ pub async fn resolve(
     config: &RunConfig,
     mut models: Vec<ModelConfig>,
     resume: bool,
+    pins: &Pins,
 ) -> Result<Vec<ModelConfig>> {
     let InputSpec::Table { features: None, .. } = &config.grid.input else {
         return Ok(models);
@@ -52,7 +54,7 @@ pub async fn resolve(
             )))
         }
         None => {
-            let input = compute(config, &sql).await?;
+            let input = compute(config, &sql, pins).await?;
             FeaturesFile {
                 format_version: table::FORMAT_VERSION,
                 sql: sql.clone(),
@@ -70,7 +72,7 @@ pub async fn resolve(
 }
 
 /// The table input of `config` with its features computed over `sql`.
-async fn compute(config: &RunConfig, sql: &str) -> Result<InputSpec> {
+async fn compute(config: &RunConfig, sql: &str, pins: &Pins) -> Result<InputSpec> {
     let InputSpec::Table {
         label,
         columns,
@@ -85,7 +87,7 @@ async fn compute(config: &RunConfig, sql: &str) -> Result<InputSpec> {
     let first = locations
         .first()
         .ok_or_else(|| Error::Config("source.flight names no flight-server".into()))?;
-    let schema = schema(first, sql).await?;
+    let schema = schema(first, sql, pins).await?;
     let kinds: Vec<(String, ColumnKind)> = schema
         .fields()
         .iter()
@@ -105,7 +107,7 @@ async fn compute(config: &RunConfig, sql: &str) -> Result<InputSpec> {
     let mut moments = vec![Vec::new(); numeric.len()];
     let mut lengths = vec![(u64::MAX, 0u64); arrays.len()];
     for location in locations {
-        for batch in read_all(location, &stats_sql).await? {
+        for batch in read_all(location, &stats_sql, pins).await? {
             rows += sum_i64(&batch, "n")?;
             for (j, parts) in moments.iter_mut().enumerate() {
                 parts.extend(segment_moments(&batch, j)?);
@@ -195,21 +197,26 @@ fn kind(t: &DataType) -> ColumnKind {
 
 /// The training query's schema (planned with `LIMIT 0`; its empty
 /// endpoints are read, so no cursor waits for a reader).
-async fn schema(location: &str, sql: &str) -> Result<Schema> {
+async fn schema(location: &str, sql: &str, pins: &Pins) -> Result<Schema> {
     let probe = format!(
         "SELECT * FROM ({}) AS hopper_rows LIMIT 0",
         sql.trim().trim_end_matches(';')
     );
-    let planned = flight_client::plan::plan_query(location, &probe).await?;
+    let planned = plan_at(location, &probe, pins).await?;
     let schema = planned.schema.as_ref().clone();
     drain(planned.slices).await?;
     Ok(schema)
 }
 
 /// Every batch of `sql` at `location`.
-async fn read_all(location: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-    let slices = flight_client::plan::plan(location, sql).await?;
-    drain(slices).await
+async fn read_all(location: &str, sql: &str, pins: &Pins) -> Result<Vec<RecordBatch>> {
+    drain(plan_at(location, sql, pins).await?.slices).await
+}
+
+/// Plans `sql` at `location` at the run's pinned snapshot there.
+async fn plan_at(location: &str, sql: &str, pins: &Pins) -> Result<flight_client::plan::Planned> {
+    let id = pins.id(location);
+    Ok(flight_client::plan::plan_query_at(location, None, sql, id.as_deref()).await?)
 }
 
 async fn drain(slices: Vec<flight_client::FlightSlice>) -> Result<Vec<RecordBatch>> {

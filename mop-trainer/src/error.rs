@@ -59,7 +59,8 @@ impl From<flight_client::Error> for Error {
             F::Config(m) => Error::Config(m),
             F::Flight(m) | F::BadPut(m) => Error::Flight(m),
             F::Unavailable(m) => Error::Unavailable(m),
-            F::TicketRefused(m) => Error::TicketRefused(m),
+            // Planning again (the runner does) pins a new snapshot.
+            F::TicketRefused(m) | F::SnapshotLost(m) => Error::TicketRefused(m),
         }
     }
 }

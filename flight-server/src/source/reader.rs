@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{greenplum, SendableRecordBatchStream};
 use crate::auth::Caller;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What one endpoint reads. Serialized into the (signed) ticket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub enum PartitionSpec {
     Postgres {
         /// The statement to run on the segment.
         sql: String,
+        /// The exported snapshot the read imports (`SET TRANSACTION
+        /// SNAPSHOT`), when the plan was made at a pinned snapshot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<String>,
     },
     /// One endpoint of a Greenplum parallel retrieve cursor.
     Greenplum {
@@ -71,6 +75,53 @@ pub struct Plan {
     pub partitions: Vec<Partition>,
 }
 
+/// Snapshots exported by database sessions held open: each segment's
+/// snapshot name (`pg_export_snapshot()`), which any session of the same
+/// database imports to see exactly the rows the export saw. The Greenplum
+/// coordinator's is segment -1.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotNames(pub std::collections::BTreeMap<i32, String>);
+
+impl SnapshotNames {
+    /// The snapshot of `segment`, checked to be what PostgreSQL exports
+    /// (hex digits and dashes), so that it can be spliced into SQL.
+    pub fn of(&self, segment: i32) -> Result<&str> {
+        let name = self.0.get(&segment).ok_or_else(|| {
+            Error::Internal(format!(
+                "the pinned snapshot has no session on segment {segment}"
+            ))
+        })?;
+        check_snapshot_name(name)?;
+        Ok(name)
+    }
+}
+
+/// Refuses anything but an exported snapshot's name (`0000000A-0000001B-1`):
+/// names travel in tickets and are spliced into `SET TRANSACTION SNAPSHOT`.
+pub fn check_snapshot_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    {
+        return Err(Error::BadTicket(format!(
+            "{name:?} is not an exported snapshot's name"
+        )));
+    }
+    Ok(())
+}
+
+/// A snapshot held still: the sessions whose open transactions exported it
+/// (dropping them ends the transactions and frees what they held back).
+pub struct HeldSnapshot {
+    /// What readers import, per segment.
+    pub names: SnapshotNames,
+    /// The exporting sessions, with their places under `--max-connections`.
+    pub sessions: Vec<(
+        tokio_postgres::Client,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    )>,
+}
+
 /// Reads queries: every call runs as `caller` (a database source connects
 /// as the caller's user, so the database's own privileges apply;
 /// [`Caller::server`] uses the server's configured connections).
@@ -81,6 +132,25 @@ pub trait Reader: Send + Sync {
 
     /// Splits `sql` into partitions. For Greenplum this declares the cursor.
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan>;
+
+    /// Exports a snapshot of every segment as `caller`, in transactions
+    /// kept open until the returned value is dropped; see
+    /// [`crate::snapshot`].
+    async fn export_snapshot(&self, caller: &Caller) -> Result<HeldSnapshot> {
+        let _ = caller;
+        Err(Error::Unimplemented(
+            "this source cannot hold a snapshot (files are read as they are when read)".into(),
+        ))
+    }
+
+    /// [`Reader::plan`] at a snapshot [`Reader::export_snapshot`] holds:
+    /// every read of the plan sees exactly the rows the export saw.
+    async fn plan_at(&self, caller: &Caller, sql: &str, snapshot: &SnapshotNames) -> Result<Plan> {
+        let _ = (caller, sql, snapshot);
+        Err(Error::Unimplemented(
+            "this source cannot plan at a snapshot".into(),
+        ))
+    }
 
     /// Streams one partition of an earlier plan.
     async fn read(

@@ -427,7 +427,7 @@ impl FlightSqlService for FlightSql {
         }
         let info = self
             .core
-            .plan_info(&caller, request.into_inner(), &query.query)
+            .plan_info(&caller, request.into_inner(), &query.query, None)
             .await?;
         Ok(Response::new(info))
     }
@@ -445,7 +445,7 @@ impl FlightSqlService for FlightSql {
         let sql = statement.bound_sql().map_err(Status::from)?;
         let info = self
             .core
-            .plan_info(&caller, request.into_inner(), &sql)
+            .plan_info(&caller, request.into_inner(), &sql, None)
             .await?;
         Ok(Response::new(info))
     }

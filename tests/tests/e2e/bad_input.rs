@@ -183,8 +183,25 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
         segment: 0,
         spec: PartitionSpec::Postgres {
             sql: "SELECT 1 AS x".into(),
+            snapshot: None,
         },
     };
+    // Tickets at a snapshot, as a holder of the key could make them: a name
+    // that would splice SQL, and one no session exported.
+    let at_snapshot = |name: &str| {
+        signer.sign(
+            &Partition {
+                segment: 0,
+                spec: PartitionSpec::Postgres {
+                    sql: "SELECT 1 AS x".into(),
+                    snapshot: Some(name.into()),
+                },
+            },
+            None,
+        )
+    };
+    let spliced_snapshot = at_snapshot("1'; DROP TABLE clicks; --");
+    let unexported_snapshot = at_snapshot("0000000A-0000FFFF-1");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -314,6 +331,18 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
             request: Request::DoGet(no_segment),
             expect: Expect::Status(Code::NotFound),
             fragment: "this server has 2 segments",
+        },
+        Case {
+            name: "ticket at a snapshot name that splices SQL",
+            request: Request::DoGet(spliced_snapshot),
+            expect: Expect::Status(Code::InvalidArgument),
+            fragment: "is not an exported snapshot's name",
+        },
+        Case {
+            name: "ticket at a snapshot nobody exported",
+            request: Request::DoGet(unexported_snapshot),
+            expect: Expect::Status(Code::InvalidArgument),
+            fragment: "is no longer held",
         },
         Case {
             name: "ticket of another source kind",

@@ -24,6 +24,7 @@ mod output_table;
 mod package;
 mod report;
 mod search;
+mod snapshots;
 mod source_change;
 mod table_input;
 mod tasks;

@@ -56,9 +56,9 @@ use crate::locate::Locator;
 use crate::source::db_tls::{DbTls, DbUrl};
 use crate::source::limit::ConnectionLimit;
 use crate::source::{
-    pg_catalog, BatchLimits, Catalog, Described, KeyColumn, Partition, PartitionSpec, Plan, Reader,
-    RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream, TableInfo, Writer,
-    CHANNEL_DEPTH,
+    pg_catalog, BatchLimits, Catalog, Described, HeldSnapshot, KeyColumn, Partition,
+    PartitionSpec, Plan, Reader, RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream,
+    SnapshotNames, TableInfo, Writer, CHANNEL_DEPTH,
 };
 use crate::types::{arrow_field, arrow_schema};
 use pg_arrow::{BatchBuilder, Ident};
@@ -82,6 +82,10 @@ use session::*;
 /// locks. Readers start within moments of planning (mop plans right before
 /// it reads), so half a minute of silence means the plan was abandoned.
 pub const DEFAULT_CURSOR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The coordinator's key in [`SnapshotNames`]: one distributed snapshot
+/// covers every segment.
+const COORDINATOR: i32 = -1;
 
 /// A Greenplum coordinator; query partitions are the segments' endpoints of
 /// a parallel retrieve cursor.

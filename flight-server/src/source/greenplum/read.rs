@@ -18,125 +18,43 @@ impl Reader for GreenplumSource {
     }
 
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan> {
-        let schema = self.describe(caller, sql).await?;
-        // Refuse types without a text parser now, not at the first DoGet.
-        BatchBuilder::new(schema.clone())?;
+        self.declare(caller, sql, None).await
+    }
 
-        let id = format!("{:032x}", rand::random::<u128>());
-        let name = format!("hopper_{}", &id[..16]);
-        // The cursor's session counts under --max-connections until it
-        // closes. At the cap, the cursor idle longest (none of its
-        // endpoints being read) makes room: a plan nobody reads from must
-        // not hold up the ones people do.
-        let permit = match self.connections.coordinator.try_acquire() {
-            Some(p) => p,
-            None => {
-                if let Some((old, cursor)) = self.registry.evict_idle(caller.user()) {
-                    tracing::info!(cursor = %old, "closing the longest-idle cursor to stay within --max-connections");
-                    if let Err(e) = close(&cursor).await {
-                        tracing::debug!(cursor = %old, error = %e, "closing an evicted cursor");
-                    }
-                }
-                self.connections
-                    .coordinator
-                    .acquire("the Greenplum coordinator")
-                    .await?
-            }
-        };
-        // A dedicated session: the cursor lives in its transaction. If
-        // anything below fails, dropping `session` ends the connection and
-        // the server rolls the transaction back.
+    async fn export_snapshot(&self, caller: &Caller) -> Result<HeldSnapshot> {
+        // Greenplum 7 exports distributed snapshots: a cursor declared in a
+        // transaction that imports one reads exactly its rows on every
+        // segment. One coordinator session holds it, under --max-connections.
+        let permit = self
+            .connections
+            .coordinator
+            .acquire("the Greenplum coordinator")
+            .await?;
         let session = connect(
             &self.config_for(caller)?,
             &self.tls,
-            "opening a coordinator session for the cursor",
+            "opening a coordinator session to hold a snapshot",
         )
         .await?;
-        let ctx = "declaring the parallel retrieve cursor";
-        // Read-only: a cursor's query cannot write, whatever it calls.
+        let ctx = |e| Error::from_pg("exporting a snapshot on the coordinator", e);
         session
-            .batch_execute("BEGIN READ ONLY")
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
-            .map_err(|e| Error::from_pg(ctx, e))?;
-        // `sql` was accepted by `prepare` above, so it is exactly one
-        // statement; DECLARE itself only accepts SELECT/VALUES.
-        session
-            .batch_execute(&format!(
-                "DECLARE {name} PARALLEL RETRIEVE CURSOR FOR {sql}"
-            ))
+            .map_err(ctx)?;
+        let name: String = session
+            .query_one("SELECT pg_export_snapshot()", &[])
             .await
-            .map_err(|e| Error::from_pg(ctx, e))?;
-        let endpoints = list_endpoints(&session, &name).await?;
-        let database = first_value(
-            &session
-                .simple_query("SELECT current_database()")
-                .await
-                .map_err(|e| Error::from_pg(ctx, e))?,
-        )
-        .unwrap_or_default()
-        .to_string();
-        if endpoints.is_empty() {
-            // A cursor that failed at once (on the coordinator's entry db)
-            // lists no endpoint: its own error says why.
-            if let Err(e) = session
-                .simple_query(&format!(
-                    "SELECT gp_wait_parallel_retrieve_cursor('{name}', 0)"
-                ))
-                .await
-            {
-                return Err(Error::from_pg(
-                    "the parallel retrieve cursor failed on the coordinator",
-                    e,
-                ));
-            }
-            return Err(Error::Internal(format!(
-                "gp_get_endpoints() lists no endpoint for cursor {name} in this session"
-            )));
-        }
+            .map_err(ctx)?
+            .get(0);
+        Ok(HeldSnapshot {
+            names: SnapshotNames(BTreeMap::from([(COORDINATOR, name)])),
+            sessions: vec![(session, Some(permit))],
+        })
+    }
 
-        let partitions = endpoints
-            .iter()
-            .map(|(&segment, info)| {
-                Ok(Partition {
-                    segment,
-                    spec: PartitionSpec::Greenplum {
-                        cursor: format!("{id}/{segment}"),
-                        retrieve: Retrieve::new(info, &database, &schema)?,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // Endpoints read at another server are watched on the coordinator.
-        let statuses: BTreeMap<i32, Endpoint> = endpoints
-            .iter()
-            .map(|(&seg, info)| {
-                let status = if self.locator.is_elsewhere(seg, Some(&info.host)) {
-                    Status::Remote
-                } else {
-                    Status::Ready
-                };
-                (seg, Endpoint { status })
-            })
-            .collect();
-        let watch = statuses.values().any(|e| e.status == Status::Remote);
-        let cursor = Arc::new(Cursor {
-            name,
-            owner: caller.user().map(str::to_owned),
-            schema: schema.clone(),
-            _permit: permit,
-            session: Mutex::new(Some(Arc::new(session))),
-            state: Mutex::new(CursorState {
-                endpoints: statuses,
-                last_activity: Instant::now(),
-            }),
-        });
-        lock(&self.registry.inner)
-            .open
-            .insert(id.clone(), cursor.clone());
-        if watch {
-            tokio::spawn(watch_remote(Arc::downgrade(&self.registry), id, cursor));
-        }
-        Ok(Plan { schema, partitions })
+    async fn plan_at(&self, caller: &Caller, sql: &str, snapshot: &SnapshotNames) -> Result<Plan> {
+        self.declare(caller, sql, Some(snapshot.of(COORDINATOR)?))
+            .await
     }
 
     // The endpoint's token is the credential of a retrieve session; the
@@ -291,5 +209,149 @@ impl Reader for GreenplumSource {
         segments.sort_unstable();
         out.extend(segments);
         out
+    }
+}
+
+impl GreenplumSource {
+    /// Declares a parallel retrieve cursor for `sql` as `caller`, at the
+    /// exported snapshot `snapshot` when given; one partition per endpoint.
+    async fn declare(&self, caller: &Caller, sql: &str, snapshot: Option<&str>) -> Result<Plan> {
+        let schema = self.describe(caller, sql).await?;
+        // Refuse types without a text parser now, not at the first DoGet.
+        BatchBuilder::new(schema.clone())?;
+
+        let id = format!("{:032x}", rand::random::<u128>());
+        let name = format!("hopper_{}", &id[..16]);
+        // The cursor's session counts under --max-connections until it
+        // closes. At the cap, the cursor idle longest (none of its
+        // endpoints being read) makes room: a plan nobody reads from must
+        // not hold up the ones people do.
+        let permit = match self.connections.coordinator.try_acquire() {
+            Some(p) => p,
+            None => {
+                if let Some((old, cursor)) = self.registry.evict_idle(caller.user()) {
+                    tracing::info!(cursor = %old, "closing the longest-idle cursor to stay within --max-connections");
+                    if let Err(e) = close(&cursor).await {
+                        tracing::debug!(cursor = %old, error = %e, "closing an evicted cursor");
+                    }
+                }
+                self.connections
+                    .coordinator
+                    .acquire("the Greenplum coordinator")
+                    .await?
+            }
+        };
+        // A dedicated session: the cursor lives in its transaction. If
+        // anything below fails, dropping `session` ends the connection and
+        // the server rolls the transaction back.
+        let session = connect(
+            &self.config_for(caller)?,
+            &self.tls,
+            "opening a coordinator session for the cursor",
+        )
+        .await?;
+        let ctx = "declaring the parallel retrieve cursor";
+        // Read-only: a cursor's query cannot write, whatever it calls.
+        let begin = match snapshot {
+            // The importing transaction must be REPEATABLE READ, and import
+            // before its first query.
+            Some(name) => format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{name}'"
+            ),
+            None => "BEGIN READ ONLY".to_owned(),
+        };
+        session
+            .batch_execute(&begin)
+            .await
+            .map_err(|e| match e.code() {
+                Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+                    if snapshot.is_some() =>
+                {
+                    Error::BadTicket(format!(
+                        "the run's snapshot is no longer held on the coordinator: {e}; \
+                         pin a new one (mop does, and checks the rows against its first read)"
+                    ))
+                }
+                _ => Error::from_pg(ctx, e),
+            })?;
+        // `sql` was accepted by `prepare` above, so it is exactly one
+        // statement; DECLARE itself only accepts SELECT/VALUES.
+        session
+            .batch_execute(&format!(
+                "DECLARE {name} PARALLEL RETRIEVE CURSOR FOR {sql}"
+            ))
+            .await
+            .map_err(|e| Error::from_pg(ctx, e))?;
+        let endpoints = list_endpoints(&session, &name).await?;
+        let database = first_value(
+            &session
+                .simple_query("SELECT current_database()")
+                .await
+                .map_err(|e| Error::from_pg(ctx, e))?,
+        )
+        .unwrap_or_default()
+        .to_string();
+        if endpoints.is_empty() {
+            // A cursor that failed at once (on the coordinator's entry db)
+            // lists no endpoint: its own error says why.
+            if let Err(e) = session
+                .simple_query(&format!(
+                    "SELECT gp_wait_parallel_retrieve_cursor('{name}', 0)"
+                ))
+                .await
+            {
+                return Err(Error::from_pg(
+                    "the parallel retrieve cursor failed on the coordinator",
+                    e,
+                ));
+            }
+            return Err(Error::Internal(format!(
+                "gp_get_endpoints() lists no endpoint for cursor {name} in this session"
+            )));
+        }
+
+        let partitions = endpoints
+            .iter()
+            .map(|(&segment, info)| {
+                Ok(Partition {
+                    segment,
+                    spec: PartitionSpec::Greenplum {
+                        cursor: format!("{id}/{segment}"),
+                        retrieve: Retrieve::new(info, &database, &schema)?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Endpoints read at another server are watched on the coordinator.
+        let statuses: BTreeMap<i32, Endpoint> = endpoints
+            .iter()
+            .map(|(&seg, info)| {
+                let status = if self.locator.is_elsewhere(seg, Some(&info.host)) {
+                    Status::Remote
+                } else {
+                    Status::Ready
+                };
+                (seg, Endpoint { status })
+            })
+            .collect();
+        let watch = statuses.values().any(|e| e.status == Status::Remote);
+        let cursor = Arc::new(Cursor {
+            name,
+            owner: caller.user().map(str::to_owned),
+            schema: schema.clone(),
+            _permit: permit,
+            session: Mutex::new(Some(Arc::new(session))),
+            state: Mutex::new(CursorState {
+                endpoints: statuses,
+                last_activity: Instant::now(),
+            }),
+        });
+        lock(&self.registry.inner)
+            .open
+            .insert(id.clone(), cursor.clone());
+        if watch {
+            tokio::spawn(watch_remote(Arc::downgrade(&self.registry), id, cursor));
+        }
+        Ok(Plan { schema, partitions })
     }
 }

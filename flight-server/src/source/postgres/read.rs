@@ -14,14 +14,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::source::db_tls::DbTls;
+use crate::source::reader::check_snapshot_name;
 use crate::source::{
-    Partition, PartitionSpec, Plan, Reader, RecordBatchStreamAdapter, SendableRecordBatchStream,
-    CHANNEL_DEPTH,
+    HeldSnapshot, Partition, PartitionSpec, Plan, Reader, RecordBatchStreamAdapter,
+    SendableRecordBatchStream, SnapshotNames, CHANNEL_DEPTH,
 };
 use crate::types::CopyDecoder;
 use pg_arrow::{TextCopyDecoder, TEXT_SETTINGS};
 
 use super::plan::{check_same_schema, describe_with, normalize, split_target};
+use super::segment::Segment;
 use super::{CopyFormat, PostgresSource};
 
 #[async_trait::async_trait]
@@ -31,6 +33,110 @@ impl Reader for PostgresSource {
     }
 
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<Plan> {
+        self.plan_with(caller, sql, None).await
+    }
+
+    async fn export_snapshot(&self, caller: &Caller) -> Result<HeldSnapshot> {
+        // One session per segment, each in a transaction kept open: the
+        // export lives as long as its transaction. REPEATABLE READ, so that
+        // the transaction's one snapshot is the exported one.
+        let sessions = try_join_all(self.segments.iter().map(|seg| async move {
+            let client = seg.connect(caller).await?;
+            let ctx = |e| {
+                Error::from_pg(
+                    &format!("exporting a snapshot on segment {}", seg.display),
+                    e,
+                )
+            };
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(ctx)?;
+            let row = client
+                .query_one("SELECT pg_export_snapshot()", &[])
+                .await
+                .map_err(ctx)?;
+            let name: String = row.get(0);
+            Ok::<_, Error>((seg.index as i32, name, client))
+        }))
+        .await?;
+        let mut held = HeldSnapshot {
+            names: SnapshotNames::default(),
+            sessions: Vec::with_capacity(sessions.len()),
+        };
+        for (segment, name, client) in sessions {
+            held.names.0.insert(segment, name);
+            // The session's place under --max-connections is returned when
+            // its connection closes (see `Segment::open`).
+            held.sessions.push((client, None));
+        }
+        Ok(held)
+    }
+
+    async fn plan_at(&self, caller: &Caller, sql: &str, snapshot: &SnapshotNames) -> Result<Plan> {
+        self.plan_with(caller, sql, Some(snapshot)).await
+    }
+
+    async fn read(
+        &self,
+        caller: &Caller,
+        partition: &Partition,
+    ) -> Result<SendableRecordBatchStream> {
+        let PartitionSpec::Postgres { sql, snapshot } = &partition.spec else {
+            return Err(Error::BadTicket(
+                "not a PostgreSQL partition; this server streams PostgreSQL segments".into(),
+            ));
+        };
+        let seg = self.segment(partition.segment)?;
+        let client = seg.connect(caller).await?;
+        if let Some(name) = snapshot {
+            import_snapshot(&client, name, &seg.display).await?;
+        }
+        self.copy_out(client, seg, partition.segment, sql).await
+    }
+
+    fn connections_in_use(&self) -> Vec<(i32, usize)> {
+        self.segments
+            .iter()
+            .map(|s| (s.index as i32, s.limit.in_use()))
+            .collect()
+    }
+}
+
+/// Starts a transaction on `client` that sees exactly the rows of the
+/// exported snapshot `name`; one that is gone (its holder released it,
+/// outlived `--snapshot-ttl` or restarted) refuses the ticket, so that the
+/// client plans again and learns the snapshot is lost.
+async fn import_snapshot(client: &Client, name: &str, display: &str) -> Result<()> {
+    check_snapshot_name(name)?;
+    let begun = client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{name}'"
+        ))
+        .await;
+    match begun {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
+            Err(Error::BadTicket(format!(
+                "the snapshot this ticket reads ({name} on {display}) is no longer held: \
+                 its flight-server released it, restarted, or it outlived its TTL; \
+                 plan the query again (mop does, and checks the rows against its first read)"
+            )))
+        }
+        Err(e) => Err(Error::from_pg(
+            &format!("importing the run's snapshot on {display}"),
+            e,
+        )),
+    }
+}
+
+impl PostgresSource {
+    async fn plan_with(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        snapshot: Option<&SnapshotNames>,
+    ) -> Result<Plan> {
         let sql = normalize(sql);
         let described =
             try_join_all((0..self.segments.len()).map(|i| self.describe_on(caller, i, sql)))
@@ -70,31 +176,36 @@ impl Reader for PostgresSource {
         let partitions = per_segment
             .into_iter()
             .enumerate()
-            .flat_map(|(i, sqls)| {
-                sqls.into_iter().map(move |sql| Partition {
+            .map(|(i, sqls)| {
+                let snapshot = snapshot
+                    .map(|s| s.of(i as i32).map(str::to_owned))
+                    .transpose()?;
+                Ok(sqls.into_iter().map(move |sql| Partition {
                     segment: i as i32,
-                    spec: PartitionSpec::Postgres { sql },
-                })
+                    spec: PartitionSpec::Postgres {
+                        sql,
+                        snapshot: snapshot.clone(),
+                    },
+                }))
             })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
             .collect();
         Ok(Plan { schema, partitions })
     }
 
-    async fn read(
+    /// Streams `COPY (sql) TO STDOUT` on `client`, in whatever transaction
+    /// it has begun.
+    async fn copy_out(
         &self,
-        caller: &Caller,
-        partition: &Partition,
+        client: Client,
+        seg: &Segment,
+        segment: i32,
+        sql: &str,
     ) -> Result<SendableRecordBatchStream> {
-        let PartitionSpec::Postgres { sql } = &partition.spec else {
-            return Err(Error::BadTicket(
-                "not a PostgreSQL partition; this server streams PostgreSQL segments".into(),
-            ));
-        };
-        let seg = self.segment(partition.segment)?;
-        let client = seg.connect(caller).await?;
         let sql = normalize(sql);
-        let (schema, types) =
-            describe_with(&client, sql, partition.segment as usize, &seg.display).await?;
+        let (schema, types) = describe_with(&client, sql, segment as usize, &seg.display).await?;
         let on_segment = |e| Error::from_pg(&format!("segment {}", seg.display), e);
         let decoder = match self.copy_format.text_decoder(&schema, &types, self.limits) {
             Some(text) => {
@@ -118,13 +229,6 @@ impl Reader for PostgresSource {
             schema,
             ReceiverStream::new(rx),
         ))
-    }
-
-    fn connections_in_use(&self) -> Vec<(i32, usize)> {
-        self.segments
-            .iter()
-            .map(|s| (s.index as i32, s.limit.in_use()))
-            .collect()
     }
 }
 

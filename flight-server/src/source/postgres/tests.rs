@@ -434,6 +434,7 @@ mod live {
             segment: 0,
             spec: PartitionSpec::Postgres {
                 sql: "INSERT INTO t VALUES (1, 'a') RETURNING y".into(),
+                snapshot: None,
             },
         };
         assert!(src.read(&Caller::server(), &dml).await.is_err());

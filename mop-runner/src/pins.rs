@@ -1,0 +1,160 @@
+//! The run's pinned snapshots: one per flight-server it plans on, so that
+//! every read of the run — every epoch, validation pass, replaced trainer —
+//! sees the rows as they were when the run began, however the tables change
+//! meanwhile (see `flight_client::snapshot`).
+//!
+//! A pin costs the database one idle session per segment (one on a
+//! Greenplum coordinator) and holds back vacuum for rows changed after it,
+//! so it is bounded: `[source] snapshot_ttl` (capped by each server's
+//! `--snapshot-max-ttl`), renewed while the run lives (a server releases a
+//! pin left unused for its `--snapshot-idle`), released when the run ends.
+//!
+//! A pin can still be lost: its server restarted, or the TTL passed. Then
+//! the run pins again and says so, and the rows it reads from then on may
+//! differ; each partition's reads are compared with its first
+//! (`[source] on_change`), so a change never goes unnoticed. A server that
+//! holds no snapshots (files) is read as it is.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flight_client::snapshot::{self as pin, PinRequest};
+
+use crate::error::{Error, Result};
+
+/// The snapshots pinned for a run, by planning location.
+pub struct Pins {
+    request: Option<PinRequest>,
+    ids: Arc<Mutex<BTreeMap<String, String>>>,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
+    /// How many times a pin was found gone and taken again.
+    pub lost: u32,
+}
+
+impl Drop for Pins {
+    /// A run that ends by an error releases its pins on the way out (a
+    /// server releases what this misses after its `--snapshot-idle`).
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+        let ids = std::mem::take(&mut *lock(&self.ids));
+        if ids.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release_all(ids));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Pins {
+    /// No pins: every read sees the tables as they are then.
+    pub fn none() -> Self {
+        Self {
+            request: None,
+            ids: Arc::default(),
+            keepalive: None,
+            lost: 0,
+        }
+    }
+
+    /// Pins a snapshot on each of `locations` for at most `ttl_seconds`
+    /// (the servers' cap when `None`; `Some(0)` pins nothing), and keeps
+    /// them from going idle while the value lives.
+    pub async fn take(locations: &[String], ttl_seconds: Option<u64>) -> Result<Self> {
+        if ttl_seconds == Some(0) {
+            tracing::info!("source.snapshot_ttl = 0: reads see the tables as they are when read");
+            return Ok(Self::none());
+        }
+        let request = PinRequest { ttl_seconds };
+        let mut pins = Self::none();
+        let mut idle = Duration::from_secs(600);
+        for location in locations {
+            if let Some(p) = pin::pin(location, None, &request).await? {
+                tracing::info!(%location, ttl_seconds = p.ttl_seconds, "snapshot pinned: every read of the run sees the same rows");
+                idle = idle.min(Duration::from_secs(p.idle_seconds.max(3)));
+                lock(&pins.ids).insert(location.clone(), p.snapshot);
+            } else {
+                tracing::warn!(%location, "this flight-server holds no snapshot: its rows are read as they are at each read, and checked against the first read");
+            }
+        }
+        pins.request = Some(request);
+        if !lock(&pins.ids).is_empty() {
+            pins.keepalive = Some(tokio::spawn(keep_alive(pins.ids.clone(), idle / 3)));
+        }
+        Ok(pins)
+    }
+
+    /// The pin to plan at on `location`, if it holds one.
+    pub fn id(&self, location: &str) -> Option<String> {
+        lock(&self.ids).get(location).cloned()
+    }
+
+    /// Pins again on `location` after its pin was found gone (`why`); the
+    /// rows read from now on may differ from earlier reads.
+    pub async fn repin(&mut self, location: &str, why: &str) -> Result<()> {
+        let Some(request) = &self.request else {
+            return Err(Error::Flight(format!(
+                "{location} planned at a snapshot this run never pinned: {why}"
+            )));
+        };
+        self.lost += 1;
+        tracing::warn!(
+            %location,
+            reason = why,
+            "the run's snapshot is lost; pinning a new one — rows read from now on may differ \
+             from earlier reads, and each partition is checked against its first read"
+        );
+        match pin::pin(location, None, request).await? {
+            Some(p) => {
+                lock(&self.ids).insert(location.to_owned(), p.snapshot);
+            }
+            None => {
+                lock(&self.ids).remove(location);
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every pin: the databases may vacuum again. A failure is
+    /// only logged (the servers release an unused pin by themselves).
+    pub async fn release(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+        let ids = std::mem::take(&mut *lock(&self.ids));
+        release_all(ids).await;
+    }
+}
+
+async fn release_all(ids: BTreeMap<String, String>) {
+    for (location, id) in ids {
+        match pin::release(&location, None, &id).await {
+            Ok(()) => tracing::debug!(%location, "snapshot released"),
+            Err(e) => tracing::debug!(%location, error = %e, "releasing the snapshot"),
+        }
+    }
+}
+
+/// Renews every pin each `every` until aborted; a pin found gone is only
+/// logged here (the next plan at it pins again).
+async fn keep_alive(ids: Arc<Mutex<BTreeMap<String, String>>>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let now: Vec<(String, String)> = lock(&ids)
+            .iter()
+            .map(|(l, i)| (l.clone(), i.clone()))
+            .collect();
+        for (location, id) in now {
+            if let Err(e) = pin::renew(&location, None, &id).await {
+                tracing::warn!(%location, error = %e, "renewing the run's snapshot");
+            }
+        }
+    }
+}
