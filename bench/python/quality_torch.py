@@ -7,7 +7,9 @@ segment by `quality` (JSON columns, NULL as null). They are featurized here
 from the raw values as hopper's table input specifies (mop_core::table),
 with the statistics of the hopper run's `table_features.json` — so the
 means, standard deviations and buckets are the run's — and those
-statistics are checked against the training rows first:
+statistics are checked against the training rows first; when the manifest
+names `hopper_features` (hopper's own featurizer's output for the training
+rows, read over Flight), the features made here must equal it bit for bit:
 
   numeric column  (x - mean) * (1 / std) in float64, then float32; NULL -> 0
   categorical     one-hot over `buckets` slots, slot = FNV-1a 64 of the
@@ -15,20 +17,30 @@ statistics are checked against the training rows first:
 
 Training: torch.jit.load of the module file hopper trained (its initial
 weights), Adam (PyTorch defaults, weight decay 0, fused as hopper's is),
-each learning rate from a fresh copy, mini-batches of `batch_size` rows of
-a fresh permutation of the training rows every epoch (the usual sequential
-training; hopper visits its partitions in the scheduler's order instead),
-BCE-with-logits (binary) or MSE (regression) averaged over the batch.
-BatchNorm cannot train on one row, so a final batch of one row is left out
-of that epoch. After every epoch, in eval mode, the validation rows are
-scored: AUC from the logits with ties counted half (scikit-learn's
-roc_auc_score), or RMSE.
+each learning rate from a fresh copy, BCE-with-logits (binary) or MSE
+(regression) averaged over mini-batches of `batch_size` rows, in two row
+orders, each a leg of its own:
 
-Usage: quality_torch.py MANIFEST.json  (prints JSON: curves, one list of the
-validation metric per epoch per learning rate, and torch's version)
+  shuffled      a fresh permutation of all training rows every epoch: the
+                usual sequential training (a DataLoader with shuffle=True)
+  hopper_order  the order hopper trains in: each epoch visits the segments'
+                partitions in the order hopper's scheduler gives the model
+                (`orders`, from mop_core::schedule::visit_order), each
+                partition's rows in the order the segment returns them, a
+                partition's last batch shorter — the same mini-batches as
+                hopper's, every epoch
+
+BatchNorm cannot train on one row, so a batch of one row is left out.
+After every epoch, in eval mode, the validation rows are scored: AUC from
+the logits with ties counted half (scikit-learn's roc_auc_score), or RMSE.
+
+Usage: quality_torch.py MANIFEST.json  (prints JSON: per leg, `curves` —
+one list of the validation metric per epoch per learning rate — and its
+`seconds`; torch's version)
 """
 import json
 import sys
+import time
 
 import numpy as np
 import torch
@@ -97,30 +109,35 @@ def rmse(predictions, targets):
     return float(np.sqrt(np.mean((predictions.astype(np.float64) - targets) ** 2)))
 
 
-def main():
-    manifest = json.load(open(sys.argv[1]))
-    torch.set_num_threads(manifest["threads"])
-    data = json.load(open(manifest["rows"]))
-    spec = json.load(open(manifest["features"]))["input"]
-    check_statistics(data["train"], spec)
-    train_x = torch.from_numpy(featurize(data["train"], spec))
-    val_x = torch.from_numpy(featurize(data["validation"], spec))
-    train_y = torch.tensor(data["train"]["target"], dtype=torch.float32).unsqueeze(1)
-    val_y = np.array(data["validation"]["target"], dtype=np.float64)
+def batches(order, n, segment, partitions, batch):
+    """The mini-batches of one epoch, as index tensors."""
+    if order is None:
+        perm = torch.randperm(n)
+        return [perm[i:i + batch] for i in range(0, n, batch)]
+    out = []
+    for p in order:
+        rows = partitions[p]
+        out += [rows[i:i + batch] for i in range(0, len(rows), batch)]
+    return out
+
+
+def train(manifest, data, order_of, seed_offset):
+    """Validation curves, one per learning rate; `order_of(m, epoch)` gives
+    the partition order, or None for a shuffle."""
     binary = manifest["task"] == "binary"
     loss_fn = nn.BCEWithLogitsLoss() if binary else nn.MSELoss()
-    batch, n = manifest["batch_size"], len(train_y)
+    train_x, train_y, val_x, val_y, segment = data
+    n = len(train_y)
+    partitions = [torch.nonzero(segment == p).flatten() for p in range(int(segment.max()) + 1)]
     curves = []
     for m, lr in enumerate(manifest["lrs"]):
-        torch.manual_seed(manifest["seed"] * 1000 + m)
+        torch.manual_seed(manifest["seed"] * 1000 + seed_offset + m)
         model = torch.jit.load(manifest["module"])
         opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
         curve = []
-        for _ in range(manifest["epochs"]):
+        for epoch in range(manifest["epochs"]):
             model.train()
-            order = torch.randperm(n)
-            for i in range(0, n, batch):
-                rows = order[i:i + batch]
+            for rows in batches(order_of(m, epoch), n, segment, partitions, manifest["batch_size"]):
                 if len(rows) < 2:
                     continue
                 opt.zero_grad(set_to_none=True)
@@ -132,7 +149,41 @@ def main():
                 out = model(val_x)[:, 0].numpy()
             curve.append(auc(out, val_y) if binary else rmse(out, val_y))
         curves.append(curve)
-    print(json.dumps({"curves": curves, "torch": torch.__version__}))
+    return curves
+
+
+def main():
+    manifest = json.load(open(sys.argv[1]))
+    torch.set_num_threads(manifest["threads"])
+    rows = json.load(open(manifest["rows"]))
+    spec = json.load(open(manifest["features"]))["input"]
+    check_statistics(rows["train"], spec)
+    train_x = featurize(rows["train"], spec)
+    checked = None
+    if manifest.get("hopper_features"):
+        theirs = np.load(manifest["hopper_features"])
+        if theirs.shape != train_x.shape or not np.array_equal(theirs, train_x):
+            raise SystemExit(
+                f"the features made here {train_x.shape} differ from hopper's {theirs.shape}: "
+                f"{np.sum(theirs != train_x) if theirs.shape == train_x.shape else 'shapes'} values differ"
+            )
+        checked = "the PyTorch leg's features of the {} x {} training rows equal hopper's featurizer's, bit for bit".format(*train_x.shape)
+    data = (
+        torch.from_numpy(train_x),
+        torch.tensor(rows["train"]["target"], dtype=torch.float32).unsqueeze(1),
+        torch.from_numpy(featurize(rows["validation"], spec)),
+        np.array(rows["validation"]["target"], dtype=np.float64),
+        torch.tensor(rows["train"]["segment"]),
+    )
+    legs = {}
+    for name, order_of, offset in [
+        ("shuffled", lambda m, e: None, 0),
+        ("hopper_order", lambda m, e: manifest["orders"][m][e], 500),
+    ]:
+        start = time.perf_counter()
+        curves = train(manifest, data, order_of, offset)
+        legs[name] = {"curves": curves, "seconds": time.perf_counter() - start}
+    print(json.dumps({"legs": legs, "features_checked": checked, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
 //!              validation rows (read from the segments with the run's own split queries),
 //!              featurized with the run's table_features.json, Adam, the same lrs, batch size,
 //!              epochs and loss; one process, rows reshuffled every epoch
+//!    pytorch, hopper's order   the same, in hopper's mini-batches: each epoch the
+//!              partitions in the order the scheduler gives the model, each in segment order
 //! ```
 //!
 //! Quality, not time, is compared, so machine noise does not matter. For
@@ -20,8 +22,10 @@
 //! at its final epoch, and the lines `hopper/pytorch val_auc = X` and
 //! `hopper/pytorch val_rmse = Y`: the median over samples of the grid's
 //! winner (the better learning rate of that sample) at its best epoch,
-//! hopper's over PyTorch's (final epoch in brackets). AUC is better higher,
-//! RMSE lower: 1.0 means equal quality.
+//! hopper's over PyTorch's (the final epoch's after it); and the same
+//! against PyTorch in hopper's order, which tells the row order's share of
+//! a difference from the rest. AUC is better higher, RMSE lower: 1.0 means
+//! equal quality.
 //!
 //! The PyTorch leg runs when `HOPPER_TORCH_PYTHON` names a Python with
 //! torch (`bench/torch-venv.sh`); without it the benchmark trains the
@@ -29,8 +33,8 @@
 //!
 //! ```sh
 //! cargo build --workspace --bins --features mop/demo
-//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality            # ~8 min on 2 cores
-//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality --quick    # ~2 min
+//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality            # ~9 min on 2 cores
+//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality --quick    # ~2.5 min
 //! target/debug/quality --smoke   # seconds, hopper leg only: its numbers are not figures
 //! ```
 
@@ -43,8 +47,14 @@ use bytes::Bytes;
 use clap::Parser;
 use devcluster::datagen::splitmix64;
 use devcluster::{segment_of, ClusterOptions, LocalCluster};
+use flight_client::plan::plan;
+use flight_client::read::spawn_reader;
 use futures::SinkExt;
 use mop_core::run_config::RunConfig;
+use mop_core::schedule::visit_order;
+use mop_core::table::{FeaturesFile, FEATURES_FILE};
+use mop_trainer::featurize::Featurizer;
+use tch::Tensor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// hopper's model quality against PyTorch's on the same module and rows.
@@ -52,7 +62,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[command(name = "quality")]
 struct Args {
     /// Rows in each table (about 80 % train, 20 % validate).
-    #[arg(long, default_value_t = 8_000)]
+    #[arg(long, default_value_t = 5_000)]
     rows: u64,
     /// Epochs every model trains.
     #[arg(long, default_value_t = 40)]
@@ -61,7 +71,7 @@ struct Args {
     /// stream, PyTorch's shuffles).
     #[arg(long, default_value_t = 5)]
     samples: u64,
-    /// A couple of minutes: 4 000 rows, 20 epochs, 3 samples.
+    /// A few minutes: 4 000 rows, 20 epochs, 3 samples.
     #[arg(long)]
     quick: bool,
     /// Seconds: 600 rows, 2 epochs, 1 sample, the hopper leg only (CI's
@@ -347,10 +357,12 @@ fn hopper(mop: &Path, config: &Path, out: &Path, metric: &str) -> Result<Sample>
 }
 
 /// The rows of `sql` on every segment (the union a flight-server streams),
-/// as JSON columns: `id`, `x1`…`x4`, `n1`, `city`, `target` (NULL: null).
+/// as JSON columns: `id`, `x1`…`x4`, `n1`, `city`, `target` (NULL: null)
+/// and `segment`, in the order each segment returns them.
 async fn rows(cluster: &LocalCluster, sql: &str) -> Result<serde_json::Value> {
     let mut cols: [Vec<Option<f64>>; 7] = Default::default();
     let mut city: Vec<Option<String>> = Vec::new();
+    let mut segment = Vec::new();
     for seg in 0..cluster.len() {
         let client = cluster.client(seg).await?;
         let query = format!(
@@ -361,51 +373,90 @@ async fn rows(cluster: &LocalCluster, sql: &str) -> Result<serde_json::Value> {
                 col.push(r.get::<_, Option<f64>>(if j < 6 { j } else { 7 }));
             }
             city.push(r.get(6));
+            segment.push(seg);
         }
     }
     let [id, x1, x2, x3, x4, n1, target] = cols;
     Ok(serde_json::json!({
         "id": id, "x1": x1, "x2": x2, "x3": x3, "x4": x4, "n1": n1,
-        "city": city, "target": target,
+        "city": city, "target": target, "segment": segment,
     }))
 }
 
-/// What the PyTorch leg of one task needs besides a module and a seed.
-struct TorchTask {
-    rows: PathBuf,
-    features: PathBuf,
+/// The training rows of `config`, read over Flight from `url` endpoint by
+/// endpoint (one a segment, in segment order: the order [`rows`] writes)
+/// and featurized by hopper's own featurizer with the run's
+/// `table_features.json`, written as a `.npy` to `out`: what the PyTorch
+/// leg's featurization is checked against, bit for bit.
+async fn hopper_features(url: &str, config: &Path, run: &Path, out: &Path) -> Result<()> {
+    let config = RunConfig::load(config)?;
+    let file = FeaturesFile::read(run)?
+        .with_context(|| format!("{} has no {FEATURES_FILE}", run.display()))?;
+    let mut model = config.grid.expand()?.remove(0);
+    model.input = file.input;
+    let featurizer = Featurizer::new(&model);
+    let mut xs = Vec::new();
+    for slice in plan(url, &config.train_sql()?).await? {
+        let handle = tokio::runtime::Handle::current();
+        let mut rx = spawn_reader::<flight_client::Error>(&handle, vec![slice]);
+        while let Some(batch) = rx.recv().await {
+            xs.push(featurizer.featurize(&batch?)?.x);
+        }
+    }
+    Tensor::f_cat(&xs, 0)?.f_contiguous()?.write_npy(out)?;
+    Ok(())
 }
 
-/// The PyTorch leg: `bench/python/quality_torch.py` on the same module
-/// file and rows.
-#[allow(clippy::too_many_arguments)]
-fn pytorch(
-    python: &Path,
-    task: &Task,
-    data: &TorchTask,
-    module: &Path,
-    epochs: usize,
-    seed: u64,
-    dir: &Path,
-) -> Result<Sample> {
+/// What the PyTorch legs of one task and sample train on.
+struct TorchRun<'a> {
+    task: &'a Task,
+    /// The rows, as [`rows`] writes them.
+    rows: &'a Path,
+    /// The hopper run's directory (its `table_features.json`).
+    run: &'a Path,
+    /// The hopper run's configuration (its models and their visit orders).
+    config: &'a Path,
+    module: &'a Path,
+    /// Hopper's features of the training rows, to check PyTorch's against.
+    hopper_features: Option<PathBuf>,
+}
+
+/// The PyTorch legs: `bench/python/quality_torch.py` on the same module
+/// file and rows, rows reshuffled every epoch and in hopper's order.
+fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<[Sample; 2]> {
+    let config = RunConfig::load(run.config)?;
+    let models = config.grid.expand()?;
+    let (epochs, seed) = (config.train.epochs, config.train.seed);
+    // Per learning rate, the partition order of every epoch of its model.
+    let mut orders = Vec::new();
+    for lr in LRS {
+        let m = models
+            .iter()
+            .position(|c| (c.lr - lr).abs() < 1e-12)
+            .with_context(|| format!("no model with lr {lr} in {}", run.config.display()))?;
+        orders.push(
+            (0..epochs)
+                .map(|e| visit_order(models.len(), SEGMENTS, seed, m, e))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
     let manifest = serde_json::json!({
-        "task": task.task,
-        "metric": task.metric,
-        "module": module,
-        "rows": data.rows,
-        "features": data.features,
+        "task": run.task.task,
+        "module": run.module,
+        "rows": run.rows,
+        "features": run.run.join(FEATURES_FILE),
         "lrs": LRS,
         "batch_size": BATCH,
         "epochs": epochs,
         "seed": seed,
+        "orders": orders,
+        "hopper_features": run.hopper_features,
         "threads": 1,
     });
-    let path = dir.join(format!("torch-{}-{seed}.json", task.task));
+    let path = dir.join(format!("torch-{}-{seed}.json", run.task.task));
     std::fs::write(&path, serde_json::to_vec(&manifest)?)?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/quality_torch.py");
-    let start = Instant::now();
     let out = Command::new(python).arg(&script).arg(&path).output()?;
-    let wall = start.elapsed().as_secs_f64();
     if !out.status.success() {
         bail!(
             "the PyTorch leg failed: {} {} {}\n{}",
@@ -417,17 +468,27 @@ fn pytorch(
     }
     let r: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("{} printed no JSON", script.display()))?;
-    let curves = r["curves"]
-        .as_array()
-        .context("no curves from the PyTorch leg")?
-        .iter()
-        .map(|c| {
-            c.as_array()
-                .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
-                .unwrap_or_default()
+    let leg = |name: &str| -> Result<Sample> {
+        let l = &r["legs"][name];
+        let curves = l["curves"]
+            .as_array()
+            .with_context(|| format!("no curves from the PyTorch leg {name}"))?
+            .iter()
+            .map(|c| {
+                c.as_array()
+                    .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(Sample {
+            curves,
+            wall: l["seconds"].as_f64().unwrap_or(f64::NAN),
         })
-        .collect();
-    Ok(Sample { curves, wall })
+    };
+    if let Some(same) = r["features_checked"].as_str() {
+        println!("{}: {same}", run.task.table);
+    }
+    Ok([leg("shuffled")?, leg("hopper_order")?])
 }
 
 /// The best value of `curve` and its final one.
@@ -491,8 +552,22 @@ fn winners(samples: &[Sample], higher: bool) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-/// Prints one task's table and its ratio line.
-fn report(task: &Task, legs: &[(&str, &[Sample])], torch_missing: Option<&str>) {
+/// The ratio of the medians of two legs' winners, at the best and at the
+/// final epoch.
+fn ratio(a: &[Sample], b: &[Sample], higher: bool) -> (f64, f64) {
+    let ((ab, af), (bb, bf)) = (winners(a, higher), winners(b, higher));
+    (spread(&ab).0 / spread(&bb).0, spread(&af).0 / spread(&bf).0)
+}
+
+/// Prints one task's table and its ratio lines: hopper against PyTorch
+/// with shuffled rows (`torch.0`) and in hopper's order (`torch.1`), or why
+/// PyTorch did not run.
+fn report(task: &Task, hopper: &[Sample], torch: Result<(&[Sample], &[Sample]), &str>) {
+    let mut legs: Vec<(&str, &[Sample])> = vec![("hopper", hopper)];
+    if let Ok((shuffled, ordered)) = torch {
+        legs.push(("pytorch", shuffled));
+        legs.push(("pytorch, hopper's order", ordered));
+    }
     let metric = format!("val_{}", task.metric);
     let higher = task.higher_is_better;
     println!();
@@ -503,7 +578,7 @@ fn report(task: &Task, legs: &[(&str, &[Sample])], torch_missing: Option<&str>) 
     );
     println!("| leg | lr | best epoch: median [min, max] | final epoch: median [min, max] | best epoch (median) | wall s per sample |");
     println!("|---|---|---|---|---|---|");
-    for (name, samples) in legs {
+    for (name, samples) in &legs {
         for (i, lr) in LRS.iter().enumerate() {
             let (mut bests, mut finals, mut at) = (Vec::new(), Vec::new(), Vec::new());
             for s in samples.iter() {
@@ -527,20 +602,16 @@ fn report(task: &Task, legs: &[(&str, &[Sample])], torch_missing: Option<&str>) 
         let (b, f) = winners(samples, higher);
         println!("| {name} | winner | {} | {} | | |", cell(&b), cell(&f));
     }
-    match (legs, torch_missing) {
-        ([(_, h), (_, p)], None) => {
-            let (hb, hf) = winners(h, higher);
-            let (pb, pf) = winners(p, higher);
+    match torch {
+        Ok((shuffled, ordered)) => {
+            let (b, f) = ratio(hopper, shuffled, higher);
+            println!("hopper/pytorch {metric} = {b:.4} (best epoch; final epoch {f:.4})");
+            let (b, f) = ratio(hopper, ordered, higher);
             println!(
-                "hopper/pytorch {metric} = {:.4} (best epoch; final epoch {:.4})",
-                spread(&hb).0 / spread(&pb).0,
-                spread(&hf).0 / spread(&pf).0
+                "hopper/pytorch-in-hopper's-order {metric} = {b:.4} (best epoch; final epoch {f:.4})"
             );
         }
-        (_, why) => println!(
-            "hopper/pytorch {metric} = not measured: {}",
-            why.unwrap_or("no PyTorch leg")
-        ),
+        Err(why) => println!("hopper/pytorch {metric} = not measured: {why}"),
     }
 }
 
@@ -631,6 +702,22 @@ async fn main() -> Result<()> {
         let path = dir.join(format!("{}-rows.json", task.task));
         std::fs::write(&path, serde_json::to_vec(&data)?)?;
         let n = |k: &str| data[k]["id"].as_array().map_or(0, Vec::len);
+        // A partition whose rows leave one in its last mini-batch cannot
+        // train a module with BatchNorm: hopper trains every row, in
+        // mini-batches that do not cross partitions.
+        for seg in 0..SEGMENTS {
+            let held = data["train"]["segment"].as_array().map_or(0, |a| {
+                a.iter().filter(|s| s.as_u64() == Some(seg as u64)).count()
+            });
+            if held % BATCH == 1 {
+                bail!(
+                    "segment {seg} holds {held} training rows of {}, one more than a multiple of \
+                     the batch size {BATCH}: its last mini-batch would be one row, on which \
+                     BatchNorm cannot train; choose another --rows",
+                    task.table
+                );
+            }
+        }
         println!(
             "{}: {} training rows, {} validation rows",
             task.table,
@@ -648,7 +735,8 @@ async fn main() -> Result<()> {
     }
 
     let mut hopper_samples: Vec<Vec<Sample>> = TASKS.iter().map(|_| Vec::new()).collect();
-    let mut torch_samples: Vec<Vec<Sample>> = TASKS.iter().map(|_| Vec::new()).collect();
+    let mut torch_samples: Vec<[Vec<Sample>; 2]> =
+        TASKS.iter().map(|_| Default::default()).collect();
     for seed in 1..=args.samples {
         let module = match &python {
             Some(py) => {
@@ -689,35 +777,54 @@ async fn main() -> Result<()> {
                     .join(", ")
             };
             println!(
-                "sample {seed} {:<10} hopper  {} ({:.1} s)",
+                "sample {seed} {:<10} {:<23} {} ({:.1} s)",
                 task.task,
+                "hopper",
                 show(&h),
                 h.wall
             );
             hopper_samples[t].push(h);
             if let Some(py) = &python {
-                let data = TorchTask {
-                    rows: torch_data[t].clone(),
-                    features: out.join("table_features.json"),
+                // Once per task: are PyTorch's features hopper's?
+                let hopper_features = if seed == 1 {
+                    let npy = dir.join(format!("{}-hopper-features.npy", task.task));
+                    hopper_features(&server.url, &config, &out, &npy).await?;
+                    Some(npy)
+                } else {
+                    None
                 };
-                let p = pytorch(py, task, &data, &module, args.epochs, seed, &dir)?;
-                println!(
-                    "sample {seed} {:<10} pytorch {} ({:.1} s)",
-                    task.task,
-                    show(&p),
-                    p.wall
-                );
-                torch_samples[t].push(p);
+                let run = TorchRun {
+                    task,
+                    rows: &torch_data[t],
+                    run: &out,
+                    config: &config,
+                    module: &module,
+                    hopper_features,
+                };
+                let [shuffled, ordered] = pytorch(py, &run, &dir)?;
+                for (leg, p) in [
+                    ("pytorch", &shuffled),
+                    ("pytorch, hopper's order", &ordered),
+                ] {
+                    println!(
+                        "sample {seed} {:<10} {leg:<23} {} ({:.1} s)",
+                        task.task,
+                        show(p),
+                        p.wall
+                    );
+                }
+                torch_samples[t][0].push(shuffled);
+                torch_samples[t][1].push(ordered);
             }
         }
     }
 
     for (t, task) in TASKS.iter().enumerate() {
-        let mut legs: Vec<(&str, &[Sample])> = vec![("hopper", &hopper_samples[t])];
-        if python.is_some() {
-            legs.push(("pytorch", &torch_samples[t]));
-        }
-        report(task, &legs, torch_missing);
+        let torch = match torch_missing {
+            None => Ok((&torch_samples[t][0][..], &torch_samples[t][1][..])),
+            Some(why) => Err(why),
+        };
+        report(task, &hopper_samples[t], torch);
     }
     if python.is_none() {
         println!();
