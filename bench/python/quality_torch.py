@@ -29,6 +29,9 @@ orders, each a leg of its own:
                 partition's rows in the order the segment returns them, a
                 partition's last batch shorter — the same mini-batches as
                 hopper's, every epoch
+  partitions_shuffled  hopper's partition order, each partition's rows
+                reshuffled every epoch: what a per-epoch shuffle inside
+                hopper's units would train
 
 BatchNorm cannot train on one row, so a batch of one row is left out.
 After every epoch, in eval mode, the validation rows are scored: AUC from
@@ -109,19 +112,22 @@ def rmse(predictions, targets):
     return float(np.sqrt(np.mean((predictions.astype(np.float64) - targets) ** 2)))
 
 
-def batches(order, n, segment, partitions, batch):
-    """The mini-batches of one epoch, as index tensors."""
+def batches(order, n, partitions, batch, shuffle):
+    """The mini-batches of one epoch, as index tensors: all rows shuffled
+    (`order` None), or the partitions in `order`, each shuffled or not."""
     if order is None:
         perm = torch.randperm(n)
         return [perm[i:i + batch] for i in range(0, n, batch)]
     out = []
     for p in order:
         rows = partitions[p]
+        if shuffle:
+            rows = rows[torch.randperm(len(rows))]
         out += [rows[i:i + batch] for i in range(0, len(rows), batch)]
     return out
 
 
-def train(manifest, data, order_of, seed_offset):
+def train(manifest, data, order_of, shuffle, seed_offset):
     """Validation curves, one per learning rate; `order_of(m, epoch)` gives
     the partition order, or None for a shuffle."""
     binary = manifest["task"] == "binary"
@@ -137,7 +143,7 @@ def train(manifest, data, order_of, seed_offset):
         curve = []
         for epoch in range(manifest["epochs"]):
             model.train()
-            for rows in batches(order_of(m, epoch), n, segment, partitions, manifest["batch_size"]):
+            for rows in batches(order_of(m, epoch), n, partitions, manifest["batch_size"], shuffle):
                 if len(rows) < 2:
                     continue
                 opt.zero_grad(set_to_none=True)
@@ -176,12 +182,14 @@ def main():
         torch.tensor(rows["train"]["segment"]),
     )
     legs = {}
-    for name, order_of, offset in [
-        ("shuffled", lambda m, e: None, 0),
-        ("hopper_order", lambda m, e: manifest["orders"][m][e], 500),
+    hopper_order = lambda m, e: manifest["orders"][m][e]
+    for name, order_of, shuffle, offset in [
+        ("shuffled", lambda m, e: None, True, 0),
+        ("hopper_order", hopper_order, False, 300),
+        ("partitions_shuffled", hopper_order, True, 600),
     ]:
         start = time.perf_counter()
-        curves = train(manifest, data, order_of, offset)
+        curves = train(manifest, data, order_of, shuffle, offset)
         legs[name] = {"curves": curves, "seconds": time.perf_counter() - start}
     print(json.dumps({"legs": legs, "features_checked": checked, "torch": torch.__version__}))
 

@@ -14,6 +14,8 @@
 //!              epochs and loss; one process, rows reshuffled every epoch
 //!    pytorch, hopper's order   the same, in hopper's mini-batches: each epoch the
 //!              partitions in the order the scheduler gives the model, each in segment order
+//!    pytorch, partitions shuffled   hopper's partition order, each partition's rows
+//!              reshuffled every epoch (what a per-epoch shuffle inside hopper's units would do)
 //! ```
 //!
 //! Quality, not time, is compared, so machine noise does not matter. For
@@ -23,7 +25,7 @@
 //! `hopper/pytorch val_rmse = Y`: the median over samples of the grid's
 //! winner (the better learning rate of that sample) at its best epoch,
 //! hopper's over PyTorch's (the final epoch's after it); and the same
-//! against PyTorch in hopper's order, which tells the row order's share of
+//! against the other two PyTorch legs, which tell the row order's share of
 //! a difference from the rest. AUC is better higher, RMSE lower: 1.0 means
 //! equal quality.
 //!
@@ -422,8 +424,8 @@ struct TorchRun<'a> {
 }
 
 /// The PyTorch legs: `bench/python/quality_torch.py` on the same module
-/// file and rows, rows reshuffled every epoch and in hopper's order.
-fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<[Sample; 2]> {
+/// file and rows, one [`Sample`] per leg of [`TORCH_LEGS`].
+fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<Vec<Sample>> {
     let config = RunConfig::load(run.config)?;
     let models = config.grid.expand()?;
     let (epochs, seed) = (config.train.epochs, config.train.seed);
@@ -488,7 +490,7 @@ fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<[Sample; 2]>
     if let Some(same) = r["features_checked"].as_str() {
         println!("{}: {same}", run.task.table);
     }
-    Ok([leg("shuffled")?, leg("hopper_order")?])
+    TORCH_LEGS.iter().map(|l| leg(l.key)).collect()
 }
 
 /// The best value of `curve` and its final one.
@@ -552,6 +554,33 @@ fn winners(samples: &[Sample], higher: bool) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
+/// A PyTorch leg: `quality_torch.py`'s name for it, the tables' and the
+/// ratio line's.
+struct TorchLeg {
+    key: &'static str,
+    name: &'static str,
+    ratio: &'static str,
+}
+
+/// The PyTorch legs, in the order `quality_torch.py` trains them.
+const TORCH_LEGS: [TorchLeg; 3] = [
+    TorchLeg {
+        key: "shuffled",
+        name: "pytorch",
+        ratio: "hopper/pytorch",
+    },
+    TorchLeg {
+        key: "hopper_order",
+        name: "pytorch, hopper's order",
+        ratio: "hopper/pytorch-in-hopper's-order",
+    },
+    TorchLeg {
+        key: "partitions_shuffled",
+        name: "pytorch, partitions shuffled",
+        ratio: "hopper/pytorch-partitions-shuffled",
+    },
+];
+
 /// The ratio of the medians of two legs' winners, at the best and at the
 /// final epoch.
 fn ratio(a: &[Sample], b: &[Sample], higher: bool) -> (f64, f64) {
@@ -559,14 +588,14 @@ fn ratio(a: &[Sample], b: &[Sample], higher: bool) -> (f64, f64) {
     (spread(&ab).0 / spread(&bb).0, spread(&af).0 / spread(&bf).0)
 }
 
-/// Prints one task's table and its ratio lines: hopper against PyTorch
-/// with shuffled rows (`torch.0`) and in hopper's order (`torch.1`), or why
-/// PyTorch did not run.
-fn report(task: &Task, hopper: &[Sample], torch: Result<(&[Sample], &[Sample]), &str>) {
+/// Prints one task's table and its ratio lines: hopper against each of
+/// the [`TORCH_LEGS`], or why PyTorch did not run.
+fn report(task: &Task, hopper: &[Sample], torch: Result<&[Vec<Sample>], &str>) {
     let mut legs: Vec<(&str, &[Sample])> = vec![("hopper", hopper)];
-    if let Ok((shuffled, ordered)) = torch {
-        legs.push(("pytorch", shuffled));
-        legs.push(("pytorch, hopper's order", ordered));
+    if let Ok(torch) = torch {
+        for (leg, samples) in TORCH_LEGS.iter().zip(torch) {
+            legs.push((leg.name, samples));
+        }
     }
     let metric = format!("val_{}", task.metric);
     let higher = task.higher_is_better;
@@ -603,13 +632,14 @@ fn report(task: &Task, hopper: &[Sample], torch: Result<(&[Sample], &[Sample]), 
         println!("| {name} | winner | {} | {} | | |", cell(&b), cell(&f));
     }
     match torch {
-        Ok((shuffled, ordered)) => {
-            let (b, f) = ratio(hopper, shuffled, higher);
-            println!("hopper/pytorch {metric} = {b:.4} (best epoch; final epoch {f:.4})");
-            let (b, f) = ratio(hopper, ordered, higher);
-            println!(
-                "hopper/pytorch-in-hopper's-order {metric} = {b:.4} (best epoch; final epoch {f:.4})"
-            );
+        Ok(torch) => {
+            for (leg, samples) in TORCH_LEGS.iter().zip(torch) {
+                let (b, f) = ratio(hopper, samples, higher);
+                println!(
+                    "{} {metric} = {b:.4} (best epoch; final epoch {f:.4})",
+                    leg.ratio
+                );
+            }
         }
         Err(why) => println!("hopper/pytorch {metric} = not measured: {why}"),
     }
@@ -735,8 +765,10 @@ async fn main() -> Result<()> {
     }
 
     let mut hopper_samples: Vec<Vec<Sample>> = TASKS.iter().map(|_| Vec::new()).collect();
-    let mut torch_samples: Vec<[Vec<Sample>; 2]> =
-        TASKS.iter().map(|_| Default::default()).collect();
+    let mut torch_samples: Vec<Vec<Vec<Sample>>> = TASKS
+        .iter()
+        .map(|_| TORCH_LEGS.iter().map(|_| Vec::new()).collect())
+        .collect();
     for seed in 1..=args.samples {
         let module = match &python {
             Some(py) => {
@@ -777,7 +809,7 @@ async fn main() -> Result<()> {
                     .join(", ")
             };
             println!(
-                "sample {seed} {:<10} {:<23} {} ({:.1} s)",
+                "sample {seed} {:<10} {:<28} {} ({:.1} s)",
                 task.task,
                 "hopper",
                 show(&h),
@@ -801,27 +833,24 @@ async fn main() -> Result<()> {
                     module: &module,
                     hopper_features,
                 };
-                let [shuffled, ordered] = pytorch(py, &run, &dir)?;
-                for (leg, p) in [
-                    ("pytorch", &shuffled),
-                    ("pytorch, hopper's order", &ordered),
-                ] {
+                let legs = pytorch(py, &run, &dir)?;
+                for ((leg, p), into) in TORCH_LEGS.iter().zip(legs).zip(&mut torch_samples[t]) {
                     println!(
-                        "sample {seed} {:<10} {leg:<23} {} ({:.1} s)",
+                        "sample {seed} {:<10} {:<28} {} ({:.1} s)",
                         task.task,
-                        show(p),
+                        leg.name,
+                        show(&p),
                         p.wall
                     );
+                    into.push(p);
                 }
-                torch_samples[t][0].push(shuffled);
-                torch_samples[t][1].push(ordered);
             }
         }
     }
 
     for (t, task) in TASKS.iter().enumerate() {
         let torch = match torch_missing {
-            None => Ok((&torch_samples[t][0][..], &torch_samples[t][1][..])),
+            None => Ok(&torch_samples[t][..]),
             Some(why) => Err(why),
         };
         report(task, &hopper_samples[t], torch);
