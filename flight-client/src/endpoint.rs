@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::connect::Bearer;
 
 /// The JSON `app_metadata` of every endpoint a flight-server plans:
-/// `{"segment":0}`, or `{"segment":0,"shared_tables":true}`.
+/// `{"segment":0}`, or `{"segment":0,"shared_tables":true,"single_read":true}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointMetadata {
     /// The segment the endpoint reads: the one a `DoPut` names to write
@@ -24,6 +24,11 @@ pub struct EndpointMetadata {
     /// false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared_tables: bool,
+    /// Whether the endpoint can be read once only (a Greenplum cursor's):
+    /// a client reading the query again plans it again, and should read
+    /// every endpoint of each plan. Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_read: bool,
 }
 
 impl EndpointMetadata {
@@ -61,14 +66,18 @@ mod tests {
     fn endpoint_metadata_keeps_its_wire_json() {
         let plain = EndpointMetadata {
             segment: 2,
-            shared_tables: false,
+            ..Default::default()
         };
         let shared = EndpointMetadata {
             segment: 0,
             shared_tables: true,
+            single_read: true,
         };
         assert_eq!(plain.to_bytes(), br#"{"segment":2}"#);
-        assert_eq!(shared.to_bytes(), br#"{"segment":0,"shared_tables":true}"#);
+        assert_eq!(
+            shared.to_bytes(),
+            br#"{"segment":0,"shared_tables":true,"single_read":true}"#
+        );
         assert_eq!(
             EndpointMetadata::from_bytes(&shared.to_bytes()),
             Some(shared)
@@ -77,7 +86,7 @@ mod tests {
             EndpointMetadata::from_bytes(br#"{"segment": 3, "later": 1}"#),
             Some(EndpointMetadata {
                 segment: 3,
-                shared_tables: false
+                ..Default::default()
             })
         );
         assert_eq!(EndpointMetadata::from_bytes(b""), None);

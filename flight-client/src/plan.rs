@@ -26,6 +26,9 @@ pub struct Planned {
     /// Whether every segment sees the same tables (Greenplum): a `DoPut`
     /// then writes one table, whatever segment it names.
     pub shared_tables: bool,
+    /// Whether each endpoint can be read once only (Greenplum): reading the
+    /// query again takes a new plan.
+    pub single_read: bool,
     /// The earliest expiration of the endpoints' tickets (`None`: none set).
     pub expires: Option<SystemTime>,
 }
@@ -96,12 +99,14 @@ pub async fn plan_query_at(
         slices: Vec::with_capacity(info.endpoint.len()),
         segments: Vec::with_capacity(info.endpoint.len()),
         shared_tables: false,
+        single_read: false,
         expires,
     };
     for (i, ep) in info.endpoint.into_iter().enumerate() {
         let meta = EndpointMetadata::from_bytes(&ep.app_metadata);
         planned.segments.push(meta.map_or(i as i32, |m| m.segment));
         planned.shared_tables |= meta.is_some_and(|m| m.shared_tables);
+        planned.single_read |= meta.is_some_and(|m| m.single_read);
         planned.slices.push(FlightSlice {
             location: ep
                 .location

@@ -117,6 +117,7 @@ impl Core {
         let expires_at = self.signer.expiry();
         let expiration = timestamp(UNIX_EPOCH + Duration::from_secs(expires_at));
         let shared_tables = self.source.shared_tables();
+        let single_read = self.source.single_read();
         let endpoints = partitions.iter().map(|p| {
             FlightEndpoint::new()
                 .with_ticket(Ticket::new(self.signer.sign_until(
@@ -132,6 +133,7 @@ impl Core {
                     EndpointMetadata {
                         segment: p.segment,
                         shared_tables,
+                        single_read,
                     }
                     .to_bytes(),
                 )

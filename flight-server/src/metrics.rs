@@ -13,6 +13,8 @@
 //! | `hopper_greenplum_cursors_held` | gauge (cursors this server declared and holds) | |
 //! | `hopper_connections_in_use` | gauge (database connections held) | `segment` |
 //! | `hopper_flight_request_duration_seconds` | histogram (a DoGet: to its last batch) | `method` |
+//! | `hopper_greenplum_cursors_total` | counter (cursors this server declared, and closed unread) | `event`: `declared`, `expired`, `evicted` |
+//! | `hopper_greenplum_endpoints_total` | counter (their endpoints; every planned one should be read) | `state`: `planned`, `read` |
 //! | `hopper_snapshots_pinned` | gauge (pinned snapshots held) | |
 //! | `hopper_snapshot_sessions` | gauge (database sessions holding them) | |
 //! | `hopper_snapshot_oldest_seconds` | gauge (age of the oldest: how long vacuum is held back) | |
@@ -45,6 +47,8 @@ pub struct Metrics {
     cursors: IntGauge,
     connections: IntGaugeVec,
     durations: HistogramVec,
+    cursor_events: IntCounterVec,
+    endpoint_states: IntCounterVec,
     snapshots_pinned: IntGauge,
     snapshot_sessions: IntGauge,
     snapshot_oldest: prometheus::Gauge,
@@ -108,6 +112,22 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
+        let cursor_events = IntCounterVec::new(
+            Opts::new(
+                "hopper_greenplum_cursors_total",
+                "Greenplum cursors this server declared, and those closed unread (idle or at the cap)",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
+        let endpoint_states = IntCounterVec::new(
+            Opts::new(
+                "hopper_greenplum_endpoints_total",
+                "Endpoints of this server's Greenplum cursors: planned, and read to the end",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         let snapshots_pinned = IntGauge::new(
             "hopper_snapshots_pinned",
             "Pinned snapshots this server holds",
@@ -133,6 +153,8 @@ impl Metrics {
         .expect("valid metric");
         for m in [
             Box::new(rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cursor_events.clone()),
+            Box::new(endpoint_states.clone()),
             Box::new(snapshots_pinned.clone()),
             Box::new(snapshot_sessions.clone()),
             Box::new(snapshot_oldest.clone()),
@@ -154,6 +176,8 @@ impl Metrics {
             cursors,
             connections,
             durations,
+            cursor_events,
+            endpoint_states,
             snapshots_pinned,
             snapshot_sessions,
             snapshot_oldest,
@@ -205,6 +229,20 @@ impl Metrics {
     /// The text exposition, with the source's gauges read now.
     pub fn render(&self, source: &dyn Reader) -> String {
         self.cursors.set(source.cursors_held() as i64);
+        let totals = source.cursor_totals();
+        // The source keeps the totals; the counters catch up to them.
+        let catch_up =
+            |c: prometheus::IntCounter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+        for (event, total) in [
+            ("declared", totals.declared),
+            ("expired", totals.expired),
+            ("evicted", totals.evicted),
+        ] {
+            catch_up(self.cursor_events.with_label_values(&[event]), total);
+        }
+        for (state, total) in [("planned", totals.endpoints), ("read", totals.drained)] {
+            catch_up(self.endpoint_states.with_label_values(&[state]), total);
+        }
         for (segment, n) in source.connections_in_use() {
             self.connections
                 .with_label_values(&[&segment.to_string()])

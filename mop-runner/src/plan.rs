@@ -21,7 +21,7 @@
 //! and planning again logs in again. Tokens live in memory only: neither
 //! the checkpoint nor any other file of the run holds one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use flight_client::connect::{login, Bearer};
@@ -51,6 +51,20 @@ pub struct Plan {
     pub replans: u32,
     /// The snapshots every plan is made at.
     pub pins: Pins,
+    /// Whether each pass reads its rows again (`cache = "none"`).
+    reads_every_pass: bool,
+    /// Whether each endpoint can be read once only (Greenplum).
+    single_read: bool,
+    /// With single-read endpoints and reads every pass: the training plans
+    /// not yet read by every trainer, oldest first — one plan per round of
+    /// units, each trainer reading its own endpoints of it
+    /// ([`Plan::train_for`]). `first_round` numbers the front.
+    rounds: VecDeque<Vec<FlightSlice>>,
+    first_round: u64,
+    /// Per trainer, the round it reads next.
+    next_round: Vec<u64>,
+    /// Training and validation plans made, for the run's summary.
+    pub plans: u64,
 }
 
 struct Planned {
@@ -58,16 +72,19 @@ struct Planned {
     validation: Vec<FlightSlice>,
     logins: BTreeMap<String, Bearer>,
     expires: Option<SystemTime>,
+    single_read: bool,
 }
 
 impl Plan {
     /// Plans `train_sql` (and `validation_sql`) on every location, at the
-    /// snapshots of `pins`.
+    /// snapshots of `pins`; `reads_every_pass` when every unit and
+    /// validation pass reads its rows again (`cache = "none"`).
     pub async fn new(
         locations: Vec<String>,
         train_sql: String,
         validation_sql: Option<String>,
         pins: Pins,
+        reads_every_pass: bool,
     ) -> Result<Self> {
         let mut plan = Plan {
             locations,
@@ -80,18 +97,35 @@ impl Plan {
             expires: None,
             replans: 0,
             pins,
+            reads_every_pass,
+            single_read: false,
+            rounds: VecDeque::new(),
+            first_round: 0,
+            next_round: Vec::new(),
+            plans: 0,
         };
         let fresh = plan.fetch().await?;
         plan.take(fresh);
         Ok(plan)
     }
 
+    /// Whether passes take plans of their own: endpoints read once
+    /// (Greenplum) by passes that read every time.
+    fn by_round(&self) -> bool {
+        self.single_read && self.reads_every_pass
+    }
+
     async fn fetch(&mut self) -> Result<Planned> {
-        let (train, mut expires) =
+        let (train, mut expires, single_read) =
             plan_all(&self.locations, &self.train_sql, &mut self.pins).await?;
+        self.plans += 1;
         let validation = match &self.validation_sql {
+            // Planned by each evaluation when plans are made per round: a
+            // cursor planned now would wait unread until then.
+            Some(_) if single_read && self.reads_every_pass => Vec::new(),
             Some(sql) => {
-                let (v, e) = plan_all(&self.locations, sql, &mut self.pins).await?;
+                let (v, e, _) = plan_all(&self.locations, sql, &mut self.pins).await?;
+                self.plans += 1;
                 expires = earliest(expires, e);
                 v
             }
@@ -110,14 +144,88 @@ impl Plan {
             validation,
             logins,
             expires,
+            single_read,
         })
     }
 
     fn take(&mut self, p: Planned) {
+        self.single_read = p.single_read;
+        if self.by_round() {
+            // Every trainer reads the fresh plan next; plans not read by
+            // everyone yet are dropped (their cursors close unread).
+            let next = self.next_round.iter().copied().max().unwrap_or(0);
+            self.rounds = VecDeque::from([p.train.clone()]);
+            self.first_round = next;
+            self.next_round.iter_mut().for_each(|r| *r = next);
+        } else {
+            self.validation = p.validation;
+        }
         self.train = p.train;
-        self.validation = p.validation;
         self.logins = p.logins;
         self.expires = p.expires;
+    }
+
+    /// Whether the run validates (its validation query has endpoints, or
+    /// is planned by each evaluation).
+    pub fn has_validation(&self) -> bool {
+        !self.validation.is_empty() || (self.by_round() && self.validation_sql.is_some())
+    }
+
+    /// The training endpoints trainer `p` of `w` reads in its next unit.
+    /// Where endpoints can be read once (Greenplum) and units read every
+    /// time, each round of units shares one plan — the trainer reading
+    /// each partition next reads its endpoints of the oldest plan it has not
+    /// read — so every endpoint of every plan is read, and no segment runs a
+    /// query whose rows nobody reads. Elsewhere, the same endpoints every time.
+    pub async fn train_for(&mut self, p: usize, w: usize) -> Result<Vec<FlightEndpoint>> {
+        if !self.by_round() {
+            return Ok(self.train_part(p, w));
+        }
+        if self.next_round.len() != w {
+            self.next_round = vec![self.first_round; w];
+        }
+        let round = self.next_round[p];
+        while self.first_round + self.rounds.len() as u64 <= round {
+            let (slices, _, _) = plan_all(&self.locations, &self.train_sql, &mut self.pins).await?;
+            self.plans += 1;
+            self.log_in(&slices).await?;
+            self.rounds.push_back(slices);
+        }
+        let endpoints = self.part(&self.rounds[(round - self.first_round) as usize], p, w);
+        self.next_round[p] += 1;
+        let oldest = self.next_round.iter().copied().min().unwrap_or(0);
+        while self.first_round < oldest && !self.rounds.is_empty() {
+            self.rounds.pop_front();
+            self.first_round += 1;
+        }
+        Ok(endpoints)
+    }
+
+    /// The validation endpoints of every trainer (`w` of them) for one
+    /// evaluation: a plan of its own where endpoints can be read once and
+    /// evaluations read every time (all of its endpoints are read).
+    pub async fn validation_for(&mut self, w: usize) -> Result<Vec<Vec<FlightEndpoint>>> {
+        if self.by_round() {
+            if let Some(sql) = &self.validation_sql {
+                let (slices, _, _) = plan_all(&self.locations, sql, &mut self.pins).await?;
+                self.plans += 1;
+                self.log_in(&slices).await?;
+                self.validation = slices;
+            }
+        }
+        Ok((0..w).map(|p| self.validation_part(p, w)).collect())
+    }
+
+    /// Logs in at any location of `slices` the runner has no token for.
+    async fn log_in(&mut self, slices: &[FlightSlice]) -> Result<()> {
+        for location in slices.iter().map(|s| &s.location) {
+            if !self.logins.contains_key(location) {
+                if let Some(bearer) = login(location).await? {
+                    self.logins.insert(location.clone(), bearer);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the tickets expire soon: within a quarter of their lifetime,
@@ -155,7 +263,8 @@ impl Plan {
             ("training", &self.train, &fresh.train),
             ("validation", &self.validation, &fresh.validation),
         ] {
-            if old.len() != new.len() {
+            // Validation planned per evaluation is not planned here.
+            if old.len() != new.len() && !(self.by_round() && what == "validation") {
                 return Err(Error::Config(format!(
                     "planned again, the {what} query has {} endpoints instead of {}: \
                      the segments (or the flight-servers' --split) changed during the run; \
@@ -207,9 +316,10 @@ async fn plan_all(
     locations: &[String],
     sql: &str,
     pins: &mut Pins,
-) -> Result<(Vec<FlightSlice>, Option<SystemTime>)> {
+) -> Result<(Vec<FlightSlice>, Option<SystemTime>, bool)> {
     let mut slices = Vec::new();
     let mut expires = None;
+    let mut single_read = false;
     for location in locations {
         let planned = match plan_query_at(location, None, sql, pins.id(location).as_deref()).await {
             Err(flight_client::Error::SnapshotLost(why)) => {
@@ -220,8 +330,9 @@ async fn plan_all(
         };
         slices.extend(planned.slices);
         expires = earliest(expires, planned.expires);
+        single_read |= planned.single_read;
     }
-    Ok((slices, expires))
+    Ok((slices, expires, single_read))
 }
 
 fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
@@ -257,6 +368,12 @@ mod tests {
             expires: Some(planned + life),
             replans: 0,
             pins: Pins::none(),
+            reads_every_pass: false,
+            single_read: false,
+            rounds: VecDeque::new(),
+            first_round: 0,
+            next_round: Vec::new(),
+            plans: 1,
         }
     }
 
@@ -271,6 +388,39 @@ mod tests {
         let mut never = plan(hour, hour * 2);
         never.expires = None;
         assert!(!never.expiring());
+    }
+
+    #[tokio::test]
+    async fn single_read_plans_are_dealt_one_round_per_unit_and_each_is_read_by_every_trainer() {
+        let mut p = plan(Duration::from_secs(60), Duration::ZERO);
+        p.single_read = true;
+        p.reads_every_pass = true;
+        // Three plans of two endpoints each, as GetFlightInfo made them.
+        p.rounds = (0..3u8)
+            .map(|r| {
+                (0..2u8)
+                    .map(|i| FlightSlice {
+                        location: "grpc+tcp://h:0".into(),
+                        ticket: vec![r, i],
+                        bearer: None,
+                    })
+                    .collect()
+            })
+            .collect();
+        async fn take(p: &mut Plan, w: usize) -> Vec<u8> {
+            p.train_for(w, 2).await.unwrap()[0].ticket.clone()
+        }
+        // Trainer 0 runs ahead: its own endpoint of each plan in turn.
+        assert_eq!(take(&mut p, 0).await, [0, 0]);
+        assert_eq!(take(&mut p, 0).await, [1, 0]);
+        // Trainer 1 reads the plans trainer 0 read, in the same order.
+        assert_eq!(take(&mut p, 1).await, [0, 1]);
+        assert_eq!(take(&mut p, 0).await, [2, 0]);
+        assert_eq!(take(&mut p, 1).await, [1, 1]);
+        assert_eq!(take(&mut p, 1).await, [2, 1]);
+        // Plans read by both are let go.
+        assert!(p.rounds.is_empty());
+        assert_eq!(p.first_round, 3);
     }
 
     #[test]

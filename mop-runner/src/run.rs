@@ -394,7 +394,14 @@ async fn run(
 
     // Plan the data.
     let train_sql = config.train_sql()?;
-    let mut plan = Plan::new(locations, train_sql.clone(), config.validation_sql()?, pins).await?;
+    let mut plan = Plan::new(
+        locations,
+        train_sql.clone(),
+        config.validation_sql()?,
+        pins,
+        config.source.cache == Cache::None,
+    )
+    .await?;
     let w = if !config.train.addresses.is_empty() {
         config.train.addresses.len()
     } else {
@@ -574,7 +581,7 @@ async fn run(
         ));
     }
 
-    let has_validation = !plan.validation.is_empty();
+    let has_validation = plan.has_validation();
     // Units and validation passes read with the runner's tickets only
     // without a cache; with one, tickets matter when a partition is opened.
     let reads_every_pass = config.source.cache == Cache::None;
@@ -597,7 +604,7 @@ async fn run(
         spawn_eval(
             &mut set,
             &trainers.clients,
-            &plan,
+            plan.validation_for(w).await?,
             wire_configs[e.model].clone(),
             PendingEval {
                 model: e.model,
@@ -632,7 +639,7 @@ async fn run(
                     .unwrap_or_default(),
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
-                train: plan.train_part(worker, w),
+                train: plan.train_for(worker, w).await?,
             };
             let client = trainers.clients[worker].clone();
             let rep = reporter.clone();
@@ -756,7 +763,7 @@ async fn run(
                         spawn_eval(
                             &mut set,
                             &trainers.clients,
-                            &plan,
+                            plan.validation_for(w).await?,
                             wire_configs[m].clone(),
                             PendingEval {
                                 model: m,
@@ -896,7 +903,7 @@ async fn run(
                 spawn_eval(
                     &mut set,
                     &trainers.clients,
-                    &plan,
+                    plan.validation_for(w).await?,
                     wire_configs[eval.model].clone(),
                     eval,
                 );
@@ -1153,19 +1160,16 @@ async fn reopen(
     }
 }
 
+/// Starts `eval` on every trainer, each reading its `validation`
+/// endpoints ([`Plan::validation_for`]).
 fn spawn_eval(
     set: &mut JoinSet<Done>,
     clients: &[Client],
-    plan: &Plan,
+    validation: Vec<Vec<hopper_proto::FlightEndpoint>>,
     config: Arc<hopper_proto::ModelConfig>,
     eval: PendingEval,
 ) {
-    let w = clients.len();
-    let work: Vec<_> = clients
-        .iter()
-        .enumerate()
-        .map(|(p, c)| (c.clone(), plan.validation_part(p, w)))
-        .collect();
+    let work: Vec<_> = clients.iter().cloned().zip(validation).collect();
     set.spawn(async move {
         let result = evaluate_everywhere(work, config, eval.state.clone()).await;
         Done::Eval { eval, result }

@@ -334,7 +334,9 @@ impl Trainer for TrainerService {
         let opened = guard.as_mut().ok_or_else(|| {
             Status::failed_precondition("no partition open; call OpenPartition first")
         })?;
-        if opened.validation.is_empty() {
+        // Without rows opened or handed now (a runner plans validation per
+        // evaluation where endpoints are read once), nothing to evaluate.
+        if opened.validation.is_empty() && fresh.is_empty() {
             return Ok(Response::new(EvaluateResponse::default()));
         }
         let featurizer = Featurizer::new(&config);

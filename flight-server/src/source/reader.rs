@@ -75,6 +75,22 @@ pub struct Plan {
     pub partitions: Vec<Partition>,
 }
 
+/// Running totals of the Greenplum cursors a server declared: with every
+/// planned endpoint read, `drained == endpoints`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CursorTotals {
+    /// Cursors declared.
+    pub declared: u64,
+    /// Their endpoints.
+    pub endpoints: u64,
+    /// Endpoints read to the end (here, or seen finished at another server).
+    pub drained: u64,
+    /// Cursors closed for sitting unread past the cursor timeout.
+    pub expired: u64,
+    /// Cursors closed to make room under `--max-connections`.
+    pub evicted: u64,
+}
+
 /// Snapshots exported by database sessions held open: each segment's
 /// snapshot name (`pg_export_snapshot()`), which any session of the same
 /// database imports to see exactly the rows the export saw. The Greenplum
@@ -162,6 +178,17 @@ pub trait Reader: Send + Sync {
     /// Greenplum cursors this server declared and holds open (metrics).
     fn cursors_held(&self) -> usize {
         0
+    }
+
+    /// What the Greenplum cursors this server declared did (metrics).
+    fn cursor_totals(&self) -> CursorTotals {
+        CursorTotals::default()
+    }
+
+    /// Whether an endpoint can be read once only (a Greenplum cursor's):
+    /// a client that reads a query many times plans it for every read.
+    fn single_read(&self) -> bool {
+        false
     }
 
     /// Database connections held now, per segment (the Greenplum

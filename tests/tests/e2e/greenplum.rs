@@ -1198,3 +1198,101 @@ async fn greenplum_reads_run_in_read_only_transactions() {
         .await
         .unwrap();
 }
+
+/// A counter sample `name{label="value"}` of a flight-server's metrics (0
+/// when it has none yet).
+fn counter(metrics: &str, name: &str, label: &str, value: &str) -> u64 {
+    let prefix = format!("{name}{{{label}=\"{value}\"}} ");
+    metrics_text(metrics)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the planning server's cursors did: declared, endpoints planned,
+/// endpoints read, cursors closed unread (idle or at the cap).
+fn cursor_counts(metrics: &str) -> [u64; 4] {
+    let cursors = |e| counter(metrics, "hopper_greenplum_cursors_total", "event", e);
+    let endpoints = |s| counter(metrics, "hopper_greenplum_endpoints_total", "state", s);
+    [
+        cursors("declared"),
+        endpoints("planned"),
+        endpoints("read"),
+        cursors("expired") + cursors("evicted"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Greenplum: HOPPER_GREENPLUM_URL (scripts/test.sh provides one)"]
+async fn greenplum_a_run_reads_every_endpoint_it_plans_and_one_snapshot_while_rows_change() {
+    let admin = admin().await;
+    let table = criteo_table(&admin, "hopper_moving", 2000, 9).await;
+    let segments = primaries(&admin).await as u64;
+    let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let server = server(&["--metrics", &metrics]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = trainer_key_file().unwrap();
+    let login = [
+        (USER_ENV, ANALYST.0),
+        (PASSWORD_ENV, ANALYST.1),
+        (TRAINER_KEY_ENV, key.to_str().unwrap()),
+    ];
+
+    // Over the table as it is, every unit and validation pass reading again.
+    let still = run_config(dir.path(), "still", &server.url, &table.name, "none", None);
+    train_as_analyst(&still);
+    let [declared, planned, read, closed_unread] = cursor_counts(&metrics);
+    assert!(
+        declared > 4,
+        "a run of 2 models × 2 epochs declared {declared} cursors"
+    );
+    assert_eq!(planned, declared * segments, "one endpoint per primary");
+    assert_eq!(read, planned, "every planned endpoint is read");
+    assert_eq!(closed_unread, 0, "no cursor closed unread");
+
+    // The same run while rows are inserted, updated and deleted under it.
+    let moving = run_config(dir.path(), "moving", &server.url, &table.name, "none", None);
+    let (mut mop, events) = spawn_mop_train(&moving, &[], &login);
+    for epoch in 0..2 {
+        let unit = events
+            .iter()
+            .find(|v| v["event"] == "unit" && v["epoch"].as_u64() == Some(epoch));
+        assert!(
+            unit.is_some(),
+            "the run ended before a unit of epoch {epoch}"
+        );
+        admin
+            .batch_execute(&format!(
+                "INSERT INTO {t} SELECT * FROM {t} WHERE id % 4 = 0;
+                 UPDATE {t} SET label = 1 - label WHERE id % 7 = {epoch};
+                 DELETE FROM {t} WHERE id % 11 = {epoch};",
+                t = table.name
+            ))
+            .await
+            .unwrap();
+    }
+    let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
+    assert!(
+        status.success(),
+        "mop train over a changing table: {status}"
+    );
+    assert_same_models(&dir.path().join("still"), &dir.path().join("moving"), 2);
+    // Every epoch was validated, on a plan of its own.
+    let r = hopper_tests::run::results(&dir.path().join("moving"));
+    for m in r["models"].as_array().unwrap() {
+        let val = m["val_loss"].as_array().unwrap();
+        assert!(
+            val.len() == 2 && val.iter().all(|v| v.as_f64().is_some()),
+            "{m}"
+        );
+    }
+
+    let [declared2, planned2, read2, closed_unread2] = cursor_counts(&metrics);
+    assert_eq!(planned2 - planned, (declared2 - declared) * segments);
+    assert_eq!(
+        read2 - read,
+        planned2 - planned,
+        "every planned endpoint is read"
+    );
+    assert_eq!(closed_unread2, 0, "no cursor closed unread");
+}

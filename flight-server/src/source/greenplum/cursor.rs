@@ -14,12 +14,37 @@ pub(super) const FINISH_WAIT_SECS: u32 = 10;
 pub(super) struct Registry {
     pub(super) timeout: Duration,
     pub(super) inner: Mutex<RegistryInner>,
+    pub(super) counts: CursorCounts,
 }
 
 #[derive(Default)]
 pub(super) struct RegistryInner {
     pub(super) open: HashMap<String, Arc<Cursor>>,
     pub(super) closed: HashMap<String, Instant>,
+}
+
+/// What this server's cursors did since it started, for `/metrics`: every
+/// planned endpoint should be read ([`CursorTotals`]).
+#[derive(Default)]
+pub(super) struct CursorCounts {
+    pub(super) declared: AtomicU64,
+    pub(super) endpoints: AtomicU64,
+    pub(super) drained: AtomicU64,
+    pub(super) expired: AtomicU64,
+    pub(super) evicted: AtomicU64,
+}
+
+impl CursorCounts {
+    pub(super) fn totals(&self) -> CursorTotals {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CursorTotals {
+            declared: get(&self.declared),
+            endpoints: get(&self.endpoints),
+            drained: get(&self.drained),
+            expired: get(&self.expired),
+            evicted: get(&self.evicted),
+        }
+    }
 }
 
 /// One declared parallel retrieve cursor and the session that holds it.
@@ -121,6 +146,7 @@ impl Registry {
             .1;
         let cursor = inner.open.remove(&id)?;
         inner.closed.insert(id.clone(), Instant::now());
+        self.counts.evicted.fetch_add(1, Ordering::Relaxed);
         for e in lock(&cursor.state).endpoints.values_mut() {
             if matches!(e.status, Status::Ready | Status::Remote) {
                 e.status = Status::Abandoned;
@@ -152,6 +178,7 @@ impl Registry {
                     .values()
                     .any(|e| e.status == Status::Reading);
                 if idle && !reading {
+                    self.counts.expired.fetch_add(1, Ordering::Relaxed);
                     for e in state.endpoints.values_mut() {
                         if matches!(e.status, Status::Ready | Status::Remote) {
                             e.status = Status::Abandoned;
@@ -260,7 +287,10 @@ pub(super) async fn watch_remote(registry: Weak<Registry>, id: String, cursor: A
                     };
                     if ep.status == Status::Remote {
                         match st {
-                            "FINISHED" => ep.status = Status::Drained,
+                            "FINISHED" => {
+                                ep.status = Status::Drained;
+                                reg.counts.drained.fetch_add(1, Ordering::Relaxed);
+                            }
                             "RELEASED" => ep.status = Status::Abandoned,
                             "ATTACHED" | "RETRIEVING" => active = true,
                             _ => {}

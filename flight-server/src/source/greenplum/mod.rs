@@ -37,6 +37,7 @@
 //! Connections are made without TLS.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ use crate::locate::Locator;
 use crate::source::db_tls::{DbTls, DbUrl};
 use crate::source::limit::ConnectionLimit;
 use crate::source::{
-    pg_catalog, BatchLimits, Catalog, Described, HeldSnapshot, KeyColumn, Partition,
+    pg_catalog, BatchLimits, Catalog, CursorTotals, Described, HeldSnapshot, KeyColumn, Partition,
     PartitionSpec, Plan, Reader, RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream,
     SnapshotNames, TableInfo, Writer, CHANNEL_DEPTH,
 };

@@ -152,7 +152,10 @@ impl Reader for GreenplumSource {
                 return;
             };
             let status = match outcome {
-                Ok(true) => Status::Drained,
+                Ok(true) => {
+                    registry.counts.drained.fetch_add(1, Ordering::Relaxed);
+                    Status::Drained
+                }
                 Ok(false) => Status::Abandoned,
                 Err(e) => {
                     // A cursor that failed on the coordinator takes its
@@ -198,6 +201,14 @@ impl Reader for GreenplumSource {
 
     fn cursors_held(&self) -> usize {
         self.open_cursors()
+    }
+
+    fn single_read(&self) -> bool {
+        true
+    }
+
+    fn cursor_totals(&self) -> CursorTotals {
+        self.registry.counts.totals()
     }
 
     fn connections_in_use(&self) -> Vec<(i32, usize)> {
@@ -349,6 +360,11 @@ impl GreenplumSource {
         lock(&self.registry.inner)
             .open
             .insert(id.clone(), cursor.clone());
+        let counts = &self.registry.counts;
+        counts.declared.fetch_add(1, Ordering::Relaxed);
+        counts
+            .endpoints
+            .fetch_add(partitions.len() as u64, Ordering::Relaxed);
         if watch {
             tokio::spawn(watch_remote(Arc::downgrade(&self.registry), id, cursor));
         }

@@ -78,6 +78,7 @@ impl GreenplumSource {
         let registry = Arc::new(Registry {
             timeout: DEFAULT_CURSOR_TIMEOUT,
             inner: Mutex::new(RegistryInner::default()),
+            counts: CursorCounts::default(),
         });
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&registry)));
         Ok(Self {
@@ -99,6 +100,7 @@ impl GreenplumSource {
         self.registry = Arc::new(Registry {
             timeout,
             inner: Mutex::new(RegistryInner::default()),
+            counts: CursorCounts::default(),
         });
         self.sweeper = tokio::spawn(sweep(Arc::downgrade(&self.registry)));
         self

@@ -107,6 +107,7 @@ fn offline_source(timeout: Duration) -> GreenplumSource {
     let registry = Arc::new(Registry {
         timeout,
         inner: Mutex::new(RegistryInner::default()),
+        counts: CursorCounts::default(),
     });
     let sweeper = tokio::spawn(sweep(Arc::downgrade(&registry)));
     GreenplumSource {
