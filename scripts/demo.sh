@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-# The build README's second command makes and tests (the dev profile, which
-# optimizes; every binary, `mop demo` included), so the tests that follow a
-# demo reuse it and CI compiles the demo exactly as it runs here.
-# Not --quiet: a cold build takes minutes, and cargo's progress says how many.
-cargo build --workspace --bins --features mop/demo
+# What the demo runs and nothing more: `mop` (with `mop demo`) and the
+# flight-server without its files source — DataFusion is more than half of a
+# cold build, and the demo reads PostgreSQL. README's second command runs
+# this same build first (scripts/test.sh), so CI compiles the demo exactly as
+# it runs here. Not --quiet: a cold build takes minutes; cargo says how many.
+cargo build -p mop -p flight-server --no-default-features --features mop/demo
 exec "${CARGO_TARGET_DIR:-target}/debug/mop" demo "$@"

@@ -41,6 +41,12 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+
+# README's first command's build, exactly as scripts/demo.sh runs it (before
+# the wrapper below, which would make it another build): a no-op after the
+# demo, and in CI the proof that the demo compiles.
+echo "== scripts/demo.sh's build"
+cargo build -p mop -p flight-server --no-default-features --features mop/demo --quiet
 # One compile does clippy's work and the build's: clippy-driver compiles the
 # workspace's crates (every target) as rustc would, linting them on the way,
 # while the dependencies are built once by plain rustc. (`cargo clippy`
@@ -51,14 +57,13 @@ cargo fmt --all --check
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
 CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
-# README's first command's feature set (`mop demo` included: the end-to-end
-# tests run it), so this is also scripts/demo.sh's build, checked.
+# `mop demo` included: the end-to-end tests run it.
 features=(--features mop/demo)
-# The binaries exactly as README's first command and the tests' own check
-# (tests/src/lib.rs `binary`) build them: any other target set unifies
+# The binaries exactly as the tests' own check (tests/src/lib.rs `binary`)
+# builds them: any other target set unifies
 # features differently and would have the first end-to-end test build them
 # again. nextest compiles (and so lints) the test targets.
-echo "== clippy (-D warnings) and the build: scripts/demo.sh's binaries and the benchmarks"
+echo "== clippy (-D warnings) and the build: every binary, the benchmarks' included"
 cargo build --workspace --bins "${features[@]}" --quiet
 echo "== benchmarks: a smoke run of each on tiny data (seconds, not figures)"
 scripts/bench-smoke.sh
