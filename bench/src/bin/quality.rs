@@ -35,8 +35,8 @@
 //!
 //! ```sh
 //! cargo build --workspace --bins --features mop/demo
-//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality            # ~9 min on 2 cores
-//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality --quick    # ~2.5 min
+//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality            # ~8 min on 2 cores
+//! HOPPER_TORCH_PYTHON="$(bench/torch-venv.sh)" target/debug/quality --quick    # ~3 min
 //! target/debug/quality --smoke   # seconds, hopper leg only: its numbers are not figures
 //! ```
 
