@@ -25,6 +25,7 @@ pub mod error;
 pub mod fixture;
 pub mod ident;
 pub mod metrics;
+pub mod model_state;
 pub mod run_config;
 pub mod run_dir;
 pub mod schedule;

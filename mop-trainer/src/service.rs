@@ -355,7 +355,11 @@ impl Trainer for TrainerService {
         let resp = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse> {
             let _guard = guard;
             crate::device::set_threads(threads as usize);
-            let (model, _opt) = build_model(config, module.as_deref(), &req.state, 0)?;
+            // The weights alone: evaluating builds no optimizer.
+            let model = match req.state.is_empty() {
+                true => build_model(config, module.as_deref(), &[], 0)?.0,
+                false => Model::from_weights(config, module.as_deref(), &req.state)?,
+            };
             let m = evaluate(&model, featurized_iter(batches, featurizer))?;
             Ok(EvaluateResponse {
                 samples: m.samples,

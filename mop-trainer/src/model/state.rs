@@ -20,10 +20,7 @@ use crate::error::{Error, Result};
 use crate::optim::{copy_checked, Optimizer};
 use mop_core::config::ModelConfig;
 
-/// The one metadata key (its value is the configuration as JSON).
-const FORMAT: &str = "hopper-model-state-v1";
-/// Prefix of weight names in the blob.
-const WEIGHT_PREFIX: &str = "w.";
+use mop_core::model_state::{FORMAT, WEIGHT_PREFIX};
 
 fn dtype(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
@@ -139,12 +136,37 @@ impl Model {
         Self::load_state(config, bytes, device, None)
     }
 
+    /// The model of a state blob without its optimizer, for evaluating:
+    /// the blob's weights alone
+    /// ([`mop_core::model_state::weights_only`]) are enough, and any
+    /// optimizer state in it is not even decoded.
+    pub fn from_weights(config: ModelConfig, module: Option<&[u8]>, bytes: &[u8]) -> Result<Model> {
+        let device = crate::device::default_device();
+        Ok(Self::load(config, bytes, device, module, false)?.0)
+    }
+
     fn load_state(
         config: ModelConfig,
         bytes: &[u8],
         device: Device,
         module: Option<&[u8]>,
     ) -> Result<(Model, Optimizer)> {
+        let (model, opt_state) = Self::load(config, bytes, device, module, true)?;
+        let c = &model.config;
+        let mut opt = Optimizer::new(&model.vs, &c.optimizer, c.lr, c.l2)?;
+        opt.load_state(opt_state)?;
+        Ok((model, opt))
+    }
+
+    /// The model with the blob's weights, and (if `optimizer`) the
+    /// optimizer tensors for [`Optimizer::load_state`].
+    fn load(
+        config: ModelConfig,
+        bytes: &[u8],
+        device: Device,
+        module: Option<&[u8]>,
+        optimizer: bool,
+    ) -> Result<(Model, HashMap<String, Tensor>)> {
         let blob = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::State(format!("not a safetensors model state: {e}")))?;
         let model = Model::build(config, device, Init::zeros(), module)?;
@@ -153,7 +175,7 @@ impl Model {
         for (name, view) in blob.tensors() {
             if let Some(var) = name.strip_prefix(WEIGHT_PREFIX) {
                 weights.insert(var.to_string(), view);
-            } else {
+            } else if optimizer {
                 opt_state.insert(name, to_tensor(&view, device)?);
             }
         }
@@ -173,10 +195,7 @@ impl Model {
                 "unexpected weight {extra} (state of a different architecture?)"
             )));
         }
-        let c = &model.config;
-        let mut opt = Optimizer::new(&model.vs, &c.optimizer, c.lr, c.l2)?;
-        opt.load_state(opt_state)?;
-        Ok((model, opt))
+        Ok((model, opt_state))
     }
 
     /// A fresh optimizer for this model as its configuration specifies.
