@@ -211,7 +211,9 @@ pub fn seed_unit(model_seed: u64, epoch: usize, partition: usize) {
 }
 
 /// Trains `model` with `opt` on every row of `batches`, in order, in
-/// mini-batches of exactly `batch_size` rows (the last one may be shorter).
+/// mini-batches of exactly `batch_size` rows (the last one may be shorter;
+/// a last one of a single row joins the one before it, as PyTorch's
+/// BatchNorm cannot train on one row and a one-row step is mostly noise).
 /// `progress` is called after every mini-batch with the totals so far.
 pub fn train_partition<I, P>(
     model: &mut Model,
@@ -230,11 +232,20 @@ where
     let mut carry: Option<Featurized> = None;
     let mut batches = batches.into_iter();
     let mut tally = Tally::new(model.config().task);
-    let mut step = |mb: &Featurized, metrics: &mut UnitMetrics| -> Result<()> {
+    let mut train = |mb: &Featurized, metrics: &mut UnitMetrics| -> Result<()> {
         train_step(model, opt, mb, metrics, &mut tally)?;
         metrics.seconds = start.elapsed().as_secs_f64();
         progress(metrics);
         Ok(())
+    };
+    // Each full mini-batch waits for the next before it trains, so that a
+    // one-row tail can still join it.
+    let mut pending: Option<Featurized> = None;
+    let mut step = |mb: Featurized, metrics: &mut UnitMetrics| -> Result<()> {
+        match pending.replace(mb) {
+            Some(ready) => train(&ready, metrics),
+            None => Ok(()),
+        }
     };
     loop {
         let waiting = Instant::now();
@@ -253,21 +264,29 @@ where
                 continue;
             }
             step(
-                &Featurized::concat(&[head, chunk.slice(0, need)?])?,
+                Featurized::concat(&[head, chunk.slice(0, need)?])?,
                 &mut metrics,
             )?;
             offset = need;
         }
         while chunk.len() - offset >= bs {
-            step(&chunk.slice(offset, bs)?, &mut metrics)?;
+            step(chunk.slice(offset, bs)?, &mut metrics)?;
             offset += bs;
         }
         if offset < chunk.len() {
             carry = Some(chunk.slice(offset, chunk.len() - offset)?);
         }
     }
-    if let Some(tail) = carry {
-        step(&tail, &mut metrics)?;
+    drop(step);
+    match (pending, carry) {
+        (Some(last), Some(tail)) if tail.len() == 1 => {
+            train(&Featurized::concat(&[last, tail])?, &mut metrics)?;
+        }
+        (last, tail) => {
+            for mb in last.into_iter().chain(tail) {
+                train(&mb, &mut metrics)?;
+            }
+        }
     }
     metrics.seconds = start.elapsed().as_secs_f64();
     metrics.stats = tally.finish();
@@ -432,6 +451,42 @@ mod tests {
             "the planted value is learned: R² {}",
             sums.r2(240)
         );
+    }
+
+    #[test]
+    fn a_one_row_tail_joins_the_mini_batch_before_it_and_every_row_trains_once() {
+        let (config, data) = rows(Task::Binary);
+        // 33 rows in chunks that cut across mini-batches of 16: 16, 17.
+        let rows33 = data.slice(0, 33).unwrap();
+        let chunks = [(0, 10), (10, 13), (23, 10)].map(|(at, n)| Ok(rows33.slice(at, n).unwrap()));
+        let mut model = Model::new_on(config.clone(), 3, Device::Cpu).unwrap();
+        let mut opt = model.optimizer().unwrap();
+        let mut sizes = Vec::new();
+        let mut seen = 0;
+        let unit = train_partition(&mut model, &mut opt, chunks, 16, |m| {
+            sizes.push(m.samples - seen);
+            seen = m.samples;
+        })
+        .unwrap();
+        assert_eq!(sizes, [16, 17]);
+        assert_eq!(unit.samples, 33);
+        assert_eq!(opt.steps(), 2);
+        // Two rows left over stay a mini-batch of their own.
+        let mut opt = model.optimizer().unwrap();
+        let mut steps = Vec::new();
+        let mut seen = 0;
+        train_partition(
+            &mut model,
+            &mut opt,
+            [Ok(data.slice(0, 34).unwrap())],
+            16,
+            |m| {
+                steps.push(m.samples - seen);
+                seen = m.samples;
+            },
+        )
+        .unwrap();
+        assert_eq!(steps, [16, 16, 2]);
     }
 
     #[test]
