@@ -39,6 +39,7 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod row_checksum;
+pub mod shuffle;
 mod service;
 pub mod train;
 

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::featurize::{Featurized, Featurizer};
 use crate::model::Model;
 use crate::row_checksum::figures;
+use crate::shuffle::{shuffled, unit_seed, WINDOW};
 use crate::train::{evaluate, train_partition};
 use flight_client::connect::Bearer;
 use flight_client::FlightSlice;
@@ -266,13 +267,18 @@ impl Trainer for TrainerService {
                 crate::device::set_threads(threads as usize);
                 let (mut model, mut opt) =
                     build_model(config.clone(), module.as_deref(), &req.state, req.seed)?;
-                crate::train::seed_unit(req.seed, req.epoch as usize, partition as usize);
+                let (epoch, partition) = (req.epoch as usize, partition as usize);
+                crate::train::seed_unit(req.seed, epoch, partition);
                 let start = Instant::now();
                 let mut last = start;
                 let metrics = train_partition(
                     &mut model,
                     &mut opt,
-                    featurized_iter(batches, featurizer),
+                    shuffled(
+                        featurized_iter(batches, featurizer),
+                        unit_seed(req.seed, epoch, partition),
+                        WINDOW,
+                    ),
                     config.batch_size,
                     |m: &crate::train::UnitMetrics| {
                         // A full channel drops the update: progress is advisory.

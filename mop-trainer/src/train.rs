@@ -199,13 +199,7 @@ pub struct EvalMetrics {
 /// whichever trainer runs it and after any number of hops; trainers call it
 /// after building the unit's model and before its first step.
 pub fn seed_unit(model_seed: u64, epoch: usize, partition: usize) {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let seed = mix(mix(mix(model_seed) ^ epoch as u64) ^ partition as u64);
+    let seed = crate::shuffle::unit_seed(model_seed, epoch, partition);
     // libtorch takes the seed as a 64-bit pattern.
     tch::manual_seed(seed as i64);
 }

@@ -43,6 +43,7 @@ use mop_core::schedule::visit_order;
 use mop_trainer::device::set_threads;
 use mop_trainer::featurize::{Featurized, Featurizer};
 use mop_trainer::model::Model;
+use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::{evaluate, train_partition};
 use tch::Tensor;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -455,6 +456,8 @@ fn standalone(config: &RunConfig, data: &InMemory, threads: usize) -> Result<Out
         for epoch in 0..epochs {
             for p in visit_order(models.len(), w, seed, m, epoch)? {
                 let batches = data.parts[p].iter().map(|f| Ok(f.shallow_clone()));
+                let model_seed = seed.wrapping_add(m as u64);
+                let batches = shuffled(batches, unit_seed(model_seed, epoch, p), WINDOW);
                 let metrics =
                     train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {})?;
                 samples += metrics.samples;

@@ -32,6 +32,7 @@ use mop_core::schedule::visit_order;
 use mop_trainer::device::set_threads;
 use mop_trainer::featurize::Featurizer;
 use mop_trainer::model::Model;
+use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::train_partition;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -586,6 +587,7 @@ async fn greenplum_mop_train_with_every_cache_equals_sequential_training_over_th
         for epoch in 0..2 {
             for p in visit_order(2, w, seed, 0, epoch).unwrap() {
                 let batches = parts[p].iter().map(|b| featurizer.featurize(b));
+                let batches = shuffled(batches, unit_seed(seed, epoch, p), WINDOW);
                 train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {}).unwrap();
             }
         }

@@ -20,6 +20,7 @@ use mop_core::schedule::visit_order;
 use mop_trainer::device::set_threads;
 use mop_trainer::featurize::Featurizer;
 use mop_trainer::model::Model;
+use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::train_partition;
 use serde_json::Value;
 
@@ -179,6 +180,7 @@ fn trained_alone(
     for epoch in 0..epochs {
         for p in visit_order(MODELS, SEGMENTS, seed, id, epoch).unwrap() {
             let batches = parts[p].iter().map(|b| featurizer.featurize(b));
+            let batches = shuffled(batches, unit_seed(seed + id as u64, epoch, p), WINDOW);
             train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {}).unwrap();
         }
     }

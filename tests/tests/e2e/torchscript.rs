@@ -19,6 +19,7 @@ use mop_core::schedule::visit_order;
 use mop_trainer::device::set_threads;
 use mop_trainer::featurize::Featurizer;
 use mop_trainer::model::Model;
+use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::{seed_unit, train_partition};
 
 const FIXTURE: &str = "image_bn_dropout.pt";
@@ -138,6 +139,7 @@ async fn a_torchscript_module_with_batchnorm_and_dropout_trains_by_mop_as_it_tra
                     for p in visit_order(models, w, seed, m, epoch).unwrap() {
                         seed_unit(model_seed, epoch, p);
                         let batches = parts[p].iter().map(|b| featurizer.featurize(b));
+                        let batches = shuffled(batches, unit_seed(model_seed, epoch, p), WINDOW);
                         train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {})
                             .unwrap();
                     }

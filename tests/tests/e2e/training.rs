@@ -21,6 +21,7 @@ use mop_core::schedule::visit_order;
 use mop_trainer::device::set_threads;
 use mop_trainer::featurize::Featurizer;
 use mop_trainer::model::Model;
+use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::train_partition;
 use serde_json::Value;
 
@@ -373,6 +374,7 @@ async fn mop_is_bit_identical_to_sequential_training_in_the_same_visit_order() {
         for epoch in 0..2 {
             for p in order(epoch) {
                 let batches = parts[p].iter().map(|b| featurizer.featurize(b));
+                let batches = shuffled(batches, unit_seed(seed + m as u64, epoch, p), WINDOW);
                 train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {}).unwrap();
             }
         }
