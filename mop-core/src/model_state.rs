@@ -49,7 +49,7 @@ mod tests {
             .enumerate()
             .map(|(i, _)| (0..8).map(|b| (i * 8 + b) as u8).collect())
             .collect();
-        let views: Vec<(&str, TensorView)> = names
+        let views: Vec<(&str, TensorView<'_>)> = names
             .iter()
             .zip(&data)
             .map(|(n, d)| (*n, TensorView::new(Dtype::F32, vec![2], d).unwrap()))

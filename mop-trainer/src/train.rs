@@ -271,7 +271,6 @@ where
             carry = Some(chunk.slice(offset, chunk.len() - offset)?);
         }
     }
-    drop(step);
     match (pending, carry) {
         (Some(last), Some(tail)) if tail.len() == 1 => {
             train(&Featurized::concat(&[last, tail])?, &mut metrics)?;

@@ -161,20 +161,24 @@ async fn pyarrow_pins_a_snapshot_and_reads_the_same_rows_while_the_table_changes
     let bearer = pinned["bearer"].as_str().unwrap().to_owned();
     let snapshot = pinned["pin"]["snapshot"].as_str().unwrap().to_owned();
     assert_eq!(pinned["pin"]["ttl_seconds"], 600, "{pinned}");
-    let read = |snapshot: &str| {
-        python_json(
-            "snapshot_read.py",
-            &[
-                &fs.url,
-                &"reader",
-                &"HOPPER_TEST_PASSWORD",
-                &"read",
-                &bearer,
-                &snapshot,
-                &sql,
-            ],
-            &env,
-        )
+    // pyarrow plans `sql` at `snapshot` (none when empty) and reads it all.
+    let run = |snapshot: &str| {
+        let args: [&dyn AsRef<std::ffi::OsStr>; 7] = [
+            &fs.url,
+            &"reader",
+            &"HOPPER_TEST_PASSWORD",
+            &"read",
+            &bearer,
+            &snapshot,
+            &sql,
+        ];
+        python_script("snapshot_read.py", &args, &env)
+    };
+    let read = |snapshot: &str| -> Value {
+        let out = run(snapshot);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "snapshot_read.py failed: {err}");
+        serde_json::from_slice(&out.stdout).unwrap()
     };
     let before = read(&snapshot);
     assert_eq!(before["endpoints"], 2);
@@ -199,19 +203,7 @@ async fn pyarrow_pins_a_snapshot_and_reads_the_same_rows_while_the_table_changes
     action(&mut rust, "release-snapshot", snapshot.as_bytes())
         .await
         .unwrap();
-    let out = python_script(
-        "snapshot_read.py",
-        &[
-            &fs.url,
-            &"reader",
-            &"HOPPER_TEST_PASSWORD",
-            &"read",
-            &bearer,
-            &snapshot,
-            &sql,
-        ],
-        &env,
-    );
+    let out = run(&snapshot);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pin a new one"), "{err}");
