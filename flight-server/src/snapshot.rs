@@ -85,7 +85,12 @@ struct Pin {
 
 impl Pin {
     fn expired(&self, idle: Duration, now: Instant) -> Option<&'static str> {
-        if self.held.sessions.iter().any(|(client, _)| client.is_closed()) {
+        if self
+            .held
+            .sessions
+            .iter()
+            .any(|(client, _)| client.is_closed())
+        {
             Some("a session holding it ended")
         } else if now.duration_since(self.created) >= self.ttl {
             Some("its TTL passed")

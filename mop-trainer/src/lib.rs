@@ -39,8 +39,8 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod row_checksum;
-pub mod shuffle;
 mod service;
+pub mod shuffle;
 pub mod train;
 
 pub use error::{Error, Result};

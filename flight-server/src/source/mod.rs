@@ -31,7 +31,9 @@ pub mod upload;
 pub mod writer;
 
 pub use catalog::{Catalog, Described, KeyColumn, RoleLogin, TableInfo, TableKind};
-pub use reader::{CursorTotals, HeldSnapshot, Partition, PartitionSpec, Plan, Reader, SnapshotNames};
+pub use reader::{
+    CursorTotals, HeldSnapshot, Partition, PartitionSpec, Plan, Reader, SnapshotNames,
+};
 pub use stream::{RecordBatchStream, RecordBatchStreamAdapter, SendableRecordBatchStream};
 pub use writer::Writer;
 
