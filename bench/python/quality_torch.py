@@ -26,12 +26,17 @@ orders, each a leg of its own:
   hopper_order  the order hopper trains in: each epoch visits the segments'
                 partitions in the order hopper's scheduler gives the model
                 (`orders`, from mop_core::schedule::visit_order), each
-                partition's rows in the order the segment returns them, a
+                partition's rows in the order hopper's unit shuffles them
+                (`units`: per model, epoch and partition the unit's seed and
+                its rows' positions in the partition as the segment returns
+                them, computed by hopper's own mop_trainer::shuffle), a
                 partition's last batch shorter — the same mini-batches as
-                hopper's, every epoch
+                hopper's — and before each partition torch's generator
+                seeded with the unit's seed, as hopper seeds libtorch's for
+                Dropout
   partitions_shuffled  hopper's partition order, each partition's rows
-                reshuffled every epoch: what a per-epoch shuffle inside
-                hopper's units would train
+                reshuffled every epoch by torch's own generator: another
+                draw of the same kind of order
 
 BatchNorm cannot train on one row, so a batch of one row is left out.
 After every epoch, in eval mode, the validation rows are scored: AUC from
@@ -112,24 +117,30 @@ def rmse(predictions, targets):
     return float(np.sqrt(np.mean((predictions.astype(np.float64) - targets) ** 2)))
 
 
-def batches(order, n, partitions, batch, shuffle):
-    """The mini-batches of one epoch, as index tensors: all rows shuffled
-    (`order` None), or the partitions in `order`, each shuffled or not."""
+def units(order, units, n, partitions, batch):
+    """The units of one epoch, each a seed for torch's generator (or None)
+    and its mini-batches as index tensors: all rows shuffled (`order`
+    None), or the partitions in `order`, each in hopper's unit's order
+    (`units` given) or shuffled by torch."""
     if order is None:
         perm = torch.randperm(n)
-        return [perm[i:i + batch] for i in range(0, n, batch)]
+        return [(None, [perm[i:i + batch] for i in range(0, n, batch)])]
     out = []
     for p in order:
-        rows = partitions[p]
-        if shuffle:
+        rows, seed = partitions[p], None
+        if units is None:
             rows = rows[torch.randperm(len(rows))]
-        out += [rows[i:i + batch] for i in range(0, len(rows), batch)]
+        else:
+            seed = units[p]["seed"]
+            rows = rows[torch.tensor(units[p]["rows"])]
+        out.append((seed, [rows[i:i + batch] for i in range(0, len(rows), batch)]))
     return out
 
 
-def train(manifest, data, order_of, shuffle, seed_offset):
+def train(manifest, data, order_of, hoppers, seed_offset):
     """Validation curves, one per learning rate; `order_of(m, epoch)` gives
-    the partition order, or None for a shuffle."""
+    the partition order, or None for a shuffle; `hoppers` whether the
+    partitions' rows go in hopper's units' order."""
     binary = manifest["task"] == "binary"
     loss_fn = nn.BCEWithLogitsLoss() if binary else nn.MSELoss()
     train_x, train_y, val_x, val_y, segment = data
@@ -143,13 +154,17 @@ def train(manifest, data, order_of, shuffle, seed_offset):
         curve = []
         for epoch in range(manifest["epochs"]):
             model.train()
-            for rows in batches(order_of(m, epoch), n, partitions, manifest["batch_size"], shuffle):
-                if len(rows) < 2:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(train_x[rows]), train_y[rows])
-                loss.backward()
-                opt.step()
+            hopper_units = manifest["units"][m][epoch] if hoppers else None
+            for seed, minibatches in units(order_of(m, epoch), hopper_units, n, partitions, manifest["batch_size"]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                for rows in minibatches:
+                    if len(rows) < 2:
+                        continue
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(train_x[rows]), train_y[rows])
+                    loss.backward()
+                    opt.step()
             model.eval()
             with torch.no_grad():
                 out = model(val_x)[:, 0].numpy()
@@ -183,13 +198,13 @@ def main():
     )
     legs = {}
     hopper_order = lambda m, e: manifest["orders"][m][e]
-    for name, order_of, shuffle, offset in [
-        ("shuffled", lambda m, e: None, True, 0),
-        ("hopper_order", hopper_order, False, 300),
-        ("partitions_shuffled", hopper_order, True, 600),
+    for name, order_of, hoppers, offset in [
+        ("shuffled", lambda m, e: None, False, 0),
+        ("hopper_order", hopper_order, True, 300),
+        ("partitions_shuffled", hopper_order, False, 600),
     ]:
         start = time.perf_counter()
-        curves = train(manifest, data, order_of, shuffle, offset)
+        curves = train(manifest, data, order_of, hoppers, offset)
         legs[name] = {"curves": curves, "seconds": time.perf_counter() - start}
     print(json.dumps({"legs": legs, "features_checked": checked, "torch": torch.__version__}))
 

@@ -13,9 +13,11 @@
 //!              featurized with the run's table_features.json, Adam, the same lrs, batch size,
 //!              epochs and loss; one process, rows reshuffled every epoch
 //!    pytorch, hopper's order   the same, in hopper's mini-batches: each epoch the
-//!              partitions in the order the scheduler gives the model, each in segment order
+//!              partitions in the order the scheduler gives the model, each partition's rows
+//!              in the order hopper's unit shuffles them (mop_trainer::shuffle, computed here
+//!              by hopper's own code), libtorch's generator seeded per unit as hopper seeds it
 //!    pytorch, partitions shuffled   hopper's partition order, each partition's rows
-//!              reshuffled every epoch (what a per-epoch shuffle inside hopper's units would do)
+//!              reshuffled every epoch by PyTorch's own generator
 //! ```
 //!
 //! Quality, not time, is compared, so machine noise does not matter. For
@@ -25,8 +27,9 @@
 //! `hopper/pytorch val_rmse = Y`: the median over samples of the grid's
 //! winner (the better learning rate of that sample) at its best epoch,
 //! hopper's over PyTorch's (the final epoch's after it); and the same
-//! against the other two PyTorch legs, which tell the row order's share of
-//! a difference from the rest. AUC is better higher, RMSE lower: 1.0 means
+//! against the other two PyTorch legs: the first trains hopper's very
+//! mini-batches (what is left is the arithmetic of two processes and of
+//! hopping), the second another draw of the same kind of order. AUC is better higher, RMSE lower: 1.0 means
 //! equal quality.
 //!
 //! The PyTorch leg runs when `HOPPER_TORCH_PYTHON` names a Python with
@@ -55,8 +58,9 @@ use futures::SinkExt;
 use mop_core::run_config::RunConfig;
 use mop_core::schedule::visit_order;
 use mop_core::table::{FeaturesFile, FEATURES_FILE};
-use mop_trainer::featurize::Featurizer;
-use tch::Tensor;
+use mop_trainer::featurize::{Featurized, Featurizer};
+use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
+use tch::{Device, Kind, Tensor};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// hopper's model quality against PyTorch's on the same module and rows.
@@ -414,6 +418,8 @@ struct TorchRun<'a> {
     task: &'a Task,
     /// The rows, as [`rows`] writes them.
     rows: &'a Path,
+    /// Training rows per partition (= segment).
+    partition_rows: &'a [usize],
     /// The hopper run's directory (its `table_features.json`).
     run: &'a Path,
     /// The hopper run's configuration (its models and their visit orders).
@@ -431,6 +437,8 @@ fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<Vec<Sample>>
     let (epochs, seed) = (config.train.epochs, config.train.seed);
     // Per learning rate, the partition order of every epoch of its model.
     let mut orders = Vec::new();
+    // Per learning rate, epoch and partition: hopper's unit seed and rows.
+    let mut units = Vec::new();
     for lr in LRS {
         let m = models
             .iter()
@@ -440,6 +448,22 @@ fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<Vec<Sample>>
             (0..epochs)
                 .map(|e| visit_order(models.len(), SEGMENTS, seed, m, e))
                 .collect::<Result<Vec<_>, _>>()?,
+        );
+        // The runner's seed of model m (run seed + m), and per epoch and
+        // partition its unit's seed and row order.
+        let model_seed = seed.wrapping_add(m as u64);
+        units.push(
+            (0..epochs)
+                .map(|e| {
+                    (0..SEGMENTS)
+                        .map(|p| {
+                            let s = unit_seed(model_seed, e, p);
+                            let rows = unit_rows(run.partition_rows[p], s)?;
+                            Ok(serde_json::json!({ "seed": s, "rows": rows }))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?,
         );
     }
     let manifest = serde_json::json!({
@@ -452,6 +476,7 @@ fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<Vec<Sample>>
         "epochs": epochs,
         "seed": seed,
         "orders": orders,
+        "units": units,
         "hopper_features": run.hopper_features,
         "threads": 1,
     });
@@ -491,6 +516,19 @@ fn pytorch(python: &Path, run: &TorchRun<'_>, dir: &Path) -> Result<Vec<Sample>>
         println!("{}: {same}", run.task.table);
     }
     TORCH_LEGS.iter().map(|l| leg(l.key)).collect()
+}
+
+/// The order in which a hopper unit seeded `seed` trains a partition of
+/// `n` rows: positions in the partition as read, shuffled by hopper's own
+/// [`shuffled`].
+fn unit_rows(n: usize, seed: u64) -> Result<Vec<i64>> {
+    let x = Tensor::arange(n as i64, (Kind::Int64, Device::Cpu)).view([n as i64, 1]);
+    let y = Tensor::zeros([n as i64], (Kind::Float, Device::Cpu));
+    let mut order = Vec::with_capacity(n);
+    for rows in shuffled([Featurized::new(x, y)], seed, WINDOW) {
+        order.extend(Vec::<i64>::try_from(rows?.x.view([-1]))?);
+    }
+    Ok(order)
 }
 
 /// The best value of `curve` and its final one.
@@ -732,6 +770,7 @@ async fn main() -> Result<()> {
         let path = dir.join(format!("{}-rows.json", task.task));
         std::fs::write(&path, serde_json::to_vec(&data)?)?;
         let n = |k: &str| data[k]["id"].as_array().map_or(0, Vec::len);
+        let mut held_rows = Vec::new();
         // A partition whose rows leave one in its last mini-batch: hopper
         // joins that row to the mini-batch before it (BatchNorm cannot train
         // on one row), which the PyTorch legs do not copy; keep the
@@ -740,6 +779,7 @@ async fn main() -> Result<()> {
             let held = data["train"]["segment"].as_array().map_or(0, |a| {
                 a.iter().filter(|s| s.as_u64() == Some(seg as u64)).count()
             });
+            held_rows.push(held);
             if held % BATCH == 1 {
                 bail!(
                     "segment {seg} holds {held} training rows of {}, one more than a multiple of \
@@ -755,7 +795,7 @@ async fn main() -> Result<()> {
             n("train"),
             n("validation")
         );
-        torch_data.push(path);
+        torch_data.push((path, held_rows));
     }
     match &python {
         Some(p) => println!(
@@ -828,7 +868,8 @@ async fn main() -> Result<()> {
                 };
                 let run = TorchRun {
                     task,
-                    rows: &torch_data[t],
+                    rows: &torch_data[t].0,
+                    partition_rows: &torch_data[t].1,
                     run: &out,
                     config: &config,
                     module: &module,
@@ -843,6 +884,21 @@ async fn main() -> Result<()> {
                         show(&p),
                         p.wall
                     );
+                    if leg.key == "hopper_order" {
+                        // The same mini-batches and Dropout seeds: how far
+                        // apart are the two curves, epoch by epoch?
+                        let h = hopper_samples[t].last().context("hopper's sample")?;
+                        let apart = h
+                            .curves
+                            .iter()
+                            .zip(&p.curves)
+                            .flat_map(|(a, b)| a.iter().zip(b).map(|(a, b)| (a - b).abs()))
+                            .fold(0.0, f64::max);
+                        println!(
+                            "sample {seed} {:<10} {:<28} val_{} of every epoch within {apart:.1e} of hopper's",
+                            task.task, leg.name, task.metric
+                        );
+                    }
                     into.push(p);
                 }
             }
