@@ -16,12 +16,25 @@
 //! holds no snapshots (files) is read as it is.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flight_client::snapshot::{self as pin, PinRequest};
 
 use crate::error::{Error, Result};
+
+/// The file in a run's checkpoint directory naming its pins, by location,
+/// for `--resume` to take up while their servers still hold them. A pin's id
+/// reads nothing by itself: it is bound to the user who took it.
+pub const PINS_FILE: &str = "pins.json";
+
+/// The pins a stopped run left in `checkpoint_dir` (none when it left no
+/// file or one that does not parse).
+pub fn load(checkpoint_dir: &Path) -> Option<BTreeMap<String, String>> {
+    let bytes = std::fs::read(checkpoint_dir.join(PINS_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
 
 /// The snapshots pinned for a run, by planning location.
 pub struct Pins {
@@ -66,8 +79,15 @@ impl Pins {
 
     /// Pins a snapshot on each of `locations` for at most `ttl_seconds`
     /// (the servers' cap when `None`; `Some(0)` pins nothing), and keeps
-    /// them from going idle while the value lives.
-    pub async fn take(locations: &[String], ttl_seconds: Option<u64>) -> Result<Self> {
+    /// them from going idle while the value lives. `resumed`: the pins a
+    /// stopped run left ([`Pins::save`]), taken up again where their
+    /// servers still hold them, so a resumed run reads the rows it read
+    /// before.
+    pub async fn take(
+        locations: &[String],
+        ttl_seconds: Option<u64>,
+        resumed: Option<BTreeMap<String, String>>,
+    ) -> Result<Self> {
         if ttl_seconds == Some(0) {
             tracing::info!("source.snapshot_ttl = 0: reads see the tables as they are when read");
             return Ok(Self::none());
@@ -75,7 +95,23 @@ impl Pins {
         let request = PinRequest { ttl_seconds };
         let mut pins = Self::none();
         let mut idle = Duration::from_secs(600);
+        let resumed = resumed.unwrap_or_default();
         for location in locations {
+            if let Some(id) = resumed.get(location) {
+                match pin::renew(location, None, id).await {
+                    Ok(()) => {
+                        tracing::info!(%location, "the run's snapshot is still held: resuming at it");
+                        lock(&pins.ids).insert(location.clone(), id.clone());
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(
+                        %location,
+                        error = %e,
+                        "the stopped run's snapshot is gone; pinning a new one — each partition \
+                         is checked against its first read"
+                    ),
+                }
+            }
             if let Some(p) = pin::pin(location, None, &request).await? {
                 tracing::info!(%location, ttl_seconds = p.ttl_seconds, "snapshot pinned: every read of the run sees the same rows");
                 idle = idle.min(Duration::from_secs(p.idle_seconds.max(3)));
@@ -89,6 +125,29 @@ impl Pins {
             pins.keepalive = Some(tokio::spawn(keep_alive(pins.ids.clone(), idle / 3)));
         }
         Ok(pins)
+    }
+
+    /// The pins, by location, for a resumed run to take up
+    /// ([`PINS_FILE`] in the run's directory).
+    pub fn held(&self) -> BTreeMap<String, String> {
+        lock(&self.ids).clone()
+    }
+
+    /// Writes the pins into `checkpoint_dir` ([`PINS_FILE`]).
+    pub fn save(&self, checkpoint_dir: &Path) -> Result<()> {
+        let path = checkpoint_dir.join(PINS_FILE);
+        std::fs::write(&path, serde_json::to_vec(&self.held())?)?;
+        Ok(())
+    }
+
+    /// Lets the pins go without releasing them: a run that stops to be
+    /// resumed leaves them to their servers' `--snapshot-idle`, so that a
+    /// `--resume` soon after reads the same rows.
+    pub fn keep(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+        lock(&self.ids).clear();
     }
 
     /// The pin to plan at on `location`, if it holds one.

@@ -384,7 +384,9 @@ async fn run(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let pins = Pins::take(&locations, config.source.snapshot_ttl).await?;
+    let left = opts.resume.then(|| crate::pins::load(ckdir.dir())).flatten();
+    let pins = Pins::take(&locations, config.source.snapshot_ttl, left).await?;
+    pins.save(ckdir.dir())?;
     let models = crate::table_stats::resolve(&config, models, opts.resume, &pins).await?;
     *tracker = config
         .output
@@ -683,6 +685,8 @@ async fn run(
                 _ = stop => {
                     set.abort_all();
                     reporter.finish();
+                    // Kept for `--resume` (until the servers' idle limit).
+                    plan.pins.keep();
                     return Err(Error::Interrupted(format!(
                         "stopped with {} of {} units done; `--resume` continues from {}",
                         sched.progress().done, sched.progress().total, ckdir.file().display()
@@ -912,6 +916,7 @@ async fn run(
     }
     reporter.finish();
     plan.pins.release().await;
+    let _ = std::fs::remove_file(ckdir.dir().join(crate::pins::PINS_FILE));
     let seconds = now(&started);
     let model_results = models
         .iter()

@@ -217,6 +217,11 @@ impl CheckpointDir {
         Ok(Self { dir })
     }
 
+    /// The checkpoint directory itself, for the runner's own files in it.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Path of the checkpoint file.
     pub fn file(&self) -> PathBuf {
         self.dir.join("checkpoint.json")

@@ -404,15 +404,7 @@ dir = "{out}"
 
 #[tokio::test]
 async fn a_run_reads_one_snapshot_while_rows_are_inserted_updated_and_deleted() {
-    let c = cluster(2).await.unwrap();
-    devcluster::datagen::load_criteo(&c, "criteo", 800, 3)
-        .await
-        .unwrap();
-    let mut args = segment_args(&c);
-    args.extend(["--auth".into(), "none".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let fs = FlightServer::start(&args).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (c, fs, dir) = criteo_setup().await;
 
     // The run over the table as it is.
     let still = config(dir.path(), "still", &fs.url, "");
@@ -487,18 +479,58 @@ async fn train_while_changing(
         if unit.is_none() {
             break;
         }
-        for i in 0..c.len() {
-            c.client(i)
-                .await
-                .unwrap()
-                .batch_execute(&format!(
-                    "INSERT INTO criteo SELECT * FROM criteo WHERE id % 4 = 0;
-                     UPDATE criteo SET label = 1 - label WHERE id % 7 = {epoch};
-                     DELETE FROM criteo WHERE id % 11 = {epoch};"
-                ))
-                .await
-                .unwrap();
-        }
+        change_criteo(c, epoch).await;
     }
     guard.wait_timeout(RUN_TIMEOUT).unwrap()
+}
+
+/// Inserts, updates and deletes rows of `criteo` on every segment (`round`
+/// varies which).
+async fn change_criteo(c: &devcluster::LocalCluster, round: u64) {
+    for i in 0..c.len() {
+        c.client(i)
+            .await
+            .unwrap()
+            .batch_execute(&format!(
+                "INSERT INTO criteo SELECT * FROM criteo WHERE id % 4 = 0;
+                 UPDATE criteo SET label = 1 - label WHERE id % 7 = {round};
+                 DELETE FROM criteo WHERE id % 11 = {round};"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// A `cache = "none"` flight-server over two segments holding `criteo`,
+/// and a directory for runs.
+async fn criteo_setup() -> (devcluster::LocalCluster, FlightServer, tempfile::TempDir) {
+    let c = cluster(2).await.unwrap();
+    devcluster::datagen::load_criteo(&c, "criteo", 800, 3)
+        .await
+        .unwrap();
+    let mut args = segment_args(&c);
+    args.extend(["--auth".into(), "none".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fs = FlightServer::start(&args).unwrap();
+    (c, fs, tempfile::tempdir().unwrap())
+}
+
+#[tokio::test]
+async fn a_killed_run_resumed_reads_the_snapshot_it_began_with() {
+    let (c, fs, dir) = criteo_setup().await;
+    let still = config(dir.path(), "still", &fs.url, "");
+    mop_train(&still, &[]);
+
+    // Killed (SIGKILL: nothing released) after a unit of epoch 1; the rows
+    // change while it is down; resumed, it reads the rows it began with.
+    let killed = config(dir.path(), "killed", &fs.url, "");
+    let (mut mop, rx) = spawn_mop_train(&killed, &[], &[]);
+    let unit = rx
+        .iter()
+        .find(|v| v["event"] == "unit" && v["epoch"].as_u64() == Some(1));
+    assert!(unit.is_some(), "the run ended before a unit of epoch 1");
+    mop.kill();
+    change_criteo(&c, 0).await;
+    mop_train(&killed, &["--resume"]);
+    assert_same_models(&dir.path().join("still"), &dir.path().join("killed"), 2);
 }
