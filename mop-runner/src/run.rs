@@ -384,7 +384,10 @@ async fn run(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let left = opts.resume.then(|| crate::pins::load(ckdir.dir())).flatten();
+    let left = opts
+        .resume
+        .then(|| crate::pins::load(ckdir.dir()))
+        .flatten();
     let pins = Pins::take(&locations, config.source.snapshot_ttl, left).await?;
     pins.save(ckdir.dir())?;
     let models = crate::table_stats::resolve(&config, models, opts.resume, &pins).await?;
