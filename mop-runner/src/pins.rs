@@ -46,19 +46,26 @@ pub struct Pins {
 }
 
 impl Drop for Pins {
-    /// A run that ends by an error releases its pins on the way out (a
-    /// server releases what this misses after its `--snapshot-idle`).
+    /// Stops renewing. Pins not released by then stay in the [`Held`]
+    /// handle that [`crate::run::train`] releases, awaited, whichever way
+    /// the run ended (a task spawned here would not outlive the process).
     fn drop(&mut self) {
         if let Some(task) = self.keepalive.take() {
             task.abort();
         }
-        let ids = std::mem::take(&mut *lock(&self.ids));
-        if ids.is_empty() {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(release_all(ids));
-        }
+    }
+}
+
+/// The pins a run holds, shared with whoever releases them at its end.
+#[derive(Clone, Default)]
+pub struct Held(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Held {
+    /// Releases every pin still held (none after [`Pins::release`] or
+    /// [`Pins::keep`]).
+    pub async fn release(&self) {
+        let ids = std::mem::take(&mut *lock(&self.0));
+        release_all(ids).await;
     }
 }
 
@@ -125,6 +132,12 @@ impl Pins {
             pins.keepalive = Some(tokio::spawn(keep_alive(pins.ids.clone(), idle / 3)));
         }
         Ok(pins)
+    }
+
+    /// A handle on the pins, to release them after the run whichever way
+    /// it ends.
+    pub fn handle(&self) -> Held {
+        Held(self.ids.clone())
     }
 
     /// The pins, by location, for a resumed run to take up

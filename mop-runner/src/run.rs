@@ -348,7 +348,11 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
 /// Trains every model of the grid with MOP; see the module docs.
 pub async fn train(config: RunConfig, opts: TrainOptions) -> Result<RunOutcome> {
     let mut tracker = None;
-    let result = run(config, opts, &mut tracker).await;
+    let mut held = crate::pins::Held::default();
+    let result = run(config, opts, &mut tracker, &mut held).await;
+    // A run that failed releases its pins here (a finished one has, and an
+    // interrupted one keeps them for `--resume`).
+    held.release().await;
     if let Some(t) = tracker {
         let results = result.as_ref().ok().map(|o| o.dir.join("results.json"));
         t.finish(match (&result, &results) {
@@ -362,11 +366,13 @@ pub async fn train(config: RunConfig, opts: TrainOptions) -> Result<RunOutcome> 
 }
 
 /// [`train`], with the MLflow tracker it starts (`[output] mlflow`) left in
-/// `tracker` for `train` to end, whichever way the run ends.
+/// `tracker`, and its pinned snapshots in `held`, for `train` to end,
+/// whichever way the run ends.
 async fn run(
     config: RunConfig,
     mut opts: TrainOptions,
     tracker: &mut Option<Tracker>,
+    held: &mut crate::pins::Held,
 ) -> Result<RunOutcome> {
     // Before any epoch: the result tables must not replace what they must not.
     crate::output_guard::check_output(&config).await?;
@@ -389,6 +395,7 @@ async fn run(
         .then(|| crate::pins::load(ckdir.dir()))
         .flatten();
     let pins = Pins::take(&locations, config.source.snapshot_ttl, left).await?;
+    *held = pins.handle();
     pins.save(ckdir.dir())?;
     let models = crate::table_stats::resolve(&config, models, opts.resume, &pins).await?;
     *tracker = config
