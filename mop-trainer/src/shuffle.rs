@@ -7,7 +7,8 @@
 //! of AUC). A unit cannot hold a whole partition (`cache = "none"` streams
 //! it, `"disk"` keeps it off the heap), so rows are shuffled within windows
 //! of [`WINDOW`] rows — the whole partition when it is smaller — as
-//! `tf.data`'s shuffle buffer does, at a bounded cost in memory.
+//! `tf.data`'s shuffle buffer does, at a bounded cost in memory and without
+//! holding training back until a whole partition is read.
 //!
 //! The order is a function of the rows as read and of the unit's seed
 //! ([`unit_seed`]: model seed, epoch and partition) alone: windows are cut at
@@ -23,8 +24,13 @@ use tch::Tensor;
 use crate::error::Result;
 use crate::featurize::Featurized;
 
-/// Rows shuffled together: 65 536 rows of 40 features are 10 MB.
-pub const WINDOW: usize = 65_536;
+/// Rows shuffled together. A unit trains nothing until its first window is
+/// read, so the window is small enough that reading the rest of a
+/// partition overlaps training (`cache = "none"` streams while it trains)
+/// and large enough to mix rows from across a good part of a partition:
+/// like a `tf.data` shuffle buffer of the usual size. 4 096 rows of 40
+/// features are 640 KB.
+pub const WINDOW: usize = 4_096;
 
 /// The seed of one unit's random draws — its shuffle, and libtorch's
 /// generator for Dropout ([`crate::train::seed_unit`]): model seed, epoch
