@@ -38,16 +38,6 @@ pub async fn plan(location: &str, sql: &str) -> Result<Vec<FlightSlice>> {
     Ok(plan_query(location, sql).await?.slices)
 }
 
-/// [`plan`], and the earliest expiration time of the endpoints' tickets
-/// (`None`: the server set none).
-pub async fn plan_until(
-    location: &str,
-    sql: &str,
-) -> Result<(Vec<FlightSlice>, Option<SystemTime>)> {
-    let p = plan_query(location, sql).await?;
-    Ok((p.slices, p.expires))
-}
-
 /// Plans `sql` on the flight-server at `location`, logged in as
 /// `HOPPER_FLIGHT_USER` if set.
 pub async fn plan_query(location: &str, sql: &str) -> Result<Planned> {
