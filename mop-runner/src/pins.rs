@@ -200,8 +200,7 @@ impl Pins {
         if let Some(task) = self.keepalive.take() {
             task.abort();
         }
-        let ids = std::mem::take(&mut *lock(&self.ids));
-        release_all(ids).await;
+        self.handle().release().await;
     }
 }
 

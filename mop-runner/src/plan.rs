@@ -132,13 +132,7 @@ impl Plan {
             None => Vec::new(),
         };
         let mut logins = BTreeMap::new();
-        for location in train.iter().chain(&validation).map(|s| &s.location) {
-            if !logins.contains_key(location) {
-                if let Some(bearer) = login(location).await? {
-                    logins.insert(location.clone(), bearer);
-                }
-            }
-        }
+        log_in(&mut logins, train.iter().chain(&validation)).await?;
         Ok(Planned {
             train,
             validation,
@@ -218,14 +212,7 @@ impl Plan {
 
     /// Logs in at any location of `slices` the runner has no token for.
     async fn log_in(&mut self, slices: &[FlightSlice]) -> Result<()> {
-        for location in slices.iter().map(|s| &s.location) {
-            if !self.logins.contains_key(location) {
-                if let Some(bearer) = login(location).await? {
-                    self.logins.insert(location.clone(), bearer);
-                }
-            }
-        }
-        Ok(())
+        log_in(&mut self.logins, slices).await
     }
 
     /// Whether the tickets expire soon: within a quarter of their lifetime,
@@ -308,6 +295,22 @@ impl Plan {
             })
             .collect()
     }
+}
+
+/// Logs in (`HOPPER_FLIGHT_USER`) at every location of `slices` that
+/// `logins` has no token for.
+async fn log_in(
+    logins: &mut BTreeMap<String, Bearer>,
+    slices: impl IntoIterator<Item = &FlightSlice>,
+) -> Result<()> {
+    for location in slices.into_iter().map(|s| &s.location) {
+        if !logins.contains_key(location) {
+            if let Some(bearer) = login(location).await? {
+                logins.insert(location.clone(), bearer);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Plans `sql` on every location at its pinned snapshot, endpoints in
