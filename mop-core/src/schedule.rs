@@ -7,7 +7,10 @@
 //! for one pass in epoch `e`". The scheduler hands units to idle workers
 //! ([`Scheduler::next_unit`]) and learns when they end ([`Scheduler::complete`])
 //! or when a trainer died mid-unit ([`Scheduler::requeue`]: the unit runs again
-//! later from the model's state before the unit). It keeps these invariants:
+//! later from the model's state before the unit). A busy worker may also be
+//! given the unit it runs next ([`Scheduler::queue_unit`]), so that the
+//! model's state travels to it while it still trains: at most
+//! [`WORKER_DEPTH`] units per worker. It keeps these invariants:
 //!
 //! - a model is never on two workers at once;
 //! - each model visits each partition exactly once per epoch;
@@ -82,6 +85,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::search::{Pruner, Rule, Stop};
+
+/// Units a worker holds at once: the one it trains and the one queued
+/// behind it ([`Scheduler::queue_unit`]). Under the reproducible policy
+/// the queue changes when a unit runs, never what it computes: a model's
+/// visit order is fixed, so its weights are the same.
+pub const WORKER_DEPTH: usize = 2;
 
 /// One scheduling unit: one pass of `model` over `partition` in `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -371,7 +380,9 @@ type QueueKey = (Reverse<usize>, usize, usize);
 /// Derived lookup structures, rebuilt from [`State`] on resume.
 #[derive(Debug, Clone)]
 struct Index {
-    on_worker: Vec<Option<usize>>,
+    /// The models each worker holds, in the order it runs them (at most
+    /// [`WORKER_DEPTH`]).
+    on_worker: Vec<Vec<usize>>,
     units_done: u64,
     // Reproducible policy.
     layout: Option<Layout>,
@@ -504,20 +515,26 @@ impl Scheduler {
         Ok(self.state.model[model].epoch)
     }
 
-    /// Units handed out and neither completed nor requeued, by worker.
+    /// Units handed out and neither completed nor requeued, by worker (a
+    /// worker's queued unit after the one it runs).
     pub fn running(&self) -> Vec<Unit> {
         self.index
             .on_worker
             .iter()
             .enumerate()
-            .filter_map(|(partition, m)| {
-                m.map(|model| Unit {
+            .flat_map(|(partition, models)| {
+                models.iter().map(move |&model| Unit {
                     model,
                     partition,
                     epoch: self.state.model[model].epoch,
                 })
             })
             .collect()
+    }
+
+    /// Units worker `w` holds: the one it runs and any queued behind it.
+    pub fn held(&self, w: usize) -> usize {
+        self.index.on_worker.get(w).map_or(0, Vec::len)
     }
 
     /// Units done out of the total.
@@ -607,8 +624,30 @@ impl Scheduler {
     /// [`requeue`](Self::requeue)) — also `None` if that worker already runs a
     /// unit or does not exist.
     pub fn next_unit(&mut self, idle_worker: usize) -> Option<Unit> {
-        let w = idle_worker;
-        if w >= self.state.partitions || self.index.on_worker[w].is_some() {
+        if self.held(idle_worker) != 0 {
+            return None;
+        }
+        self.hand_out(idle_worker)
+    }
+
+    /// The unit `busy_worker` runs after the one it runs now, handed out
+    /// ahead of time so that the model's state reaches the worker while it
+    /// trains; `None` if none is runnable for it now, or if the worker is
+    /// idle (ask [`next_unit`](Self::next_unit)) or already has one queued.
+    ///
+    /// The queued model is taken off the other workers' queues until its
+    /// unit ends, exactly as a running one is.
+    pub fn queue_unit(&mut self, busy_worker: usize) -> Option<Unit> {
+        let held = self.held(busy_worker);
+        if held == 0 || held >= WORKER_DEPTH {
+            return None;
+        }
+        self.hand_out(busy_worker)
+    }
+
+    /// Picks the next model for worker `w` by the policy and hands it out.
+    fn hand_out(&mut self, w: usize) -> Option<Unit> {
+        if w >= self.state.partitions {
             return None;
         }
         let model = match self.state.policy {
@@ -636,7 +675,7 @@ impl Scheduler {
         };
         let m = &mut self.state.model[model];
         m.running = Some(w);
-        self.index.on_worker[w] = Some(model);
+        self.index.on_worker[w].push(model);
         Some(Unit {
             model,
             partition: w,
@@ -700,7 +739,7 @@ impl Scheduler {
             )));
         }
         m.running = None;
-        self.index.on_worker[unit.partition] = None;
+        self.index.on_worker[unit.partition].retain(|&held| held != unit.model);
         Ok(())
     }
 
@@ -757,7 +796,7 @@ impl Scheduler {
             Policy::Cerebro => None,
         };
         let global_epoch = state.model.iter().map(|m| m.epoch).min().unwrap_or(0);
-        let mut on_worker = vec![None; partitions];
+        let mut on_worker = vec![Vec::new(); partitions];
         let mut units_done = 0u64;
         for (i, m) in state.model.iter().enumerate() {
             if m.epoch > epochs
@@ -800,9 +839,12 @@ impl Scheduler {
                 return corrupt(format!("model {i} is ahead of the epoch barrier"));
             }
             if let Some(p) = m.running {
-                if on_worker[p].replace(i).is_some() {
-                    return corrupt(format!("two models run on worker {p}"));
+                if on_worker[p].len() >= WORKER_DEPTH {
+                    return corrupt(format!(
+                        "more than {WORKER_DEPTH} models held by worker {p}"
+                    ));
                 }
+                on_worker[p].push(i);
             }
             units_done += (m.epoch * partitions + m.done.len()) as u64;
         }
@@ -885,6 +927,81 @@ mod tests {
             }
         }
         order
+    }
+
+    #[test]
+    fn a_busy_worker_gets_one_unit_queued_and_keeps_its_model_from_the_others() {
+        let mut sched = Scheduler::new(6, 2, 2, 3, Policy::Reproducible).unwrap();
+        assert_eq!(sched.queue_unit(0), None, "an idle worker asks next_unit");
+        let first = sched.next_unit(0).unwrap();
+        let queued = sched.queue_unit(0).unwrap();
+        assert_eq!(queued.partition, 0);
+        assert_ne!(queued.model, first.model);
+        assert_eq!(sched.queue_unit(0), None, "one queued unit per worker");
+        assert_eq!(sched.next_unit(0), None);
+        assert_eq!(sched.held(0), WORKER_DEPTH);
+        assert_eq!(sched.running(), vec![first, queued]);
+        // Neither model is offered to the other worker while worker 0 holds it.
+        while let Some(u) = sched.next_unit(1) {
+            assert!(u.model != first.model && u.model != queued.model, "{u}");
+            sched.complete(u).unwrap();
+        }
+        sched.complete(first).unwrap();
+        assert_eq!(sched.running(), vec![queued]);
+        assert!(sched.queue_unit(0).is_some());
+        // A checkpoint requeues both; resumed, they are handed out again.
+        for u in sched.running() {
+            sched.requeue(u).unwrap();
+        }
+        let back: Scheduler =
+            serde_json::from_str(&serde_json::to_string(&sched).unwrap()).unwrap();
+        assert_eq!(back, sched);
+        assert_eq!(back.held(0), 0);
+    }
+
+    #[test]
+    fn units_queued_ahead_keep_every_model_on_its_visit_order() {
+        for (s, w) in [(1, 1), (2, 4), (5, 3), (16, 2)] {
+            let mut sched = Scheduler::new(s, w, 3, 11, Policy::Reproducible).unwrap();
+            let mut units = Vec::new();
+            // Each worker runs its units in the order handed out, the
+            // queued one after the running one; workers take turns.
+            let mut held: Vec<std::collections::VecDeque<Unit>> = vec![Default::default(); w];
+            let mut turn = 0;
+            while !sched.is_done() {
+                for (q, queue) in held.iter_mut().enumerate() {
+                    if queue.is_empty() {
+                        queue.extend(sched.next_unit(q));
+                    }
+                    if queue.len() == 1 {
+                        queue.extend(sched.queue_unit(q));
+                    }
+                }
+                let q = (0..w)
+                    .map(|k| (turn + k) % w)
+                    .find(|&q| !held[q].is_empty())
+                    .expect("stalled");
+                turn += 1;
+                let u = held[q].pop_front().unwrap();
+                sched.complete(u).unwrap();
+                units.push(u);
+            }
+            assert_eq!(units.len(), s * w * 3);
+            for m in 0..s {
+                for e in 0..3 {
+                    let visited: Vec<usize> = units
+                        .iter()
+                        .filter(|u| u.model == m && u.epoch == e)
+                        .map(|u| u.partition)
+                        .collect();
+                    assert_eq!(
+                        visited,
+                        visit_order(s, w, 11, m, e).unwrap(),
+                        "model {m} epoch {e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -1037,6 +1154,7 @@ mod tests {
         scores: u64,
         events: u64,
         resume_at: Option<usize>,
+        ahead: bool,
     ) -> std::result::Result<(Vec<Unit>, Vec<Stop>), String> {
         let mut ev = rng(events, 7);
         let mut running: Vec<Unit> = Vec::new();
@@ -1069,6 +1187,9 @@ mod tests {
                             return Err(format!("{u} started before its score after {d} epochs"));
                         }
                     }
+                    running.push(u);
+                }
+                if let Some(u) = ahead.then(|| sched.queue_unit(w)).flatten() {
                     running.push(u);
                 }
             }
@@ -1169,11 +1290,16 @@ mod tests {
             resume_at in 1usize..200,
         ) {
             let sched = Scheduler::with_search(s, w, e, seed, Policy::Reproducible, rule).unwrap();
-            let (_, fates) = drive(sched.clone(), scores, events, None)
+            let (_, fates) = drive(sched.clone(), scores, events, None, false)
                 .map_err(TestCaseError::fail)?;
-            let (_, again) = drive(sched.clone(), scores, events + 1, Some(resume_at))
+            let (_, again) = drive(sched.clone(), scores, events + 1, Some(resume_at), false)
                 .map_err(TestCaseError::fail)?;
             prop_assert_eq!(&fates, &again);
+            // Units handed out ahead of time change when units run, not
+            // what the search decides.
+            let (_, ahead) = drive(sched.clone(), scores, events + 2, Some(resume_at), true)
+                .map_err(TestCaseError::fail)?;
+            prop_assert_eq!(&fates, &ahead);
             prop_assert!(fates.iter().any(|f| f.reason == crate::search::Reason::Finished));
             prop_assert!(fates.iter().all(|f| f.epochs >= 1 && f.epochs <= e));
         }
