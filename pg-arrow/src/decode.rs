@@ -138,6 +138,9 @@ enum State {
     Header,
     Rows,
     Done,
+    /// Rows one by one, without COPY's header and trailer
+    /// ([`CopyDecoder::for_data_rows`]).
+    DataRows,
 }
 
 /// Decodes PostgreSQL's binary `COPY … TO STDOUT` stream into record batches.
@@ -201,6 +204,60 @@ impl CopyDecoder {
         })
     }
 
+    /// A decoder of rows handed over one at a time with
+    /// [`push_data_row`](Self::push_data_row): the bodies of the `DataRow`
+    /// messages of a query whose results were asked for in binary format.
+    ///
+    /// A binary `DataRow` body is laid out exactly as a binary COPY tuple —
+    /// a 16-bit field count, then per field a 32-bit length (-1 for NULL)
+    /// and the value's `send` bytes — so both go through the same column
+    /// decoders and give the same Arrow values. There is no stream header
+    /// or trailer: [`finish`](Self::finish) only closes the last batch.
+    pub fn for_data_rows(schema: SchemaRef, types: &[Type], limits: BatchLimits) -> Result<Self> {
+        let mut decoder = Self::new(schema, types, limits)?;
+        decoder.state = State::DataRows;
+        Ok(decoder)
+    }
+
+    /// Decodes one complete row: a binary `DataRow` message's body. A body
+    /// whose fields do not add up to its length, or whose field count is
+    /// not the schema's, is an error naming what was wrong.
+    pub fn push_data_row(&mut self, body: &[u8]) -> Result<()> {
+        if self.state != State::DataRows {
+            return Err(Error::Internal(
+                "push_data_row on a decoder of COPY streams (use CopyDecoder::for_data_rows)"
+                    .into(),
+            ));
+        }
+        let ncols = self.cols.len();
+        let nfields = match body {
+            [a, b, ..] => i16::from_be_bytes([*a, *b]),
+            _ => return Err(decode_error("DataRow", format!("{} bytes", body.len()))),
+        };
+        if nfields < 0 || nfields as usize != ncols {
+            return Err(decode_error(
+                "DataRow",
+                format!("row has {nfields} fields, the query {ncols} columns"),
+            ));
+        }
+        match complete_row(body, ncols)? {
+            Some(len) if len == body.len() => {}
+            Some(len) => {
+                return Err(decode_error(
+                    "DataRow",
+                    format!("{} bytes after the row's {len}", body.len() - len),
+                ))
+            }
+            None => {
+                return Err(decode_error(
+                    "DataRow",
+                    format!("fields run past the message's {} bytes", body.len()),
+                ))
+            }
+        }
+        self.append_row(body)
+    }
+
     /// The schema of the batches this decoder produces.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
@@ -209,6 +266,11 @@ impl CopyDecoder {
     /// Decodes every complete row in `chunk` (plus what earlier chunks left
     /// over); keeps an incomplete trailing row for the next call.
     pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        if self.state == State::DataRows {
+            return Err(Error::Internal(
+                "push on a decoder of DataRow messages (use push_data_row)".into(),
+            ));
+        }
         if self.carry.is_empty() {
             let used = self.decode(chunk)?;
             self.carry.extend_from_slice(&chunk[used..]);
@@ -235,7 +297,8 @@ impl CopyDecoder {
     /// Ends the stream: checks that it was complete and closes the last,
     /// partial batch (take it with [`take_batch`](Self::take_batch)).
     pub fn finish(&mut self) -> Result<()> {
-        if self.state != State::Done || !self.carry.is_empty() {
+        let ended = matches!(self.state, State::Done | State::DataRows);
+        if !ended || !self.carry.is_empty() {
             return Err(decode_error(
                 "COPY stream",
                 format!(
@@ -302,31 +365,8 @@ impl CopyDecoder {
             let Some(row_len) = complete_row(rest, ncols)? else {
                 break;
             };
-            let row = &rest[..row_len];
-            let mut p = 2;
-            for (i, col) in self.cols.iter_mut().enumerate() {
-                let len = i32::from_be_bytes([row[p], row[p + 1], row[p + 2], row[p + 3]]);
-                p += 4;
-                let value = if len < 0 {
-                    None
-                } else {
-                    let v = &row[p..p + len as usize];
-                    p += len as usize;
-                    Some(v)
-                };
-                if let Err(message) = col.append(value) {
-                    return Err(decode_error(
-                        &format!("column \"{}\"", self.schema.field(i).name()),
-                        message,
-                    ));
-                }
-            }
+            self.append_row(&rest[..row_len])?;
             pos += row_len;
-            self.rows += 1;
-            self.bytes += row_len;
-            if self.rows >= self.limits.rows || self.bytes >= self.limits.bytes {
-                self.flush()?;
-            }
         }
         if self.state == State::Done && pos < buf.len() {
             return Err(decode_error(
@@ -335,6 +375,35 @@ impl CopyDecoder {
             ));
         }
         Ok(pos)
+    }
+
+    /// Appends `row`, a complete tuple whose field lengths were checked by
+    /// [`complete_row`], and closes the batch at the limits.
+    fn append_row(&mut self, row: &[u8]) -> Result<()> {
+        let mut p = 2;
+        for (i, col) in self.cols.iter_mut().enumerate() {
+            let len = i32::from_be_bytes([row[p], row[p + 1], row[p + 2], row[p + 3]]);
+            p += 4;
+            let value = if len < 0 {
+                None
+            } else {
+                let v = &row[p..p + len as usize];
+                p += len as usize;
+                Some(v)
+            };
+            if let Err(message) = col.append(value) {
+                return Err(decode_error(
+                    &format!("column \"{}\"", self.schema.field(i).name()),
+                    message,
+                ));
+            }
+        }
+        self.rows += 1;
+        self.bytes += row.len();
+        if self.rows >= self.limits.rows || self.bytes >= self.limits.bytes {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Closes the current batch and queues it.
@@ -883,6 +952,49 @@ mod tests {
         let mut d = decoder(&cols, BatchLimits::default());
         let chunks = bytes.chunks(1).collect::<Vec<_>>();
         check_small(&decode_all(&mut d, &chunks).unwrap());
+    }
+
+    #[test]
+    fn data_row_bodies_decode_as_the_copy_tuples_they_equal() {
+        let (cols, bytes) = small_input();
+        let fields = cols
+            .iter()
+            .map(|(n, t, m)| arrow_field(n, t, *m).unwrap())
+            .collect::<Vec<_>>();
+        let types = cols.iter().map(|c| c.1.clone()).collect::<Vec<_>>();
+        let schema = Arc::new(Schema::new(fields));
+        let limits = BatchLimits {
+            rows: 2,
+            ..BatchLimits::default()
+        };
+        let mut d = CopyDecoder::for_data_rows(schema.clone(), &types, limits).unwrap();
+        // The tuples between the header (with its 4-byte extension) and
+        // the trailer, one DataRow body each.
+        let mut rest = &bytes[HEADER_LEN + 4..bytes.len() - 2];
+        while !rest.is_empty() {
+            let len = complete_row(rest, cols.len()).unwrap().unwrap();
+            d.push_data_row(&rest[..len]).unwrap();
+            rest = &rest[len..];
+        }
+        d.finish().unwrap();
+        let mut batches = Vec::new();
+        while let Some(b) = d.take_batch().unwrap() {
+            batches.push(b);
+        }
+        assert_eq!(batches.len(), 2, "closed at the row limit");
+        check_small(&batches);
+
+        // A body that is not one whole row says so; COPY bytes are refused.
+        let mut d = CopyDecoder::for_data_rows(schema, &types, limits).unwrap();
+        let row = &bytes[HEADER_LEN + 4..];
+        let first = complete_row(row, cols.len()).unwrap().unwrap();
+        let short = d.push_data_row(&row[..first - 1]).unwrap_err().to_string();
+        assert!(short.contains("run past"), "{short}");
+        let long = d.push_data_row(&row[..first + 1]).unwrap_err().to_string();
+        assert!(long.contains("bytes after the row"), "{long}");
+        let count = d.push_data_row(&[0, 2]).unwrap_err().to_string();
+        assert!(count.contains("2 fields, the query 5 columns"), "{count}");
+        assert!(d.push(&bytes).is_err());
     }
 
     #[test]

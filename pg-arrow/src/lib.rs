@@ -11,13 +11,15 @@
 //! ```text
 //!  COPY … TO STDOUT (FORMAT binary) ─ bytes ─► CopyDecoder ─────┐
 //!  COPY … TO STDOUT (FORMAT text)   ─ bytes ─► TextCopyDecoder ─┼─► RecordBatch (BatchLimits)
-//!  simple-query text values (Greenplum RETRIEVE) ► BatchBuilder ┘
+//!  DataRow bodies, binary (Greenplum RETRIEVE) ► CopyDecoder::for_data_rows
+//!  DataRow bodies, text ─► BatchBuilder::push_data_row ─────────┘
 //!
 //!  RecordBatch ─► CopyEncoder ─ bytes ─► COPY <Ident> (…) FROM STDIN (FORMAT binary)
 //! ```
 //!
 //! - [`decode`]: the PostgreSQL → Arrow type mapping ([`arrow_field`]) and
 //!   the binary COPY decoder;
+//! - [`data_row`]: a `DataRow` message's fields, read in place;
 //! - [`text`] and [`text_copy`]: the same Arrow values from PostgreSQL's
 //!   text output, and text COPY's line format around it;
 //! - [`encode`]: the Arrow → PostgreSQL mapping and the binary COPY
@@ -30,6 +32,8 @@
 
 #[cfg(feature = "codec")]
 pub mod batch_limits;
+#[cfg(feature = "codec")]
+pub mod data_row;
 #[cfg(feature = "codec")]
 pub mod decode;
 #[cfg(feature = "codec")]

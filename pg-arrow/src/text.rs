@@ -137,6 +137,26 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Appends one row from a text-format `DataRow` message's body (a
+    /// protocol-level reader's buffer): the fields are read in place and
+    /// each is checked as UTF-8 once, where it lies.
+    pub fn push_data_row(&mut self, body: &[u8]) -> Result<()> {
+        let fields = crate::data_row::fields(body)?;
+        self.push_fields(fields.map(|f| {
+            let Some(bytes) = f? else {
+                return Ok(None);
+            };
+            std::str::from_utf8(bytes)
+                .map(|s| Some(std::borrow::Cow::Borrowed(s)))
+                .map_err(|e| Error::Decode {
+                    context: "DataRow field".into(),
+                    message: format!(
+                        "not UTF-8 ({e}); the retrieve session's client_encoding is UTF8"
+                    ),
+                })
+        }))
+    }
+
     /// The rows appended so far as one batch; the builder starts over empty.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let arrays = self
@@ -948,6 +968,52 @@ mod tests {
         assert!(parse_array("1,2").is_err());
         let ints = Arc::new(Field::new("item", DataType::Int32, true));
         assert!(fails(DataType::List(ints), "{1,x}").contains("bad number"));
+    }
+
+    #[test]
+    fn text_data_rows_are_read_in_place_and_checked() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let body = |values: &[Option<&[u8]>]| {
+            let mut b = (values.len() as i16).to_be_bytes().to_vec();
+            for v in values {
+                match v {
+                    Some(v) => {
+                        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                        b.extend_from_slice(v);
+                    }
+                    None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+            b
+        };
+        let mut b = BatchBuilder::new(schema.clone()).expect("builder");
+        b.push_data_row(&body(&[Some(b"-7"), Some("é".as_bytes())]))
+            .expect("row");
+        b.push_data_row(&body(&[None, None])).expect("row");
+        let batch = b.finish().expect("batch");
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .value(0),
+            -7
+        );
+        assert_eq!(batch.column(1).as_string::<i32>().value(0), "é");
+        assert!(batch.column(0).is_null(1) && batch.column(1).is_null(1));
+        let bad = b
+            .push_data_row(&body(&[Some(b"1"), Some(b"\xff\xfe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("not UTF-8"), "{bad}");
+        let mut b = BatchBuilder::new(schema).expect("builder");
+        let short = b
+            .push_data_row(&body(&[Some(b"1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(short.contains("1 values for 2 planned columns"), "{short}");
     }
 
     #[test]
