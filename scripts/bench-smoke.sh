@@ -53,6 +53,7 @@ run() {
 
 run data-plane --smoke
 run end-to-end --smoke
+run hops --smoke
 run search --smoke
 run training --smoke
 run quality --smoke

@@ -1,33 +1,50 @@
 //! `end-to-end`: the paper's headline on this machine — a grid of MLPs on
 //! the Criteo-like table trained by hopper (`mop train`, one trainer per
-//! PostgreSQL segment, reading Flight) against the same models trained one
-//! after another in one process from data already in memory, with all
-//! cores ("standalone"), and, when a Python with PyTorch is at hand
-//! (`HOPPER_TORCH_PYTHON`), against PyTorch doing the same from memory.
+//! PostgreSQL segment) against what a user would run instead on the same
+//! cores: the same models one after another in one process from data
+//! already in memory ("standalone"), the models split between W processes
+//! of one thread each ("task-parallel"), and, when a Python with PyTorch is
+//! at hand (`HOPPER_TORCH_PYTHON`), PyTorch doing the standalone's work.
 //!
 //! ```text
 //!  devcluster: W PostgreSQL segments ── load_criteo ──► criteo (rows spread by id)
-//!  (a) hopper      flight-server ◄── mop train (W trainers × 1 thread, cache = memory)
-//!  (b) standalone  Flight once into memory ──► featurize ──► for each model, epoch:
-//!                  for p in visit_order(model, epoch): train_partition (W threads)
-//!  (c) pytorch     the same rows, model, Adam and batch sizes in torch (W threads)
+//!  hopper         flight-server ◄── mop train (W trainers × 1 thread, cache = memory)
+//!  standalone     Flight once into memory ──► featurize ──► for each model, epoch:
+//!                 for p in visit_order(model, epoch): train_partition (W threads)
+//!  task-parallel  W processes of this binary (--task-worker K), one thread each:
+//!                 each reads the table into memory, then trains its 1/W of the
+//!                 models exactly as the standalone does
+//!  pytorch        the same rows, model, Adam and batch sizes in torch (W threads)
 //! ```
 //!
-//! (b) visits the partitions in the order the scheduler gives each model
-//! and seeds model m as the runner does, so its models are the ones hopper
-//! trains: the final validation accuracies must agree (exactly with one
-//! thread; to rounding with several, since intra-op reductions change
-//! order). Prints a table and the lines `hopper/standalone = X` and
-//! `hopper/pytorch = Y` (wall-time ratios; below 1 means hopper is faster).
+//! The standalone and task-parallel legs visit the partitions in the order
+//! the scheduler gives each model and seed model m as the runner does, so
+//! their models are the ones hopper trains: the final validation accuracies
+//! must agree (exactly for task-parallel, one thread like the trainers; to
+//! rounding for the standalone's W threads, whose reductions change order).
+//!
+//! Every leg runs `--samples` times (default 3), interleaved: sample s runs
+//! the legs round-robin, starting with leg s (rotated), so slow drift of a
+//! shared machine's load falls on every leg alike. Each leg prints its
+//! median wall time with the spread (min–max); the last lines are
+//! `hopper/standalone = X`, `hopper/task-parallel = Z` and `hopper/pytorch =
+//! Y`, each the median over samples of the ratio within a sample (below 1
+//! means hopper is faster).
 //!
 //! `cargo run --release -p hopper-bench --bin end-to-end -- --quick`
-//! (needs `cargo build --release -p flight-server -p mop-runner --bins`).
-//! `--smoke` runs every way on a tiny table and two small models, the
+//! (needs `cargo build --release -p flight-server -p mop --bins`).
+//! `--smoke` runs every leg once on a tiny table and two small models, the
 //! standalone on one thread (seconds; CI's check that the benchmark still
 //! works): its numbers are not figures.
 
-use std::path::Path;
-use std::process::Command;
+#[allow(dead_code)] // each binary uses its part
+#[path = "../samples.rs"]
+mod samples;
+
+use std::io::{BufRead, BufReader as StdBufReader, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -45,10 +62,11 @@ use mop_trainer::featurize::{Featurized, Featurizer};
 use mop_trainer::model::Model;
 use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::{evaluate, train_partition};
+use samples::Samples;
 use tch::Tensor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// hopper end to end against standalone training.
+/// hopper end to end against standalone, task-parallel and PyTorch training.
 #[derive(Parser, Debug)]
 #[command(name = "end-to-end")]
 struct Args {
@@ -58,17 +76,31 @@ struct Args {
     /// Epochs.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
-    /// PostgreSQL segments (and trainers; and the standalone's threads).
+    /// PostgreSQL segments (and trainers; the standalone's threads; the
+    /// task-parallel processes).
     #[arg(long, default_value_t = 2)]
     segments: usize,
-    /// A few-minute run: 12 000 rows, one epoch.
+    /// Samples of every leg, interleaved round-robin.
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
+    /// A few-minute sample set: 12 000 rows, one epoch.
     #[arg(long)]
     quick: bool,
     /// A smoke run in seconds: 1 000 rows, two epochs, two small models
-    /// instead of the paper's grid, a one-thread standalone (overrides
-    /// --rows, --epochs and --quick); the numbers are not figures.
+    /// instead of the paper's grid, a one-thread standalone, one sample
+    /// (overrides --rows, --epochs, --quick and --samples); the numbers are
+    /// not figures.
     #[arg(long)]
     smoke: bool,
+    /// Internal: run as task-parallel worker K of the run configuration
+    /// `--config` (W = its trainers): read the table into memory, print
+    /// `ready`, wait for a line on stdin, train models K·n/W..(K+1)·n/W on
+    /// one thread, print the outcome as JSON.
+    #[arg(long, hide = true, value_name = "K", requires = "config")]
+    task_worker: Option<usize>,
+    /// Internal: the run configuration of `--task-worker`.
+    #[arg(long, hide = true)]
+    config: Option<PathBuf>,
 }
 
 /// The models a run trains.
@@ -139,8 +171,8 @@ impl Server {
             cmd.args(["--segment", &url]);
         }
         let mut child = cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -189,14 +221,49 @@ fn own_cpu() -> f64 {
     cpu_seconds(11)
 }
 
-/// One way of training the grid, measured.
+/// The ways of training the grid, in the order sample 0 runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    Hopper,
+    Standalone,
+    TaskParallel,
+    Pytorch,
+}
+
+impl Leg {
+    fn name(self) -> &'static str {
+        match self {
+            Leg::Hopper => "hopper",
+            Leg::Standalone => "standalone",
+            Leg::TaskParallel => "task-parallel",
+            Leg::Pytorch => "pytorch",
+        }
+    }
+
+    /// What the table calls it: `w` trainers or processes, `threads` of
+    /// the one-process legs.
+    fn describe(self, w: usize, threads: usize) -> String {
+        match self {
+            Leg::Hopper => format!("hopper (mop train, {w} trainers × 1 thread)"),
+            Leg::Standalone => format!("standalone (1 process × {threads} threads, in memory)"),
+            Leg::TaskParallel => format!("task-parallel ({w} processes × 1 thread, in memory)"),
+            Leg::Pytorch => format!("pytorch (1 process × {threads} threads, in memory)"),
+        }
+    }
+}
+
+/// One sample of one leg.
 struct Outcome {
-    name: &'static str,
     wall: f64,
     cpu: f64,
     samples: u64,
+    /// Final validation accuracy per model id.
     accuracies: Vec<f64>,
     note: String,
+    /// hopper only: where its time went.
+    breakdown: Option<Breakdown>,
+    /// Seconds spent evaluating (standalone, task-parallel: summed over processes).
+    eval_seconds: f64,
 }
 
 /// Every batch of the endpoints `slices` names.
@@ -225,14 +292,96 @@ async fn partitions(url: &str, sql: &str, w: usize) -> Result<Vec<Vec<RecordBatc
     Ok(parts)
 }
 
+/// Where one run of hopper's wall time went, per trainer (averages over
+/// trainers), in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Breakdown {
+    trainers: usize,
+    units: usize,
+    /// Before the first unit was sent and after the last came back, on the
+    /// runner's clock: spawning trainers, reading partitions into memory,
+    /// the last validations, results and report.
+    outside: f64,
+    /// The trainers' own unit seconds (UnitResult.seconds): training.
+    training: f64,
+    /// Within the runner's unit spans (union per trainer), not training:
+    /// the state sent, the model rebuilt, its state encoded and returned,
+    /// and validation passes the unit waited behind.
+    in_units: f64,
+    /// Between a trainer's unit spans: scheduling, checkpoints, and
+    /// validation passes while no unit was out.
+    between: f64,
+}
+
+/// Union length of intervals.
+fn covered(mut spans: Vec<(f64, f64)>) -> f64 {
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut total, mut cur) = (0.0, None::<(f64, f64)>);
+    for (s, e) in spans {
+        cur = match cur {
+            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    total + cur.map_or(0.0, |(s, e)| e - s)
+}
+
+/// hopper's time, from `timeline.json` (the runner's clock: when it sent
+/// each unit and when the model's new state was back) and the trainers'
+/// own unit seconds (`busy`, summed over trainers, from results.json).
+/// The timeline holds no validation passes and no per-unit trainer
+/// seconds, so training is averaged over trainers and validation is not
+/// separated here (see [`report_breakdown`]).
+fn breakdown(out: &Path, wall: f64, busy: f64) -> Result<Breakdown> {
+    let timeline: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("timeline.json"))?)?;
+    let field = |u: &serde_json::Value, k: &str| u[k].as_f64().unwrap_or(0.0);
+    let first = timeline
+        .iter()
+        .map(|u| field(u, "start"))
+        .fold(f64::INFINITY, f64::min);
+    let last = timeline.iter().map(|u| field(u, "end")).fold(0.0, f64::max);
+    let trainers = timeline
+        .iter()
+        .map(|u| u["partition"].as_u64().unwrap_or(0) as usize + 1)
+        .max()
+        .unwrap_or(1);
+    // Per trainer, the union of its units' spans: a unit sent ahead, while
+    // the one before it still trains, does not count twice.
+    let spans: f64 = (0..trainers)
+        .map(|p| {
+            covered(
+                timeline
+                    .iter()
+                    .filter(|u| u["partition"].as_u64() == Some(p as u64))
+                    .map(|u| (field(u, "start"), field(u, "end")))
+                    .collect(),
+            )
+        })
+        .sum();
+    let per = |x: f64| x / trainers as f64;
+    Ok(Breakdown {
+        trainers,
+        units: timeline.len(),
+        outside: wall - (last - first),
+        training: per(busy),
+        in_units: per(spans - busy),
+        between: (last - first) - per(spans),
+    })
+}
+
 async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
     let cpu0 = children_cpu();
     let start = Instant::now();
     let run = Command::new(mop)
         .args(["train", "--config"])
         .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .output()?;
     let wall = start.elapsed().as_secs_f64();
     if !run.status.success() {
@@ -251,7 +400,7 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
         .as_array()
         .context("results.json has no models")?;
     let mut accuracies = vec![0.0; models.len()];
-    let (mut wait, mut busy) = (0.0, 0.0);
+    let mut busy = 0.0;
     for m in models {
         let id = m["model_id"].as_u64().context("model_id")? as usize;
         accuracies[id] = m["val_acc"]
@@ -259,79 +408,22 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
             .and_then(|a| a.last())
             .and_then(|v| v.as_f64())
             .unwrap_or(f64::NAN);
-        wait += m["wait_seconds"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_f64()).sum::<f64>())
-            .unwrap_or(0.0);
         busy += m["epoch_seconds"]
             .as_array()
             .map(|a| a.iter().filter_map(|v| v.as_f64()).sum::<f64>())
             .unwrap_or(0.0);
     }
-    breakdown(out, wall, busy)?;
     Ok(Outcome {
-        name: "hopper (mop train)",
         wall,
         cpu: children_cpu() - cpu0,
         samples: 0,
         accuracies,
-        note: format!("units {busy:.1} s of which data wait {wait:.2} s"),
+        // cache = "memory": units train from the trainers' memory, so no
+        // unit reads Flight; the one read of each partition is in start-up.
+        note: format!("units {busy:.1} s (trainers' clocks); cache = memory, partitions read once at start-up"),
+        breakdown: Some(breakdown(out, wall, busy)?),
+        eval_seconds: 0.0,
     })
-}
-
-/// Where hopper's wall time went, per trainer, from `timeline.json` (the
-/// runner's view of every unit: from sending the model's state to having
-/// its new state back) and the trainers' own unit times (`busy`, summed
-/// over trainers): training; moving state (a unit's runner time minus its
-/// training time: sending the state, rebuilding the model, encoding and
-/// returning it, and waiting for a validation pass the trainer runs first);
-/// idle between units (scheduling, checkpoints); and the rest (start-up,
-/// opening the partitions, and after the last unit the last validations,
-/// results and report).
-fn breakdown(out: &Path, wall: f64, busy: f64) -> Result<()> {
-    let timeline: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(out.join("timeline.json"))?)?;
-    let field = |u: &serde_json::Value, k: &str| u[k].as_f64().unwrap_or(0.0);
-    let first = timeline
-        .iter()
-        .map(|u| field(u, "start"))
-        .fold(f64::INFINITY, f64::min);
-    let last = timeline.iter().map(|u| field(u, "end")).fold(0.0, f64::max);
-    let trainers = timeline
-        .iter()
-        .map(|u| u["partition"].as_u64().unwrap_or(0) + 1)
-        .max()
-        .unwrap_or(1) as f64;
-    let in_units: f64 = timeline
-        .iter()
-        .map(|u| field(u, "end") - field(u, "start"))
-        .sum();
-    let per = |x: f64| x / trainers;
-    // The timeline's clock starts once the partitions are open.
-    let rows = [
-        ("training (the trainers' unit time)", per(busy)),
-        (
-            "moving model state, and validation passes waited for",
-            per(in_units - busy),
-        ),
-        (
-            "idle between units (scheduling, checkpoints)",
-            (last - first) - per(in_units),
-        ),
-        (
-            "start-up, opening partitions, and after the last unit",
-            wall - (last - first),
-        ),
-    ];
-    println!(
-        "
-where hopper's {wall:.1} s went, per trainer ({trainers} trainers, {} units):",
-        timeline.len()
-    );
-    for (what, secs) in rows {
-        println!("  {what:<58} {secs:>6.1} s  {:>5.1}%", 100.0 * secs / wall);
-    }
-    Ok(())
 }
 
 /// Featurized once, kept in memory: what a trainer's memory cache holds.
@@ -341,6 +433,17 @@ struct InMemory {
 }
 
 impl InMemory {
+    /// Reads the run's training partitions (the runner's split) and its
+    /// validation rows over Flight, and featurizes them.
+    async fn load(config: &RunConfig, url: &str, w: usize) -> Result<Self> {
+        let parts = partitions(url, &config.train_sql()?, w).await?;
+        let validation = match config.validation_sql()? {
+            Some(sql) => partitions(url, &sql, 1).await?.remove(0),
+            None => Vec::new(),
+        };
+        Self::featurize(config, &parts, &validation)
+    }
+
     fn featurize(
         config: &RunConfig,
         parts: &[Vec<RecordBatch>],
@@ -373,14 +476,14 @@ impl InMemory {
     }
 }
 
-/// (c): the same grid in PyTorch (`bench/python/pytorch_grid.py`), when
-/// `HOPPER_TORCH_PYTHON` names a Python with torch.
-fn pytorch(
+/// The PyTorch leg's input (`bench/python/pytorch_grid.py`), written once
+/// when `HOPPER_TORCH_PYTHON` names a Python with torch: its manifest.
+fn pytorch_manifest(
     config: &RunConfig,
     data: &InMemory,
     dir: &Path,
     threads: usize,
-) -> Result<Option<Outcome>> {
+) -> Result<Option<(PathBuf, PathBuf)>> {
     let Some(python) = std::env::var_os("HOPPER_TORCH_PYTHON") else {
         return Ok(None);
     };
@@ -416,8 +519,13 @@ fn pytorch(
     });
     let path = dir.join("pytorch.json");
     std::fs::write(&path, serde_json::to_vec(&manifest)?)?;
+    Ok(Some((PathBuf::from(python), path)))
+}
+
+/// One sample of the PyTorch leg.
+fn pytorch(python: &Path, manifest: &Path, threads: usize) -> Result<Outcome> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pytorch_grid.py");
-    let out = Command::new(&python).arg(script).arg(&path).output()?;
+    let out = Command::new(python).arg(script).arg(manifest).output()?;
     if !out.status.success() {
         bail!(
             "the PyTorch leg failed: {}",
@@ -425,8 +533,7 @@ fn pytorch(
         );
     }
     let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(Some(Outcome {
-        name: "pytorch (one process, in memory)",
+    Ok(Outcome {
         wall: r["wall"].as_f64().unwrap_or(f64::NAN),
         cpu: r["cpu"].as_f64().unwrap_or(f64::NAN),
         samples: r["samples"].as_u64().unwrap_or(0),
@@ -438,51 +545,250 @@ fn pytorch(
             "torch {}, {threads} threads",
             r["torch"].as_str().unwrap_or("?")
         ),
-    }))
+        breakdown: None,
+        eval_seconds: f64::NAN,
+    })
 }
 
-fn standalone(config: &RunConfig, data: &InMemory, threads: usize) -> Result<Outcome> {
-    set_threads(threads);
-    let models = config.grid.expand()?;
+/// What training some of the grid's models one after another gave.
+struct Trained {
+    samples: u64,
+    /// (model id, final validation accuracy)
+    accuracies: Vec<(usize, f64)>,
+    /// Seconds in `evaluate`.
+    eval_seconds: f64,
+}
+
+/// Trains `models` of the grid one after another on this process's
+/// threads, from memory: each model visits the partitions in the order the
+/// scheduler gives it and is seeded as the runner seeds it. The standalone
+/// leg runs it for every model; each task-parallel worker for its share.
+fn train_models(config: &RunConfig, data: &InMemory, models: Range<usize>) -> Result<Trained> {
+    let grid = config.grid.expand()?;
     let (w, epochs, seed) = (data.parts.len(), config.train.epochs, config.train.seed);
-    let cpu0 = own_cpu();
-    let start = Instant::now();
-    let mut accuracies = Vec::with_capacity(models.len());
-    let mut samples = 0u64;
-    for (m, cfg) in models.iter().enumerate() {
-        let mut model = Model::new(cfg.clone(), seed.wrapping_add(m as u64))?;
+    let mut out = Trained {
+        samples: 0,
+        accuracies: Vec::new(),
+        eval_seconds: 0.0,
+    };
+    for m in models {
+        let cfg = &grid[m];
+        let model_seed = seed.wrapping_add(m as u64);
+        let mut model = Model::new(cfg.clone(), model_seed)?;
         let mut opt = model.optimizer()?;
         let mut acc = f64::NAN;
         for epoch in 0..epochs {
-            for p in visit_order(models.len(), w, seed, m, epoch)? {
+            for p in visit_order(grid.len(), w, seed, m, epoch)? {
                 let batches = data.parts[p].iter().map(|f| Ok(f.shallow_clone()));
-                let model_seed = seed.wrapping_add(m as u64);
                 let batches = shuffled(batches, unit_seed(model_seed, epoch, p), WINDOW);
                 let metrics =
                     train_partition(&mut model, &mut opt, batches, cfg.batch_size, |_| {})?;
-                samples += metrics.samples;
+                out.samples += metrics.samples;
             }
+            let t = Instant::now();
             acc = evaluate(
                 &model,
                 data.validation.iter().map(|f| Ok(f.shallow_clone())),
             )?
             .accuracy;
+            out.eval_seconds += t.elapsed().as_secs_f64();
         }
-        accuracies.push(acc);
+        out.accuracies.push((m, acc));
     }
+    Ok(out)
+}
+
+fn standalone(config: &RunConfig, data: &InMemory, threads: usize) -> Result<Outcome> {
+    set_threads(threads);
+    let n = config.grid.expand()?.len();
+    let cpu0 = own_cpu();
+    let start = Instant::now();
+    let t = train_models(config, data, 0..n)?;
     Ok(Outcome {
-        name: "standalone (one process, in memory)",
         wall: start.elapsed().as_secs_f64(),
         cpu: own_cpu() - cpu0,
+        samples: t.samples,
+        accuracies: t.accuracies.iter().map(|&(_, a)| a).collect(),
+        note: format!("{threads} threads"),
+        breakdown: None,
+        eval_seconds: t.eval_seconds,
+    })
+}
+
+/// The models task-parallel worker `k` of `w` trains: a contiguous share
+/// (the grid varies batch size fastest, so every share holds the same mix
+/// of cheap and dear models).
+fn share(n: usize, k: usize, w: usize) -> Range<usize> {
+    k * n / w..(k + 1) * n / w
+}
+
+/// `--task-worker K`: one process of the task-parallel leg.
+async fn task_worker(k: usize, config_path: &Path) -> Result<()> {
+    let config = RunConfig::load(config_path)?;
+    let w = config
+        .train
+        .trainers
+        .context("the task-parallel worker's configuration names no trainers")?;
+    let url = config
+        .source
+        .flight
+        .locations()
+        .first()
+        .context("the configuration names no flight-server")?
+        .to_string();
+    // Reading and featurizing are not timed: the leg starts from memory.
+    let data = InMemory::load(&config, &url, w).await?;
+    let n = config.grid.expand()?.len();
+    set_threads(1);
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go)?;
+    let cpu0 = own_cpu();
+    let start = Instant::now();
+    let t = train_models(&config, &data, share(n, k, w))?;
+    let out = serde_json::json!({
+        "wall": start.elapsed().as_secs_f64(),
+        "cpu": own_cpu() - cpu0,
+        "samples": t.samples,
+        "accuracies": t.accuracies,
+        "eval_seconds": t.eval_seconds,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// One sample of the task-parallel leg: W workers, started and loaded
+/// first, then told to go at once; the leg lasts until the last is done.
+fn task_parallel(config_path: &Path, w: usize, n: usize) -> Result<Outcome> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for k in 0..w {
+        let mut child = Command::new(&exe)
+            .arg("--task-worker")
+            .arg(k.to_string())
+            .arg("--config")
+            .arg(config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} --task-worker {k}", exe.display()))?;
+        let mut out = StdBufReader::new(child.stdout.take().context("no stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("task-parallel worker {k} printed {line:?} instead of `ready`");
+        }
+        children.push((child, out));
+    }
+    let start = Instant::now();
+    for (child, _) in &mut children {
+        let stdin = child.stdin.as_mut().context("no stdin")?;
+        writeln!(stdin, "go")?;
+        stdin.flush()?;
+    }
+    let mut accuracies = vec![f64::NAN; n];
+    let (mut cpu, mut samples, mut eval_seconds) = (0.0, 0, 0.0);
+    for (k, (mut child, mut out)) in children.into_iter().enumerate() {
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("task-parallel worker {k} failed ({status})");
+        }
+        let r: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("task-parallel worker {k} printed {line:?}"))?;
+        cpu += r["cpu"].as_f64().unwrap_or(f64::NAN);
+        samples += r["samples"].as_u64().unwrap_or(0);
+        eval_seconds += r["eval_seconds"].as_f64().unwrap_or(f64::NAN);
+        for pair in r["accuracies"].as_array().into_iter().flatten() {
+            let id = pair[0].as_u64().context("model id")? as usize;
+            if let Some(slot) = accuracies.get_mut(id) {
+                *slot = pair[1].as_f64().unwrap_or(f64::NAN);
+            }
+        }
+    }
+    Ok(Outcome {
+        wall: start.elapsed().as_secs_f64(),
+        cpu,
         samples,
         accuracies,
-        note: format!("{threads} threads"),
+        note: format!("the {n} models split {w} ways"),
+        breakdown: None,
+        eval_seconds,
     })
+}
+
+/// Largest difference between two legs' final accuracies.
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Prints where hopper's time went, per trainer: median [min–max] over
+/// samples of every row. Validation is estimated (the timeline has no
+/// validation passes): the task-parallel workers' own one-thread
+/// evaluation seconds of the same models, divided by W, since each
+/// trainer validates 1/W of the rows, on one thread.
+fn report_breakdown(hopper: &[&Outcome], task: &[&Outcome]) {
+    let b: Vec<Breakdown> = hopper.iter().filter_map(|o| o.breakdown).collect();
+    let Some(first) = b.first() else { return };
+    let w = first.trainers as f64;
+    let validation = Samples(task.iter().map(|o| o.eval_seconds / w).collect());
+    let col = |f: &dyn Fn(&Breakdown) -> f64| Samples(b.iter().map(f).collect());
+    let wall = Samples(hopper.iter().map(|o| o.wall).collect());
+    println!(
+        "\nwhere hopper's {} s went, per trainer ({} trainers, {} units; median [min–max] over {} samples):",
+        wall.show(1),
+        first.trainers,
+        first.units,
+        b.len()
+    );
+    let rows: [(&str, Samples); 5] = [
+        (
+            "start-up (trainers, reading partitions), after the last unit [runner's clock]",
+            col(&|x| x.outside),
+        ),
+        (
+            "training [trainers' own unit seconds]",
+            col(&|x| x.training),
+        ),
+        (
+            "in a unit, not training: state sent, model rebuilt, state returned, validations waited for [runner's timeline − trainers' seconds]",
+            col(&|x| x.in_units),
+        ),
+        (
+            "between units: scheduling, checkpoints, validations [runner's timeline]",
+            col(&|x| x.between),
+        ),
+        (
+            "  of the two rows above, validation (estimated: task-parallel's 1-thread evaluation ÷ W)",
+            validation.clone(),
+        ),
+    ];
+    for (what, s) in rows {
+        println!("  {:>20} s  {what}", s.show(1));
+    }
+    let exposed = Samples(
+        b.iter()
+            .map(|x| x.in_units + x.between - validation.median())
+            .collect(),
+    );
+    println!(
+        "  {:>20} s  state exposed: a trainer neither training nor validating, between its first and last unit (the two rows above less validation)",
+        exposed.show(1)
+    );
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = Args::parse();
+    if let (Some(k), Some(config)) = (args.task_worker, args.config.as_deref()) {
+        return task_worker(k, config).await;
+    }
     if args.quick {
         args.rows = 12_000;
         args.epochs = 1;
@@ -490,6 +796,7 @@ async fn main() -> Result<()> {
     let grid = if args.smoke {
         args.rows = 1_000;
         args.epochs = 2;
+        args.samples = 1;
         println!(
             "SMOKE RUN (--smoke): a tiny table and two small models; the numbers below are not figures"
         );
@@ -497,6 +804,9 @@ async fn main() -> Result<()> {
     } else {
         &PAPER_GRID
     };
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
     let here = std::env::current_exe()?
         .parent()
         .map(Path::to_path_buf)
@@ -505,87 +815,154 @@ async fn main() -> Result<()> {
     for b in [&server_bin, &mop_bin] {
         if !b.exists() {
             bail!(
-                "{} is missing: cargo build --release -p flight-server -p mop-runner --bins",
+                "{} is missing: cargo build --release -p flight-server -p mop --bins",
                 b.display()
             );
         }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "# hopper end to end: {} rows, {} epochs, {} segments, {} (load average {})",
+        "# hopper end to end: {} rows, {} epochs, {} segments, {}, {} samples per leg (load average {})",
         args.rows,
         args.epochs,
         args.segments,
         grid.what,
+        args.samples,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" ")
     );
 
-    let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
+    let w = args.segments;
+    let cluster = LocalCluster::start(w, ClusterOptions::default()).await?;
     load_criteo(&cluster, "criteo", args.rows, 7).await?;
     let server = Server::start(&server_bin, &cluster).await?;
     let dir = std::env::temp_dir().join(format!("hopper-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let out = dir.join("out");
-    let config_path = dir.join("grid.toml");
-    std::fs::write(
-        &config_path,
-        config_toml(&server.url, &out, args.epochs, args.segments, grid),
-    )?;
-    let config = RunConfig::load(&config_path)?;
-
-    let a = hopper(&mop_bin, &config_path, &out).await?;
-
-    let parts = partitions(&server.url, &config.train_sql()?, args.segments).await?;
-    let validation = match config.validation_sql()? {
-        Some(sql) => partitions(&server.url, &sql, 1).await?.remove(0),
-        None => Vec::new(),
+    // One configuration per sample: each hopper run writes a fresh output
+    // directory.
+    let config_of = |s: usize| -> Result<PathBuf> {
+        let path = dir.join(format!("grid-{s}.toml"));
+        let out = dir.join(format!("out-{s}"));
+        std::fs::write(&path, config_toml(&server.url, &out, args.epochs, w, grid))?;
+        Ok(path)
     };
+    let config = RunConfig::load(&config_of(0)?)?;
+    let n = config.grid.expand()?.len();
+
+    // Reading and featurizing are not timed: the in-process legs start
+    // from data in memory (hopper reads its partitions in its start-up).
+    let data = InMemory::load(&config, &server.url, w).await?;
     // A smoke run's standalone trains on one thread: tiny batches on two
     // threads of a shared machine spend their time waiting for each other.
-    let threads = if args.smoke { 1 } else { args.segments };
-    // Featurizing is not timed: the standalone ways start from data in memory.
-    let data = InMemory::featurize(&config, &parts, &validation)?;
-    let b = standalone(&config, &data, threads)?;
-    let a = Outcome {
-        samples: b.samples,
-        ..a
-    };
-    let c = pytorch(&config, &data, &dir, threads)?;
-    println!();
-    println!("| way | wall s | samples/s | CPU s | best val acc | note |");
-    println!("|---|---|---|---|---|---|");
-    for o in [Some(&a), Some(&b), c.as_ref()].into_iter().flatten() {
-        let best = o.accuracies.iter().copied().fold(f64::NAN, f64::max);
-        println!(
-            "| {} | {:.1} | {:.0} | {:.1} | {:.4} | {} |",
-            o.name,
-            o.wall,
-            o.samples as f64 / o.wall,
-            o.cpu,
-            best,
-            o.note
-        );
+    let threads = if args.smoke { 1 } else { w };
+    let torch = pytorch_manifest(&config, &data, &dir, threads)?;
+    let mut legs = vec![Leg::Hopper, Leg::Standalone, Leg::TaskParallel];
+    if torch.is_some() {
+        legs.push(Leg::Pytorch);
     }
-    let max_diff = a
-        .accuracies
-        .iter()
-        .zip(&b.accuracies)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
+
+    let mut results: Vec<Vec<Outcome>> = legs.iter().map(|_| Vec::new()).collect();
+    for s in 0..args.samples {
+        let path = config_of(s)?;
+        let mut line = format!("sample {}:", s + 1);
+        for i in 0..legs.len() {
+            let at = (s + i) % legs.len();
+            let leg = legs[at];
+            let o = match leg {
+                Leg::Hopper => hopper(&mop_bin, &path, &dir.join(format!("out-{s}"))).await?,
+                Leg::Standalone => standalone(&config, &data, threads)?,
+                Leg::TaskParallel => task_parallel(&path, w, n)?,
+                Leg::Pytorch => {
+                    let (python, manifest) = torch.as_ref().context("no PyTorch")?;
+                    pytorch(python, manifest, threads)?
+                }
+            };
+            line += &format!(" {} {:.1} s,", leg.name(), o.wall);
+            results[at].push(o);
+        }
+        println!("{}", line.trim_end_matches(','));
+    }
+    // hopper's samples count is the standalone's: the same rows trained.
+    let trained = results[1][0].samples;
+    for o in &mut results[0] {
+        o.samples = trained;
+    }
+
+    let of = |leg: Leg| -> Vec<&Outcome> {
+        legs.iter()
+            .position(|&l| l == leg)
+            .map(|i| results[i].iter().collect())
+            .unwrap_or_default()
+    };
+    report_breakdown(&of(Leg::Hopper), &of(Leg::TaskParallel));
+
     println!();
     println!(
-        "final val acc, largest difference between (a) and (b) over {} models: {max_diff:.4}",
-        a.accuracies.len()
+        "| way | wall s, median [min–max] | samples/s (median) | CPU s (median) | best val acc | note |"
     );
-    println!("hopper/standalone = {:.3}", a.wall / b.wall);
-    match &c {
-        Some(c) => println!("hopper/pytorch = {:.3}", a.wall / c.wall),
-        None => println!(
-            "hopper/pytorch = not measured: HOPPER_TORCH_PYTHON=\"$(bench/torch-venv.sh)\" runs the PyTorch leg"
-        ),
+    println!("|---|---|---|---|---|---|");
+    for (i, &leg) in legs.iter().enumerate() {
+        let os = &results[i];
+        let wall = Samples(os.iter().map(|o| o.wall).collect());
+        let cpu = Samples(os.iter().map(|o| o.cpu).collect());
+        let rate = Samples(os.iter().map(|o| o.samples as f64 / o.wall).collect());
+        let best = os[0].accuracies.iter().copied().fold(f64::NAN, f64::max);
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.4} | {} |",
+            leg.describe(w, threads),
+            wall.show(1),
+            rate.median(),
+            cpu.median(),
+            best,
+            os[0].note
+        );
+    }
+
+    // Every sample's final accuracies against hopper's.
+    println!();
+    for (leg, exact) in [(Leg::Standalone, false), (Leg::TaskParallel, true)] {
+        let diff = of(Leg::Hopper)
+            .iter()
+            .zip(of(leg))
+            .map(|(a, b)| max_diff(&a.accuracies, &b.accuracies))
+            .fold(0.0, f64::max);
+        let verdict = match (diff, exact) {
+            (d, _) if d == 0.0 => "equal",
+            (d, false) if d < 1e-3 => "equal to rounding (W threads reduce in another order)",
+            _ => "DIFFERENT: the legs did not train the same models",
+        };
+        println!(
+            "final val acc, largest difference between hopper and {} over {n} models and every sample: {diff:.4} ({verdict})",
+            leg.name()
+        );
+    }
+
+    println!();
+    println!("| ratio (per sample: hopper's wall / the leg's) | median [min–max] |");
+    println!("|---|---|");
+    let mut finals = Vec::new();
+    for &leg in &legs[1..] {
+        let ratio = Samples(
+            of(Leg::Hopper)
+                .iter()
+                .zip(of(leg))
+                .map(|(a, b)| a.wall / b.wall)
+                .collect(),
+        );
+        println!("| hopper/{} | {} |", leg.name(), ratio.show(3));
+        finals.push((leg, ratio.median()));
+    }
+    println!();
+    for leg in [Leg::Standalone, Leg::TaskParallel, Leg::Pytorch] {
+        match finals.iter().find(|(l, _)| *l == leg) {
+            Some((_, r)) => println!("hopper/{} = {r:.3}", leg.name()),
+            None => println!(
+                "hopper/{} = not measured: HOPPER_TORCH_PYTHON=\"$(bench/torch-venv.sh)\" runs the PyTorch leg",
+                leg.name()
+            ),
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

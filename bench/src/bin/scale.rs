@@ -1,30 +1,47 @@
 //! `scale`: a cluster too large for this machine, on paper — a flight-server
 //! beside every segment host against one funnel server, from measured
-//! per-row costs.
+//! per-row costs, with the costs of model hopping itself.
 //!
 //! ```text
 //!  beside   segment ─loopback─► flight-server ─loopback─► trainer       (on each of H hosts)
 //!  funnel   segment ─NIC─► one flight-server (its own host) ─NIC─► trainers
+//!  hops     runner ─NIC─► trainer ─NIC─► runner: every unit's state, both ways
 //! ```
 //!
 //! The inputs are per-row costs that `hopper-bench --bin greenplum` measures
-//! on a real Greenplum (it prints them as a `scale inputs:` line), and the
-//! trainer's rows/s that `hopper-bench --bin training` measures. The model:
+//! on a real Greenplum (it prints them as a `scale inputs:` line), the
+//! trainer's rows/s that `hopper-bench --bin training` measures, and a hop's
+//! cost and a validation pass's rate that `hopper-bench --bin hops`
+//! measures; the rest are assumptions. It prints which is which. The model:
 //!
 //! - CPU costs add up per row and divide a host's cores: a segment spends
 //!   `segment_us` producing a row for RETRIEVE, a flight-server
 //!   `server_us` turning it into Arrow, a Flight client `client_us`
-//!   decoding it. Work spreads over a host's cores perfectly (an upper bound
-//!   for both layouts alike).
+//!   decoding it. Work spreads over a host's cores (an upper bound), **but
+//!   one stream is a pipeline of single-threaded stages** (one backend, one
+//!   server task, one decoding task): it moves at most 1 / max(stage cost)
+//!   rows/s, so a host's or the funnel's rate is also capped by its streams
+//!   (one per segment) times that.
 //! - A NIC carries `nic_gbit` each way; rows cross it as text (RETRIEVE,
 //!   `text_bytes`) into the funnel and as Arrow IPC (`arrow_bytes`) out of
 //!   it. Beside the segments, rows cross only loopback, taken as free.
 //! - Each trainer trains on one core at `trainer_rps` rows/s per model pass
 //!   (the default `threads = 1`); while trainers train, a host has
 //!   `cores - 1` cores for its segments and server.
-//! - A unit streams its partition while training (prefetch), so it lasts
-//!   `rows / min(train rate, read rate)`; the read rate of a trainer is its
-//!   host's (beside) or the funnel's divided by all trainers reading at once.
+//! - A unit streams its partition while training (prefetch), so it trains
+//!   for `rows / min(train rate, read rate)`; the read rate of a trainer is
+//!   its host's (beside) or the funnel's divided by all trainers reading at
+//!   once.
+//! - **State transfer**: every unit also pays one hop, `hop_s` (measured on
+//!   loopback for a `state_mb` state: encoding, decoding, rebuilding the
+//!   model) plus the state crossing the runner's NIC twice (out and back),
+//!   the runner's NIC shared by all trainers hopping at once (MOP's units
+//!   end together when their times are equal).
+//! - **Validation**: after each epoch of each model, every trainer
+//!   evaluates its share of `validation` × rows at `eval_rps` rows/s, and
+//!   the runner sends the model's weights (a third of an Adam state) to
+//!   every trainer; no unit runs on a trainer meanwhile, so it adds to the
+//!   makespan. The validation rows are not trained on.
 //! - MOP: `models` models × `epochs` epochs over `trainers` partitions, the
 //!   runner's reproducible policy, played by `mop_core::simulate`. With
 //!   `cache = memory` the partitions are read once (the fill, at the
@@ -83,6 +100,49 @@ struct Args {
     /// (e.g. a GPU's rate, stated as an assumption).
     #[arg(long = "trainer-rps", default_values_t = [13_433.0, 400_000.0])]
     trainer_rps: Vec<f64>,
+    /// A model's state, MB (confA with Adam: weights and two moments;
+    /// measured by `hops`).
+    #[arg(long, default_value_t = 94.1)]
+    state_mb: f64,
+    /// Seconds one hop of that state costs beyond training, on loopback
+    /// (measured by `hops`: encoding, decoding, rebuilding the model).
+    #[arg(long, default_value_t = HOP_S)]
+    hop_s: f64,
+    /// Fraction of the rows held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    validation: f64,
+    /// Rows/s one trainer evaluates confA on one core (measured by `hops`:
+    /// its Evaluate round trip, weights sent).
+    #[arg(long, default_value_t = EVAL_RPS)]
+    eval_rps: f64,
+}
+
+/// `hops`' confA hop, seconds (see BENCHMARKS.md, "Hops").
+const HOP_S: f64 = 0.35;
+/// `hops`' confA validation rate, rows/s (see BENCHMARKS.md, "Hops").
+const EVAL_RPS: f64 = 60_000.0;
+
+/// Which inputs were measured, by what, and which are assumed.
+fn inputs(a: &Args) -> Vec<(&'static str, String, &'static str)> {
+    vec![
+        ("segment µs per row (RETRIEVE)", format!("{}", a.segment_us), "measured: greenplum"),
+        ("flight-server µs per row", format!("{}", a.server_us), "measured: greenplum"),
+        ("Flight client µs per row", format!("{}", a.client_us), "measured: greenplum"),
+        ("row bytes, text / Arrow", format!("{} / {}", a.text_bytes, a.arrow_bytes), "measured: greenplum"),
+        (
+            "trainer rows/s",
+            a.trainer_rps.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            "measured: training (13 433, sparse confA, batch 256, 1 thread); any other rate is assumed",
+        ),
+        ("state MB per model", format!("{}", a.state_mb), "measured: hops (confA, Adam)"),
+        ("hop s beyond training, loopback", format!("{}", a.hop_s), "measured: hops"),
+        ("validation rows/s per trainer", format!("{:.0}", a.eval_rps), "measured: hops (confA Evaluate round trip)"),
+        ("validation fraction", format!("{}", a.validation), "assumed (end-to-end's)"),
+        ("hosts, segments, cores, NIC Gbit/s", format!("{}, {}, {}, {}", a.hosts, a.segments, a.cores, a.nic_gbit), "assumed"),
+        ("one stream = single-threaded stages", "1 core per stage".into(), "assumed"),
+        ("CPU work spreads over a host's cores", "perfectly, up to the streams' cap".into(), "assumed"),
+        ("all trainers hop at once over the runner's NIC", "yes".into(), "assumed"),
+    ]
 }
 
 /// One layout's rates, rows/s.
@@ -101,9 +161,16 @@ fn layouts(a: &Args) -> Vec<Layout> {
     let nic = a.nic_gbit * 1e9 / 8.0;
     let per_core = |us: f64| 1e6 / us;
     let trainers = a.hosts as f64;
+    // One stream (a segment's endpoint) is a pipeline of single-threaded
+    // stages: the slowest stage sets its pace.
+    let stream = per_core(a.segment_us.max(a.server_us).max(a.client_us));
+    let streams_per_host = a.segments as f64 / h;
+    let streams_all = a.segments as f64 * stream;
     // Beside: everything on the host, nothing on the wire.
-    let host_all = c * per_core(a.segment_us + a.server_us + a.client_us);
-    let host_training = (c - 1.0).max(0.0) * per_core(a.segment_us + a.server_us + a.client_us);
+    let host_all =
+        (c * per_core(a.segment_us + a.server_us + a.client_us)).min(streams_per_host * stream);
+    let host_training = ((c - 1.0).max(0.0) * per_core(a.segment_us + a.server_us + a.client_us))
+        .min(streams_per_host * stream);
     // Funnel: the limits of the segments, the one server, its NIC and the
     // trainers' decoding; the smallest wins.
     let funnel = |cores_per_segment_host: f64| {
@@ -119,6 +186,10 @@ fn layouts(a: &Args) -> Vec<Layout> {
                 "the trainers' decoding",
                 h * cores_per_segment_host * per_core(a.client_us),
             ),
+            (
+                "one stream per segment, single-threaded stages",
+                streams_all,
+            ),
         ];
         limits
             .into_iter()
@@ -132,7 +203,11 @@ fn layouts(a: &Args) -> Vec<Layout> {
             name: "a flight-server beside each host",
             fill: h * host_all,
             per_trainer: host_training,
-            bottleneck: "the hosts' cores",
+            bottleneck: if host_all < c * per_core(a.segment_us + a.server_us + a.client_us) {
+                "its streams (one per segment, single-threaded stages)"
+            } else {
+                "the hosts' cores"
+            },
         },
         Layout {
             name: "one funnel flight-server",
@@ -166,15 +241,34 @@ fn main() -> Result<()> {
         bail!("need hosts ≥ 1, segments ≥ hosts and cores ≥ 2");
     }
     let w = a.hosts; // one trainer per host, holding that host's segments
-    let rows_per_trainer = a.rows as f64 / w as f64;
+    if !(0.0..1.0).contains(&a.validation) {
+        bail!("--validation must be in [0, 1)");
+    }
+    let rows_per_trainer = a.rows as f64 * (1.0 - a.validation) / w as f64;
+    let nic = a.nic_gbit * 1e9 / 8.0;
+    // A hop: its cost on loopback, plus the state out and back over the
+    // runner's NIC, shared by every trainer at once.
+    let hop = a.hop_s + 2.0 * a.state_mb * 1e6 * w as f64 / nic;
+    // Validation of one model-epoch: each trainer's share of the held-out
+    // rows, after the weights (a third of an Adam state) reach every trainer.
+    let validate = a.rows as f64 * a.validation / w as f64 / a.eval_rps
+        + a.state_mb / 3.0 * 1e6 * w as f64 / nic;
+    let validation_total = (a.models * a.epochs) as f64 * validate;
     println!(
         "{} segments on {} hosts ({} cores, {} Gbit/s each), {} trainers (one per host, one core), \
          {} rows, {} models × {} epochs",
         a.segments, a.hosts, a.cores, a.nic_gbit, w, a.rows, a.models, a.epochs
     );
+    println!("\n| input | value | source |");
+    println!("|---|---|---|");
+    for (what, value, source) in inputs(&a) {
+        println!("| {what} | {value} | {source} |");
+    }
     println!(
-        "per row: segment {} µs, flight-server {} µs, client {} µs; {} B text, {} B Arrow",
-        a.segment_us, a.server_us, a.client_us, a.text_bytes, a.arrow_bytes
+        "\nper unit: one hop {} (of which {} on the runner's NIC); per model-epoch: validation {} on every trainer",
+        human(hop),
+        human(hop - a.hop_s),
+        human(validate)
     );
     let layouts = layouts(&a);
     println!(
@@ -192,23 +286,30 @@ fn main() -> Result<()> {
         layouts[0].fill / layouts[1].fill
     );
 
-    println!("\n| trainer rows/s | layout | cache | fill | MOP makespan | × beside |");
-    println!("|---:|---|---|---:|---:|---:|");
+    println!(
+        "\n| trainer rows/s | layout | cache | fill | unit: training + hop | validation | MOP makespan | without hops and validation | × beside |"
+    );
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
     for &rps in &a.trainer_rps {
         for cache in ["memory", "none"] {
             let mut first = None;
             for l in &layouts {
-                let (fill, unit) = match cache {
+                let (fill, train) = match cache {
                     "memory" => (Some(a.rows as f64 / l.fill), rows_per_trainer / rps),
                     _ => (None, rows_per_trainer / rps.min(l.per_trainer)),
                 };
-                let total = fill.unwrap_or(0.0) + makespan(&a, w, unit)?;
+                let bare = fill.unwrap_or(0.0) + makespan(&a, w, train)?;
+                let total = fill.unwrap_or(0.0) + makespan(&a, w, train + hop)? + validation_total;
                 let base = *first.get_or_insert(total);
                 println!(
-                    "| {rps:.0} | {} | {cache} | {} | {} | {:.2} |",
+                    "| {rps:.0} | {} | {cache} | {} | {} + {} | {} | {} | {} | {:.2} |",
                     l.name,
                     fill.map_or("–".into(), human),
+                    human(train),
+                    human(hop),
+                    human(validation_total),
                     human(total),
+                    human(bare),
                     total / base
                 );
             }

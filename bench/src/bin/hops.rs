@@ -1,0 +1,335 @@
+//! `hops`: what one hop of a model costs — its state sent to a trainer and
+//! back — against the training it would hide behind.
+//!
+//! ```text
+//!  devcluster: 1 PostgreSQL segment ── load_criteo ──► criteo (--rows)
+//!  flight-server ◄── trainer (`mop trainer`, spawned as the runner spawns it, 1 thread)
+//!  this process, as the runner: TrainUnit(model, state) ──► trainer ──► UnitResult(state', seconds)
+//! ```
+//!
+//! A hop is measured through a real trainer process: the wall time of a
+//! `TrainUnit` round trip (the request with the model's whole state —
+//! weights and Adam's two moments — sent over gRPC on loopback, the model
+//! rebuilt from it, trained on a partition of about 100 rows from the
+//! trainer's memory cache, its state encoded and returned, and copied into
+//! a buffer of its own as the runner keeps it) minus the seconds the
+//! trainer reports for the training itself. What is left is everything a
+//! unit costs beyond training: encoding and decoding the state on both
+//! sides, the transfer, rebuilding the model. States of about 1, 10 and
+//! 100 MB: MLPs over the Criteo input's 7306 slots with hidden layers
+//! [11, 8], [112, 64] and confA's [1000, 500], Adam.
+//!
+//! Against it, the same trainer's own unit seconds of confA units over the
+//! `--rows` rows (15 000 by default: a partition of the end-to-end
+//! benchmark's 30 000-row table on two segments, training rows and
+//! validation together) at batch sizes 32, 256 and 512, and one
+//! validation pass of confA over the same rows (`Evaluate`, the weights
+//! sent as the runner sends them: the round trip, on the runner's clock).
+//! Every figure is the median over `--samples` with the spread (min–max),
+//! after one warm-up.
+//!
+//! `cargo run --release -p hopper-bench --bin hops` (needs `cargo build
+//! --release -p flight-server -p mop --bins`); `--smoke` runs every step
+//! once on a tiny table (seconds; its numbers are not figures).
+
+#[allow(dead_code)] // each binary uses its part
+#[path = "../samples.rs"]
+mod samples;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use devcluster::{load_criteo, ClusterOptions, LocalCluster};
+use flight_client::plan::plan;
+use hopper_proto::{
+    train_event, CacheMode, EvaluateRequest, FlightEndpoint, OpenPartitionRequest,
+    TrainUnitRequest, UnitResult,
+};
+use mop_core::config::ModelConfig;
+use mop_core::model_state::weights_only;
+use mop_core::run_config::RunConfig;
+use mop_runner::trainers::{connect, Client, LocalTrainer};
+use samples::Samples;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// One hop's cost against a unit's training time.
+#[derive(Parser, Debug)]
+#[command(name = "hops")]
+struct Args {
+    /// Rows of the table: the partition the confA units train on.
+    #[arg(long, default_value_t = 15_000)]
+    rows: u64,
+    /// Samples of every figure (after one warm-up).
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
+    /// A smoke run in seconds: 1 000 rows, two samples, one batch size
+    /// (overrides --rows and --samples); the numbers are not figures.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// The models whose states hop: (what, hidden layers).
+const STATES: [(&str, &str); 3] = [
+    ("about 1 MB: MLP 7306 → 11 → 8 → 2", "[11, 8]"),
+    ("about 10 MB: MLP 7306 → 112 → 64 → 2", "[112, 64]"),
+    ("about 100 MB: confA, 7306 → 1000 → 500 → 2", "[1000, 500]"),
+];
+
+/// A model of the Criteo input with `hidden` layers, Adam, as a grid of
+/// one builds it.
+fn model(hidden: &str, batch: usize) -> Result<ModelConfig> {
+    let toml = format!(
+        r#"[source]
+flight = "grpc+tcp://127.0.0.1:1"
+table = "criteo"
+
+[grid]
+arch = [{{ kind = "mlp", hidden = {hidden} }}]
+lr = [1e-3]
+l2 = [1e-5]
+batch_size = [{batch}]
+optimizer = [{{ kind = "adam" }}]
+input = {{ kind = "criteo", sparse = true }}
+classes = 2
+"#
+    );
+    Ok(RunConfig::parse(&toml)?.grid.expand()?.remove(0))
+}
+
+/// A running flight-server, killed on drop.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Server {
+    async fn start(bin: &Path, cluster: &LocalCluster) -> Result<Self> {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
+        for url in cluster.segment_urls() {
+            cmd.args(["--segment", &url]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await?;
+        let url = line
+            .trim()
+            .strip_prefix("flight-server listening on ")
+            .with_context(|| format!("flight-server printed {line:?}"))?
+            .to_string();
+        Ok(Self { child, url })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The endpoints of `sql`, as the runner hands them to a trainer.
+async fn endpoints(url: &str, sql: &str) -> Result<Vec<FlightEndpoint>> {
+    Ok(plan(url, sql)
+        .await?
+        .into_iter()
+        .map(|s| FlightEndpoint {
+            location: s.location,
+            ticket: s.ticket,
+            bearer: String::new(),
+        })
+        .collect())
+}
+
+/// Opens the trainer's partition on `train` (and `validation`), cached in
+/// memory, one thread.
+async fn open(
+    client: &mut Client,
+    train: Vec<FlightEndpoint>,
+    validation: Vec<FlightEndpoint>,
+) -> Result<u64> {
+    let r = client
+        .open_partition(OpenPartitionRequest {
+            partition: 0,
+            train,
+            validation,
+            cache: CacheMode::Memory as i32,
+            threads: 1,
+        })
+        .await?
+        .into_inner();
+    Ok(r.train_rows)
+}
+
+/// One unit: the round trip's wall seconds and the trainer's result, its
+/// state copied into a buffer of its own as the runner keeps it.
+async fn unit(
+    client: &mut Client,
+    config: &ModelConfig,
+    state: bytes::Bytes,
+) -> Result<(f64, UnitResult, bytes::Bytes)> {
+    let req = TrainUnitRequest {
+        model: 0,
+        config: Some(hopper_proto::ModelConfig::from(config)),
+        state,
+        epoch: 0,
+        seed: 42,
+        train: Vec::new(),
+    };
+    let start = Instant::now();
+    let mut stream = client.train_unit(req).await?.into_inner();
+    let mut result = None;
+    while let Some(event) = stream.message().await? {
+        if let Some(train_event::Event::Result(r)) = event.event {
+            result = Some(r);
+        }
+    }
+    let mut r = result.context("the trainer ended the unit without a result")?;
+    // The runner keeps a returned state as its own Vec (mop-runner's run.rs).
+    let kept = bytes::Bytes::from(Vec::from(std::mem::take(&mut r.state)));
+    Ok((start.elapsed().as_secs_f64(), r, kept))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    let batches: &[usize] = if args.smoke {
+        args.rows = 1_000;
+        args.samples = 2;
+        println!(
+            "SMOKE RUN (--smoke): a tiny table, two samples; the numbers below are not figures"
+        );
+        &[256]
+    } else {
+        &[32, 256, 512]
+    };
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let here = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (server_bin, mop_bin) = (here.join("flight-server"), here.join("mop"));
+    for b in [&server_bin, &mop_bin] {
+        if !b.exists() {
+            bail!(
+                "{} is missing: cargo build --release -p flight-server -p mop --bins",
+                b.display()
+            );
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "# hops: one trainer process (1 thread) on loopback, {} rows, {} samples per figure (load average {})",
+        args.rows,
+        args.samples,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let cluster = LocalCluster::start(1, ClusterOptions::default()).await?;
+    load_criteo(&cluster, "criteo", args.rows, 7).await?;
+    let server = Server::start(&server_bin, &cluster).await?;
+    let trainer = LocalTrainer::spawn(&mop_bin, 1)?;
+    let mut client = connect(&trainer.address, Some(trainer.key.clone())).await?;
+
+    // Hops: a partition of about 100 rows, so the unit trains almost nothing.
+    let tiny = endpoints(&server.url, "SELECT * FROM criteo WHERE id < 100").await?;
+    let tiny_rows = open(&mut client, tiny, Vec::new()).await?;
+    println!("\n## one hop (TrainUnit round trip − the trainer's unit seconds; a partition of {tiny_rows} rows)");
+    println!("| state | bytes | round trip s | trainer's unit s | hop s | hop MB/s |");
+    println!("|---|---:|---|---|---|---:|");
+    let mut hops = Vec::new();
+    for (what, hidden) in STATES {
+        let config = model(hidden, 256)?;
+        // Warm-up: a fresh model's first unit, whose state then hops.
+        let (_, _, mut state) = unit(&mut client, &config, bytes::Bytes::new()).await?;
+        let (mut rtt, mut secs, mut hop) =
+            (Samples::default(), Samples::default(), Samples::default());
+        for _ in 0..args.samples {
+            let (wall, r, next) = unit(&mut client, &config, state).await?;
+            state = next;
+            rtt.push(wall);
+            secs.push(r.seconds);
+            hop.push(wall - r.seconds);
+        }
+        let mb = state.len() as f64 / 1e6;
+        println!(
+            "| {what} | {} | {} | {} | {} | {:.0} |",
+            state.len(),
+            rtt.show(3),
+            secs.show(3),
+            hop.show(3),
+            mb / hop.median()
+        );
+        hops.push((what, hop));
+    }
+
+    // What a hop hides behind: confA units over the whole table.
+    let all = endpoints(&server.url, "SELECT * FROM criteo").await?;
+    let rows = open(&mut client, all.clone(), all).await?;
+    println!("\n## a confA unit over {rows} rows (the trainer's own unit seconds), and one hop of confA against it");
+    println!("| batch size | unit s | rows/s | confA hop / unit |");
+    println!("|---:|---|---:|---|");
+    let confa_hop = hops.last().map(|(_, h)| h.median()).unwrap_or(f64::NAN);
+    let mut weights = Vec::new();
+    for &batch in batches {
+        let config = model("[1000, 500]", batch)?;
+        let (_, _, mut state) = unit(&mut client, &config, bytes::Bytes::new()).await?;
+        let mut secs = Samples::default();
+        for _ in 0..args.samples {
+            let (_, r, next) = unit(&mut client, &config, state).await?;
+            state = next;
+            secs.push(r.seconds);
+        }
+        println!(
+            "| {batch} | {} | {:.0} | {:.3} |",
+            secs.show(2),
+            rows as f64 / secs.median(),
+            confa_hop / secs.median()
+        );
+        weights = weights_only(&state)?;
+    }
+
+    // A validation pass over the same rows, as the runner asks for one.
+    let config = model("[1000, 500]", 256)?;
+    let mut eval = Samples::default();
+    for i in 0..=args.samples {
+        let start = Instant::now();
+        let r = client
+            .evaluate(EvaluateRequest {
+                config: Some(hopper_proto::ModelConfig::from(&config)),
+                state: bytes::Bytes::from(weights.clone()),
+                validation: Vec::new(),
+            })
+            .await?
+            .into_inner();
+        if r.samples != rows {
+            bail!("the trainer evaluated {} rows of {rows}", r.samples);
+        }
+        if i > 0 {
+            eval.push(start.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "\nconfA validation pass over {rows} rows (Evaluate round trip, {} B of weights sent): {} s, {:.0} rows/s",
+        weights.len(),
+        eval.show(3),
+        rows as f64 / eval.median()
+    );
+    println!();
+    for (what, hop) in &hops {
+        println!("hop s, {what} = {:.3}", hop.median());
+    }
+    Ok(())
+}
