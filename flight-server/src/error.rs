@@ -118,36 +118,53 @@ impl Error {
     /// query is wrong" become [`Error::InvalidQuery`], privilege errors
     /// [`Error::PermissionDenied`], connection failures [`Error::Unavailable`].
     pub fn from_pg(context: &str, err: tokio_postgres::Error) -> Self {
-        use tokio_postgres::error::SqlState;
         if let Some(db) = err.as_db_error() {
-            let code = db.code();
-            let msg = match (db.detail(), db.hint()) {
-                (Some(d), Some(h)) => {
-                    format!("{context}: {} (detail: {d}; hint: {h})", db.message())
-                }
-                (Some(d), None) => format!("{context}: {} (detail: {d})", db.message()),
-                (None, Some(h)) => format!("{context}: {} (hint: {h})", db.message()),
-                (None, None) => format!("{context}: {}", db.message()),
-            };
-            if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-                return Error::PermissionDenied(msg);
-            }
-            if *code == SqlState::INVALID_PASSWORD
-                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-            {
-                let hint = crate::source::tls_refusal::hba_hint(db).unwrap_or_default();
-                return Error::Unauthenticated(format!("{msg}{hint}"));
-            }
-            let class = &code.code()[..2];
-            return match class {
-                // connection exception, operator intervention (shutdown, cancel), insufficient resources
-                "08" | "57" | "53" => Error::Unavailable(format!("{msg}; {RETRY_HINT}")),
-                _ => Error::InvalidQuery(msg),
-            };
+            let hba = crate::source::tls_refusal::hba_hint(db);
+            return Self::from_db(context, db.code(), db.message(), db.detail(), db.hint(), hba);
         }
         if let Some(config) = Self::configuration(context, &err) {
             return config;
         }
+        Error::Unavailable(format!("{context}: {err}; {RETRY_HINT}"))
+    }
+
+    /// Classifies an error the database reported (its SQLSTATE `code`,
+    /// message, detail and hint) as [`from_pg`](Self::from_pg) does; also
+    /// for sessions hopper speaks the protocol on itself. `hba` is what to
+    /// change when pg_hba.conf refused the connection for its use of TLS.
+    pub fn from_db(
+        context: &str,
+        code: &tokio_postgres::error::SqlState,
+        message: &str,
+        detail: Option<&str>,
+        hint: Option<&str>,
+        hba: Option<&str>,
+    ) -> Self {
+        use tokio_postgres::error::SqlState;
+        let msg = match (detail, hint) {
+            (Some(d), Some(h)) => format!("{context}: {message} (detail: {d}; hint: {h})"),
+            (Some(d), None) => format!("{context}: {message} (detail: {d})"),
+            (None, Some(h)) => format!("{context}: {message} (hint: {h})"),
+            (None, None) => format!("{context}: {message}"),
+        };
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            return Error::PermissionDenied(msg);
+        }
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            return Error::Unauthenticated(format!("{msg}{}", hba.unwrap_or_default()));
+        }
+        match &code.code()[..2] {
+            // connection exception, operator intervention (shutdown, cancel), insufficient resources
+            "08" | "57" | "53" => Error::Unavailable(format!("{msg}; {RETRY_HINT}")),
+            _ => Error::InvalidQuery(msg),
+        }
+    }
+
+    /// The failure of a connection hopper reads at the protocol level
+    /// (its socket, or the bytes on it), as an outage to retry.
+    pub fn connection(context: &str, err: impl std::fmt::Display) -> Self {
         Error::Unavailable(format!("{context}: {err}; {RETRY_HINT}"))
     }
 

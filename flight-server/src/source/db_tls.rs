@@ -209,6 +209,12 @@ impl DbTls {
         self.mode
     }
 
+    /// The rustls connector, for sessions hopper speaks the protocol on
+    /// itself (`source::greenplum::wire`): the same verifier and roots.
+    pub(crate) fn rustls(&self) -> &MakeRustlsConnect {
+        &self.connector
+    }
+
     /// The wire mode of the first attempt: what tokio-postgres is told.
     fn first_attempt(&self) -> WireMode {
         match self.mode {

@@ -55,7 +55,12 @@ pub fn refusal(e: &tokio_postgres::Error) -> Option<String> {
 /// What to change when pg_hba.conf refused a connection for its use of TLS
 /// ("no pg_hba.conf entry for host …, no encryption"): the URL's sslmode.
 pub fn hba_hint(db: &tokio_postgres::error::DbError) -> Option<&'static str> {
-    let m = db.message();
+    hba_hint_for(db.message())
+}
+
+/// [`hba_hint`] for the message `m` of a refusal a session read at the
+/// protocol level received.
+pub fn hba_hint_for(m: &str) -> Option<&'static str> {
     if !m.starts_with("no pg_hba.conf entry") {
         return None;
     }

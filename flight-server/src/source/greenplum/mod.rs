@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use base64::Engine as _;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_postgres::types::Type;
@@ -72,6 +71,7 @@ mod retrieve;
 mod session;
 #[cfg(test)]
 mod tests;
+pub(crate) mod wire;
 
 use cursor::*;
 pub use retrieve::Retrieve;

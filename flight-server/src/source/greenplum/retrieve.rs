@@ -68,6 +68,14 @@ pub(super) fn decode_schema(text: &str) -> Result<SchemaRef> {
 
 /// Streams one endpoint into `tx`. `Ok(true)`: read to the end;
 /// `Ok(false)`: the client went away first.
+///
+/// The retrieve session is read at the protocol level ([`wire`]): the
+/// statement is prepared and described first (a retrieve session accepts
+/// the extended protocol for `RETRIEVE`), and when every result column has
+/// a binary decoder for its planned Arrow type the rows are asked for in
+/// binary — numbers need no parsing and the segment no text output
+/// functions — else in text, parsed as the coordinator's types say. One
+/// `RETRIEVE ALL`: the socket's own backpressure paces the segment.
 pub(super) async fn retrieve(
     config: &Config,
     tls: &DbTls,
@@ -77,37 +85,176 @@ pub(super) async fn retrieve(
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<bool> {
     let where_ = format!("segment endpoint {}:{}", ep.host, ep.port);
-    let client = connect(config, tls, &format!("connecting to {where_}")).await?;
-    let mut builder = BatchBuilder::new(schema)?;
+    let mut session = wire::Session::connect(config, tls, &where_).await?;
     // The only statement a retrieve session accepts. `ep.name` was checked
     // to be a plain identifier in `list_endpoints`.
-    let statement = format!("RETRIEVE {} FROM ENDPOINT {}", limits.rows, ep.name);
+    let statement = format!("RETRIEVE ALL FROM ENDPOINT {}", ep.name);
+    let columns = session.describe(&statement).await?;
+    let mut rows = Rows::new(schema, &columns, limits, &where_)?;
+    session.execute(rows.is_binary()).await?;
     loop {
-        let stream = client
-            .simple_query_raw(&statement)
-            .await
-            .map_err(|e| Error::from_pg(&format!("RETRIEVE from {where_}"), e))?;
-        let mut stream = std::pin::pin!(stream);
-        let mut got = 0usize;
-        while let Some(message) = stream.next().await {
-            let message =
-                message.map_err(|e| Error::from_pg(&format!("RETRIEVE from {where_}"), e))?;
-            if let SimpleQueryMessage::Row(row) = message {
-                builder.push_row((0..row.len()).map(|i| row.get(i)))?;
-                got += 1;
-                let full = builder.rows() >= limits.rows || builder.text_bytes() >= limits.bytes;
-                if full && tx.send(Ok(builder.finish()?)).await.is_err() {
-                    return Ok(false);
+        let done = session.read_rows(|row| rows.push(row))?;
+        while let Some(batch) = rows.take_batch() {
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        if done {
+            break;
+        }
+        session.fill().await?;
+    }
+    // An empty endpoint sends no batch: its stream carries the schema.
+    rows.finish()?;
+    while let Some(batch) = rows.take_batch() {
+        if tx.send(Ok(batch)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// An endpoint's rows into batches of the planned schema: binary
+/// `DataRow`s through the binary decoder, or text ones through the text
+/// parsers.
+enum Rows {
+    Binary(pg_arrow::CopyDecoder),
+    Text {
+        builder: BatchBuilder,
+        limits: BatchLimits,
+        done: std::collections::VecDeque<RecordBatch>,
+    },
+}
+
+impl Rows {
+    fn new(
+        schema: SchemaRef,
+        columns: &[wire::ColumnDesc],
+        limits: BatchLimits,
+        where_: &str,
+    ) -> Result<Self> {
+        if columns.len() != schema.fields().len() {
+            return Err(Error::Decode {
+                context: where_.to_owned(),
+                message: format!(
+                    "the endpoint returns {} columns, the query was planned with {}",
+                    columns.len(),
+                    schema.fields().len()
+                ),
+            });
+        }
+        Ok(match binary_types(&schema, columns) {
+            Some(types) => Rows::Binary(pg_arrow::CopyDecoder::for_data_rows(
+                schema, &types, limits,
+            )?),
+            None => {
+                tracing::debug!(endpoint = %where_, "retrieving in text: a column's binary form does not match its plan");
+                Rows::Text {
+                    builder: BatchBuilder::new(schema)?,
+                    limits,
+                    done: Default::default(),
+                }
+            }
+        })
+    }
+
+    fn is_binary(&self) -> bool {
+        matches!(self, Rows::Binary(_))
+    }
+
+    fn push(&mut self, row: &[u8]) -> pg_arrow::Result<()> {
+        match self {
+            Rows::Binary(d) => d.push_data_row(row),
+            Rows::Text {
+                builder,
+                limits,
+                done,
+            } => {
+                builder.push_data_row(row)?;
+                if builder.rows() >= limits.rows || builder.text_bytes() >= limits.bytes {
+                    done.push_back(builder.finish()?);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn take_batch(&mut self) -> Option<RecordBatch> {
+        match self {
+            Rows::Binary(d) => d.take_batch().ok().flatten(),
+            Rows::Text { done, .. } => done.pop_front(),
+        }
+    }
+
+    /// Closes the last, partial batch, if it has rows (for `take_batch`).
+    fn finish(&mut self) -> Result<()> {
+        match self {
+            Rows::Binary(d) => d.finish()?,
+            Rows::Text { builder, done, .. } => {
+                if builder.rows() > 0 {
+                    done.push_back(builder.finish()?);
                 }
             }
         }
-        if got == 0 {
-            break;
+        Ok(())
+    }
+}
+
+/// The PostgreSQL types of `columns` when each is a built-in type whose
+/// Arrow form is the planned field's (so its binary `DataRow` values
+/// decode into exactly the planned arrays); `None` otherwise.
+fn binary_types(schema: &SchemaRef, columns: &[wire::ColumnDesc]) -> Option<Vec<Type>> {
+    schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .map(|(planned, c)| {
+            let ty = Type::from_oid(c.type_oid)?;
+            let field = arrow_field(&c.name, &ty, c.type_modifier).ok()?;
+            (field.data_type() == planned.data_type()).then_some(ty)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn col(name: &str, ty: &Type, type_modifier: i32) -> wire::ColumnDesc {
+        wire::ColumnDesc {
+            name: name.into(),
+            type_oid: ty.oid(),
+            type_modifier,
         }
     }
-    // An empty endpoint sends no batch: its stream carries the schema.
-    if builder.rows() > 0 && tx.send(Ok(builder.finish()?)).await.is_err() {
-        return Ok(false);
+
+    #[test]
+    fn binary_only_when_every_column_decodes_into_its_plan() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("j", DataType::Utf8, true),
+        ]));
+        let planned = [col("id", &Type::INT8, -1), col("j", &Type::JSONB, -1)];
+        assert_eq!(
+            binary_types(&schema, &planned),
+            Some(vec![Type::INT8, Type::JSONB])
+        );
+        // A type the plan saw otherwise, or one without a binary decoder.
+        let other = [col("id", &Type::INT4, -1), col("j", &Type::JSONB, -1)];
+        assert_eq!(binary_types(&schema, &other), None);
+        let unknown = [
+            col("id", &Type::INT8, -1),
+            wire::ColumnDesc {
+                name: "j".into(),
+                type_oid: 999_999,
+                type_modifier: -1,
+            },
+        ];
+        assert_eq!(binary_types(&schema, &unknown), None);
+        assert!(Rows::new(schema, &planned[..1], BatchLimits::default(), "here").is_err());
     }
-    Ok(true)
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::types::CopyDecoder;
+use futures::StreamExt;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use devcluster::{ClusterOptions, LocalCluster};
 
