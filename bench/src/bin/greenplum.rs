@@ -1,10 +1,12 @@
-//! `greenplum`: reading a Greenplum table four ways, side by side in one run.
+//! `greenplum`: reading a Greenplum table five ways, side by side in one run.
 //!
 //! ```text
 //!  coordinator COPY     COPY (SELECT * FROM t) TO STDOUT (FORMAT binary) — what users do today;
 //!                       every row crosses the coordinator
-//!  raw RETRIEVE         DECLARE … PARALLEL RETRIEVE CURSOR; one libpq RETRIEVE ALL per endpoint,
-//!                       in parallel, rows dropped — the limit of the retrieve path
+//!  raw RETRIEVE         DECLARE … PARALLEL RETRIEVE CURSOR; one RETRIEVE ALL per endpoint, in
+//!                       parallel, rows counted and dropped — the limit of the retrieve path:
+//!                       in text (simple query) and in binary (extended query, binary results,
+//!                       hopper's own route)
 //!  hopper, one server   flight-server --greenplum; every endpoint read through it (a funnel)
 //!  hopper, beside       a flight-server per segment (127.0.0.2, 127.0.0.3, …) with one key;
 //!                       endpoints located beside their segments (--segment-flight)
@@ -12,10 +14,15 @@
 //!
 //! The Flight reads are real clients: GetFlightInfo, then every endpoint
 //! `DoGet` in parallel and decoded into record batches. Each measurement is
-//! the best of `--repeats` after one untimed read; the table prints rows/s,
-//! ratios against the coordinator COPY and the raw RETRIEVE, and the
-//! flight-servers' CPU per row and peak RSS. On one machine the segments,
-//! servers and client share the cores, so ratios are what count.
+//! `--repeats` timed reads after one untimed read; the table prints the
+//! median rows/s with the spread (min–max), ratios of medians against the
+//! coordinator COPY and against the raw RETRIEVE of the same format (hopper
+//! retrieves in binary), and CPU µs per row of every party from
+//! `/proc/PID/stat`: the segments (their postmasters, reaped and live
+//! backends: query executors and retrieve sessions), the coordinator, the
+//! flight-servers and this process (the client), so per-row costs add up.
+//! On one machine the segments, servers and client share the cores, so
+//! ratios are what count.
 //!
 //! `HOPPER_GREENPLUM_URL` is a superuser's URL (it creates the table).
 //! `--smoke` reads a tiny table once each way (seconds; CI's check that the
@@ -28,8 +35,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+#[path = "../procstat.rs"]
+#[allow(dead_code)]
+mod procstat;
+#[path = "../samples.rs"]
+#[allow(dead_code)]
+mod samples;
 use clap::Parser;
 use futures::StreamExt;
+use samples::Samples;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -40,12 +54,17 @@ struct Args {
     /// Rows of the generated Criteo-like table.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
-    /// Timed runs per measurement; the best is reported.
-    #[arg(long, default_value_t = 3)]
+    /// Timed runs per measurement; the median and the spread are reported.
+    #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// The flight-server binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
     flight_server: Option<PathBuf>,
+    /// Another flight-server binary (e.g. a build before a change) whose
+    /// two hopper reads are measured in the same run, for a comparison the
+    /// machine's load does not skew.
+    #[arg(long, value_name = "PATH")]
+    compare_server: Option<PathBuf>,
     /// A smoke run in seconds: 2 000 rows, one repeat (overrides --rows
     /// and --repeats); the numbers are not figures.
     #[arg(long)]
@@ -78,8 +97,11 @@ async fn coordinator_copy(url: &str) -> Result<u64> {
     Ok(bytes)
 }
 
-/// A parallel retrieve cursor, every endpoint retrieved at once; returns rows.
-async fn raw_retrieve(url: &str, database: &str) -> Result<u64> {
+/// A parallel retrieve cursor, every endpoint retrieved at once; returns
+/// rows. `binary`: through the extended protocol with binary results (a
+/// prepared `RETRIEVE ALL`), as hopper retrieves; else a simple query, whose
+/// rows are text.
+async fn raw_retrieve(url: &str, database: &str, binary: bool) -> Result<u64> {
     let session = connect(url).await?;
     session
         .batch_execute(&format!(
@@ -106,14 +128,23 @@ async fn raw_retrieve(url: &str, database: &str) -> Result<u64> {
         );
         reads.push(tokio::spawn(async move {
             let c = connect(&conninfo).await?;
-            let stream = c
-                .simple_query_raw(&format!("RETRIEVE ALL FROM ENDPOINT {name}"))
-                .await?;
-            let mut stream = std::pin::pin!(stream);
+            let sql = format!("RETRIEVE ALL FROM ENDPOINT {name}");
             let mut n = 0u64;
-            while let Some(m) = stream.next().await {
-                if let SimpleQueryMessage::Row(_) = m? {
+            if binary {
+                let stmt = c.prepare(&sql).await?;
+                let rows = c.query_raw(&stmt, std::iter::empty::<i32>()).await?;
+                let mut rows = std::pin::pin!(rows);
+                while let Some(row) = rows.next().await {
+                    row?;
                     n += 1;
+                }
+            } else {
+                let stream = c.simple_query_raw(&sql).await?;
+                let mut stream = std::pin::pin!(stream);
+                while let Some(m) = stream.next().await {
+                    if let SimpleQueryMessage::Row(_) = m? {
+                        n += 1;
+                    }
                 }
             }
             anyhow::Ok(n)
@@ -198,76 +229,156 @@ impl Drop for Server {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
+/// The database processes whose CPU a read costs, by role.
+struct DbPids {
+    /// The primary segments' postmasters.
+    segments: Vec<u32>,
+    /// The coordinator's postmaster.
+    coordinator: u32,
 }
 
-/// CPU seconds the whole machine has been busy (every core; idle and
-/// iowait excluded), from /proc/stat.
-fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal …
-    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| cpu.get(i)).sum();
-    busy / 100.0
+impl DbPids {
+    /// The postmasters of the primaries and the coordinator, from their
+    /// data directories' `postmaster.pid` (the benchmark runs beside them).
+    async fn find(admin: &Client) -> Result<Self> {
+        let rows = admin
+            .query(
+                "SELECT content, datadir FROM gp_segment_configuration WHERE role = 'p' ORDER BY content",
+                &[],
+            )
+            .await?;
+        let (mut segments, mut coordinator) = (Vec::new(), 0);
+        for r in rows {
+            let content: i16 = r.get(0);
+            let dir: String = r.get(1);
+            let pid_file = PathBuf::from(&dir).join("postmaster.pid");
+            let pid: u32 = std::fs::read_to_string(&pid_file)
+                .with_context(|| {
+                    format!(
+                        "reading {} (the benchmark runs beside its Greenplum)",
+                        pid_file.display()
+                    )
+                })?
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .with_context(|| format!("no PID in {}", pid_file.display()))?;
+            if content < 0 {
+                coordinator = pid;
+            } else {
+                segments.push(pid);
+            }
+        }
+        Ok(Self {
+            segments,
+            coordinator,
+        })
+    }
+}
+
+/// CPU ticks of every party, at one moment.
+#[derive(Clone, Copy)]
+struct Ticks {
+    segments: u64,
+    coordinator: u64,
+    servers: u64,
+    client: u64,
+}
+
+impl Ticks {
+    fn take(db: &DbPids, servers: &[u32]) -> Self {
+        Self {
+            segments: db
+                .segments
+                .iter()
+                .map(|&p| procstat::postgres_ticks(p))
+                .sum(),
+            coordinator: procstat::postgres_ticks(db.coordinator),
+            servers: servers.iter().map(|&p| procstat::process_ticks(p)).sum(),
+            client: procstat::process_ticks(std::process::id()),
+        }
+    }
 }
 
 /// Peak RSS of a process, MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    procstat::peak_rss_kib(pid).map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
+/// One read measured over samples: rows/s and CPU µs per row by party.
 struct Row {
-    what: &'static str,
-    rows_per_sec: f64,
-    server_cpu_us_per_row: Option<f64>,
+    what: String,
+    /// Which raw RETRIEVE this read is compared with (None: none).
+    format: Option<Format>,
+    rows_per_sec: Samples,
+    segments_us: Samples,
+    coordinator_us: Samples,
+    server_us: Option<Samples>,
+    client_us: Samples,
     server_rss_mib: Option<f64>,
 }
 
-/// Best of `repeats` (after a warm-up) of `read`, which returns rows read.
-async fn best<F, Fut>(repeats: usize, rows: u64, pids: &[u32], mut read: F) -> Result<(f64, f64)>
+/// The result format of a retrieve route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Binary,
+}
+
+/// `repeats` timed reads (after an untimed one, checked to return `rows`)
+/// of `read`; `servers` are the flight-servers taking part.
+async fn measure<F, Fut>(
+    what: String,
+    format: Option<Format>,
+    repeats: usize,
+    rows: u64,
+    db: &DbPids,
+    servers: &[u32],
+    mut read: F,
+) -> Result<Row>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
     let got = read().await?;
     if got != rows {
-        bail!("read {got} rows, expected {rows}");
+        bail!("{what}: read {got} rows, expected {rows}");
     }
-    let (mut best, mut cpu_at_best) = (f64::MAX, 0.0);
+    for &p in servers {
+        procstat::reset_peak_rss(p);
+    }
+    let per_row = 1e6 / (procstat::clock_ticks() * rows as f64);
+    let mut row = Row {
+        what,
+        format,
+        rows_per_sec: Samples::default(),
+        segments_us: Samples::default(),
+        coordinator_us: Samples::default(),
+        server_us: (!servers.is_empty()).then(Samples::default),
+        client_us: Samples::default(),
+        server_rss_mib: None,
+    };
     for _ in 0..repeats {
-        let cpu0: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+        let t0 = Ticks::take(db, servers);
         let t = Instant::now();
         read().await?;
         let secs = t.elapsed().as_secs_f64();
-        let cpu: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu0;
-        if secs < best {
-            (best, cpu_at_best) = (secs, cpu);
+        let t1 = Ticks::take(db, servers);
+        row.rows_per_sec.push(rows as f64 / secs);
+        // A backend reaped between reading its postmaster and listing its
+        // children may count twice or not at all: a rare, small error.
+        let d = |a: u64, b: u64| b.saturating_sub(a) as f64 * per_row;
+        row.segments_us.push(d(t0.segments, t1.segments));
+        row.coordinator_us.push(d(t0.coordinator, t1.coordinator));
+        if let Some(s) = row.server_us.as_mut() {
+            s.push(d(t0.servers, t1.servers));
         }
+        row.client_us.push(d(t0.client, t1.client));
     }
-    Ok((rows as f64 / best, cpu_at_best))
+    if !servers.is_empty() {
+        row.server_rss_mib = Some(servers.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max));
+    }
+    Ok(row)
 }
 
 #[tokio::main]
@@ -339,106 +450,163 @@ async fn main() -> Result<()> {
         v.extend_from_slice(extra);
         v
     };
-    let mut results = Vec::new();
     let n = args.rows;
+    let db = DbPids::find(&admin).await?;
     let bytes = Arc::new(AtomicU64::new(0));
-    let (client_us, arrow_bytes, server_us);
-
-    let (rps, _) = best(args.repeats, n, &[], || async {
-        coordinator_copy(&url).await.map(|_| n)
-    })
-    .await?;
-    results.push(Row {
-        what: "coordinator COPY (binary)",
-        rows_per_sec: rps,
-        server_cpu_us_per_row: None,
-        server_rss_mib: None,
-    });
-    let me = std::process::id();
-    let (busy0, self0) = (machine_busy_seconds(), cpu_seconds(me));
-    let (rps, _) = best(args.repeats, n, &[], || raw_retrieve(&url, &database)).await?;
-    // Every RETRIEVE pass (warm-up included) made the segments produce n rows.
-    let database_cpu = (machine_busy_seconds() - busy0) - (cpu_seconds(me) - self0);
-    let segment_us = database_cpu * 1e6 / (n as f64 * (args.repeats + 1) as f64);
-    results.push(Row {
-        what: "raw RETRIEVE, endpoints in parallel",
-        rows_per_sec: rps,
-        server_cpu_us_per_row: None,
-        server_rss_mib: None,
-    });
-
-    {
-        let one = Server::start(&bin, "127.0.0.1:0", &common(&[])).await?;
-        let self0 = cpu_seconds(me);
-        bytes.store(0, Ordering::Relaxed);
-        let (rps, cpu) = best(args.repeats, n, &[one.pid], || {
-            hopper_read(&one.url, &bytes)
-        })
-        .await?;
-        let passes = (n * (args.repeats as u64 + 1)) as f64;
-        client_us = (cpu_seconds(me) - self0) * 1e6 / passes;
-        arrow_bytes = bytes.load(Ordering::Relaxed) as f64 / passes;
-        server_us = cpu * 1e6 / n as f64;
-        results.push(Row {
-            what: "hopper, one flight-server",
-            rows_per_sec: rps,
-            server_cpu_us_per_row: Some(cpu * 1e6 / n as f64),
-            server_rss_mib: Some(peak_rss_mib(one.pid)),
-        });
+    let mut results = vec![
+        measure(
+            "coordinator COPY (binary)".into(),
+            None,
+            args.repeats,
+            n,
+            &db,
+            &[],
+            || async { coordinator_copy(&url).await.map(|_| n) },
+        )
+        .await?,
+        measure(
+            "raw RETRIEVE, endpoints in parallel".into(),
+            Some(Format::Text),
+            args.repeats,
+            n,
+            &db,
+            &[],
+            || raw_retrieve(&url, &database, false),
+        )
+        .await?,
+        measure(
+            "raw RETRIEVE (binary), endpoints in parallel".into(),
+            Some(Format::Binary),
+            args.repeats,
+            n,
+            &db,
+            &[],
+            || raw_retrieve(&url, &database, true),
+        )
+        .await?,
+    ];
+    let mut arrow_bytes = 0.0;
+    let mut builds = vec![(bin.clone(), "")];
+    if let Some(before) = &args.compare_server {
+        builds.push((before.clone(), " (--compare-server build)"));
     }
-    {
-        let mut beside = Vec::new();
-        for s in 1..segments {
-            let ip = format!("127.0.0.{}", s + 2);
-            beside.push(Server::start(&bin, &format!("{ip}:0"), &common(&[])).await?);
+    for (bin, label) in builds {
+        {
+            let one = Server::start(&bin, "127.0.0.1:0", &common(&[])).await?;
+            bytes.store(0, Ordering::Relaxed);
+            let what = format!("hopper, one flight-server{label}");
+            results.push(
+                measure(
+                    what,
+                    Some(Format::Binary),
+                    args.repeats,
+                    n,
+                    &db,
+                    &[one.pid],
+                    || hopper_read(&one.url, &bytes),
+                )
+                .await?,
+            );
+            if label.is_empty() {
+                arrow_bytes =
+                    bytes.load(Ordering::Relaxed) as f64 / (n * (args.repeats as u64 + 1)) as f64;
+            }
         }
-        let flags: Vec<String> = beside
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| {
-                [
-                    "--segment-flight".to_string(),
-                    format!("{}={}", i + 1, s.url),
-                ]
-            })
-            .collect();
-        let planner = Server::start(&bin, "127.0.0.2:0", &common(&flags)).await?;
-        let pids: Vec<u32> = std::iter::once(planner.pid)
-            .chain(beside.iter().map(|s| s.pid))
-            .collect();
-        let (rps, cpu) = best(args.repeats, n, &pids, || hopper_read(&planner.url, &bytes)).await?;
-        let rss = pids.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max);
-        results.push(Row {
-            what: "hopper, a flight-server beside each segment",
-            rows_per_sec: rps,
-            server_cpu_us_per_row: Some(cpu * 1e6 / n as f64),
-            server_rss_mib: Some(rss),
-        });
+        {
+            let mut beside = Vec::new();
+            for s in 1..segments {
+                let ip = format!("127.0.0.{}", s + 2);
+                beside.push(Server::start(&bin, &format!("{ip}:0"), &common(&[])).await?);
+            }
+            let flags: Vec<String> = beside
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    [
+                        "--segment-flight".to_string(),
+                        format!("{}={}", i + 1, s.url),
+                    ]
+                })
+                .collect();
+            let planner = Server::start(&bin, "127.0.0.2:0", &common(&flags)).await?;
+            let pids: Vec<u32> = std::iter::once(planner.pid)
+                .chain(beside.iter().map(|s| s.pid))
+                .collect();
+            let what = format!("hopper, a flight-server beside each segment{label}");
+            results.push(
+                measure(
+                    what,
+                    Some(Format::Binary),
+                    args.repeats,
+                    n,
+                    &db,
+                    &pids,
+                    || hopper_read(&planner.url, &bytes),
+                )
+                .await?,
+            );
+        }
     }
     admin.batch_execute(&format!("DROP TABLE {TABLE}")).await?;
     let _ = std::fs::remove_file(&key);
 
-    let (copy, raw) = (results[0].rows_per_sec, results[1].rows_per_sec);
+    let copy = results[0].rows_per_sec.median();
+    let raw = |f: Format| {
+        results
+            .iter()
+            .find(|r| r.format == Some(f) && r.what.starts_with("raw"))
+            .map_or(f64::NAN, |r| r.rows_per_sec.median())
+    };
+    let (raw_text, raw_binary) = (raw(Format::Text), raw(Format::Binary));
     println!(
-        "Greenplum 7 read paths, {n} Criteo-like rows over {segments} segments, best of {} (load {})",
+        "Greenplum 7 read paths, {n} Criteo-like rows over {segments} segments, median [min–max] of {} \
+         (load {})",
         args.repeats,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
-    println!("| read | rows/s | × coordinator COPY | × raw RETRIEVE | server CPU µs/row | server peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| read | rows/s | × coordinator COPY | × raw RETRIEVE, same format | CPU µs/row: segments / \
+         coordinator / server / client | server peak RSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---|---:|");
     for r in &results {
+        let base = match r.format {
+            Some(Format::Text) => raw_text,
+            Some(Format::Binary) => raw_binary,
+            None => f64::NAN,
+        };
+        let rps = r.rows_per_sec.median();
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {:.2} | {} | {:.2} / {:.2} / {} / {:.2} | {} |",
             r.what,
-            r.rows_per_sec,
-            r.rows_per_sec / copy,
-            r.rows_per_sec / raw,
-            r.server_cpu_us_per_row
-                .map_or("–".into(), |c| format!("{c:.2}")),
+            r.rows_per_sec.show(0),
+            rps / copy,
+            if base.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{:.2}", rps / base)
+            },
+            r.segments_us.median(),
+            r.coordinator_us.median(),
+            r.server_us.as_ref().map_or("–".into(), |s| s.show(2)),
+            r.client_us.median(),
             r.server_rss_mib.map_or("–".into(), |m| format!("{m:.0}")),
         );
     }
-    // The per-row costs `hopper-bench --bin scale` extrapolates from.
+    // The per-row costs `hopper-bench --bin scale` extrapolates from:
+    // the database's for a binary RETRIEVE, one flight-server's, and its
+    // Flight client's.
+    let of = |what: &str| results.iter().find(|r| r.what == what);
+    let segment_us = of("raw RETRIEVE (binary), endpoints in parallel").map_or(f64::NAN, |r| {
+        r.segments_us.median() + r.coordinator_us.median()
+    });
+    let (server_us, client_us) =
+        of("hopper, one flight-server").map_or((f64::NAN, f64::NAN), |r| {
+            (
+                r.server_us.as_ref().map_or(f64::NAN, Samples::median),
+                r.client_us.median(),
+            )
+        });
     println!(
         "\nper-row costs (CPU µs; bytes): segments for RETRIEVE {segment_us:.2}, flight-server \
          {server_us:.2}, Flight client decode {client_us:.2}; text rows as loaded {:.0} B, Arrow IPC \

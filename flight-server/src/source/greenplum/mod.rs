@@ -11,8 +11,11 @@
 //!  read(p)     on ANY server with the key — this one, or one beside the segment
 //!              (--segment-flight) — a retrieve session to the endpoint's host:port
 //!                (user = username, password = token, options -c gp_retrieve_conn=true)
-//!                RETRIEVE <rows> FROM ENDPOINT <endpointname>   … until 0 rows
-//!              → text values parsed into the planned Arrow schema (pg_arrow::text)
+//!                RETRIEVE ALL FROM ENDPOINT <endpointname>: prepared, described, executed
+//!                with binary results, read at the protocol level (wire.rs)
+//!              → DataRow bodies decoded in place into the planned Arrow schema
+//!                (pg_arrow's binary tuple decoder; its text parsers where a column's
+//!                binary form does not match the plan)
 //!  finish      the planning server sees its own reads end, and watches endpoints read
 //!              elsewhere in gp_get_endpoints().state (FINISHED, RELEASED); once every
 //!              endpoint is done: gp_wait_parallel_retrieve_cursor(…); CLOSE; COMMIT
@@ -29,12 +32,16 @@
 //!   endpoints: filter on cursor name *and* `gp_session_id`.
 //! - A retrieve session accepts only `RETRIEVE` — no catalog or type
 //!   look-ups — so the schema is fixed on the coordinator (by preparing the
-//!   query) and values are read in text form with the simple query protocol.
+//!   query). It does accept `RETRIEVE` through the extended protocol
+//!   (Parse, Describe, Bind with result formats, Execute), and binary
+//!   results then come in each type's `send` form, as in binary COPY: the
+//!   `RowDescription` gives the built-in type of every column, which is
+//!   checked against the plan before the rows are asked for in binary.
 //! - An endpoint can be read once; there is no rescan. A retrieve that
 //!   stops early leaves it RELEASED, and the whole cursor then fails.
 //! - After the cursor is closed, a login with an endpoint's token fails.
 //!
-//! Connections are made without TLS.
+//! Coordinator and retrieve sessions use TLS as the URL's `sslmode` says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
