@@ -111,7 +111,9 @@ impl Plan {
 
     /// Whether passes take plans of their own: endpoints read once
     /// (Greenplum) by passes that read every time.
-    fn by_round(&self) -> bool {
+    /// Whether units are planned round by round ([`Plan::train_for`]):
+    /// endpoints read once, read by every unit.
+    pub fn by_round(&self) -> bool {
         self.single_read && self.reads_every_pass
     }
 

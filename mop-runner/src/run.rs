@@ -603,7 +603,6 @@ async fn run(
     crate::torchscript::check_models(&trainers.clients[0], &models, &wire_configs).await?;
     let started = Instant::now();
     let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
-    let mut busy = vec![false; w];
     let mut failures = vec![0u32; w];
     let mut set: JoinSet<Done> = JoinSet::new();
     let mut interrupt = opts.interrupt.take();
@@ -628,20 +627,28 @@ async fn run(
     }
 
     let mut dirty = false;
+    let mut writing: Option<tokio::task::JoinHandle<Result<()>>> = None;
     loop {
         if reads_every_pass && plan.expiring() {
             plan.refresh().await?;
             reporter.replanned("expiring", plan.replans);
         }
-        for (worker, is_busy) in busy.iter_mut().enumerate() {
-            if *is_busy {
-                continue;
-            }
-            let Some(unit) = sched.next_unit(worker) else {
+        for worker in 0..w {
+            // An idle trainer gets a unit; a busy one, the unit it runs
+            // next, so the model's state travels while it trains. Not after
+            // a failure, until a unit succeeds there again; and not where
+            // every unit reads endpoints that can be read once: those are
+            // planned as the unit is handed out, and one queued behind a
+            // long unit would leave its cursor unread past the server's
+            // idle limit.
+            let unit = match sched.held(worker) {
+                0 => sched.next_unit(worker),
+                _ if failures[worker] == 0 && !plan.by_round() => sched.queue_unit(worker),
+                _ => None,
+            };
+            let Some(unit) = unit else {
                 continue;
             };
-            *is_busy = true;
-            reporter.unit_started(unit);
             let req = TrainUnitRequest {
                 model: unit.model as u32,
                 config: Some((*wire_configs[unit.model]).clone()),
@@ -655,9 +662,9 @@ async fn run(
             };
             let client = trainers.clients[worker].clone();
             let rep = reporter.clone();
-            let start = now(&started);
             set.spawn(async move {
-                let result = run_unit(client, req, unit, rep).await;
+                let (began, result) = run_unit(client, req, unit, rep).await;
+                let start = elapsed0 + began.saturating_duration_since(started).as_secs_f64();
                 Done::Unit {
                     worker,
                     unit,
@@ -666,34 +673,44 @@ async fn run(
                 }
             });
         }
-        // The checkpoint is written once the freed trainers have their next
-        // units: writing a model's state (94 MB for confA) must not keep a
-        // trainer waiting. It holds no running unit, so units dispatched
-        // just now run again on resume.
-        if dirty {
-            commit(
-                &ckdir,
-                &sched,
-                &states,
-                &units_done,
-                &metrics,
-                &timeline,
-                &evals,
-                &best,
-                &reads,
-                now(&started),
-                &fp,
-            )?;
+        // The checkpoint is taken once the freed trainers have their next
+        // units, and written off the control loop (a model's state is 94 MB
+        // for confA): one write at a time, each of the latest state of the
+        // run. It holds no running unit, so units dispatched just now run
+        // again on resume.
+        if writing.as_ref().is_some_and(|t| t.is_finished()) {
+            finish_write(&mut writing).await?;
+        }
+        if dirty && writing.is_none() {
+            let job = CheckpointJob {
+                sched: sched.clone(),
+                states: states.clone(),
+                units_done: units_done.clone(),
+                metrics: metrics.clone(),
+                timeline: timeline.clone(),
+                evals: evals.clone(),
+                best: best.clone(),
+                reads: reads.clone(),
+                elapsed: now(&started),
+                fingerprint: fp.clone(),
+            };
+            let ckdir = ckdir.clone();
+            writing = Some(tokio::task::spawn_blocking(move || job.write(&ckdir)));
             dirty = false;
         }
         if sched.is_done() && set.is_empty() {
-            break;
+            finish_write(&mut writing).await?;
+            if !dirty {
+                break;
+            }
+            continue;
         }
         let done = match interrupt.as_mut() {
             Some(stop) => tokio::select! {
                 d = set.join_next() => d,
                 _ = stop => {
                     set.abort_all();
+                    finish_write(&mut writing).await?;
                     reporter.finish();
                     // Kept for `--resume` (until the servers' idle limit).
                     plan.pins.keep();
@@ -732,7 +749,6 @@ async fn run(
                     };
                     check_read(&mut reads, on_change, read, &reporter)?;
                 }
-                busy[worker] = false;
                 failures[worker] = 0;
                 let m = unit.model;
                 sched.complete(unit)?;
@@ -798,7 +814,6 @@ async fn run(
                 result: Err(e),
                 ..
             } => {
-                busy[worker] = false;
                 sched.requeue(unit)?;
                 failures[worker] += 1;
                 reporter.unit_failed(unit, &e.to_string());
@@ -1022,97 +1037,141 @@ fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn commit(
-    ckdir: &CheckpointDir,
-    sched: &Scheduler,
-    states: &[Option<Arc<Vec<u8>>>],
-    units_done: &[u64],
-    metrics: &[Vec<EpochMetrics>],
-    timeline: &[UnitRecord],
-    evals: &BTreeMap<(usize, usize), Arc<Vec<u8>>>,
-    best: &[Option<Best>],
-    reads: &SourceReads,
+/// Waits for the checkpoint being written, if one is.
+async fn finish_write(writing: &mut Option<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
+    match writing.take() {
+        Some(task) => task
+            .await
+            .map_err(|e| Error::Schedule(format!("checkpoint writer: {e}")))?,
+        None => Ok(()),
+    }
+}
+
+/// A checkpoint as the control loop took it: owned, so that it is written
+/// while the loop goes on (states are shared, not copied).
+struct CheckpointJob {
+    sched: Scheduler,
+    states: Vec<Option<Arc<Vec<u8>>>>,
+    units_done: Vec<u64>,
+    metrics: Vec<Vec<EpochMetrics>>,
+    timeline: Vec<UnitRecord>,
+    evals: BTreeMap<(usize, usize), Arc<Vec<u8>>>,
+    best: Vec<Option<Best>>,
+    reads: SourceReads,
     elapsed: f64,
-    fp: &str,
-) -> Result<()> {
-    // The checkpoint holds no running unit: what runs now runs again on resume.
-    let mut snapshot = sched.clone();
-    for u in snapshot.running() {
-        snapshot.requeue(u)?;
-    }
-    let mut names = Vec::with_capacity(states.len());
-    for (m, s) in states.iter().enumerate() {
-        names.push(match s {
-            Some(bytes) => {
-                let name = format!("model-{m}.u{}.safetensors", units_done[m]);
-                if !ckdir_has(ckdir, &name) {
-                    ckdir.write_state(m, units_done[m], bytes)?;
-                }
-                Some(name)
-            }
-            None => None,
-        });
-    }
-    let mut pending_evals = Vec::with_capacity(evals.len());
-    for (&(model, epoch), bytes) in evals {
-        let name = format!("model-{model}.e{epoch}.safetensors");
-        if !ckdir_has(ckdir, &name) {
-            mop_core::run_dir::checkpoint::write_atomic(
-                &ckdir.file().with_file_name(&name),
-                bytes,
-            )?;
+    fingerprint: String,
+}
+
+impl CheckpointJob {
+    /// Writes the states the checkpoint names that are not on disk yet,
+    /// then the checkpoint itself (atomically: a kill leaves the one before).
+    fn write(self, ckdir: &CheckpointDir) -> Result<()> {
+        let CheckpointJob {
+            sched: mut snapshot,
+            states,
+            units_done,
+            metrics,
+            timeline,
+            evals,
+            best,
+            reads,
+            elapsed,
+            fingerprint: fp,
+        } = self;
+        // The checkpoint holds no running unit: what runs now runs again on
+        // resume.
+        for u in snapshot.running() {
+            snapshot.requeue(u)?;
         }
-        pending_evals.push(EvalRecord {
-            model,
-            epoch,
-            state: name,
-        });
-    }
-    let mut best_records = Vec::new();
-    if best.iter().any(Option::is_some) {
-        for (model, b) in best.iter().enumerate() {
-            best_records.push(match b {
-                Some((epoch, bytes)) => {
-                    let name = format!("model-{model}.best{epoch}.safetensors");
+        let mut names = Vec::with_capacity(states.len());
+        for (m, s) in states.iter().enumerate() {
+            names.push(match s {
+                Some(bytes) => {
+                    let name = format!("model-{m}.u{}.safetensors", units_done[m]);
                     if !ckdir_has(ckdir, &name) {
-                        mop_core::run_dir::checkpoint::write_atomic(
-                            &ckdir.file().with_file_name(&name),
-                            bytes,
-                        )?;
+                        ckdir.write_state(m, units_done[m], bytes)?;
                     }
-                    Some(BestRecord {
-                        epoch: *epoch,
-                        state: name,
-                    })
+                    Some(name)
                 }
                 None => None,
             });
         }
+        let mut pending_evals = Vec::with_capacity(evals.len());
+        for (&(model, epoch), bytes) in &evals {
+            let name = format!("model-{model}.e{epoch}.safetensors");
+            if !ckdir_has(ckdir, &name) {
+                mop_core::run_dir::checkpoint::write_atomic(
+                    &ckdir.file().with_file_name(&name),
+                    bytes,
+                )?;
+            }
+            pending_evals.push(EvalRecord {
+                model,
+                epoch,
+                state: name,
+            });
+        }
+        let mut best_records = Vec::new();
+        if best.iter().any(Option::is_some) {
+            for (model, b) in best.iter().enumerate() {
+                best_records.push(match b {
+                    Some((epoch, bytes)) => {
+                        let name = format!("model-{model}.best{epoch}.safetensors");
+                        if !ckdir_has(ckdir, &name) {
+                            mop_core::run_dir::checkpoint::write_atomic(
+                                &ckdir.file().with_file_name(&name),
+                                bytes,
+                            )?;
+                        }
+                        Some(BestRecord {
+                            epoch: *epoch,
+                            state: name,
+                        })
+                    }
+                    None => None,
+                });
+            }
+        }
+        Ok(ckdir.commit(&Checkpoint {
+            format_version: mop_core::run_dir::checkpoint::CHECKPOINT_FORMAT,
+            scheduler: snapshot,
+            states: names,
+            units_done,
+            metrics,
+            timeline,
+            elapsed,
+            config_fingerprint: fp,
+            pending_evals,
+            best: best_records,
+            reads,
+        })?)
     }
-    Ok(ckdir.commit(&Checkpoint {
-        format_version: mop_core::run_dir::checkpoint::CHECKPOINT_FORMAT,
-        scheduler: snapshot,
-        states: names,
-        units_done: units_done.to_vec(),
-        metrics: metrics.to_vec(),
-        timeline: timeline.to_vec(),
-        elapsed,
-        config_fingerprint: fp.to_string(),
-        pending_evals,
-        best: best_records,
-        reads: reads.clone(),
-    })?)
 }
 
 fn ckdir_has(ckdir: &CheckpointDir, name: &str) -> bool {
     ckdir.file().with_file_name(name).exists()
 }
 
+/// Runs `unit` on its trainer. Returns when it started there (the trainer
+/// answers once the unit holds its partition: a unit handed out ahead of
+/// time waits there for the one before it) with its result.
 async fn run_unit(
-    mut client: Client,
+    client: Client,
     req: TrainUnitRequest,
     unit: Unit,
     reporter: Arc<Reporter>,
+) -> (Instant, Result<hopper_proto::UnitResult>) {
+    let mut began = Instant::now();
+    let result = unit_result(client, req, unit, &reporter, &mut began).await;
+    (began, result)
+}
+
+async fn unit_result(
+    mut client: Client,
+    req: TrainUnitRequest,
+    unit: Unit,
+    reporter: &Reporter,
+    began: &mut Instant,
 ) -> Result<hopper_proto::UnitResult> {
     let w = unit.partition;
     let mut stream = client
@@ -1120,6 +1179,8 @@ async fn run_unit(
         .await
         .map_err(|s| trainer_status(w, "", s))?
         .into_inner();
+    *began = Instant::now();
+    reporter.unit_started(unit);
     loop {
         match stream.message().await {
             Ok(Some(ev)) => match ev.event {

@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 use hopper_proto::auth::{Prover, TrainerKey, KEY_FILE_ENV};
-use hopper_proto::MAX_MESSAGE;
+use hopper_proto::{CONNECTION_WINDOW, MAX_MESSAGE, STREAM_WINDOW};
 
 /// A client of one trainer: every call carries a proof of its key.
 pub type Client = TrainerClient<InterceptedService<Channel, Prover>>;
@@ -142,6 +142,8 @@ pub async fn connect(address: &str, key: Option<TrainerKey>) -> Result<Client> {
     let mut endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| err(format!("bad address: {e}")))?
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .connect_timeout(Duration::from_secs(10));
     if address.starts_with("https://") {
         endpoint = endpoint

@@ -30,7 +30,7 @@ use flight_client::FlightSlice;
 use hopper_proto::auth::Guard;
 use mop_core::config::ModelConfig;
 
-use hopper_proto::MAX_MESSAGE;
+use hopper_proto::{CONNECTION_WINDOW, MAX_MESSAGE, STREAM_WINDOW};
 
 struct Opened {
     index: u32,
@@ -240,7 +240,27 @@ impl Trainer for TrainerService {
         let module = req.config.as_ref().and_then(|c| c.module().cloned());
         let config = model_config(req.config.take())?;
         let fresh = slices(std::mem::take(&mut req.train))?;
-        // Held for the whole unit: one unit at a time per trainer.
+        // A model that arrives with its state is built before the unit
+        // lock: the runner hands a trainer its next unit while it still
+        // trains the one before (`Scheduler::queue_unit`), so decoding the
+        // state overlaps that unit instead of following it. A fresh model is
+        // built under the lock: initializing it draws from libtorch's global
+        // generator, which must not move under a running unit.
+        let state = std::mem::take(&mut req.state);
+        let prebuilt = match state.is_empty() {
+            true => None,
+            false => {
+                let (config, module) = (config.clone(), module.clone());
+                let built = tokio::task::spawn_blocking(move || {
+                    build_model(config, module.as_deref(), &state, 0)
+                })
+                .await
+                .map_err(|e| Status::internal(format!("model state thread: {e}")))?
+                .map_err(status)?;
+                Some(built)
+            }
+        };
+        // Held while the unit trains: one unit at a time per trainer.
         let mut guard = self.opened.clone().lock_owned().await;
         let opened = guard.as_mut().ok_or_else(|| {
             Status::failed_precondition("no partition open; call OpenPartition first")
@@ -261,12 +281,14 @@ impl Trainer for TrainerService {
         let model_id = req.model;
         let partition = opened.index;
         tokio::task::spawn_blocking(move || {
-            let _guard = guard; // released when the unit ends
+            let mut guard = Some(guard);
             let progress_tx = tx.clone();
             let result = (|| -> Result<UnitResult> {
                 crate::device::set_threads(threads as usize);
-                let (mut model, mut opt) =
-                    build_model(config.clone(), module.as_deref(), &req.state, req.seed)?;
+                let (mut model, mut opt) = match prebuilt {
+                    Some(built) => built,
+                    None => build_model(config.clone(), module.as_deref(), &[], req.seed)?,
+                };
                 let (epoch, partition) = (req.epoch as usize, partition as usize);
                 crate::train::seed_unit(req.seed, epoch, partition);
                 let start = Instant::now();
@@ -295,6 +317,9 @@ impl Trainer for TrainerService {
                         }));
                     },
                 )?;
+                // The partition is free for the next unit while this one
+                // encodes its state.
+                drop(guard.take());
                 let state = model.to_state(&opt)?;
                 Ok(UnitResult {
                     state: state.into(),
@@ -438,7 +463,10 @@ pub async fn serve(
         .max_encoding_message_size(MAX_MESSAGE);
     let svc = InterceptedService::new(svc, guard);
     let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)

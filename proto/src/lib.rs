@@ -21,6 +21,16 @@ pub use error::{Error, Result};
 /// (weights plus two Adam moments) travels in one message.
 pub const MAX_MESSAGE: usize = 1 << 30;
 
+/// HTTP/2 flow-control window of one trainer stream, both ways. At h2's
+/// default (64 KiB) a 94 MB state crosses in about 1 500 window round trips,
+/// each a wake-up on both sides; 8 MiB makes it a dozen. A receiver buffers
+/// at most this much of a stream it has not read.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+
+/// HTTP/2 flow-control window of a whole trainer connection: two streams'
+/// worth, so a queued unit's state and a finished unit's result move at once.
+pub const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
+
 #[allow(missing_docs, clippy::all)]
 mod generated {
     tonic::include_proto!("hopper.v1");
