@@ -84,7 +84,31 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::search::{Pruner, Rule, Stop};
+use crate::search::{Pruner, Reason, Rule, Stop};
+
+/// What a score made the search decide for one model
+/// ([`Scheduler::record_score`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The model goes on: it may train until `until` epochs in all, where
+    /// the search decides on it next (or its budget ends).
+    Continue {
+        /// The model.
+        model: usize,
+        /// Epochs it may complete before the next decision.
+        until: usize,
+    },
+    /// The model's training is decided: it ends after `stop.epochs`
+    /// epochs. A model promoted into its last epochs goes on
+    /// ([`Decision::Continue`]); one whose budget the score ends where it
+    /// is stops with [`Reason::Finished`].
+    Stop {
+        /// The model.
+        model: usize,
+        /// How long it trains in all, and why.
+        stop: Stop,
+    },
+}
 
 /// Units a worker holds at once: the one it trains and the one queued
 /// behind it ([`Scheduler::queue_unit`]). Under the reproducible policy
@@ -600,10 +624,17 @@ impl Scheduler {
 
     /// Reports `model`'s validation score (higher is better) after epoch
     /// `epoch` (0-based). The search takes every decision that becomes
-    /// possible; models it lets go on become runnable. Scores of epochs
-    /// that decide nothing are ignored; a score for an epoch the model has
-    /// not finished is an error.
-    pub fn record_score(&mut self, model: usize, epoch: usize, score: f64) -> Result<()> {
+    /// possible; models it lets go on become runnable. Returns those
+    /// decisions, in model order (a score may decide for other models too:
+    /// the one that completes a rung ranks all of it). Scores of epochs that
+    /// decide nothing are ignored; a score for an epoch the model has not
+    /// finished is an error.
+    pub fn record_score(
+        &mut self,
+        model: usize,
+        epoch: usize,
+        score: f64,
+    ) -> Result<Vec<Decision>> {
         self.check_model(model)?;
         if self.state.model[model].epoch <= epoch {
             return Err(Error::Schedule(format!(
@@ -611,12 +642,33 @@ impl Scheduler {
             )));
         }
         let Some(p) = self.state.search.as_mut() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let before: Vec<(usize, Option<Stop>)> = (0..self.state.models)
+            .map(|m| (p.limit(m), p.fate(m)))
+            .collect();
         for m in p.record(model, epoch + 1, score)? {
             self.enqueue(m);
         }
-        Ok(())
+        let Some(p) = self.state.search.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let decisions = before
+            .into_iter()
+            .enumerate()
+            .filter_map(|(m, (limit, fate))| match p.fate(m) {
+                Some(stop) if fate != Some(stop) && stop.reason != Reason::Finished => {
+                    Some(Decision::Stop { model: m, stop })
+                }
+                _ if p.limit(m) > limit => Some(Decision::Continue {
+                    model: m,
+                    until: p.limit(m),
+                }),
+                Some(stop) if fate != Some(stop) => Some(Decision::Stop { model: m, stop }),
+                _ => None,
+            })
+            .collect();
+        Ok(decisions)
     }
 
     /// The next unit for `idle_worker`, or `None` if none is runnable for it
@@ -1303,6 +1355,39 @@ mod tests {
             prop_assert!(fates.iter().any(|f| f.reason == crate::search::Reason::Finished));
             prop_assert!(fates.iter().all(|f| f.epochs >= 1 && f.epochs <= e));
         }
+    }
+
+    #[test]
+    fn the_score_that_completes_a_rung_returns_the_rungs_decisions() {
+        // ASHA over 3 models, eta 3: after one epoch the best of the three
+        // goes on, the other two stop at the rung.
+        let rule = Rule::Asha(crate::search::asha::Asha {
+            min_epochs: 1,
+            eta: 3,
+            max_epochs: 3,
+        });
+        let mut sched = Scheduler::with_search(3, 1, 3, 0, Policy::Reproducible, rule).unwrap();
+        for _ in 0..3 {
+            let u = sched.next_unit(0).unwrap();
+            sched.complete(u).unwrap();
+        }
+        assert_eq!(sched.record_score(0, 0, 0.2).unwrap(), vec![]);
+        assert_eq!(sched.record_score(1, 0, 0.9).unwrap(), vec![]);
+        let decided = sched.record_score(2, 0, 0.5).unwrap();
+        assert_eq!(decided.len(), 3, "{decided:?}");
+        assert!(decided.contains(&Decision::Continue { model: 1, until: 3 }));
+        for model in [0, 2] {
+            assert!(
+                decided.iter().any(|d| matches!(d,
+                    Decision::Stop { model: m, stop } if *m == model && stop.epochs == 1)),
+                "model {model} stops at the rung: {decided:?}"
+            );
+        }
+        assert_eq!(
+            sched.record_score(2, 0, 0.5).unwrap(),
+            vec![],
+            "decided once"
+        );
     }
 
     #[test]

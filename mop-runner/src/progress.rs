@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use mop_core::run_dir::checkpoint::EpochMetrics;
-use mop_core::schedule::Unit;
+use mop_core::schedule::{Decision, Unit};
 
 /// How progress is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -180,9 +180,12 @@ impl Reporter {
         }
     }
 
-    /// The search decided on `model`: it goes on to `limit` epochs, or it
-    /// stops (`stop`, when not just the end of its budget).
-    pub fn decided(&self, model: usize, limit: usize, stop: Option<&mop_core::search::Stop>) {
+    /// The search decided on a model: it goes on, or it stops.
+    pub fn decided(&self, decision: &Decision) {
+        let (model, limit, stop) = match decision {
+            Decision::Continue { model, until } => (*model, *until, None),
+            Decision::Stop { model, stop } => (*model, stop.epochs, Some(stop)),
+        };
         if let (Some(t), Some(s)) = (&self.tracker, stop) {
             t.stopped(model, &s.reason.to_string(), s.epochs);
         }

@@ -82,8 +82,8 @@ use mop_core::run_dir::partitions::PartitionRecord;
 use mop_core::run_dir::reads::{Checked, Read, ReadKind, RowsRead, SourceReads};
 use mop_core::run_dir::results;
 pub use mop_core::run_dir::RunOutcome;
-use mop_core::schedule::{Policy, Scheduler, Unit};
-use mop_core::search::{Reason, Stop};
+use mop_core::schedule::{Decision, Policy, Scheduler, Unit};
+use mop_core::search::Reason;
 
 /// How many times a unit may fail in a row on one trainer before the run stops.
 const MAX_RETRIES: u32 = 5;
@@ -880,9 +880,16 @@ async fn run(
                         best[model] = Some((epoch, eval.state.clone()));
                     }
                 }
-                let before = decisions(&sched);
-                sched.record_score(model, epoch, score)?;
-                report_decisions(&before, &sched, &reporter);
+                // Early stopping moves every model on one epoch at a time:
+                // only its stops are news; a budget that ends is no news.
+                let patient = sched.search().and_then(|p| p.patience()).is_some();
+                for d in sched.record_score(model, epoch, score)? {
+                    match d {
+                        Decision::Stop { stop, .. } if stop.reason == Reason::Finished => {}
+                        Decision::Continue { .. } if patient => {}
+                        d => reporter.decided(&d),
+                    }
+                }
                 reporter.set_total(sched.progress().total);
                 dirty = true;
             }
@@ -987,37 +994,6 @@ async fn run(
     Ok(outcome)
 }
 
-/// Each model's search limit and decision, to tell what a score changed.
-fn decisions(sched: &Scheduler) -> Vec<(usize, Option<Stop>)> {
-    match sched.search() {
-        None => Vec::new(),
-        Some(p) => (0..sched.models())
-            .map(|m| (p.limit(m), p.fate(m)))
-            .collect(),
-    }
-}
-
-/// Reports the search's decisions taken since `before`.
-fn report_decisions(before: &[(usize, Option<Stop>)], sched: &Scheduler, reporter: &Reporter) {
-    // Early stopping moves every model on one epoch at a time: only its
-    // stops are news.
-    let patient = sched.search().and_then(|p| p.patience()).is_some();
-    for (m, (now, was)) in decisions(sched).iter().zip(before).enumerate() {
-        match now.1 {
-            Some(stop) if was.1 != Some(stop) && stop.reason != Reason::Finished => {
-                reporter.decided(m, now.0, Some(&stop))
-            }
-            _ if now.0 > was.0 && !patient => reporter.decided(m, now.0, None),
-            _ => {}
-        }
-    }
-}
-
-/// An epoch's validation `metric` as the search compares it: signed so
-/// that higher is better; a model whose metric is not finite though it
-/// was validated (a diverged loss) ranks below every finite score, as the
-/// lowest finite number (which a checkpoint's JSON holds, unlike an
-/// infinity). NaN without validation rows, which the search refuses.
 fn signed_score(m: &EpochMetrics, metric: Metric) -> f64 {
     let v = metric.signed(m.value(metric, Split::Validation));
     if m.val_samples == 0 || v.is_finite() {
