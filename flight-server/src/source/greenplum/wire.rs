@@ -1,5 +1,6 @@
 //! A database session spoken at the protocol level, for reads where the
-//! per-row cost is the product: a Greenplum retrieve session.
+//! per-row cost is the product: a Greenplum retrieve session, and the
+//! `COPY … TO STDOUT` of a PostgreSQL segment (`source::postgres::read`).
 //!
 //! tokio-postgres turns every result row into its own message object
 //! (a `Bytes` handle, a vector of field ranges, a row struct) and hands it
@@ -7,10 +8,10 @@
 //! rows a second that bookkeeping costs more than decoding the values.
 //! Here the socket is read into one large buffer (reads of up to
 //! [`READ_SIZE`]), the messages are framed in place, and every `DataRow`
-//! body is handed as a slice of that buffer to the caller's decoder, which
-//! appends its fields straight into Arrow builders. Nothing is allocated
-//! per row, and backpressure is the socket's: a session not read stops the
-//! segment from sending.
+//! body (or `CopyData` payload) is handed as a slice of that buffer to the
+//! caller's decoder, which appends its fields straight into Arrow builders.
+//! Nothing is allocated per row, and backpressure is the socket's: a
+//! session not read stops the segment from sending.
 //!
 //! Everything else goes through `postgres-protocol` (the messages
 //! tokio-postgres itself builds on): the startup message, authentication
@@ -71,6 +72,53 @@ pub(crate) struct Session {
     out: BytesMut,
     /// Where the session goes, for error messages ("segment endpoint h:p").
     context: String,
+    /// Where a cancel request for this session goes, once the server sent
+    /// its `BackendKeyData`.
+    cancel: Option<Canceller>,
+}
+
+/// Where the server listens: what a cancel request dials too.
+#[derive(Clone, Debug)]
+enum Peer {
+    Tcp(String, u16),
+    Unix(std::path::PathBuf),
+}
+
+impl Peer {
+    async fn dial(&self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            Peer::Tcp(host, port) => {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                let _ = tcp.set_nodelay(true);
+                Box::new(tcp)
+            }
+            Peer::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        })
+    }
+}
+
+/// Asks the server to cancel whatever a session is running: a
+/// `CancelRequest` with its backend's key, on a connection of its own
+/// (the server reads it before any TLS or login, as libpq sends it).
+#[derive(Clone, Debug)]
+pub(crate) struct Canceller {
+    peer: Peer,
+    process_id: i32,
+    secret_key: i32,
+}
+
+impl Canceller {
+    /// Sends the request; the server closes the connection after reading it.
+    pub(crate) async fn cancel(&self) -> std::io::Result<()> {
+        let mut io = self.peer.dial().await?;
+        let mut out = BytesMut::new();
+        frontend::cancel_request(self.process_id, self.secret_key, &mut out);
+        io.write_all(&out).await?;
+        io.flush().await?;
+        let mut rest = Vec::new();
+        let _ = io.read_to_end(&mut rest).await;
+        Ok(())
+    }
 }
 
 /// Why one connection attempt failed: what decides whether to try again
@@ -112,11 +160,16 @@ impl ServerError {
         e
     }
 
+    /// The SQLSTATE.
+    pub(crate) fn code(&self) -> &str {
+        &self.code
+    }
+
     fn refused_by_hba(&self) -> bool {
         self.code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION.code()
     }
 
-    fn into_error(self, context: &str) -> Error {
+    pub(crate) fn into_error(self, context: &str) -> Error {
         Error::from_db(
             context,
             &SqlState::from_code(&self.code),
@@ -141,8 +194,10 @@ enum Wire {
 impl Session {
     /// Connects with `config` (its first host and port, user, password,
     /// database, options, application name and connect timeout) and logs
-    /// in; TLS as `tls` says. `context` names the peer in errors.
-    pub(crate) async fn connect(config: &Config, tls: &DbTls, context: &str) -> Result<Self> {
+    /// in; TLS as `tls` says. `peer` names the server in errors
+    /// ("connecting to {peer}: …", then "{peer}: …").
+    pub(crate) async fn connect(config: &Config, tls: &DbTls, peer: &str) -> Result<Self> {
+        let context = &format!("connecting to {peer}");
         let first = match tls.mode() {
             SslMode::Disable | SslMode::Allow => Wire::Plain,
             SslMode::Prefer => Wire::Prefer,
@@ -159,7 +214,7 @@ impl Session {
             Some(wire) => Self::attempt(config, tls, wire, context).await,
             None => outcome,
         };
-        outcome.map_err(|a| match a {
+        let mut session = outcome.map_err(|a| match a {
             Attempt::NoTls => Error::Config(format!(
                 "{context}: the URL's sslmode asks for TLS, which the database does not offer \
                  (ssl = off): turn ssl on there, or use sslmode=prefer or disable"
@@ -176,7 +231,9 @@ impl Session {
             },
             Attempt::Refused(e) => e.into_error(context),
             Attempt::Other(e) => e,
-        })
+        })?;
+        session.context = peer.to_owned();
+        Ok(session)
     }
 
     async fn attempt(
@@ -185,16 +242,18 @@ impl Session {
         wire: Wire,
         context: &str,
     ) -> std::result::Result<Self, Attempt> {
-        let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
-            (Some(Host::Tcp(h)), port) => (h.clone(), port.copied().unwrap_or(5432)),
-            _ => {
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let peer = match config.get_hosts().first() {
+            Some(Host::Tcp(h)) => Peer::Tcp(h.clone(), port),
+            Some(Host::Unix(dir)) => Peer::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+            None => {
                 return Err(Attempt::Other(Error::Config(format!(
-                    "{context}: a session read at the protocol level needs a TCP host"
+                    "{context}: the connection string names no host"
                 ))))
             }
         };
-        let dial = TcpStream::connect((host.as_str(), port));
-        let tcp = match config.get_connect_timeout() {
+        let dial = peer.dial();
+        let io = match config.get_connect_timeout() {
             Some(t) => tokio::time::timeout(*t, dial).await.unwrap_or_else(|_| {
                 Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -204,11 +263,11 @@ impl Session {
             None => dial.await,
         }
         .map_err(|e| Attempt::Other(Error::connection(context, e)))?;
-        let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match wire {
-            Wire::Plain => Box::new(tcp),
-            Wire::Prefer | Wire::Require => {
-                let mut tcp = tcp;
+        let io: Box<dyn Io> = match (&peer, wire) {
+            // As libpq: no TLS over a unix socket.
+            (Peer::Unix(_), _) | (_, Wire::Plain) => io,
+            (Peer::Tcp(host, _), Wire::Prefer | Wire::Require) => {
+                let mut tcp = io;
                 let mut req = BytesMut::new();
                 frontend::ssl_request(&mut req);
                 let io_err = |e| Attempt::Other(Error::connection(context, e));
@@ -218,11 +277,11 @@ impl Session {
                     (b'S', _) => {
                         let mut make = tls.rustls().clone();
                         let connect =
-                            MakeTlsConnect::<TcpStream>::make_tls_connect(&mut make, &host)
+                            MakeTlsConnect::<Box<dyn Io>>::make_tls_connect(&mut make, host)
                                 .map_err(|e| match e {})?;
                         Box::new(connect.connect(tcp).await.map_err(Attempt::Handshake)?)
                     }
-                    (b'N', Wire::Prefer) => Box::new(tcp),
+                    (b'N', Wire::Prefer) => tcp,
                     (b'N', _) => return Err(Attempt::NoTls),
                     (other, _) => {
                         return Err(Attempt::Other(protocol(
@@ -239,14 +298,15 @@ impl Session {
             need: 0,
             out: BytesMut::new(),
             context: context.to_owned(),
+            cancel: None,
         };
-        session.startup(config).await?;
+        session.startup(config, peer).await?;
         Ok(session)
     }
 
     /// The startup message, authentication, and the messages up to the
     /// first `ReadyForQuery`.
-    async fn startup(&mut self, config: &Config) -> std::result::Result<(), Attempt> {
+    async fn startup(&mut self, config: &Config, peer: Peer) -> std::result::Result<(), Attempt> {
         let user = config.get_user().unwrap_or_default();
         let mut params: Vec<(&str, &str)> = vec![("user", user), ("client_encoding", "UTF8")];
         if let Some(db) = config.get_dbname() {
@@ -328,9 +388,14 @@ impl Session {
                 Message::ErrorResponse(body) => {
                     return Err(Attempt::Refused(ServerError::parse(&body)))
                 }
-                Message::BackendKeyData(_)
-                | Message::ParameterStatus(_)
-                | Message::NoticeResponse(_) => {}
+                Message::BackendKeyData(key) => {
+                    self.cancel = Some(Canceller {
+                        peer: peer.clone(),
+                        process_id: key.process_id(),
+                        secret_key: key.secret_key(),
+                    })
+                }
+                Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
                 Message::ReadyForQuery(_) => return Ok(()),
                 Message::AuthenticationGss
                 | Message::AuthenticationKerberosV5
@@ -348,6 +413,64 @@ impl Session {
                         "unexpected message {} while logging in",
                         name(&other)
                     )))
+                }
+            }
+        }
+    }
+
+    /// What cancels this session's running statement, if the server sent
+    /// its key.
+    pub(crate) fn canceller(&self) -> Option<Canceller> {
+        self.cancel.clone()
+    }
+
+    /// Runs `sql` (one or more statements) with the simple query protocol,
+    /// dropping any rows: `Ok(Err(…))` is the database refusing it, with
+    /// its SQLSTATE for the caller to tell cases apart.
+    pub(crate) async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<std::result::Result<(), ServerError>> {
+        frontend::query(sql, &mut self.out)
+            .map_err(|e| Error::Internal(format!("{}: {e}", self.context)))?;
+        self.flush().await?;
+        let mut failed = None;
+        loop {
+            match self.message().await? {
+                Message::ErrorResponse(body) => failed = Some(ServerError::parse(&body)),
+                Message::ReadyForQuery(_) => break,
+                Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
+                    return Err(protocol(
+                        &self.context,
+                        "a COPY started by a statement that was to run alone".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(failed.map_or(Ok(()), Err))
+    }
+
+    /// Starts `COPY … TO STDOUT` with the simple query protocol and waits
+    /// for the server to accept it (`CopyOutResponse`), so that a refused
+    /// statement fails here; its data comes from
+    /// [`read_data`](Self::read_data) with `copy`.
+    pub(crate) async fn copy_out(&mut self, sql: &str) -> Result<()> {
+        frontend::query(sql, &mut self.out)
+            .map_err(|e| Error::Internal(format!("{}: {e}", self.context)))?;
+        self.flush().await?;
+        loop {
+            match self.message().await? {
+                Message::CopyOutResponse(_) => return Ok(()),
+                Message::ErrorResponse(body) => {
+                    return Err(ServerError::parse(&body).into_error(&self.context))
+                }
+                Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
+                other => {
+                    return Err(protocol(
+                        &self.context,
+                        format!("unexpected message {} starting a COPY", name(&other)),
+                    ))
                 }
             }
         }
@@ -429,8 +552,25 @@ impl Session {
     /// when more must be read first ([`fill`](Self::fill)).
     pub(crate) fn read_rows(
         &mut self,
-        mut on_row: impl FnMut(&[u8]) -> pg_arrow::Result<()>,
+        on_row: impl FnMut(&[u8]) -> pg_arrow::Result<()>,
     ) -> Result<bool> {
+        self.read_data(false, on_row)
+    }
+
+    /// [`read_rows`](Self::read_rows), or with `copy` the `CopyData`
+    /// payloads of a [`copy_out`](Self::copy_out) (a row may span payloads:
+    /// the protocol does not promise one row per message, so the COPY
+    /// decoders carry partial rows over).
+    pub(crate) fn read_data(
+        &mut self,
+        copy: bool,
+        mut on_data: impl FnMut(&[u8]) -> pg_arrow::Result<()>,
+    ) -> Result<bool> {
+        let data_tag = if copy {
+            backend::COPY_DATA_TAG
+        } else {
+            backend::DATA_ROW_TAG
+        };
         let mut pos = 0;
         let mut done = false;
         let outcome = loop {
@@ -442,11 +582,12 @@ impl Session {
             let body = pos + body.start..pos + body.end;
             let next = body.end;
             match tag {
-                backend::DATA_ROW_TAG => {
-                    if let Err(e) = on_row(&self.buf[body]) {
+                t if t == data_tag => {
+                    if let Err(e) = on_data(&self.buf[body]) {
                         break Err(Error::from(e));
                     }
                 }
+                backend::COPY_DONE_TAG if copy => {}
                 backend::READY_FOR_QUERY_TAG => {
                     pos = next;
                     done = true;
@@ -618,6 +759,7 @@ mod tests {
             need: 0,
             out: BytesMut::new(),
             context: "segment endpoint test:1".into(),
+            cancel: None,
         }
     }
 
@@ -665,6 +807,57 @@ mod tests {
                 "chunks of {chunk}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn copy_rows_that_span_copydata_messages_decode_whole() {
+        use arrow_array::cast::AsArray;
+        // A binary COPY stream of two int8 rows (the second NULL), cut in
+        // the middle of the first row's value across two CopyData frames.
+        let mut copy = b"PGCOPY\n\xff\r\n\0".to_vec();
+        copy.extend_from_slice(&[0; 8]);
+        for v in [Some(42i64), None] {
+            copy.extend_from_slice(&1i16.to_be_bytes());
+            match v {
+                Some(v) => {
+                    copy.extend_from_slice(&8i32.to_be_bytes());
+                    copy.extend_from_slice(&v.to_be_bytes());
+                }
+                None => copy.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        copy.extend_from_slice(&(-1i16).to_be_bytes());
+        let cut = 19 + 2 + 4 + 3;
+        let stream = [
+            message(b'd', &copy[..cut]),
+            message(b'd', &copy[cut..]),
+            message(b'c', b""),
+            message(b'C', b"COPY 2\0"),
+            message(b'Z', b"I"),
+        ]
+        .concat();
+        let schema =
+            std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "n",
+                arrow_schema::DataType::Int64,
+                true,
+            )]));
+        let mut decoder = pg_arrow::CopyDecoder::new(
+            schema,
+            &[tokio_postgres::types::Type::INT8],
+            pg_arrow::BatchLimits::default(),
+        )
+        .expect("decoder");
+        let mut s = session_over(stream, 5);
+        while !s.read_data(true, |p| decoder.push(p)).expect("copy data") {
+            s.fill().await.expect("bytes");
+        }
+        decoder.finish().expect("a complete stream");
+        let batch = decoder.take_batch().expect("batch").expect("rows");
+        let n = batch
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!((n.len(), n.value(0), n.is_null(1)), (2, 42, true));
     }
 
     #[tokio::test]

@@ -1,19 +1,18 @@
 //! Reading: [`Reader`] for PostgreSQL segments — a partition is a `COPY
-//! (…) TO STDOUT`, binary or text, decoded chunk by chunk into Arrow
-//! batches by a task that feeds a bounded channel and frees its backend
-//! the moment the reader goes away.
+//! (…) TO STDOUT`, binary or text, on a session read at the protocol level
+//! ([`wire`]): the socket is read into one large buffer and each
+//! `CopyData` payload goes from there into the decoder, with no message
+//! object per row. A task feeds the batches into a bounded channel and
+//! frees its backend the moment the reader goes away.
 
 use arrow_schema::SchemaRef;
 use futures::future::try_join_all;
-use futures::FutureExt;
-use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::source::db_tls::DbTls;
+use crate::source::greenplum::wire::{self, Session};
 use crate::source::reader::check_snapshot_name;
 use crate::source::{
     HeldSnapshot, Partition, PartitionSpec, Plan, Reader, RecordBatchStreamAdapter,
@@ -22,8 +21,8 @@ use crate::source::{
 use crate::types::CopyDecoder;
 use pg_arrow::{TextCopyDecoder, TEXT_SETTINGS};
 
-use super::plan::{check_same_schema, describe_with, normalize, split_target};
-use super::segment::Segment;
+use super::plan::{check_same_schema, normalize, split_target};
+use super::segment::{Segment, BACKEND_EXIT_GRACE};
 use super::{CopyFormat, PostgresSource};
 
 #[async_trait::async_trait]
@@ -88,11 +87,11 @@ impl Reader for PostgresSource {
             ));
         };
         let seg = self.segment(partition.segment)?;
-        let client = seg.connect(caller).await?;
+        let (mut session, permit) = seg.session(caller).await?;
         if let Some(name) = snapshot {
-            import_snapshot(&client, name, &seg.display).await?;
+            import_snapshot(&mut session, name, &seg.display).await?;
         }
-        self.copy_out(client, seg, partition.segment, sql).await
+        self.copy_out(session, permit, seg, sql).await
     }
 
     fn connections_in_use(&self) -> Vec<(i32, usize)> {
@@ -107,27 +106,59 @@ impl Reader for PostgresSource {
 /// exported snapshot `name`; one that is gone (its holder released it,
 /// outlived `--snapshot-ttl` or restarted) refuses the ticket, so that the
 /// client plans again and learns the snapshot is lost.
-async fn import_snapshot(client: &Client, name: &str, display: &str) -> Result<()> {
+async fn import_snapshot(session: &mut Session, name: &str, display: &str) -> Result<()> {
     check_snapshot_name(name)?;
-    let begun = client
-        .batch_execute(&format!(
+    let begun = session
+        .simple_query(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{name}'"
         ))
-        .await;
+        .await?;
     match begun {
         Ok(()) => Ok(()),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
+        Err(e) if e.code() == tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE.code() => {
             Err(Error::BadTicket(format!(
                 "the snapshot this ticket reads ({name} on {display}) is no longer held: \
                  its flight-server released it, restarted, or it outlived its TTL; \
                  plan the query again (mop does, and checks the rows against its first read)"
             )))
         }
-        Err(e) => Err(Error::from_pg(
-            &format!("importing the run's snapshot on {display}"),
-            e,
-        )),
+        Err(e) => Err(e.into_error(&format!("importing the run's snapshot on {display}"))),
     }
+}
+
+/// The Arrow schema and PostgreSQL types of `sql`'s result, described on
+/// `session` (the one the COPY runs on, in its transaction). Planning
+/// described it already with tokio-postgres, naming every type it refuses;
+/// this only sees the built-in types hopper maps, so anything else (the
+/// table changed since) is refused by its type's oid.
+async fn describe_session(
+    session: &mut Session,
+    sql: &str,
+    display: &str,
+) -> Result<(SchemaRef, Vec<tokio_postgres::types::Type>)> {
+    let columns = session.describe(sql).await?;
+    if columns.is_empty() {
+        return Err(Error::InvalidQuery(
+            "the statement returns no columns; hopper streams the result of a query (SELECT …)"
+                .into(),
+        ));
+    }
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut types = Vec::with_capacity(columns.len());
+    for c in columns {
+        let ty = tokio_postgres::types::Type::from_oid(c.type_oid).ok_or_else(|| {
+            Error::UnsupportedType {
+                column: c.name.clone(),
+                type_name: format!("oid {} on {display}", c.type_oid),
+            }
+        })?;
+        fields.push(crate::types::arrow_field(&c.name, &ty, c.type_modifier)?);
+        types.push(ty);
+    }
+    Ok((
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        types,
+    ))
 }
 
 impl PostgresSource {
@@ -195,36 +226,40 @@ impl PostgresSource {
         Ok(Plan { schema, partitions })
     }
 
-    /// Streams `COPY (sql) TO STDOUT` on `client`, in whatever transaction
-    /// it has begun.
+    /// Streams `COPY (sql) TO STDOUT` on `session`, in whatever
+    /// transaction it has begun; `permit` is its place under
+    /// `--max-connections`, returned once the session is closed.
     async fn copy_out(
         &self,
-        client: Client,
+        mut session: Session,
+        permit: tokio::sync::OwnedSemaphorePermit,
         seg: &Segment,
-        segment: i32,
         sql: &str,
     ) -> Result<SendableRecordBatchStream> {
         let sql = normalize(sql);
-        let (schema, types) = describe_with(&client, sql, segment as usize, &seg.display).await?;
-        let on_segment = |e| Error::from_pg(&format!("segment {}", seg.display), e);
+        let (schema, types) = describe_session(&mut session, sql, &seg.display).await?;
+        let on_segment = |e: wire::ServerError| e.into_error(&format!("segment {}", seg.display));
         let decoder = match self.copy_format.text_decoder(&schema, &types, self.limits) {
             Some(text) => {
-                client
-                    .batch_execute(TEXT_SETTINGS)
-                    .await
+                session
+                    .simple_query(TEXT_SETTINGS)
+                    .await?
                     .map_err(on_segment)?;
                 RowDecoder::Text(text)
             }
             None => RowDecoder::Binary(CopyDecoder::new(schema.clone(), &types, self.limits)?),
         };
         let text = matches!(decoder, RowDecoder::Text(_));
-        let copy = client
-            .copy_out(&CopyFormat::statement(text, sql))
-            .await
-            .map_err(on_segment)?;
+        session.copy_out(&CopyFormat::statement(text, sql)).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let (tls, name) = (seg.tls.clone(), seg.display.clone());
-        tokio::spawn(stream_copy(client, tls, copy, decoder, tx, name));
+        let name = seg.display.clone();
+        tokio::spawn(async move {
+            stream_copy(session, decoder, tx, name).await;
+            // The backend exits a moment after our side closed; a new
+            // connection in that moment would briefly exceed the cap.
+            tokio::time::sleep(BACKEND_EXIT_GRACE).await;
+            drop(permit);
+        });
         Ok(RecordBatchStreamAdapter::boxed(
             schema,
             ReceiverStream::new(rx),
@@ -241,18 +276,16 @@ pub(super) enum Stop {
 }
 
 /// Feeds `tx` with the batches of one COPY stream; on the way out frees
-/// the backend, by cancelling its query unless it finished.
+/// the backend, by cancelling its query unless it finished, and closes
+/// the session.
 pub(super) async fn stream_copy(
-    client: Client,
-    tls: DbTls,
-    copy: tokio_postgres::CopyOutStream,
+    mut session: Session,
     decoder: RowDecoder,
     tx: mpsc::Sender<Result<arrow_array::RecordBatch>>,
     name: String,
 ) {
-    let cancel = client.cancel_token();
-    let copy = Box::pin(copy);
-    let outcome = pump(copy, decoder, &tx, &name).await;
+    let cancel = session.canceller();
+    let outcome = pump(&mut session, decoder, &tx).await;
     if let Err(stop) = outcome {
         if let Stop::Failed(e) = stop {
             let _ = tx.send(Err(e)).await;
@@ -260,12 +293,14 @@ pub(super) async fn stream_copy(
             tracing::debug!(segment = %name, "reader went away; cancelling the query");
         }
         // Whatever the backend is still doing for us is wasted work.
-        if let Err(e) = cancel.cancel_query(tls).await {
-            tracing::debug!(segment = %name, error = %e, "cancel request failed");
+        if let Some(cancel) = cancel {
+            if let Err(e) = cancel.cancel().await {
+                tracing::debug!(segment = %name, error = %e, "cancel request failed");
+            }
         }
     }
-    // Dropping the client closes the connection (the backend exits).
-    drop(client);
+    // Dropping the session closes the connection (the backend exits).
+    drop(session);
 }
 
 /// A COPY stream's decoder: binary or text, the same batches.
@@ -297,58 +332,33 @@ impl RowDecoder {
     }
 }
 
-/// Rows (COPY messages) taken from the connection's buffer in one go
-/// before the stream looks at its reader again.
-pub(super) const DRAIN_ROWS: usize = 1024;
-
+/// Reads the COPY stream of `session` into `decoder` and its batches into
+/// `tx`: every payload already buffered is decoded, the batches it closed
+/// are sent (waiting while the reader is behind: backpressure), and only
+/// then is the socket read again, in large reads.
 pub(super) async fn pump(
-    mut copy: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    session: &mut Session,
     mut decoder: RowDecoder,
     tx: &mpsc::Sender<Result<arrow_array::RecordBatch>>,
-    display: &str,
 ) -> std::result::Result<(), Stop> {
-    type Chunk = Option<std::result::Result<bytes::Bytes, tokio_postgres::Error>>;
-    let push = |decoder: &mut RowDecoder, chunk: Chunk| -> std::result::Result<bool, Stop> {
-        match chunk {
-            Some(Ok(bytes)) => decoder
-                .push(&bytes)
-                .map(|()| false)
-                .map_err(|e| Stop::Failed(e.into())),
-            Some(Err(e)) => Err(Stop::Failed(Error::from_pg(
-                &format!("segment {display}"),
-                e,
-            ))),
-            None => decoder
-                .finish()
-                .map(|()| true)
-                .map_err(|e| Stop::Failed(e.into())),
-        }
-    };
     loop {
-        // Waiting for the database, notice a reader that went away.
-        let chunk = tokio::select! {
-            biased;
-            _ = tx.closed() => return Err(Stop::Cancelled),
-            chunk = copy.next() => chunk,
-        };
-        let mut last = push(&mut decoder, chunk)?;
-        // Then take what the connection already holds (one message per
-        // row) without arming that check again for every row; a reader
-        // that went away still fails the next send.
-        for _ in 0..DRAIN_ROWS {
-            if last {
-                break;
-            }
-            match copy.next().now_or_never() {
-                Some(chunk) => last = push(&mut decoder, chunk)?,
-                None => break,
-            }
+        let done = session
+            .read_data(true, |payload| decoder.push(payload))
+            .map_err(Stop::Failed)?;
+        if done {
+            decoder.finish().map_err(|e| Stop::Failed(e.into()))?;
         }
         while let Some(batch) = decoder.take_batch().map_err(|e| Stop::Failed(e.into()))? {
             tx.send(Ok(batch)).await.map_err(|_| Stop::Cancelled)?;
         }
-        if last {
+        if done {
             return Ok(());
+        }
+        // Waiting for the database, notice a reader that went away.
+        tokio::select! {
+            biased;
+            _ = tx.closed() => return Err(Stop::Cancelled),
+            filled = session.fill() => filled.map_err(Stop::Failed)?,
         }
     }
 }

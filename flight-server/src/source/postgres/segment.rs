@@ -9,6 +9,7 @@ use tokio_postgres::{Client, Config};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::source::db_tls::DbTls;
+use crate::source::greenplum::wire::Session;
 use crate::source::limit::ConnectionLimit;
 
 /// How long a connection's slot stays taken after its socket closed, for
@@ -85,6 +86,38 @@ impl Segment {
             drop(permit);
         });
         Ok(client)
+    }
+
+    /// A session read at the protocol level
+    /// ([`wire`](crate::source::greenplum::wire)), as `caller` as
+    /// [`connect`](Self::connect) logs in, within `--max-connections`: the
+    /// returned permit is the session's place, to drop a moment after the
+    /// session ([`BACKEND_EXIT_GRACE`]).
+    pub(super) async fn session(
+        &self,
+        caller: &Caller,
+    ) -> Result<(Session, tokio::sync::OwnedSemaphorePermit)> {
+        let config = match caller.login_here()? {
+            Some(login) => {
+                let mut config = self.config.clone();
+                config.user(&login.user).password(login.password.as_bytes());
+                std::borrow::Cow::Owned(config)
+            }
+            None => std::borrow::Cow::Borrowed(&self.config),
+        };
+        let permit = self.limit.acquire(&self.display).await?;
+        let peer = format!("segment {} ({})", self.index, self.display);
+        let session = Session::connect(&config, &self.tls, &peer)
+            .await
+            .map_err(|e| match e {
+                // I/O failures: the segment is down, and says which.
+                Error::Unavailable(why) => Error::Unavailable(format!(
+                    "segment {} at {} is unreachable: {why}",
+                    self.index, self.display
+                )),
+                other => other,
+            })?;
+        Ok((session, permit))
     }
 
     /// Whether a login with `config` succeeds (the connection is closed at
