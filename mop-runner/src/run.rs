@@ -61,6 +61,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use hopper_proto::{train_event, CacheMode as ProtoCache, TrainUnitRequest};
 use tokio::task::JoinSet;
 
@@ -126,7 +128,7 @@ enum Done {
 
 /// A model's best validated epoch so far and the state it ended it with
 /// (`[train] keep = "best"`).
-type Best = (usize, Arc<Vec<u8>>);
+type Best = (usize, Bytes);
 
 /// A validation pass's statistics, merged over every trainer's rows.
 #[derive(Default)]
@@ -168,7 +170,7 @@ fn merge_stats(
 struct PendingEval {
     model: usize,
     epoch: usize,
-    state: Arc<Vec<u8>>,
+    state: Bytes,
     attempts: u32,
 }
 
@@ -458,13 +460,13 @@ async fn run(
                 let mut states = Vec::with_capacity(models.len());
                 for s in &c.states {
                     states.push(match s {
-                        Some(name) => Some(Arc::new(ckdir.read_state(name)?)),
+                        Some(name) => Some(Bytes::from(ckdir.read_state(name)?)),
                         None => None,
                     });
                 }
                 for (m, b) in c.best.iter().enumerate().take(models.len()) {
                     if let Some(b) = b {
-                        best[m] = Some((b.epoch, Arc::new(ckdir.read_state(&b.state)?)));
+                        best[m] = Some((b.epoch, Bytes::from(ckdir.read_state(&b.state)?)));
                     }
                 }
                 reads = c.reads;
@@ -608,9 +610,9 @@ async fn run(
     let mut interrupt = opts.interrupt.take();
     // Validation passes in flight, by (model, epoch): checkpointed with their
     // states so that a resumed run still validates every epoch.
-    let mut evals: BTreeMap<(usize, usize), Arc<Vec<u8>>> = BTreeMap::new();
+    let mut evals: BTreeMap<(usize, usize), Bytes> = BTreeMap::new();
     for e in resumed_evals {
-        let state = Arc::new(ckdir.read_state(&e.state)?);
+        let state = Bytes::from(ckdir.read_state(&e.state)?);
         evals.insert((e.model, e.epoch), state.clone());
         spawn_eval(
             &mut set,
@@ -654,7 +656,7 @@ async fn run(
                 config: Some((*wire_configs[unit.model]).clone()),
                 state: states[unit.model]
                     .as_ref()
-                    .map(shared_bytes)
+                    .cloned()
                     .unwrap_or_default(),
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
@@ -753,7 +755,9 @@ async fn run(
                 let m = unit.model;
                 sched.complete(unit)?;
                 units_done[m] += 1;
-                states[m] = Some(Arc::new(Vec::from(r.state)));
+                // Kept as received: the buffer the message was decoded into,
+                // shared with the next unit's request and the checkpoint.
+                states[m] = Some(r.state);
                 let em = epoch_slot(&mut metrics[m], unit.epoch);
                 em.train_samples += r.samples;
                 em.train_loss_sum += r.loss_sum;
@@ -955,9 +959,10 @@ async fn run(
         .enumerate()
         .map(|(i, c)| {
             let (kept, state) = match &best[i] {
-                Some((e, state)) if keep_best => (Some(*e), Some(state.clone())),
-                _ => (None, states[i].clone()),
+                Some((e, state)) if keep_best => (Some(*e), Some(state)),
+                _ => (None, states[i].as_ref()),
             };
+            let state = state.map(|s| Arc::new(s.to_vec()));
             results::ModelResult {
                 id: i,
                 config: c.clone(),
@@ -1027,11 +1032,11 @@ async fn finish_write(writing: &mut Option<tokio::task::JoinHandle<Result<()>>>)
 /// while the loop goes on (states are shared, not copied).
 struct CheckpointJob {
     sched: Scheduler,
-    states: Vec<Option<Arc<Vec<u8>>>>,
+    states: Vec<Option<Bytes>>,
     units_done: Vec<u64>,
     metrics: Vec<Vec<EpochMetrics>>,
     timeline: Vec<UnitRecord>,
-    evals: BTreeMap<(usize, usize), Arc<Vec<u8>>>,
+    evals: BTreeMap<(usize, usize), Bytes>,
     best: Vec<Option<Best>>,
     reads: SourceReads,
     elapsed: f64,
@@ -1231,19 +1236,19 @@ fn spawn_eval(
 async fn evaluate_everywhere(
     work: Vec<(Client, Vec<hopper_proto::FlightEndpoint>)>,
     config: Arc<hopper_proto::ModelConfig>,
-    state: Arc<Vec<u8>>,
+    state: Bytes,
 ) -> Result<EvalTotals> {
     // Weights only: an evaluation needs no optimizer state (two thirds of
     // an Adam model's state), and every trainer gets a copy.
-    let weights = Arc::new(match state.is_empty() {
-        true => Vec::new(),
-        false => mop_core::model_state::weights_only(&state)?,
-    });
+    let weights = match state.is_empty() {
+        true => Bytes::new(),
+        false => Bytes::from(mop_core::model_state::weights_only(&state)?),
+    };
     let mut set = JoinSet::new();
     for (w, (mut c, validation)) in work.into_iter().enumerate() {
         let req = hopper_proto::EvaluateRequest {
             config: Some((*config).clone()),
-            state: shared_bytes(&weights),
+            state: weights.clone(),
             validation,
         };
         set.spawn(async move { (w, c.evaluate(req).await) });
@@ -1381,18 +1386,4 @@ fn device_summary(devices: &[String]) -> String {
             format!("devices: {}", each.join(", "))
         }
     }
-}
-
-/// A model state as a request field, sharing the runner's copy instead of
-/// copying it: a state is shipped once per unit, and its weights once per
-/// trainer per validation pass; copying confA's 89 MB state into a fresh buffer
-/// takes 55 ms here (mostly page faults).
-fn shared_bytes(state: &Arc<Vec<u8>>) -> bytes::Bytes {
-    struct Shared(Arc<Vec<u8>>);
-    impl AsRef<[u8]> for Shared {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-    bytes::Bytes::from_owner(Shared(state.clone()))
 }
