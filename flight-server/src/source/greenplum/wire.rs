@@ -812,6 +812,7 @@ mod tests {
     #[tokio::test]
     async fn copy_rows_that_span_copydata_messages_decode_whole() {
         use arrow_array::cast::AsArray;
+        use arrow_array::Array;
         // A binary COPY stream of two int8 rows (the second NULL), cut in
         // the middle of the first row's value across two CopyData frames.
         let mut copy = b"PGCOPY\n\xff\r\n\0".to_vec();
