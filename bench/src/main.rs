@@ -15,12 +15,15 @@
 //!      └─ hopper:   flight-server process ── DoGet ──► arrow_flight::FlightClient → RecordBatches
 //! ```
 //!
-//! Every measurement is the best of `--repeats` runs after one untimed read
-//! of the table (the machine is shared and noisy; ratios are what count).
-//! Besides wall time each run records CPU seconds of PostgreSQL, the
-//! flight-server and this process (from `/proc`), which says where the time
-//! goes without a profiler, and the flight-server's peak RSS (`VmHWM`,
-//! reset before each measurement).
+//! Every measurement is `--repeats` runs after one untimed read of the
+//! table (the machine is shared and noisy; ratios are what count): the
+//! table shows the median run's rows/s with the spread (min–max), and its
+//! ratio to the median of the COPY baseline of the same format and shape
+//! (a text-COPY route against text COPY, binary against binary). Besides
+//! wall time each run records CPU of PostgreSQL (the segments'
+//! postmasters and backends), the flight-server and this process (from
+//! `/proc`), shown in µs per row so that the parties add up, and the
+//! flight-server's peak RSS (`VmHWM`, reset before each measurement).
 //!
 //! `--smoke` runs every read once on two tiny tables (seconds; CI's check
 //! that the benchmark still works): its numbers are not figures.
@@ -56,8 +59,8 @@ struct Args {
     /// PostgreSQL segments (at least 2 for the two-segment measurements).
     #[arg(long, default_value_t = 2)]
     segments: usize,
-    /// Timed runs per measurement; the best is reported.
-    #[arg(long, default_value_t = 3)]
+    /// Timed runs per measurement; the median and the spread are reported.
+    #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// The flight-server binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
@@ -126,9 +129,11 @@ struct Row {
     /// What `bytes` counts.
     unit: &'static str,
     vol: Volume,
-    /// Best wall time, seconds.
+    /// Median wall time, seconds.
     secs: f64,
-    /// CPU of the best run.
+    /// Rows/s of the fastest and the slowest run.
+    spread: (f64, f64),
+    /// CPU of the median run.
     cpu: CpuSnapshot,
     /// The flight-server's peak RSS over the measurement, KiB.
     rss_kib: Option<u64>,
@@ -151,7 +156,7 @@ struct Bench {
 }
 
 impl Bench {
-    /// Runs `read` `repeats` times and records the best run.
+    /// Runs `read` `repeats` times and records the median run.
     async fn measure<F, Fut>(
         &mut self,
         name: &str,
@@ -166,18 +171,22 @@ impl Bench {
     {
         let pid = server.map(|s| s.pid);
         let rss_reset = pid.map(procstat::reset_peak_rss).unwrap_or(false);
-        let mut best: Option<(f64, Volume, CpuSnapshot)> = None;
+        let mut runs: Vec<(f64, Volume, CpuSnapshot)> = Vec::new();
         for _ in 0..self.repeats.max(1) {
             let before = CpuSnapshot::take(&self.postmasters, pid);
             let start = Instant::now();
             let vol = read().await.with_context(|| format!("measuring {name}"))?;
             let secs = start.elapsed().as_secs_f64();
             let cpu = CpuSnapshot::take(&self.postmasters, pid).since(&before);
-            if best.as_ref().is_none_or(|b| secs < b.0) {
-                best = Some((secs, vol, cpu));
-            }
+            runs.push((secs, vol, cpu));
         }
-        let (secs, vol, cpu) = best.context("no run")?;
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let rate = |r: &(f64, Volume, CpuSnapshot)| r.1.rows as f64 / r.0;
+        let spread = (
+            runs.last().map_or(0.0, rate),
+            runs.first().map_or(0.0, rate),
+        );
+        let (secs, vol, cpu) = runs[(runs.len() - 1) / 2];
         let rss_kib = match pid {
             Some(p) => {
                 if !rss_reset {
@@ -192,6 +201,7 @@ impl Bench {
             unit,
             vol,
             secs,
+            spread,
             cpu,
             rss_kib,
             baseline,
@@ -209,7 +219,7 @@ impl Bench {
     /// The results table in Markdown.
     fn table(&self, rows: std::ops::Range<usize>) -> String {
         let mut out = String::from(
-            "| read | rows | bytes counted | MB/s | rows/s | × COPY | best s | CPU s: pg / server / client | server peak RSS |\n\
+            "| read | rows | bytes counted | MB/s | rows/s, median [min–max] | × COPY | median s | CPU µs/row: pg / server (sys) / client | server peak RSS |\n\
              |---|---:|---|---:|---:|---:|---:|---|---:|\n",
         );
         for r in &self.rows[rows] {
@@ -221,27 +231,25 @@ impl Bench {
                     // divide by shows no ratio.
                     if r.unit == "COPY" { "1 (base)" } else { "–" }.into()
                 });
-            let cpu = |t: u64| t as f64 / self.ticks;
+            let cpu = |t: u64| t as f64 / self.ticks * 1e6 / r.vol.rows.max(1) as f64;
             let pg_cpu = match r.cpu.postgres {
                 procstat::UNKNOWN => "?".to_string(),
-                t => format!("{:.1}", cpu(t)),
+                t => format!("{:.2}", cpu(t)),
             };
             let server_cpu = if r.rss_kib.is_some() {
-                format!(
-                    "{:.1} (sys {:.1})",
-                    cpu(r.cpu.server),
-                    cpu(r.cpu.server_sys)
-                )
+                format!("{:.2} ({:.2})", cpu(r.cpu.server), cpu(r.cpu.server_sys))
             } else {
                 "–".into()
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {} / {} / {:.1} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} [{:.0}–{:.0}] | {} | {:.2} | {} / {} / {:.2} | {} |\n",
                 r.name,
                 r.vol.rows,
                 r.unit,
                 r.vol.bytes as f64 / 1e6 / r.secs,
                 r.rows_per_sec(),
+                r.spread.0,
+                r.spread.1,
                 ratio,
                 r.secs,
                 pg_cpu,
@@ -381,23 +389,53 @@ async fn run_suite(
         )
         .await?;
 
+    // The baselines of the text-COPY route: the same reads as text.
+    let text = CopyFormat::Text;
+    let text1 = bench
+        .measure(
+            "COPY text, 1 conn (seg 0)",
+            "COPY",
+            None,
+            Some(copy1),
+            || parallel(vec![copy_job(&urls[0], &sql, text, seg_rows[0])]),
+        )
+        .await?;
+    let text2 = if two_segments {
+        Some(
+            bench
+                .measure(
+                    "COPY text, 2 conns (seg 0 ∥ seg 1)",
+                    "COPY",
+                    None,
+                    copy2,
+                    || {
+                        parallel(vec![
+                            copy_job(&urls[0], &sql, text, seg_rows[0]),
+                            copy_job(&urls[1], &sql, text, seg_rows[1]),
+                        ])
+                    },
+                )
+                .await?,
+        )
+    } else {
+        None
+    };
+    let text_halves = bench
+        .measure(
+            "COPY text, 2 conns (2 ctid halves of seg 0)",
+            "COPY",
+            None,
+            Some(copy_halves),
+            || {
+                parallel(vec![
+                    copy_job(&urls[0], &halves[0], text, half_rows[0]),
+                    copy_job(&urls[0], &halves[1], text, half_rows[1]),
+                ])
+            },
+        )
+        .await?;
+
     if suite == Suite::Full {
-        bench
-            .measure(
-                "COPY text, 1 conn (seg 0)",
-                "COPY",
-                None,
-                Some(copy1),
-                || {
-                    parallel(vec![copy_job(
-                        &urls[0],
-                        &sql,
-                        CopyFormat::Text,
-                        seg_rows[0],
-                    )])
-                },
-            )
-            .await?;
         for (name, unit, stage) in [
             (
                 "in-process COPY → CopyDecoder (seg 0)",
@@ -459,6 +497,11 @@ async fn run_suite(
     // 2` over segment 0 alone, each reading with binary and with text COPY.
     for format in ["binary", "text"] {
         let tag = format!("{format} COPY");
+        // Each route against the COPY baseline of its own format.
+        let (copy1, copy2, copy_halves) = match format {
+            "text" => (text1, text2, text_halves),
+            _ => (copy1, copy2, copy_halves),
+        };
         let mut seg_args: Vec<String> = urls
             .iter()
             .flat_map(|u| ["--segment".to_string(), u.clone()])
@@ -652,10 +695,11 @@ async fn main() -> Result<()> {
         load_average()
     );
     println!(
-        "best of {} runs after one untimed warm-up read; MB = 10^6 bytes; \
+        "median of {} runs after one untimed warm-up read, [fastest–slowest]; MB = 10^6 bytes; \
          \"bytes counted\": COPY = bytes of the COPY stream, Arrow = Arrow buffer bytes of the \
-         decoded batches, IPC = encoded Flight messages; × COPY = rows/s over the matching \
-         binary COPY baseline\n",
+         decoded batches, IPC = encoded Flight messages; × COPY = median rows/s over the median \
+         of the matching COPY baseline of the same format (text COPY's own rows: over binary); \
+         CPU µs per row of the median run\n",
         args.repeats
     );
     let bounds: Vec<usize> = sections.iter().map(|(_, f)| *f).collect();
