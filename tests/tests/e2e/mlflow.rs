@@ -6,6 +6,7 @@
 //! a tracking server that is not there fails nothing.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,9 +37,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `mlflow server` and the workers it forks (uvicorn, huey consumers), in
+/// a process group of their own: killed as a group when dropped, since
+/// killing the server alone leaves its workers running after the test.
+struct MlflowServer {
+    server: ChildGuard,
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.server.pid() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        self.server.kill();
+    }
+}
+
 /// `mlflow server` on a free loopback port with its store and artifacts
 /// in `dir`; returns once it answers `/health`.
-fn mlflow_server(dir: &Path) -> (ChildGuard, String) {
+fn mlflow_server(dir: &Path) -> (MlflowServer, String) {
     let python = mlflow_python();
     let mlflow = python.with_file_name("mlflow");
     let port = free_port();
@@ -49,12 +65,15 @@ fn mlflow_server(dir: &Path) -> (ChildGuard, String) {
         .arg("--artifacts-destination")
         .arg(dir.join("artifacts"))
         .args(["--workers", "1"])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("mlflow-server.log")).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", mlflow.display()));
-    let guard = ChildGuard::new("mlflow server", child);
+    let guard = MlflowServer {
+        server: ChildGuard::new("mlflow server", child),
+    };
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
