@@ -635,7 +635,7 @@ async fn run(
             plan.refresh().await?;
             reporter.replanned("expiring", plan.replans);
         }
-        for worker in 0..w {
+        for (worker, &failed) in failures.iter().enumerate() {
             // An idle trainer gets a unit; a busy one, the unit it runs
             // next, so the model's state travels while it trains. Not after
             // a failure, until a unit succeeds there again; and not where
@@ -645,7 +645,7 @@ async fn run(
             // idle limit.
             let unit = match sched.held(worker) {
                 0 => sched.next_unit(worker),
-                _ if failures[worker] == 0 && !plan.by_round() => sched.queue_unit(worker),
+                _ if failed == 0 && !plan.by_round() => sched.queue_unit(worker),
                 _ => None,
             };
             let Some(unit) = unit else {
