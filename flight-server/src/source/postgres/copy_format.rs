@@ -12,10 +12,11 @@ use tokio_postgres::types::Type;
 /// How a PostgreSQL segment exports rows for `DoGet`.
 ///
 /// Text costs the backend less and hopper more (parsing text is dearer
-/// than reading binary): on the Criteo-like table one endpoint reads 1.13×
-/// a binary COPY by text against 1.04× by binary, where a core was free for
-/// the server, but two endpoints on two busy cores read 0.70× by text
-/// against 0.74× by binary (BENCHMARKS.md). Binary is therefore the default.
+/// than reading binary): on the Criteo-like table one endpoint reads 394 k
+/// rows/s by text against 322 k by binary, where a core was free for the
+/// server, but two endpoints on two busy cores read 430 k by text against
+/// 446 k by binary (BENCHMARKS.md, data-plane run 6). Binary is therefore
+/// the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CopyFormat {
     /// Text for queries whose every column PostgreSQL writes cheaper as text
