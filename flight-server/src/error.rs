@@ -120,7 +120,14 @@ impl Error {
     pub fn from_pg(context: &str, err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
             let hba = crate::source::tls_refusal::hba_hint(db);
-            return Self::from_db(context, db.code(), db.message(), db.detail(), db.hint(), hba);
+            return Self::from_db(
+                context,
+                db.code(),
+                db.message(),
+                db.detail(),
+                db.hint(),
+                hba,
+            );
         }
         if let Some(config) = Self::configuration(context, &err) {
             return config;

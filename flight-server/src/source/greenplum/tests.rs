@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::types::CopyDecoder;
-use futures::StreamExt;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use devcluster::{ClusterOptions, LocalCluster};
+use futures::StreamExt;
 
 /// Rows of `batches` as strings, sorted, for order-insensitive comparison.
 fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
