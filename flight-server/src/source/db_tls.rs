@@ -210,7 +210,7 @@ impl DbTls {
     }
 
     /// The rustls connector, for sessions hopper speaks the protocol on
-    /// itself (`source::greenplum::wire`): the same verifier and roots.
+    /// itself (`source::wire`): the same verifier and roots.
     pub(crate) fn rustls(&self) -> &MakeRustlsConnect {
         &self.connector
     }

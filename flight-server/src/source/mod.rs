@@ -28,6 +28,7 @@ pub mod reader;
 pub mod stream;
 pub mod tls_refusal;
 pub mod upload;
+pub(crate) mod wire;
 pub mod writer;
 
 pub use catalog::{Catalog, Described, KeyColumn, RoleLogin, TableInfo, TableKind};

@@ -12,7 +12,7 @@
 //!              (--segment-flight) — a retrieve session to the endpoint's host:port
 //!                (user = username, password = token, options -c gp_retrieve_conn=true)
 //!                RETRIEVE ALL FROM ENDPOINT <endpointname>: prepared, described, executed
-//!                with binary results, read at the protocol level (wire.rs)
+//!                with binary results, read at the protocol level (`source/wire.rs`)
 //!              → DataRow bodies decoded in place into the planned Arrow schema
 //!                (pg_arrow's binary tuple decoder; its text parsers where a column's
 //!                binary form does not match the plan)
@@ -62,6 +62,7 @@ use crate::error::{Error, Result};
 use crate::locate::Locator;
 use crate::source::db_tls::{DbTls, DbUrl};
 use crate::source::limit::ConnectionLimit;
+use crate::source::wire;
 use crate::source::{
     pg_catalog, BatchLimits, Catalog, CursorTotals, Described, HeldSnapshot, KeyColumn, Partition,
     PartitionSpec, Plan, Reader, RecordBatchStreamAdapter, RoleLogin, SendableRecordBatchStream,
@@ -78,7 +79,6 @@ mod retrieve;
 mod session;
 #[cfg(test)]
 mod tests;
-pub(crate) mod wire;
 
 use cursor::*;
 pub use retrieve::Retrieve;

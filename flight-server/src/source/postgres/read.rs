@@ -12,8 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::source::greenplum::wire::{self, Session};
 use crate::source::reader::check_snapshot_name;
+use crate::source::wire::{self, Session};
 use crate::source::{
     HeldSnapshot, Partition, PartitionSpec, Plan, Reader, RecordBatchStreamAdapter,
     SendableRecordBatchStream, SnapshotNames, CHANNEL_DEPTH,

@@ -9,8 +9,8 @@ use tokio_postgres::{Client, Config};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::source::db_tls::DbTls;
-use crate::source::greenplum::wire::Session;
 use crate::source::limit::ConnectionLimit;
+use crate::source::wire::Session;
 
 /// How long a connection's slot stays taken after its socket closed, for
 /// the backend to exit (see [`super::limit`]).
@@ -89,7 +89,7 @@ impl Segment {
     }
 
     /// A session read at the protocol level
-    /// ([`wire`](crate::source::greenplum::wire)), as `caller` as
+    /// ([`wire`](crate::source::wire)), as `caller` as
     /// [`connect`](Self::connect) logs in, within `--max-connections`: the
     /// returned permit is the session's place, to drop a moment after the
     /// session ([`BACKEND_EXIT_GRACE`]).
