@@ -654,10 +654,7 @@ async fn run(
             let req = TrainUnitRequest {
                 model: unit.model as u32,
                 config: Some((*wire_configs[unit.model]).clone()),
-                state: states[unit.model]
-                    .as_ref()
-                    .cloned()
-                    .unwrap_or_default(),
+                state: states[unit.model].as_ref().cloned().unwrap_or_default(),
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
                 train: plan.train_for(worker, w).await?,
