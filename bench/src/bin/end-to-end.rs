@@ -37,6 +37,8 @@
 //! standalone on one thread (seconds; CI's check that the benchmark still
 //! works): its numbers are not figures.
 
+#[path = "../flight_server.rs"]
+mod flight_server;
 #[allow(dead_code)] // each binary uses its part
 #[path = "../samples.rs"]
 mod samples;
@@ -54,6 +56,7 @@ use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
 use flight_client::read::spawn_reader;
 use flight_client::FlightSlice;
+use flight_server::Server;
 use mop_core::config::Arch;
 use mop_core::run_config::RunConfig;
 use mop_core::schedule::visit_order;
@@ -64,7 +67,6 @@ use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::{evaluate, train_partition};
 use samples::Samples;
 use tch::Tensor;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// hopper end to end against standalone, task-parallel and PyTorch training.
 #[derive(Parser, Debug)]
@@ -155,43 +157,6 @@ dir = "{}"
         grid.toml,
         out.display()
     )
-}
-
-/// A running flight-server, killed on drop.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Server {
-    async fn start(bin: &Path, cluster: &LocalCluster) -> Result<Self> {
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
-        for url in cluster.segment_urls() {
-            cmd.args(["--segment", &url]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).await?;
-        let url = line
-            .trim()
-            .strip_prefix("flight-server listening on ")
-            .with_context(|| format!("flight-server printed {line:?}"))?
-            .to_string();
-        Ok(Self { child, url })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 /// Fields of `/proc/self/stat` after the command name.

@@ -32,18 +32,20 @@
 //! --release -p flight-server -p mop --bins`); `--smoke` runs every step
 //! once on a tiny table (seconds; its numbers are not figures).
 
+#[path = "../flight_server.rs"]
+mod flight_server;
 #[allow(dead_code)] // each binary uses its part
 #[path = "../samples.rs"]
 mod samples;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
+use flight_server::Server;
 use hopper_proto::{
     train_event, CacheMode, EvaluateRequest, FlightEndpoint, OpenPartitionRequest,
     TrainUnitRequest, UnitResult,
@@ -53,7 +55,6 @@ use mop_core::model_state::weights_only;
 use mop_core::run_config::RunConfig;
 use mop_runner::trainers::{connect, Client, LocalTrainer};
 use samples::Samples;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// One hop's cost against a unit's training time.
 #[derive(Parser, Debug)]
@@ -97,43 +98,6 @@ classes = 2
 "#
     );
     Ok(RunConfig::parse(&toml)?.grid.expand()?.remove(0))
-}
-
-/// A running flight-server, killed on drop.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Server {
-    async fn start(bin: &Path, cluster: &LocalCluster) -> Result<Self> {
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
-        for url in cluster.segment_urls() {
-            cmd.args(["--segment", &url]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).await?;
-        let url = line
-            .trim()
-            .strip_prefix("flight-server listening on ")
-            .with_context(|| format!("flight-server printed {line:?}"))?
-            .to_string();
-        Ok(Self { child, url })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 /// The endpoints of `sql`, as the runner hands them to a trainer.

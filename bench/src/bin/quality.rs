@@ -43,9 +43,14 @@
 //! target/debug/quality --smoke   # seconds, hopper leg only: its numbers are not figures
 //! ```
 
+#[path = "../flight_server.rs"]
+mod flight_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use flight_server::Server;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -61,7 +66,6 @@ use mop_core::table::{FeaturesFile, FEATURES_FILE};
 use mop_trainer::featurize::{Featurized, Featurizer};
 use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use tch::{Device, Kind, Tensor};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// hopper's model quality against PyTorch's on the same module and rows.
 #[derive(Parser, Debug)]
@@ -225,43 +229,6 @@ async fn load(cluster: &LocalCluster, task: &Task, rows: u64) -> Result<()> {
             .await?;
     }
     Ok(())
-}
-
-/// A running flight-server, killed on drop.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Server {
-    async fn start(bin: &Path, cluster: &LocalCluster) -> Result<Self> {
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
-        for url in cluster.segment_urls() {
-            cmd.args(["--segment", &url]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).await?;
-        let url = line
-            .trim()
-            .strip_prefix("flight-server listening on ")
-            .with_context(|| format!("flight-server printed {line:?}"))?
-            .to_string();
-        Ok(Self { child, url })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 /// The run configuration of `task` for sample `seed`, training `module`.
