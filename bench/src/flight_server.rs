@@ -2,10 +2,10 @@
 //! one: `--auth none` on a free loopback port, its URL read from the line
 //! it prints when it listens.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use devcluster::LocalCluster;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -46,4 +46,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// The `flight-server` and `mop` binaries beside this benchmark's own
+/// executable (the same build); an error saying how to build them (`build`)
+/// when either is missing.
+pub fn binaries(build: &str) -> Result<(PathBuf, PathBuf)> {
+    let here = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (server_bin, mop_bin) = (here.join("flight-server"), here.join("mop"));
+    for b in [&server_bin, &mop_bin] {
+        if !b.exists() {
+            bail!("{} is missing: {build}", b.display());
+        }
+    }
+    Ok((server_bin, mop_bin))
 }

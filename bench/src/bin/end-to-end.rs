@@ -772,19 +772,8 @@ async fn main() -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    let here = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let (server_bin, mop_bin) = (here.join("flight-server"), here.join("mop"));
-    for b in [&server_bin, &mop_bin] {
-        if !b.exists() {
-            bail!(
-                "{} is missing: cargo build --release -p flight-server -p mop --bins",
-                b.display()
-            );
-        }
-    }
+    let (server_bin, mop_bin) =
+        flight_server::binaries("cargo build --release -p flight-server -p mop --bins")?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "# hopper end to end: {} rows, {} epochs, {} segments, {}, {} samples per leg (load average {})",

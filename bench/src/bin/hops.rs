@@ -38,7 +38,6 @@ mod flight_server;
 #[path = "../samples.rs"]
 mod samples;
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -178,19 +177,8 @@ async fn main() -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    let here = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let (server_bin, mop_bin) = (here.join("flight-server"), here.join("mop"));
-    for b in [&server_bin, &mop_bin] {
-        if !b.exists() {
-            bail!(
-                "{} is missing: cargo build --release -p flight-server -p mop --bins",
-                b.display()
-            );
-        }
-    }
+    let (server_bin, mop_bin) =
+        flight_server::binaries("cargo build --release -p flight-server -p mop --bins")?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "# hops: one trainer process (1 thread) on loopback, {} rows, {} samples per figure (load average {})",

@@ -671,19 +671,8 @@ async fn main() -> Result<()> {
     } else {
         "HOPPER_TORCH_PYTHON is unset; HOPPER_TORCH_PYTHON=\"$(bench/torch-venv.sh)\" runs the PyTorch leg"
     });
-    let here = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let (server_bin, mop_bin) = (here.join("flight-server"), here.join("mop"));
-    for b in [&server_bin, &mop_bin] {
-        if !b.exists() {
-            bail!(
-                "{} is missing: cargo build --workspace --bins --features mop/demo",
-                b.display()
-            );
-        }
-    }
+    let (server_bin, mop_bin) =
+        flight_server::binaries("cargo build --workspace --bins --features mop/demo")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the bench crate's parent")?

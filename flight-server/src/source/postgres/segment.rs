@@ -46,15 +46,21 @@ impl Segment {
         self.open(caller, false).await
     }
 
-    pub(super) async fn open(&self, caller: &Caller, capped: bool) -> Result<Client> {
-        let config = match caller.login_here()? {
+    /// The connection settings `caller` logs in with: their own login
+    /// where they proved one, else the server's.
+    fn config_for(&self, caller: &Caller) -> Result<std::borrow::Cow<'_, Config>> {
+        Ok(match caller.login_here()? {
             Some(login) => {
                 let mut config = self.config.clone();
                 config.user(&login.user).password(login.password.as_bytes());
                 std::borrow::Cow::Owned(config)
             }
             None => std::borrow::Cow::Borrowed(&self.config),
-        };
+        })
+    }
+
+    pub(super) async fn open(&self, caller: &Caller, capped: bool) -> Result<Client> {
+        let config = self.config_for(caller)?;
         // Over the cap, wait in line; the permit then lives in the task
         // that drives the connection, so it is returned when the socket closes.
         let permit = match capped {
@@ -97,14 +103,7 @@ impl Segment {
         &self,
         caller: &Caller,
     ) -> Result<(Session, tokio::sync::OwnedSemaphorePermit)> {
-        let config = match caller.login_here()? {
-            Some(login) => {
-                let mut config = self.config.clone();
-                config.user(&login.user).password(login.password.as_bytes());
-                std::borrow::Cow::Owned(config)
-            }
-            None => std::borrow::Cow::Borrowed(&self.config),
-        };
+        let config = self.config_for(caller)?;
         let permit = self.limit.acquire(&self.display).await?;
         let peer = format!("segment {} ({})", self.index, self.display);
         let session = Session::connect(&config, &self.tls, &peer)
