@@ -330,7 +330,9 @@ async fn a_killed_run_keeping_best_epochs_with_patience_resumes_to_the_same_file
     let (mut mop, rx) = spawn_mop_train(&interrupted, &[], &[]);
     let mut seen = Vec::new();
     // Both models validated once (each holds a best epoch), then one more
-    // unit: the checkpoint written before it names the best states.
+    // unit; killed once a checkpoint names the best states (checkpoints
+    // are written beside the run, so the one after these events may land
+    // a moment later; each is replaced atomically).
     while count(&seen, "epoch") < 2 {
         wait_for(&rx, &mut seen, "epoch", |v| is_event(v, "epoch"));
     }
@@ -338,15 +340,27 @@ async fn a_killed_run_keeping_best_epochs_with_patience_resumes_to_the_same_file
     while count(&seen, "unit") == units {
         wait_for(&rx, &mut seen, "unit", |v| is_event(v, "unit"));
     }
-    mop.kill();
     let out = s.dir.path().join("interrupted");
-    let checkpoint: Value =
-        serde_json::from_slice(&std::fs::read(out.join("checkpoint/checkpoint.json")).unwrap())
-            .unwrap();
-    let best = checkpoint["best"]
-        .as_array()
-        .expect("best states checkpointed");
-    assert!(best.iter().all(|b| b["state"].is_string()), "{best:?}");
+    let names_best = |c: &Value| {
+        c["best"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2 && b.iter().all(|b| b["state"].is_string()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let checkpoint: Value =
+            serde_json::from_slice(&std::fs::read(out.join("checkpoint/checkpoint.json")).unwrap())
+                .unwrap();
+        if names_best(&checkpoint) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint named both models' best states: {checkpoint}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    mop.kill();
     assert!(!out.join("results.json").exists());
     mop_train(&interrupted, &["--resume"]);
     mop_train(&straight, &[]);

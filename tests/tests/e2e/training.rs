@@ -444,6 +444,23 @@ async fn a_killed_runner_resumes_to_the_same_weights() {
     while count(&seen, "unit") < 3 {
         wait_for(&rx, &mut seen, "unit", |v| is_event(v, "unit"));
     }
+    // Checkpoints are written beside the run: killed once one holds two
+    // units (each is replaced atomically).
+    let file = s.out("interrupted").join("checkpoint/checkpoint.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c["timeline"].as_array().map(Vec::len))
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint holds two units"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     mop.kill(); // SIGKILL: no chance to clean up
     let pids = trainer_pids(&seen);
     assert_eq!(pids.len(), 2);
