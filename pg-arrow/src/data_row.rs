@@ -96,7 +96,7 @@ fn malformed(message: String) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A DataRow body of `values`.

@@ -976,19 +976,7 @@ mod tests {
             Field::new("id", DataType::Int64, true),
             Field::new("name", DataType::Utf8, true),
         ]));
-        let body = |values: &[Option<&[u8]>]| {
-            let mut b = (values.len() as i16).to_be_bytes().to_vec();
-            for v in values {
-                match v {
-                    Some(v) => {
-                        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                        b.extend_from_slice(v);
-                    }
-                    None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                }
-            }
-            b
-        };
+        use crate::data_row::tests::body;
         let mut b = BatchBuilder::new(schema.clone()).expect("builder");
         b.push_data_row(&body(&[Some(b"-7"), Some("é".as_bytes())]))
             .expect("row");
