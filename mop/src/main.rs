@@ -14,6 +14,9 @@ mod demo;
 mod error;
 
 fn main() -> ExitCode {
+    // Before anything allocates: every subcommand trains models or moves
+    // their states (the runner relays them, trainers decode and encode them).
+    mop_trainer::allocator::keep_freed_memory();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -750,6 +750,9 @@ fn report_breakdown(hopper: &[&Outcome], task: &[&Outcome]) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The allocator settings `mop` runs with, for the standalone leg (this
+    // process) and the task-parallel workers (this binary) alike.
+    mop_trainer::allocator::keep_freed_memory();
     let mut args = Args::parse();
     if let (Some(k), Some(config)) = (args.task_worker, args.config.as_deref()) {
         return task_worker(k, config).await;

@@ -163,6 +163,8 @@ async fn unit(
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // This process plays the runner: the allocator settings `mop` runs with.
+    mop_trainer::allocator::keep_freed_memory();
     let mut args = Args::parse();
     let batches: &[usize] = if args.smoke {
         args.rows = 1_000;
