@@ -748,11 +748,15 @@ fn report_breakdown(hopper: &[&Outcome], task: &[&Outcome]) {
     );
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     // The allocator settings `mop` runs with, for the standalone leg (this
     // process) and the task-parallel workers (this binary) alike.
+    // Set before the runtime starts its threads, as `mop` sets them.
     mop_trainer::allocator::keep_freed_memory();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> Result<()> {
     let mut args = Args::parse();
     if let (Some(k), Some(config)) = (args.task_worker, args.config.as_deref()) {
         return task_worker(k, config).await;

@@ -161,10 +161,14 @@ async fn unit(
     Ok((start.elapsed().as_secs_f64(), r, kept))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     // This process plays the runner: the allocator settings `mop` runs with.
+    // Set before the runtime starts its threads, as `mop` sets them.
     mop_trainer::allocator::keep_freed_memory();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> Result<()> {
     let mut args = Args::parse();
     let batches: &[usize] = if args.smoke {
         args.rows = 1_000;

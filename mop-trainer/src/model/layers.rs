@@ -13,8 +13,8 @@ use tch::{nn, Kind, Tensor};
 
 use crate::error::Result;
 
-/// Source of initial values: seeded uniform draws, or zeros for a model whose
-/// weights are about to be overwritten from a saved state.
+/// Source of initial values: seeded uniform draws, or none at all for a model
+/// whose weights are about to be replaced by a saved state's.
 pub(crate) struct Init {
     rng: Option<ChaCha8Rng>,
 }
@@ -27,8 +27,11 @@ impl Init {
         }
     }
 
-    /// Zeros everywhere (nothing is drawn).
-    pub(crate) fn zeros() -> Self {
+    /// Variables left unfilled (nothing is drawn or written): for a model
+    /// built to take a state's tensors, every one of which replaces a
+    /// variable's storage (`Model::from_state` refuses a state that misses
+    /// one), so filling them first would only cost a pass over the memory.
+    pub(crate) fn unfilled() -> Self {
         Init { rng: None }
     }
 
@@ -41,7 +44,8 @@ impl Init {
         bound: f64,
     ) -> Result<Tensor> {
         let Some(rng) = self.rng.as_mut() else {
-            return Ok(p.f_zeros(name, dims)?);
+            let t = Tensor::f_empty(dims, (p.kind(), p.device()))?;
+            return Ok(p.add(name, t, true));
         };
         let n: i64 = dims.iter().product();
         let bound = bound as f32;

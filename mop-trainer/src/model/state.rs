@@ -153,8 +153,7 @@ impl Model {
     ) -> Result<(Model, Optimizer)> {
         let (model, opt_state) = Self::load(config, bytes, device, module, true)?;
         let c = &model.config;
-        let mut opt = Optimizer::new(&model.vs, &c.optimizer, c.lr, c.l2)?;
-        opt.load_state(opt_state)?;
+        let opt = Optimizer::from_state(&model.vs, &c.optimizer, c.lr, c.l2, opt_state)?;
         Ok((model, opt))
     }
 
@@ -169,7 +168,7 @@ impl Model {
     ) -> Result<(Model, HashMap<String, Tensor>)> {
         let blob = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::State(format!("not a safetensors model state: {e}")))?;
-        let model = Model::build(config, device, Init::zeros(), module)?;
+        let model = Model::build(config, device, Init::unfilled(), module)?;
         let mut weights = HashMap::new();
         let mut opt_state = HashMap::new();
         for (name, view) in blob.tensors() {

@@ -104,6 +104,35 @@ impl Optimizer {
     /// An optimizer with fresh (zero) state over `vs`'s trainable variables,
     /// visited in name order.
     pub fn new(vs: &VarStore, kind: &OptimizerKind, lr: f64, l2: f64) -> Result<Self> {
+        Self::with_moments(vs, kind, lr, l2, Tensor::f_zeros_like)
+    }
+
+    /// An optimizer over `vs`'s trainable variables with the state of
+    /// [`state_tensors`](Self::state_tensors), as [`load_state`](Self::load_state)
+    /// checks it. Its moments are never zeroed first: the state's tensors
+    /// replace them, and a model that hops rebuilds its optimizer at every
+    /// unit (two thirds of its state are Adam's moments).
+    pub fn from_state(
+        vs: &VarStore,
+        kind: &OptimizerKind,
+        lr: f64,
+        l2: f64,
+        tensors: HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        let mut opt = Self::with_moments(vs, kind, lr, l2, Tensor::f_empty_like)?;
+        opt.load_state(tensors)?;
+        Ok(opt)
+    }
+
+    /// An optimizer whose moments (where its kind keeps them) are
+    /// `moment(param)`.
+    fn with_moments(
+        vs: &VarStore,
+        kind: &OptimizerKind,
+        lr: f64,
+        l2: f64,
+        moment: fn(&Tensor) -> std::result::Result<Tensor, tch::TchError>,
+    ) -> Result<Self> {
         let mut vars: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -117,10 +146,10 @@ impl Optimizer {
         let params = vars
             .into_iter()
             .map(|(name, p)| {
-                let zeros = || p.f_zeros_like();
+                let moment = || moment(&p);
                 Ok(Param {
-                    m: needs_m.then(zeros).transpose()?,
-                    v: needs_v.then(zeros).transpose()?,
+                    m: needs_m.then(moment).transpose()?,
+                    v: needs_v.then(moment).transpose()?,
                     name,
                     p,
                 })
