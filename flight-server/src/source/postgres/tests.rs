@@ -52,6 +52,34 @@ fn does_not_split_what_ranges_would_change() {
     }
 }
 
+/// A client's SQL is parsed on a tokio worker, whose stack is 2 MiB:
+/// nesting deep enough to exhaust it must be refused by the parser's
+/// recursion limit, not abort the server (in every build profile).
+#[test]
+fn deeply_nested_sql_is_refused_without_exhausting_a_workers_stack() {
+    let depth = 5_000;
+    let nested = [
+        format!("SELECT {}1{} FROM a", "(".repeat(depth), ")".repeat(depth)),
+        format!("SELECT * FROM a WHERE {}", "NOT ".repeat(depth) + "true"),
+        format!(
+            "SELECT * FROM {}a{}",
+            "(SELECT * FROM ".repeat(depth),
+            ") s".repeat(depth)
+        ),
+        format!("SELECT * FROM a WHERE k = {}1", "-".repeat(depth)),
+    ];
+    let worker = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            nested
+                .iter()
+                .map(|sql| split_target(sql).is_err())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(worker.join().unwrap(), [true; 4]);
+}
+
 /// Integration tests against a live server: a local PostgreSQL, or the
 /// one `HOPPER_PG_URL` names (14+; the tests create databases on it).
 mod live {
