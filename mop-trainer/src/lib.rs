@@ -29,7 +29,6 @@
 //! carries; only an endpoint without one makes it log in itself
 //! (`HOPPER_FLIGHT_USER`), so one fleet of trainers serves many users.
 
-pub mod allocator;
 mod cache;
 pub mod device;
 pub mod error;

@@ -16,7 +16,7 @@ mod error;
 fn main() -> ExitCode {
     // Before anything allocates: every subcommand trains models or moves
     // their states (the runner relays them, trainers decode and encode them).
-    mop_trainer::allocator::keep_freed_memory();
+    hopper_malloc::keep_freed_memory();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

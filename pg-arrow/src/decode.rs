@@ -35,14 +35,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder,
-    PrimitiveBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
+    Int64Builder, ListBuilder, PrimitiveBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::types::{
     ArrowPrimitiveType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
+};
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use postgres_types::Type;
 
@@ -141,6 +144,9 @@ enum State {
     /// Rows one by one, without COPY's header and trailer
     /// ([`CopyDecoder::for_data_rows`]).
     DataRows,
+    /// A row failed to decode part way: the columns no longer line up, so
+    /// the decoder takes nothing more (the stream it read is abandoned).
+    Failed,
 }
 
 /// Decodes PostgreSQL's binary `COPY … TO STDOUT` stream into record batches.
@@ -223,6 +229,9 @@ impl CopyDecoder {
     /// whose fields do not add up to its length, or whose field count is
     /// not the schema's, is an error naming what was wrong.
     pub fn push_data_row(&mut self, body: &[u8]) -> Result<()> {
+        if self.state == State::Failed {
+            return Err(failed());
+        }
         if self.state != State::DataRows {
             return Err(Error::Internal(
                 "push_data_row on a decoder of COPY streams (use CopyDecoder::for_data_rows)"
@@ -240,22 +249,10 @@ impl CopyDecoder {
                 format!("row has {nfields} fields, the query {ncols} columns"),
             ));
         }
-        match complete_row(body, ncols)? {
-            Some(len) if len == body.len() => {}
-            Some(len) => {
-                return Err(decode_error(
-                    "DataRow",
-                    format!("{} bytes after the row's {len}", body.len() - len),
-                ))
-            }
-            None => {
-                return Err(decode_error(
-                    "DataRow",
-                    format!("fields run past the message's {} bytes", body.len()),
-                ))
-            }
-        }
-        self.append_row(body)
+        // One pass: the body is a whole message, so its fields are appended
+        // as they are checked (a COPY chunk must be scanned for a whole row
+        // first; a message need not be).
+        self.append_row(body, true).map(drop)
     }
 
     /// The schema of the batches this decoder produces.
@@ -270,6 +267,9 @@ impl CopyDecoder {
             return Err(Error::Internal(
                 "push on a decoder of DataRow messages (use push_data_row)".into(),
             ));
+        }
+        if self.state == State::Failed {
+            return Err(failed());
         }
         if self.carry.is_empty() {
             let used = self.decode(chunk)?;
@@ -297,6 +297,9 @@ impl CopyDecoder {
     /// Ends the stream: checks that it was complete and closes the last,
     /// partial batch (take it with [`take_batch`](Self::take_batch)).
     pub fn finish(&mut self) -> Result<()> {
+        if self.state == State::Failed {
+            return Err(failed());
+        }
         let ended = matches!(self.state, State::Done | State::DataRows);
         if !ended || !self.carry.is_empty() {
             return Err(decode_error(
@@ -365,7 +368,7 @@ impl CopyDecoder {
             let Some(row_len) = complete_row(rest, ncols)? else {
                 break;
             };
-            self.append_row(&rest[..row_len])?;
+            self.append_row(&rest[..row_len], true)?;
             pos += row_len;
         }
         if self.state == State::Done && pos < buf.len() {
@@ -377,33 +380,46 @@ impl CopyDecoder {
         Ok(pos)
     }
 
-    /// Appends `row`, a complete tuple whose field lengths were checked by
-    /// [`complete_row`], and closes the batch at the limits.
-    fn append_row(&mut self, row: &[u8]) -> Result<()> {
+    /// Appends the tuple at the start of `row` (its field count already
+    /// checked), closes the batch at the limits, and returns the tuple's
+    /// length; with `whole`, the tuple must be all of `row`. Field lengths
+    /// are checked as they are read: a value that is malformed or runs past
+    /// `row` leaves the columns of unequal lengths, so it fails the decoder
+    /// for good ([`State::Failed`]), before the row counts in a batch.
+    fn append_row(&mut self, row: &[u8], whole: bool) -> Result<usize> {
         let mut p = 2;
         for (i, col) in self.cols.iter_mut().enumerate() {
-            let len = i32::from_be_bytes([row[p], row[p + 1], row[p + 2], row[p + 3]]);
-            p += 4;
-            let value = if len < 0 {
-                None
-            } else {
-                let v = &row[p..p + len as usize];
-                p += len as usize;
-                Some(v)
+            let value = match field_at(row, p) {
+                Ok((value, next)) => {
+                    p = next;
+                    value
+                }
+                Err(message) => {
+                    self.state = State::Failed;
+                    return Err(decode_error("row", message));
+                }
             };
             if let Err(message) = col.append(value) {
+                self.state = State::Failed;
                 return Err(decode_error(
                     &format!("column \"{}\"", self.schema.field(i).name()),
                     message,
                 ));
             }
         }
+        if whole && p != row.len() {
+            self.state = State::Failed;
+            return Err(decode_error(
+                "row",
+                format!("{} bytes after the row's {p}", row.len() - p),
+            ));
+        }
         self.rows += 1;
-        self.bytes += row.len();
+        self.bytes += p;
         if self.rows >= self.limits.rows || self.bytes >= self.limits.bytes {
             self.flush()?;
         }
-        Ok(())
+        Ok(p)
     }
 
     /// Closes the current batch and queues it.
@@ -421,6 +437,36 @@ impl CopyDecoder {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// The field whose length word starts at `p` in `row` (`None` = NULL), and
+/// where the next field starts; a message if the field is malformed or runs
+/// past `row`.
+#[inline]
+fn field_at(row: &[u8], p: usize) -> std::result::Result<(Option<&[u8]>, usize), String> {
+    let Some(word) = row.get(p..p + 4) else {
+        return Err(format!("fields run past the row's {} bytes", row.len()));
+    };
+    let len = i32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+    let start = p + 4;
+    if len < 0 {
+        return if len == -1 {
+            Ok((None, start))
+        } else {
+            Err(format!("field length {len}"))
+        };
+    }
+    let end = start + len as usize;
+    match row.get(start..end) {
+        Some(v) => Ok((Some(v), end)),
+        None => Err(format!("fields run past the row's {} bytes", row.len())),
+    }
+}
+
+/// The error of a decoder used after a row failed.
+#[cold]
+fn failed() -> Error {
+    Error::Internal("the decoder failed on an earlier row; its stream cannot go on".into())
 }
 
 /// The length of the row at the start of `buf` if all of it is there.
@@ -634,17 +680,24 @@ impl Column {
         }
     }
 
-    /// The values appended since the last call, as one array.
+    /// The values appended since the last call, as one array. The
+    /// builders of fixed-width and byte columns start again with room for
+    /// as many values (and bytes) as this batch took: the next batch is
+    /// most likely alike, and a builder grown from empty copies its
+    /// buffers at every doubling.
     fn finish(&mut self, name: &str) -> Result<ArrayRef> {
         let array: ArrayRef = match self {
-            Column::Int16(b) => Arc::new(b.finish()),
-            Column::Int32(b) => Arc::new(b.finish()),
-            Column::Int64(b) => Arc::new(b.finish()),
-            Column::Float32(b) => Arc::new(b.finish()),
-            Column::Float64(b) => Arc::new(b.finish()),
-            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Int16(b) => Arc::new(renew_primitive(b)),
+            Column::Int32(b) => Arc::new(renew_primitive(b)),
+            Column::Int64(b) => Arc::new(renew_primitive(b)),
+            Column::Float32(b) => Arc::new(renew_primitive(b)),
+            Column::Float64(b) => Arc::new(renew_primitive(b)),
+            Column::Bool(b) => {
+                let n = b.len();
+                Arc::new(std::mem::replace(b, BooleanBuilder::with_capacity(n)).finish())
+            }
             Column::Text(b) | Column::Jsonb(b) => {
-                let text = StringArray::try_from_binary(b.finish()).map_err(|e| {
+                let text = StringArray::try_from_binary(renew_bytes(b)).map_err(|e| {
                     decode_error(
                         &format!("column \"{name}\""),
                         format!("text is not UTF-8: {e}"),
@@ -652,11 +705,11 @@ impl Column {
                 })?;
                 Arc::new(text)
             }
-            Column::Bytea(b) => Arc::new(b.finish()),
-            Column::Numeric(b, _) => Arc::new(b.finish()),
-            Column::Date(b) => Arc::new(b.finish()),
-            Column::Time(b) => Arc::new(b.finish()),
-            Column::Timestamp(b) => Arc::new(b.finish()),
+            Column::Bytea(b) => Arc::new(renew_bytes(b)),
+            Column::Numeric(b, _) => Arc::new(renew_primitive(b)),
+            Column::Date(b) => Arc::new(renew_primitive(b)),
+            Column::Time(b) => Arc::new(renew_primitive(b)),
+            Column::Timestamp(b) => Arc::new(renew_primitive(b)),
             Column::Uuid(b) => Arc::new(b.finish()),
             Column::ListInt16(b) => Arc::new(b.finish()),
             Column::ListInt32(b) => Arc::new(b.finish()),
@@ -667,6 +720,21 @@ impl Column {
         debug_assert!(array.len() <= i32::MAX as usize);
         Ok(array)
     }
+}
+
+/// `b`'s values as an array; `b` starts again with room for as many, of
+/// the same data type (a timestamp's zone, a decimal's precision and scale).
+fn renew_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> PrimitiveArray<T> {
+    let array = b.finish();
+    *b = PrimitiveBuilder::with_capacity(array.len()).with_data_type(array.data_type().clone());
+    array
+}
+
+/// `b`'s values as an array; `b` starts again with room for as many values
+/// and bytes.
+fn renew_bytes(b: &mut BinaryBuilder) -> BinaryArray {
+    let next = BinaryBuilder::with_capacity(b.len(), b.values_slice().len());
+    std::mem::replace(b, next).finish()
 }
 
 #[cold]
@@ -985,13 +1053,21 @@ mod tests {
         check_small(&batches);
 
         // A body that is not one whole row says so; COPY bytes are refused.
-        let mut d = CopyDecoder::for_data_rows(schema, &types, limits).unwrap();
+        let mut d = CopyDecoder::for_data_rows(schema.clone(), &types, limits).unwrap();
         let row = &bytes[HEADER_LEN + 4..];
         let first = complete_row(row, cols.len()).unwrap().unwrap();
         let short = d.push_data_row(&row[..first - 1]).unwrap_err().to_string();
         assert!(short.contains("run past"), "{short}");
+        // Columns filled part way: the decoder takes nothing more.
+        let after = d.push_data_row(&row[..first]).unwrap_err().to_string();
+        assert!(after.contains("failed on an earlier row"), "{after}");
+        assert!(d.finish().is_err());
+        let mut d = CopyDecoder::for_data_rows(schema.clone(), &types, limits).unwrap();
+        d.push_data_row(&row[..first]).unwrap();
         let long = d.push_data_row(&row[..first + 1]).unwrap_err().to_string();
         assert!(long.contains("bytes after the row"), "{long}");
+        assert!(!d.ready(), "the row with bytes after it closed no batch");
+        let mut d = CopyDecoder::for_data_rows(schema, &types, limits).unwrap();
         let count = d.push_data_row(&[0, 2]).unwrap_err().to_string();
         assert!(count.contains("2 fields, the query 5 columns"), "{count}");
         assert!(d.push(&bytes).is_err());

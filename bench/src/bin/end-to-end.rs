@@ -752,7 +752,7 @@ fn main() -> Result<()> {
     // The allocator settings `mop` runs with, for the standalone leg (this
     // process) and the task-parallel workers (this binary) alike.
     // Set before the runtime starts its threads, as `mop` sets them.
-    mop_trainer::allocator::keep_freed_memory();
+    hopper_malloc::keep_freed_memory();
     tokio::runtime::Runtime::new()?.block_on(run())
 }
 

@@ -164,7 +164,7 @@ async fn unit(
 fn main() -> Result<()> {
     // This process plays the runner: the allocator settings `mop` runs with.
     // Set before the runtime starts its threads, as `mop` sets them.
-    mop_trainer::allocator::keep_freed_memory();
+    hopper_malloc::keep_freed_memory();
     tokio::runtime::Runtime::new()?.block_on(run())
 }
 

@@ -6,8 +6,7 @@
 //! The shim receives tch's tensor handles, which are `at::Tensor*`, and works
 //! on the tensors they point to (taking references, not copies); C++
 //! exceptions come back as an error message. The crate's `unsafe` code is
-//! here, in the TorchScript shim (`model/torchscript/shim.rs`) and in
-//! `allocator.rs`.
+//! here and in the TorchScript shim (`model/torchscript/shim.rs`).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void, CStr};
