@@ -870,4 +870,56 @@ mod tests {
             1000
         );
     }
+
+    /// A client's SQL is planned on a tokio worker, whose stack is 2 MiB:
+    /// nesting just under the parser's recursion limit must plan or be
+    /// refused, and nesting far over it be refused, without exhausting it
+    /// (in every build profile: the tests run the dev profile's).
+    #[test]
+    fn deeply_nested_sql_is_planned_or_refused_within_a_workers_stack() {
+        let worker = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    write_parquet(&dir.path().join("t.parquet"), &sample(10));
+                    let source = FilesSource::open(
+                        dir.path().to_str().expect("utf8"),
+                        BatchLimits::default(),
+                        2,
+                    )
+                    .await
+                    .expect("open");
+                    let mut refused = Vec::new();
+                    for depth in [40, 5_000] {
+                        for sql in [
+                            format!("SELECT {}id{} FROM t", "(".repeat(depth), ")".repeat(depth)),
+                            format!("SELECT * FROM t WHERE {}true", "NOT ".repeat(depth)),
+                            format!("SELECT {}id FROM t", "-".repeat(depth)),
+                            format!(
+                                "SELECT * FROM {}t{}",
+                                "(SELECT * FROM ".repeat(depth),
+                                ") s".repeat(depth)
+                            ),
+                        ] {
+                            let described = source.describe(&Caller::server(), &sql).await;
+                            let planned = source.plan(&Caller::server(), &sql).await;
+                            refused.push((depth, described.is_err() && planned.is_err()));
+                        }
+                    }
+                    refused
+                })
+            })
+            .expect("thread");
+        let refused = worker.join().expect("the planner stayed within the stack");
+        for (depth, was_refused) in refused {
+            if depth > 100 {
+                assert!(was_refused, "nesting {depth} deep was planned");
+            }
+        }
+    }
 }
