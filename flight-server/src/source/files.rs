@@ -775,8 +775,9 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    #[tokio::test]
-    async fn unknown_tables_and_writes_are_invalid_queries() {
+    /// A source over one Parquet table `t` of 10 rows, in a directory
+    /// that lives as long as the returned guard.
+    async fn ten_rows_in_t() -> (tempfile::TempDir, FilesSource) {
         let dir = tempfile::tempdir().expect("tempdir");
         write_parquet(&dir.path().join("t.parquet"), &sample(10));
         let source = FilesSource::open(
@@ -786,6 +787,12 @@ mod tests {
         )
         .await
         .expect("open");
+        (dir, source)
+    }
+
+    #[tokio::test]
+    async fn unknown_tables_and_writes_are_invalid_queries() {
+        let (_dir, source) = ten_rows_in_t().await;
         match source.plan(&Caller::server(), "SELECT * FROM nope").await {
             Err(Error::InvalidQuery(m)) => assert!(m.contains("nope"), "{m}"),
             other => panic!("expected InvalidQuery, got {other:?}"),
@@ -885,15 +892,7 @@ mod tests {
                     .build()
                     .expect("runtime");
                 runtime.block_on(async {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    write_parquet(&dir.path().join("t.parquet"), &sample(10));
-                    let source = FilesSource::open(
-                        dir.path().to_str().expect("utf8"),
-                        BatchLimits::default(),
-                        2,
-                    )
-                    .await
-                    .expect("open");
+                    let (_dir, source) = ten_rows_in_t().await;
                     let mut refused = Vec::new();
                     for depth in [40, 5_000] {
                         for sql in [
