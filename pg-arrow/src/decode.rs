@@ -252,7 +252,7 @@ impl CopyDecoder {
         // One pass: the body is a whole message, so its fields are appended
         // as they are checked (a COPY chunk must be scanned for a whole row
         // first; a message need not be).
-        self.append_row(body, true).map(drop)
+        self.append_row(body)
     }
 
     /// The schema of the batches this decoder produces.
@@ -368,7 +368,7 @@ impl CopyDecoder {
             let Some(row_len) = complete_row(rest, ncols)? else {
                 break;
             };
-            self.append_row(&rest[..row_len], true)?;
+            self.append_row(&rest[..row_len])?;
             pos += row_len;
         }
         if self.state == State::Done && pos < buf.len() {
@@ -380,13 +380,12 @@ impl CopyDecoder {
         Ok(pos)
     }
 
-    /// Appends the tuple at the start of `row` (its field count already
-    /// checked), closes the batch at the limits, and returns the tuple's
-    /// length; with `whole`, the tuple must be all of `row`. Field lengths
-    /// are checked as they are read: a value that is malformed or runs past
+    /// Appends the tuple `row` (its field count already checked; it must be
+    /// all of `row`) and closes the batch at the limits. Field lengths are
+    /// checked as they are read: a value that is malformed or runs past
     /// `row` leaves the columns of unequal lengths, so it fails the decoder
     /// for good ([`State::Failed`]), before the row counts in a batch.
-    fn append_row(&mut self, row: &[u8], whole: bool) -> Result<usize> {
+    fn append_row(&mut self, row: &[u8]) -> Result<()> {
         let mut p = 2;
         for (i, col) in self.cols.iter_mut().enumerate() {
             let value = match field_at(row, p) {
@@ -407,7 +406,7 @@ impl CopyDecoder {
                 ));
             }
         }
-        if whole && p != row.len() {
+        if p != row.len() {
             self.state = State::Failed;
             return Err(decode_error(
                 "row",
@@ -419,7 +418,7 @@ impl CopyDecoder {
         if self.rows >= self.limits.rows || self.bytes >= self.limits.bytes {
             self.flush()?;
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Closes the current batch and queues it.
