@@ -9,10 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hopper.v1.TrainUnitRequest.state")
         .bytes(".hopper.v1.UnitResult.state")
         .bytes(".hopper.v1.EvaluateRequest.state")
+        .bytes(".hopper.v1.StateChunk.data")
         // A TorchScript module, shared by every unit of its models.
         .bytes(".hopper.v1.Arch.TorchScript.module")
-        // An endpoint carries a Bearer token: its Debug (lib.rs) hides it.
-        .skip_debug([".hopper.v1.FlightEndpoint"])
+        // An endpoint carries a Bearer token, a state source a proof: their
+        // Debug (lib.rs, hop.rs) hides them.
+        .skip_debug([".hopper.v1.FlightEndpoint", ".hopper.v1.StateSource"])
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

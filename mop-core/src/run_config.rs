@@ -245,6 +245,9 @@ pub struct TrainConfig {
     /// validation `metric` (see [`crate::search`]); none: never.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<usize>,
+    /// How often a model's state is copied into the checkpoint.
+    #[serde(skip_serializing_if = "Checkpoints::is_epoch")]
+    pub checkpoint: Checkpoints,
 }
 
 /// Which epoch's weights a model's file holds (`[train] keep`).
@@ -266,6 +269,31 @@ impl Keep {
     }
 }
 
+/// How often the runner takes a copy of a model's state for its checkpoint
+/// (`[train] checkpoint`). Between copies a model's state lives only on
+/// the trainer that trained it last: a trainer that dies with it, or a
+/// runner killed and resumed, trains the model's units since the copy
+/// again (to the same weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checkpoints {
+    /// At the end of every epoch of every model, where validation needs the
+    /// state anyway: one state in `partitions` crosses to the runner.
+    #[default]
+    Epoch,
+    /// After every unit: a resumed run trains no finished unit again, and
+    /// every state crosses the network twice (to the next trainer, and to
+    /// the runner).
+    Unit,
+}
+
+impl Checkpoints {
+    /// Whether this is the default.
+    pub fn is_epoch(&self) -> bool {
+        *self == Checkpoints::Epoch
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -277,6 +305,7 @@ impl Default for TrainConfig {
             metric: None,
             keep: Keep::Last,
             patience: None,
+            checkpoint: Checkpoints::Epoch,
         }
     }
 }

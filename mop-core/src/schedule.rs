@@ -762,6 +762,38 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Whether `unit`, handed out now, is its model's last of its epoch:
+    /// the model's state after it is the state the epoch ends with.
+    pub fn ends_epoch(&self, unit: Unit) -> bool {
+        self.state
+            .model
+            .get(unit.model)
+            .is_some_and(|m| m.epoch == unit.epoch && m.done.len() + 1 == self.state.partitions)
+    }
+
+    /// Sends `model` back to the start of its current epoch, so the units it
+    /// did in this epoch run again; returns how many. For a runner that
+    /// lost the model's state since (the trainer that kept it died) and
+    /// holds the one the epoch began with: under the reproducible policy
+    /// the units run again in the same order from the same state, so the
+    /// weights come out the same. Errors if the model is handed out.
+    pub fn restart_epoch(&mut self, model: usize) -> Result<usize> {
+        self.check_model(model)?;
+        let m = &self.state.model[model];
+        if let Some(w) = m.running {
+            return Err(Error::Schedule(format!(
+                "model {model} cannot restart its epoch while worker {w} holds it"
+            )));
+        }
+        let undone = m.done.len();
+        if undone > 0 {
+            let mut state = self.state.clone();
+            state.model[model].done.clear();
+            *self = Self::from_state(state)?;
+        }
+        Ok(undone)
+    }
+
     /// Records that `unit` failed (its trainer died): the unit runs again
     /// later, starting from the model's state before it. Errors if `unit` is
     /// not running.
@@ -1009,6 +1041,62 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&sched).unwrap()).unwrap();
         assert_eq!(back, sched);
         assert_eq!(back.held(0), 0);
+    }
+
+    #[test]
+    fn a_restarted_epoch_runs_its_units_again_in_the_same_order() {
+        for policy in [Policy::Reproducible, Policy::Cerebro] {
+            let (models, w, epochs) = (4, 3, 2);
+            let mut sched = Scheduler::new(models, w, epochs, 5, policy).unwrap();
+            // Every model's partitions, per epoch, in the order they ended.
+            let mut visits = vec![vec![Vec::new(); epochs]; models];
+            let mut restarted = false;
+            let mut turn = 0;
+            while !sched.is_done() {
+                let Some(u) = sched.next_unit(turn % w) else {
+                    turn += 1;
+                    continue;
+                };
+                turn += 1;
+                assert!(sched.restart_epoch(u.model).is_err(), "handed out: {u}");
+                let ends = sched.ends_epoch(u);
+                sched.complete(u).unwrap();
+                assert_eq!(ends, sched.model_epoch(u.model).unwrap() > u.epoch, "{u}");
+                visits[u.model][u.epoch].push(u.partition);
+                // Model 0 loses the state of its first two units of epoch 1.
+                if !restarted && u.model == 0 && u.epoch == 1 && visits[0][1].len() == 2 {
+                    let before = sched.progress().done;
+                    assert_eq!(sched.restart_epoch(0).unwrap(), 2);
+                    assert_eq!(sched.progress().done, before - 2);
+                    assert_eq!(sched.model_epoch(0).unwrap(), 1);
+                    let lost = std::mem::take(&mut visits[0][1]);
+                    if policy == Policy::Reproducible {
+                        assert_eq!(lost, sched.visit_order(0, 1).unwrap()[..2]);
+                    }
+                    restarted = true;
+                }
+            }
+            assert!(restarted, "{policy}");
+            for (m, epochs) in visits.iter().enumerate() {
+                for (e, ps) in epochs.iter().enumerate() {
+                    let mut sorted = ps.clone();
+                    sorted.sort();
+                    assert_eq!(
+                        sorted,
+                        (0..w).collect::<Vec<_>>(),
+                        "{policy} model {m} epoch {e}"
+                    );
+                    if policy == Policy::Reproducible {
+                        assert_eq!(*ps, sched.visit_order(m, e).unwrap(), "model {m} epoch {e}");
+                    }
+                }
+            }
+            assert_eq!(
+                sched.restart_epoch(0).unwrap(),
+                0,
+                "a finished model has nothing to undo"
+            );
+        }
     }
 
     #[test]

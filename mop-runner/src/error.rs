@@ -26,6 +26,11 @@ pub enum Error {
     /// planning the query again gives tickets that work.
     #[error("ticket refused: {0}")]
     TicketRefused(String),
+    /// A unit's trainer could not get the model's starting state from the
+    /// trainer that keeps it: the runner fetches it itself, or sends the
+    /// model back to the last state it holds.
+    #[error("model state: {0}")]
+    StateSource(String),
     /// A trainer failed, died, or could not be reached.
     #[error("trainer {trainer}: {message}")]
     Trainer {

@@ -25,6 +25,7 @@
 //! spoken through `flight-client` only: `mop` links no part of the server.
 
 pub mod error;
+pub mod hops;
 pub mod locality;
 pub mod mlflow;
 pub mod mst_table;

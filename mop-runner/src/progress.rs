@@ -216,6 +216,26 @@ impl Reporter {
         self.json(serde_json::json!({ "event": "replan", "reason": why, "count": count }));
     }
 
+    /// How the run's model states moved (at its end).
+    pub fn states_moved(&self, t: &crate::hops::Traffic) {
+        let mb = |b: u64| b as f64 / 1e6;
+        self.println(format!(
+            "model states: {} hops trainer to trainer, {} kept on the same trainer, \
+             {} sent by the runner ({:.0} MB), {} returned to it ({:.0} MB)",
+            t.direct,
+            t.same_trainer,
+            t.sent,
+            mb(t.sent_bytes),
+            t.returned,
+            mb(t.returned_bytes)
+        ));
+        self.json(serde_json::json!({
+            "event": "states", "direct": t.direct, "same_trainer": t.same_trainer,
+            "sent": t.sent, "sent_bytes": t.sent_bytes,
+            "returned": t.returned, "returned_bytes": t.returned_bytes,
+        }));
+    }
+
     /// A line above the bars (or on stderr).
     pub fn println(&self, line: String) {
         match (&self.multi, self.mode) {

@@ -1,16 +1,18 @@
 //! The MOP runner (`mop train`): plans the data on flight-server, starts
 //! (or connects to) one trainer per partition, and drives the scheduler:
 //! every idle trainer gets the next (model, partition) unit, the model's
-//! state travels with the unit, and a checkpoint is committed after every
-//! unit so that `--resume` loses no finished work.
+//! state hops to it from the trainer that trained the model last
+//! ([`crate::hops`]), and a checkpoint is committed after every unit so that
+//! `--resume` loses no finished epoch.
 //!
 //! # Design
 //!
 //! ```text
 //!  plan: GetFlightInfo(train SQL) ─► endpoints ─► partition p = endpoints i with i % W == p
 //!  trainers 0..W ◄─ OpenPartition(endpoints of p)
-//!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, state) on trainer w
-//!        ◄─ state', metrics ─► Scheduler::complete ─► checkpoint
+//!  loop: Scheduler::next_unit(idle w) ─► TrainUnit(config, from trainer v) on trainer w
+//!        (w fetches the state from v; at an epoch's end the result brings a copy)
+//!        ◄─ metrics ─► Scheduler::complete ─► checkpoint
 //!        model finished an epoch ─► Evaluate on every trainer's validation rows
 //!        ◄─ metrics ─► Scheduler::record_score (a search may stop the model)
 //!  end: model files, results.json/csv, result tables in the database
@@ -67,6 +69,7 @@ use hopper_proto::{train_event, CacheMode as ProtoCache, TrainUnitRequest};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
+use crate::hops::{Hop, StateBook, StateCopy};
 use crate::locality;
 use crate::mlflow::{End, Tracker};
 use crate::pins::Pins;
@@ -118,6 +121,10 @@ enum Done {
         worker: usize,
         unit: Unit,
         start: f64,
+        /// What becomes of the state the unit ends with, and the trainer's
+        /// address when it was handed the unit.
+        hop: Hop,
+        address: String,
         result: Result<hopper_proto::UnitResult>,
     },
     Eval {
@@ -180,6 +187,8 @@ struct Trainers {
     clients: Vec<Client>,
     /// Each trainer's address.
     addresses: Vec<String>,
+    /// The key each trainer takes proofs of, if any.
+    keys: Vec<Option<TrainerKey>>,
     local: Vec<Option<LocalTrainer>>,
     binary: PathBuf,
     threads: usize,
@@ -198,6 +207,7 @@ impl Trainers {
         let mut t = Trainers {
             clients: Vec::with_capacity(w),
             addresses: Vec::with_capacity(w),
+            keys: Vec::with_capacity(w),
             local: Vec::with_capacity(w),
             binary,
             threads: config.train.threads,
@@ -209,6 +219,7 @@ impl Trainers {
                 t.clients
                     .push(trainers::connect(&lt.address, Some(lt.key.clone())).await?);
                 t.addresses.push(lt.address.clone());
+                t.keys.push(Some(lt.key.clone()));
                 t.local.push(Some(lt));
             }
         } else {
@@ -217,10 +228,21 @@ impl Trainers {
             for a in addresses {
                 t.clients.push(trainers::connect(a, key.clone()).await?);
                 t.addresses.push(a.clone());
+                t.keys.push(key.clone());
                 t.local.push(None);
             }
         }
         Ok(t)
+    }
+
+    /// A proof for trainer `w`, for another trainer to present to it once
+    /// (a state's hop); empty if `w` takes no key.
+    fn proof(&self, w: usize) -> String {
+        self.keys
+            .get(w)
+            .and_then(Option::as_ref)
+            .map(TrainerKey::proof)
+            .unwrap_or_default()
     }
 
     /// Whether trainer `w` answers a health check.
@@ -269,6 +291,7 @@ impl Trainers {
         reporter.trainer_started(w, t.pid(), &t.address);
         self.clients[w] = trainers::connect(&t.address, Some(t.key.clone())).await?;
         self.addresses[w] = t.address.clone();
+        self.keys[w] = Some(t.key.clone());
         self.local[w] = Some(t);
         Ok(true)
     }
@@ -342,6 +365,8 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
     };
     if flight_client::refused::is_ticket_refused(&s) {
         Error::TicketRefused(format!("trainer {w}: {message}"))
+    } else if hopper_proto::hop::is_state_source_failed(&s) {
+        Error::StateSource(format!("trainer {w}: {message}"))
     } else {
         trainer_err(w, message)
     }
@@ -441,7 +466,7 @@ async fn run(
     // checkpoint, so a resumed run compares with the reads before it).
     let mut reads = SourceReads::default();
     let on_change = config.source.on_change;
-    let (mut sched, mut states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
+    let (mut sched, states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
         match (opts.resume, existing) {
             (true, Some(c)) => {
                 if c.config_fingerprint != fp {
@@ -508,6 +533,16 @@ async fn run(
                 )
             }
         };
+
+    // Where every model's state is: the runner holds a copy of each at its
+    // epochs' ends (or after every unit); between, the trainer that trained
+    // a model last keeps it, and the model's next trainer fetches it.
+    let copies = states
+        .into_iter()
+        .zip(&units_done)
+        .map(|(state, &units)| StateCopy { state, units })
+        .collect();
+    let mut book = StateBook::new(copies, true, config.train.checkpoint);
 
     // Trainers.
     let binary = match &opts.trainer_binary {
@@ -651,15 +686,24 @@ async fn run(
             let Some(unit) = unit else {
                 continue;
             };
+            let directive = book.directive(unit.model, worker, sched.ends_epoch(unit), |t| {
+                trainers.proof(t)
+            });
+            let hop = directive.hop;
             let req = TrainUnitRequest {
                 model: unit.model as u32,
                 config: Some((*wire_configs[unit.model]).clone()),
-                state: states[unit.model].as_ref().cloned().unwrap_or_default(),
+                state: directive.state,
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
                 train: plan.train_for(worker, w).await?,
+                from: directive.from,
+                hold: hop.hold,
+                version: hop.version,
+                return_state: hop.return_state(),
             };
             let client = trainers.clients[worker].clone();
+            let address = trainers.addresses[worker].clone();
             let rep = reporter.clone();
             set.spawn(async move {
                 let (began, result) = run_unit(client, req, unit, rep).await;
@@ -668,6 +712,8 @@ async fn run(
                     worker,
                     unit,
                     start,
+                    hop,
+                    address,
                     result,
                 }
             });
@@ -683,7 +729,7 @@ async fn run(
         if dirty && writing.is_none() {
             let job = CheckpointJob {
                 sched: sched.clone(),
-                states: states.clone(),
+                copies: book.copies().to_vec(),
                 units_done: units_done.clone(),
                 metrics: metrics.clone(),
                 timeline: timeline.clone(),
@@ -731,6 +777,8 @@ async fn run(
                 worker,
                 unit,
                 start,
+                hop,
+                address,
                 result: Ok(r),
             } => {
                 // Rows that changed since the partition's earlier reads stop
@@ -750,11 +798,22 @@ async fn run(
                 }
                 failures[worker] = 0;
                 let m = unit.model;
+                if hop.copy && r.state.is_empty() {
+                    return Err(trainer_err(
+                        worker,
+                        "the unit's result carries no state though the runner asked for it; \
+                         is the trainer older than the runner?",
+                    ));
+                }
                 sched.complete(unit)?;
                 units_done[m] += 1;
                 // Kept as received: the buffer the message was decoded into,
-                // shared with the next unit's request and the checkpoint.
-                states[m] = Some(r.state);
+                // shared with evaluations and the checkpoint.
+                let superseded = book.unit_done(m, worker, &address, hop, r.state, units_done[m]);
+                if let Some((holder, key)) = superseded {
+                    release(&trainers.clients[holder], key);
+                }
+                release_if_trained_out(&sched, &book, &trainers.clients, m)?;
                 let em = epoch_slot(&mut metrics[m], unit.epoch);
                 em.train_samples += r.samples;
                 em.train_loss_sum += r.loss_sum;
@@ -789,7 +848,7 @@ async fn run(
                 reporter.unit_done(unit, r.samples, r.seconds);
                 if sched.model_epoch(m)? > unit.epoch {
                     if has_validation {
-                        let state = states[m].clone().unwrap_or_default();
+                        let state = book.copy(m).state.clone().unwrap_or_default();
                         evals.insert((m, unit.epoch), state.clone());
                         spawn_eval(
                             &mut set,
@@ -816,8 +875,41 @@ async fn run(
                 ..
             } => {
                 sched.requeue(unit)?;
-                failures[worker] += 1;
                 reporter.unit_failed(unit, &e.to_string());
+                if matches!(e, Error::StateSource(_)) {
+                    // Not the trainer's fault: where the state was.
+                    let m = unit.model;
+                    let fetched = match book.kept_on(m) {
+                        Some((holder, key)) => fetch_state(&trainers.clients[holder], key)
+                            .await
+                            .ok()
+                            .map(|s| (holder, s)),
+                        None => None,
+                    };
+                    match fetched {
+                        Some((holder, state)) => {
+                            if book.through_runner(m, state) {
+                                reporter.println(format!(
+                                    "trainer {worker} could not fetch a model's state from trainer \
+                                     {holder}, which the runner reaches: states go through the \
+                                     runner from now on (let trainers reach each other's addresses \
+                                     for hops at network speed)"
+                                ));
+                            }
+                        }
+                        None => {
+                            let trained = Trained {
+                                units_done: &mut units_done,
+                                metrics: &mut metrics,
+                                timeline: &mut timeline,
+                            };
+                            rewind(&mut sched, &mut book, trained, m, &reporter)?;
+                        }
+                    }
+                    dirty = true;
+                    continue;
+                }
+                failures[worker] += 1;
                 if matches!(e, Error::TicketRefused(_)) {
                     replan(&mut plan, &reporter).await?;
                 }
@@ -830,7 +922,16 @@ async fn run(
                 // A local trainer that died is replaced; the unit then runs
                 // again from the model's state before it. A trainer that is
                 // alive but failed gets a pause before its next unit.
-                if !trainers.replace_if_dead(worker, &reporter).await? {
+                if trainers.replace_if_dead(worker, &reporter).await? {
+                    let trained = Trained {
+                        units_done: &mut units_done,
+                        metrics: &mut metrics,
+                        timeline: &mut timeline,
+                    };
+                    let lost = (worker, trainers.addresses.as_slice());
+                    states_lost_with(lost, &mut sched, &mut book, trained, &reporter)?;
+                    dirty = true;
+                } else {
                     let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
                     tokio::time::sleep(backoff).await;
                 }
@@ -885,6 +986,9 @@ async fn run(
                 // only its stops are news; a budget that ends is no news.
                 let patient = sched.search().and_then(|p| p.patience()).is_some();
                 for d in sched.record_score(model, epoch, score)? {
+                    if let Decision::Stop { model, .. } = d {
+                        release_if_trained_out(&sched, &book, &trainers.clients, model)?;
+                    }
                     match d {
                         Decision::Stop { stop, .. } if stop.reason == Reason::Finished => {}
                         Decision::Continue { .. } if patient => {}
@@ -924,6 +1028,14 @@ async fn run(
                 for worker in 0..w {
                     if trainers.replace_if_dead(worker, &reporter).await? {
                         replaced = true;
+                        let trained = Trained {
+                            units_done: &mut units_done,
+                            metrics: &mut metrics,
+                            timeline: &mut timeline,
+                        };
+                        let lost = (worker, trainers.addresses.as_slice());
+                        states_lost_with(lost, &mut sched, &mut book, trained, &reporter)?;
+                        dirty = true;
                         if let Some(opened) =
                             reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
                         {
@@ -948,6 +1060,7 @@ async fn run(
         }
     }
     reporter.finish();
+    reporter.states_moved(&book.traffic());
     plan.pins.release().await;
     let _ = std::fs::remove_file(ckdir.dir().join(crate::pins::PINS_FILE));
     let seconds = now(&started);
@@ -957,7 +1070,7 @@ async fn run(
         .map(|(i, c)| {
             let (kept, state) = match &best[i] {
                 Some((e, state)) if keep_best => (Some(*e), Some(state)),
-                _ => (None, states[i].as_ref()),
+                _ => (None, book.copy(i).state.as_ref()),
             };
             let state = state.map(|s| Arc::new(s.to_vec()));
             results::ModelResult {
@@ -1029,7 +1142,7 @@ async fn finish_write(writing: &mut Option<tokio::task::JoinHandle<Result<()>>>)
 /// while the loop goes on (states are shared, not copied).
 struct CheckpointJob {
     sched: Scheduler,
-    states: Vec<Option<Bytes>>,
+    copies: Vec<StateCopy>,
     units_done: Vec<u64>,
     metrics: Vec<Vec<EpochMetrics>>,
     timeline: Vec<UnitRecord>,
@@ -1046,10 +1159,10 @@ impl CheckpointJob {
     fn write(self, ckdir: &CheckpointDir) -> Result<()> {
         let CheckpointJob {
             sched: mut snapshot,
-            states,
-            units_done,
-            metrics,
-            timeline,
+            copies,
+            mut units_done,
+            mut metrics,
+            mut timeline,
             evals,
             best,
             reads,
@@ -1061,8 +1174,18 @@ impl CheckpointJob {
         for u in snapshot.running() {
             snapshot.requeue(u)?;
         }
-        let mut names = Vec::with_capacity(states.len());
-        for (m, s) in states.iter().enumerate() {
+        // It holds the states the runner has copies of: a model that went on
+        // since (its state kept by a trainer) starts that epoch again.
+        for (m, c) in copies.iter().enumerate() {
+            let t = Trained {
+                units_done: &mut units_done,
+                metrics: &mut metrics,
+                timeline: &mut timeline,
+            };
+            undo_to_copy(&mut snapshot, m, c.units, t)?;
+        }
+        let mut names = Vec::with_capacity(copies.len());
+        for (m, s) in copies.iter().map(|c| &c.state).enumerate() {
             names.push(match s {
                 Some(bytes) => {
                     let name = format!("model-{m}.u{}.safetensors", units_done[m]);
@@ -1124,6 +1247,126 @@ impl CheckpointJob {
             reads,
         })?)
     }
+}
+
+/// What the run recorded of every model's units, which a model sent back
+/// to the state the runner holds forgets.
+struct Trained<'a> {
+    units_done: &'a mut [u64],
+    metrics: &'a mut [Vec<EpochMetrics>],
+    timeline: &'a mut Vec<UnitRecord>,
+}
+
+/// Sends model `m` back to the start of its epoch, where the runner's copy
+/// of its state (after `to` units) is: the scheduler, the unit count, the
+/// epoch's training figures and its units on the timeline. Returns how many
+/// units it undid.
+fn undo_to_copy(sched: &mut Scheduler, m: usize, to: u64, t: Trained<'_>) -> Result<u64> {
+    if t.units_done[m] == to {
+        return Ok(0);
+    }
+    let epoch = sched.model_epoch(m)?;
+    let undone = sched.restart_epoch(m)? as u64;
+    if t.units_done[m].checked_sub(undone) != Some(to) {
+        return Err(Error::Schedule(format!(
+            "model {m}: the runner holds its state after {to} units, but its epoch began after {}",
+            t.units_done[m].saturating_sub(undone)
+        )));
+    }
+    t.units_done[m] = to;
+    if let Some(v) = t.metrics.get_mut(m) {
+        v.truncate(epoch);
+    }
+    t.timeline.retain(|u| u.model != m || u.epoch < epoch);
+    Ok(undone)
+}
+
+/// Model `m`'s latest state is lost (the trainer that kept it died): it
+/// goes back to the runner's copy, and the units since run again.
+fn rewind(
+    sched: &mut Scheduler,
+    book: &mut StateBook,
+    t: Trained<'_>,
+    m: usize,
+    reporter: &Reporter,
+) -> Result<()> {
+    let undone = undo_to_copy(sched, m, book.copy(m).units, t)?;
+    book.rewind(m);
+    if undone > 0 {
+        reporter.println(format!(
+            "model {m}: its state after {undone} units of this epoch was lost with the trainer \
+             that kept it; they run again from the epoch's start"
+        ));
+    }
+    Ok(())
+}
+
+/// Trainer `lost.0` was replaced (`lost.1` holds the new addresses): the
+/// states it kept are gone. Models not handed out go back to the runner's
+/// copies now; a handed-out one whose trainer had not fetched its state yet
+/// fails its unit and goes back then.
+fn states_lost_with(
+    lost: (usize, &[String]),
+    sched: &mut Scheduler,
+    book: &mut StateBook,
+    t: Trained<'_>,
+    reporter: &Reporter,
+) -> Result<()> {
+    let handed: Vec<usize> = sched.running().iter().map(|u| u.model).collect();
+    for m in 0..t.units_done.len() {
+        if book.lost_with(m, lost.0, lost.1) && !handed.contains(&m) {
+            let again = Trained {
+                units_done: &mut *t.units_done,
+                metrics: &mut *t.metrics,
+                timeline: &mut *t.timeline,
+            };
+            rewind(sched, book, again, m, reporter)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the state of `key` from the trainer `client` reaches.
+async fn fetch_state(client: &Client, key: hopper_proto::StateKey) -> Result<Bytes> {
+    let mut stream = client
+        .clone()
+        .fetch_state(hopper_proto::FetchStateRequest { key: Some(key) })
+        .await
+        .map_err(|s| trainer_err(0, s.message()))?
+        .into_inner();
+    hopper_proto::hop::collect(&mut stream, &key)
+        .await
+        .map_err(|s| trainer_err(0, s.message()))
+}
+
+/// Tells the trainer that keeps model `m`'s state to forget it once the
+/// model trains no more (the runner holds its last state).
+fn release_if_trained_out(
+    sched: &Scheduler,
+    book: &StateBook,
+    clients: &[Client],
+    m: usize,
+) -> Result<()> {
+    let out = match sched.fate(m)? {
+        Some(fate) => sched.model_epoch(m)? >= fate.epochs,
+        None => false,
+    };
+    if let Some((holder, key)) = book.kept_on(m).filter(|_| out) {
+        release(&clients[holder], key);
+    }
+    Ok(())
+}
+
+/// Tells the trainer `client` reaches to forget the state of `key`, in the
+/// background: a trainer that does not hear it keeps a state until the
+/// model's next version replaces it.
+fn release(client: &Client, key: hopper_proto::StateKey) {
+    let mut client = client.clone();
+    tokio::spawn(async move {
+        let _ = client
+            .release_states(hopper_proto::ReleaseStatesRequest { keys: vec![key] })
+            .await;
+    });
 }
 
 fn ckdir_has(ckdir: &CheckpointDir, name: &str) -> bool {

@@ -35,6 +35,7 @@ pub mod error;
 pub mod export;
 pub mod featurize;
 pub mod health;
+pub mod held_states;
 pub mod model;
 pub mod optim;
 pub mod predict;

@@ -9,8 +9,9 @@ use std::time::Instant;
 use hopper_proto::trainer_server::{Trainer, TrainerServer};
 use hopper_proto::{
     train_event, CheckModelRequest, CheckModelResponse, EvaluateRequest, EvaluateResponse,
-    HealthRequest, HealthResponse, OpenPartitionRequest, OpenPartitionResponse, Progress,
-    TrainEvent, TrainUnitRequest, UnitResult,
+    FetchStateRequest, HealthRequest, HealthResponse, OpenPartitionRequest, OpenPartitionResponse,
+    Progress, ReleaseStatesRequest, ReleaseStatesResponse, StateChunk, TrainEvent,
+    TrainUnitRequest, UnitResult,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
@@ -21,6 +22,7 @@ use tonic::{Request, Response, Status};
 use super::cache::{feature_key, Batches, CacheMode, PartitionData};
 use crate::error::{Error, Result};
 use crate::featurize::{Featurized, Featurizer};
+use crate::held_states::HeldStates;
 use crate::model::Model;
 use crate::row_checksum::figures;
 use crate::shuffle::{shuffled, unit_seed, WINDOW};
@@ -40,9 +42,14 @@ struct Opened {
     _dir: tempfile::TempDir,
 }
 
-/// The trainer: its partition, and a lock so that one unit runs at a time.
+/// One chunk of a state this trainer sends (`FetchState`).
+type ChunkResult = std::result::Result<StateChunk, Status>;
+
+/// The trainer: its partition, a lock so that one unit runs at a time, and
+/// the states it keeps for the models' next units.
 pub struct TrainerService {
     opened: Arc<Mutex<Option<Opened>>>,
+    held: HeldStates,
 }
 
 impl Default for TrainerService {
@@ -56,6 +63,7 @@ impl TrainerService {
     pub fn new() -> Self {
         Self {
             opened: Arc::new(Mutex::new(None)),
+            held: HeldStates::default(),
         }
     }
 }
@@ -246,7 +254,10 @@ impl Trainer for TrainerService {
         // state overlaps that unit instead of following it. A fresh model is
         // built under the lock: initializing it draws from libtorch's global
         // generator, which must not move under a running unit.
-        let state = std::mem::take(&mut req.state);
+        let state = match req.from.take() {
+            Some(source) => self.held.obtain(source).await?,
+            None => std::mem::take(&mut req.state),
+        };
         let prebuilt = match state.is_empty() {
             true => None,
             false => {
@@ -280,6 +291,7 @@ impl Trainer for TrainerService {
         let (tx, rx) = mpsc::channel(16);
         let model_id = req.model;
         let partition = opened.index;
+        let held = self.held.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = Some(guard);
             let progress_tx = tx.clone();
@@ -320,9 +332,21 @@ impl Trainer for TrainerService {
                 // The partition is free for the next unit while this one
                 // encodes its state.
                 drop(guard.take());
-                let state = model.to_state(&opt)?;
+                let state = bytes::Bytes::from(model.to_state(&opt)?);
+                // Kept before the result is sent: the runner may hand the
+                // model's next unit to another trainer as soon as it has it.
+                let state = match req.hold {
+                    true => {
+                        held.keep(model_id, req.version, state.clone());
+                        match req.return_state {
+                            true => state,
+                            false => bytes::Bytes::new(),
+                        }
+                    }
+                    false => state,
+                };
                 Ok(UnitResult {
-                    state: state.into(),
+                    state,
                     samples: metrics.samples,
                     loss_sum: metrics.loss_sum,
                     correct: metrics.correct,
@@ -426,6 +450,37 @@ impl Trainer for TrainerService {
         .map_err(|e| Status::internal(format!("model check thread: {e}")))?
         .map_err(status)?;
         Ok(Response::new(CheckModelResponse { parameters }))
+    }
+
+    type FetchStateStream = tokio_stream::Iter<std::vec::IntoIter<ChunkResult>>;
+
+    async fn fetch_state(
+        &self,
+        request: Request<FetchStateRequest>,
+    ) -> std::result::Result<Response<Self::FetchStateStream>, Status> {
+        let key = request
+            .into_inner()
+            .key
+            .ok_or_else(|| Status::invalid_argument("FetchState names no state (`key`)"))?;
+        let state = self.held.get(&key).ok_or_else(|| {
+            Status::not_found(format!(
+                "this trainer keeps no state of {key} (it was restarted, or released it)"
+            ))
+        })?;
+        // Chunks share the kept buffer; HTTP/2's window paces the sending.
+        let chunks: Vec<_> = hopper_proto::hop::chunks(state)
+            .into_iter()
+            .map(Ok)
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    async fn release_states(
+        &self,
+        request: Request<ReleaseStatesRequest>,
+    ) -> std::result::Result<Response<ReleaseStatesResponse>, Status> {
+        self.held.release(&request.into_inner().keys);
+        Ok(Response::new(ReleaseStatesResponse {}))
     }
 
     async fn health(

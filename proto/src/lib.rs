@@ -12,6 +12,7 @@
 
 pub mod auth;
 mod error;
+pub mod hop;
 mod metrics;
 mod model_config;
 

@@ -1,23 +1,31 @@
-//! `hops`: what one hop of a model costs — its state sent to a trainer and
-//! back — against the training it would hide behind.
+//! `hops`: what one hop of a model costs — its state moved from the trainer
+//! that trained it to the trainer of its next unit — against the training
+//! it would hide behind.
 //!
 //! ```text
 //!  devcluster: 1 PostgreSQL segment ── load_criteo ──► criteo (--rows)
-//!  flight-server ◄── trainer (`mop trainer`, spawned as the runner spawns it, 1 thread)
-//!  this process, as the runner: TrainUnit(model, state) ──► trainer ──► UnitResult(state', seconds)
+//!  flight-server ◄── trainers A and B (`mop trainer`, spawned as the runner spawns them, 1 thread)
+//!  this process, as the runner:
+//!    trainer to trainer:  TrainUnit(model, from A, hold) ──► B ── FetchState ──► A;  B ──► UnitResult(seconds)
+//!    through the runner:  TrainUnit(model, state) ──► A ──► UnitResult(state', seconds)
 //! ```
 //!
-//! A hop is measured through a real trainer process: the wall time of a
-//! `TrainUnit` round trip (the request with the model's whole state —
-//! weights and Adam's two moments — sent over gRPC on loopback, the model
-//! rebuilt from it, trained on a partition of about 100 rows from the
-//! trainer's memory cache, its state encoded and returned, and copied into
-//! a buffer of its own as the runner keeps it) minus the seconds the
-//! trainer reports for the training itself. What is left is everything a
-//! unit costs beyond training: encoding and decoding the state on both
-//! sides, the transfer, rebuilding the model. States of about 1, 10 and
-//! 100 MB: MLPs over the Criteo input's 7306 slots with hidden layers
-//! [11, 8], [112, 64] and confA's [1000, 500], Adam.
+//! A hop is measured through real trainer processes: the wall time of a
+//! `TrainUnit` round trip minus the seconds the trainer reports for the
+//! training itself, on a partition of about 100 rows from the trainer's
+//! memory cache, so what is left is everything a unit costs beyond
+//! training. Two ways, samples interleaved:
+//! - **trainer to trainer**, as `mop train` moves states: the trainer of
+//!   the next unit fetches the state the other trainer kept, rebuilds the
+//!   model, trains, encodes and keeps the new state; nothing comes back.
+//! - **through the runner**, as states moved before hops went direct (and
+//!   as they still do when trainers cannot reach each other): the state
+//!   sent with the request, the model rebuilt, trained, its state encoded,
+//!   returned and copied into a buffer the runner keeps.
+//!
+//! States of about 1, 10 and 100 MB: MLPs over the Criteo input's 7306
+//! slots with hidden layers [11, 8], [112, 64] and confA's [1000, 500],
+//! Adam (weights and both moments).
 //!
 //! Against it, the same trainer's own unit seconds of confA units over the
 //! `--rows` rows (15 000 by default: a partition of the end-to-end
@@ -46,8 +54,8 @@ use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
 use flight_server::Server;
 use hopper_proto::{
-    train_event, CacheMode, EvaluateRequest, FlightEndpoint, OpenPartitionRequest,
-    TrainUnitRequest, UnitResult,
+    train_event, CacheMode, EvaluateRequest, FlightEndpoint, OpenPartitionRequest, StateKey,
+    StateSource, TrainUnitRequest, UnitResult,
 };
 use mop_core::config::ModelConfig;
 use mop_core::model_state::weights_only;
@@ -145,8 +153,40 @@ async fn unit(
         state,
         epoch: 0,
         seed: 42,
-        train: Vec::new(),
+        ..Default::default()
     };
+    unit_with(client, req).await
+}
+
+/// A unit whose state hops as `mop train` moves it: fetched from `from`
+/// (none: a fresh model), kept by the trainer under `version`, not returned.
+async fn hop_unit(
+    client: &mut Client,
+    config: &ModelConfig,
+    from: Option<StateSource>,
+    version: u64,
+) -> Result<(f64, UnitResult)> {
+    let req = TrainUnitRequest {
+        model: 1,
+        config: Some(hopper_proto::ModelConfig::from(config)),
+        epoch: 0,
+        seed: 42,
+        from,
+        hold: true,
+        version,
+        ..Default::default()
+    };
+    let (wall, r, returned) = unit_with(client, req).await?;
+    if !returned.is_empty() {
+        bail!("a unit asked to keep its state returned it");
+    }
+    Ok((wall, r))
+}
+
+async fn unit_with(
+    client: &mut Client,
+    req: TrainUnitRequest,
+) -> Result<(f64, UnitResult, bytes::Bytes)> {
     let start = Instant::now();
     let mut stream = client.train_unit(req).await?.into_inner();
     let mut result = None;
@@ -198,40 +238,64 @@ async fn run() -> Result<()> {
     let cluster = LocalCluster::start(1, ClusterOptions::default()).await?;
     load_criteo(&cluster, "criteo", args.rows, 7).await?;
     let server = Server::start(&server_bin, &cluster).await?;
-    let trainer = LocalTrainer::spawn(&mop_bin, 1)?;
-    let mut client = connect(&trainer.address, Some(trainer.key.clone())).await?;
+    let trainers = [
+        LocalTrainer::spawn(&mop_bin, 1)?,
+        LocalTrainer::spawn(&mop_bin, 1)?,
+    ];
+    let mut clients = Vec::new();
+    for t in &trainers {
+        clients.push(connect(&t.address, Some(t.key.clone())).await?);
+    }
 
     // Hops: a partition of about 100 rows, so the unit trains almost nothing.
-    let tiny = endpoints(&server.url, "SELECT * FROM criteo WHERE id < 100").await?;
-    let tiny_rows = open(&mut client, tiny, Vec::new()).await?;
-    println!("\n## one hop (TrainUnit round trip − the trainer's unit seconds; a partition of {tiny_rows} rows)");
-    println!("| state | bytes | round trip s | trainer's unit s | hop s | hop MB/s |");
+    let mut tiny_rows = 0;
+    for c in clients.iter_mut() {
+        let tiny = endpoints(&server.url, "SELECT * FROM criteo WHERE id < 100").await?;
+        tiny_rows = open(c, tiny, Vec::new()).await?;
+    }
+    println!("\n## one hop (TrainUnit round trip − the trainer's unit seconds; a partition of {tiny_rows} rows; both ways interleaved)");
+    println!("| state | bytes | trainer to trainer: hop s | through the runner: hop s | trainer's unit s | to trainer / through runner |");
     println!("|---|---:|---|---|---|---:|");
     let mut hops = Vec::new();
+    let mut version = 0u64;
     for (what, hidden) in STATES {
         let config = model(hidden, 256)?;
-        // Warm-up: a fresh model's first unit, whose state then hops.
-        let (_, _, mut state) = unit(&mut client, &config, bytes::Bytes::new()).await?;
-        let (mut rtt, mut secs, mut hop) =
+        // Warm-up: a fresh model's first unit each way, whose state then hops.
+        let (_, _, mut state) = unit(&mut clients[0], &config, bytes::Bytes::new()).await?;
+        version += 1;
+        hop_unit(&mut clients[0], &config, None, version).await?;
+        let mut holder = 0;
+        let (mut direct, mut relay, mut secs) =
             (Samples::default(), Samples::default(), Samples::default());
         for _ in 0..args.samples {
-            let (wall, r, next) = unit(&mut client, &config, state).await?;
+            let (wall, r, next) = unit(&mut clients[0], &config, state).await?;
             state = next;
-            rtt.push(wall);
+            relay.push(wall - r.seconds);
             secs.push(r.seconds);
-            hop.push(wall - r.seconds);
+            // The state the other trainer keeps hops to this one.
+            let (to, key) = (1 - holder, StateKey { model: 1, version });
+            let from = StateSource {
+                key: Some(key),
+                peer: trainers[holder].address.clone(),
+                proof: trainers[holder].key.proof(),
+            };
+            version += 1;
+            let (wall, r) = hop_unit(&mut clients[to], &config, Some(from), version).await?;
+            direct.push(wall - r.seconds);
+            secs.push(r.seconds);
+            holder = to;
         }
-        let mb = state.len() as f64 / 1e6;
         println!(
-            "| {what} | {} | {} | {} | {} | {:.0} |",
+            "| {what} | {} | {} | {} | {} | {:.2} |",
             state.len(),
-            rtt.show(3),
+            direct.show(3),
+            relay.show(3),
             secs.show(3),
-            hop.show(3),
-            mb / hop.median()
+            direct.median() / relay.median()
         );
-        hops.push((what, hop));
+        hops.push((what, direct));
     }
+    let mut client = clients.swap_remove(0);
 
     // What a hop hides behind: confA units over the whole table.
     let all = endpoints(&server.url, "SELECT * FROM criteo").await?;
@@ -287,7 +351,7 @@ async fn run() -> Result<()> {
     );
     println!();
     for (what, hop) in &hops {
-        println!("hop s, {what} = {:.3}", hop.median());
+        println!("hop s, trainer to trainer, {what} = {:.3}", hop.median());
     }
     Ok(())
 }

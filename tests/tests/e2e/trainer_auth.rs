@@ -11,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hopper_proto::auth::{TrainerKey, PROOF_HEADER};
 use hopper_proto::trainer_client::TrainerClient;
-use hopper_proto::{HealthRequest, OpenPartitionRequest, TrainUnitRequest};
+use hopper_proto::{
+    FetchStateRequest, HealthRequest, OpenPartitionRequest, ReleaseStatesRequest, StateKey,
+    TrainUnitRequest,
+};
 use hopper_tests::run::{count, is_event, spawn_mop_train, wait_for, with_trainers, RUN_TIMEOUT};
 use hopper_tests::{
     binary, cluster, segment_args, trainer_key_file, FlightServer, TrainerProcess, TRAINER_KEY_ENV,
@@ -67,6 +70,21 @@ async fn a_trainer_with_a_key_refuses_calls_without_a_fresh_proof_of_it() {
         .await
         .unwrap_err();
     refused(s, "no proof");
+    // The states it keeps for other trainers: neither read nor dropped.
+    let key = StateKey {
+        model: 0,
+        version: 1,
+    };
+    let s = c
+        .fetch_state(with_proof(FetchStateRequest { key: Some(key) }, None))
+        .await
+        .unwrap_err();
+    refused(s, "no proof");
+    let s = c
+        .release_states(with_proof(ReleaseStatesRequest { keys: vec![key] }, None))
+        .await
+        .unwrap_err();
+    refused(s, "no proof");
 
     // A proof made with another key.
     let other = TrainerKey::new(vec![7; 32], "test").unwrap();
@@ -108,6 +126,20 @@ async fn a_trainer_with_a_key_refuses_calls_without_a_fresh_proof_of_it() {
     c.health(with_proof(HealthRequest {}, Some(&key.proof())))
         .await
         .unwrap();
+    // Past the proof, a state it does not keep is named as missing.
+    let missing = StateKey {
+        model: 4,
+        version: 9,
+    };
+    let s = c
+        .fetch_state(with_proof(
+            FetchStateRequest { key: Some(missing) },
+            Some(&key.proof()),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    assert!(s.message().contains("model 4 version 9"), "{}", s.message());
 }
 
 #[test]

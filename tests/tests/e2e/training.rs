@@ -432,6 +432,36 @@ fn hopping_run() -> Run<'static> {
     }
 }
 
+/// A model's state hops from the trainer that trained it to the trainer of
+/// its next unit: the runner sends no state, and takes one back per model
+/// and epoch (`checkpoint = "epoch"`, the default) or per unit; both runs
+/// end with the same weights.
+#[tokio::test(flavor = "multi_thread")]
+async fn states_hop_trainer_to_trainer_and_reach_the_runner_once_per_epoch() {
+    let s = setup(2, 4000).await;
+    let run = hopping_run(); // 2 models × 3 epochs × 2 partitions: 12 units
+    let epoch = s.config("epoch", &run);
+    let unit = s.config("unit", &run);
+    let text = std::fs::read_to_string(&unit)
+        .unwrap()
+        .replace("[train]\n", "[train]\ncheckpoint = \"unit\"\n");
+    std::fs::write(&unit, text).unwrap();
+    for (config, returned) in [(&epoch, 6), (&unit, 12)] {
+        let events = mop_train(config, &[]);
+        let states = events
+            .iter()
+            .find(|v| is_event(v, "states"))
+            .expect("a run reports how states moved");
+        let n = |k: &str| states[k].as_u64().unwrap();
+        assert_eq!(n("sent"), 0, "the runner sends no state: {states}");
+        assert_eq!(n("returned"), returned, "{states}");
+        // Every unit but a model's first starts from a state a trainer kept.
+        assert_eq!(n("direct") + n("same_trainer"), 12 - 2, "{states}");
+        assert!(n("direct") > 0, "{states}");
+    }
+    assert_same_models(&s.out("epoch"), &s.out("unit"), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_runner_resumes_to_the_same_weights() {
     let s = setup(2, 4000).await;
