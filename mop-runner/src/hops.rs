@@ -257,11 +257,12 @@ impl StateBook {
         }
     }
 
-    /// Whether model `model`'s latest state is kept by trainer `worker` as
-    /// it was at another address: a process that has since been replaced.
-    pub fn lost_with(&self, model: usize, worker: usize, addresses: &[String]) -> bool {
-        matches!(&self.latest[model], Latest::Kept { worker: w, address, .. }
-            if *w == worker && addresses.get(*w) != Some(address))
+    /// Whether model `model`'s latest state is kept by a trainer that was
+    /// at another address than it is now (`addresses`): a process that has
+    /// since been replaced.
+    pub fn lost(&self, model: usize, addresses: &[String]) -> bool {
+        matches!(&self.latest[model], Latest::Kept { worker, address, .. }
+            if addresses.get(*worker) != Some(address))
     }
 
     /// Model `model`'s latest state is the runner's copy again (its holder
@@ -361,9 +362,8 @@ mod tests {
         book.unit_done(1, 1, B, d.hop, Bytes::new(), 1);
         // Trainer 0 was replaced: a new process at another address.
         let now = vec!["http://127.0.0.1:3".to_string(), B.to_string()];
-        assert!(book.lost_with(0, 0, &now));
-        assert!(!book.lost_with(1, 1, &now), "trainer 1 is the same process");
-        assert!(!book.lost_with(1, 0, &now));
+        assert!(book.lost(0, &now));
+        assert!(!book.lost(1, &now), "trainer 1 is the same process");
         book.rewind(0);
         assert_eq!(book.kept_on(0), None);
         let d = book.directive(0, 1, false, proof);

@@ -216,6 +216,16 @@ impl Reporter {
         self.json(serde_json::json!({ "event": "replan", "reason": why, "count": count }));
     }
 
+    /// Model `model`'s latest state was lost with the trainer that kept it:
+    /// its last `units` units run again from the runner's copy.
+    pub fn rewound(&self, model: usize, units: u64) {
+        self.println(format!(
+            "model {model}: its state after {units} units of this epoch was lost with the \
+             trainer that kept it; they run again from the epoch's start"
+        ));
+        self.json(serde_json::json!({ "event": "rewound", "model": model, "units": units }));
+    }
+
     /// How the run's model states moved (at its end).
     pub fn states_moved(&self, t: &crate::hops::Traffic) {
         let mb = |b: u64| b as f64 / 1e6;

@@ -922,19 +922,25 @@ async fn run(
                 // A local trainer that died is replaced; the unit then runs
                 // again from the model's state before it. A trainer that is
                 // alive but failed gets a pause before its next unit.
-                if trainers.replace_if_dead(worker, &reporter).await? {
-                    let trained = Trained {
-                        units_done: &mut units_done,
-                        metrics: &mut metrics,
-                        timeline: &mut timeline,
-                    };
-                    let lost = (worker, trainers.addresses.as_slice());
-                    states_lost_with(lost, &mut sched, &mut book, trained, &reporter)?;
-                    dirty = true;
-                } else {
+                if !trainers.replace_if_dead(worker, &reporter).await? {
                     let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
                     tokio::time::sleep(backoff).await;
                 }
+                // States a replaced trainer kept are gone (this one's, or an
+                // earlier one's whose model was handed out then).
+                let trained = Trained {
+                    units_done: &mut units_done,
+                    metrics: &mut metrics,
+                    timeline: &mut timeline,
+                };
+                states_lost(
+                    &trainers.addresses,
+                    &mut sched,
+                    &mut book,
+                    trained,
+                    &reporter,
+                )?;
+                dirty = true;
                 if let Some(opened) =
                     reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
                 {
@@ -1033,8 +1039,13 @@ async fn run(
                             metrics: &mut metrics,
                             timeline: &mut timeline,
                         };
-                        let lost = (worker, trainers.addresses.as_slice());
-                        states_lost_with(lost, &mut sched, &mut book, trained, &reporter)?;
+                        states_lost(
+                            &trainers.addresses,
+                            &mut sched,
+                            &mut book,
+                            trained,
+                            &reporter,
+                        )?;
                         dirty = true;
                         if let Some(opened) =
                             reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
@@ -1293,20 +1304,17 @@ fn rewind(
     let undone = undo_to_copy(sched, m, book.copy(m).units, t)?;
     book.rewind(m);
     if undone > 0 {
-        reporter.println(format!(
-            "model {m}: its state after {undone} units of this epoch was lost with the trainer \
-             that kept it; they run again from the epoch's start"
-        ));
+        reporter.rewound(m, undone);
     }
     Ok(())
 }
 
-/// Trainer `lost.0` was replaced (`lost.1` holds the new addresses): the
-/// states it kept are gone. Models not handed out go back to the runner's
-/// copies now; a handed-out one whose trainer had not fetched its state yet
-/// fails its unit and goes back then.
-fn states_lost_with(
-    lost: (usize, &[String]),
+/// States kept by trainers since replaced (now at `addresses`) are gone.
+/// Models not handed out go back to the runner's copies now; a handed-out
+/// one goes back once its unit fails (it fails if its trainer had not
+/// fetched the state yet).
+fn states_lost(
+    addresses: &[String],
     sched: &mut Scheduler,
     book: &mut StateBook,
     t: Trained<'_>,
@@ -1314,7 +1322,7 @@ fn states_lost_with(
 ) -> Result<()> {
     let handed: Vec<usize> = sched.running().iter().map(|u| u.model).collect();
     for m in 0..t.units_done.len() {
-        if book.lost_with(m, lost.0, lost.1) && !handed.contains(&m) {
+        if book.lost(m, addresses) && !handed.contains(&m) {
             let again = Trained {
                 units_done: &mut *t.units_done,
                 metrics: &mut *t.metrics,
