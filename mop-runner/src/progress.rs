@@ -226,6 +226,19 @@ impl Reporter {
         self.json(serde_json::json!({ "event": "rewound", "model": model, "units": units }));
     }
 
+    /// Trainer `worker` could not fetch a state from trainer `holder`, which
+    /// the runner reached: states go through the runner from now on.
+    pub fn states_through_runner(&self, worker: usize, holder: usize) {
+        self.println(format!(
+            "trainer {worker} could not fetch a model's state from trainer {holder}, which the \
+             runner reaches: states go through the runner from now on (let trainers reach each \
+             other's addresses, and trust each other's certificates, for hops at network speed)"
+        ));
+        self.json(serde_json::json!({
+            "event": "states_through_runner", "trainer": worker, "holder": holder,
+        }));
+    }
+
     /// How the run's model states moved (at its end).
     pub fn states_moved(&self, t: &crate::hops::Traffic) {
         let mb = |b: u64| b as f64 / 1e6;

@@ -889,12 +889,7 @@ async fn run(
                     match fetched {
                         Some((holder, state)) => {
                             if book.through_runner(m, state) {
-                                reporter.println(format!(
-                                    "trainer {worker} could not fetch a model's state from trainer \
-                                     {holder}, which the runner reaches: states go through the \
-                                     runner from now on (let trainers reach each other's addresses \
-                                     for hops at network speed)"
-                                ));
+                                reporter.states_through_runner(worker, holder);
                             }
                         }
                         None => {

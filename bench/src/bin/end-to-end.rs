@@ -359,6 +359,12 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
+    // `model states: N hops trainer to trainer, …`: what crossed the network.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let moved = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("model states:"));
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
     let models = results["models"]
@@ -385,7 +391,10 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
         accuracies,
         // cache = "memory": units train from the trainers' memory, so no
         // unit reads Flight; the one read of each partition is in start-up.
-        note: format!("units {busy:.1} s (trainers' clocks); cache = memory, partitions read once at start-up"),
+        note: format!(
+            "units {busy:.1} s (trainers' clocks); cache = memory, partitions read once at start-up; {}",
+            moved.unwrap_or("mop printed no line on how model states moved")
+        ),
         breakdown: Some(breakdown(out, wall, busy)?),
         eval_seconds: 0.0,
     })

@@ -5,7 +5,8 @@
 //! ```text
 //!  beside   segment ─loopback─► flight-server ─loopback─► trainer       (on each of H hosts)
 //!  funnel   segment ─NIC─► one flight-server (its own host) ─NIC─► trainers
-//!  hops     runner ─NIC─► trainer ─NIC─► runner: every unit's state, both ways
+//!  hops     trainer ─NIC─► trainer: every unit's state, once
+//!           trainer ─NIC─► runner: a copy of each model's state per epoch
 //! ```
 //!
 //! The inputs are per-row costs that `hopper-bench --bin greenplum` measures
@@ -33,15 +34,17 @@
 //!   its host's (beside) or the funnel's divided by all trainers reading at
 //!   once.
 //! - **State transfer**: every unit also pays one hop, `hop_s` (measured on
-//!   loopback for a `state_mb` state: encoding, decoding, rebuilding the
-//!   model) plus the state crossing the runner's NIC twice (out and back),
-//!   the runner's NIC shared by all trainers hopping at once (MOP's units
-//!   end together when their times are equal).
-//! - **Validation**: after each epoch of each model, every trainer
-//!   evaluates its share of `validation` × rows at `eval_rps` rows/s, and
-//!   the runner sends the model's weights (a third of an Adam state) to
-//!   every trainer; no unit runs on a trainer meanwhile, so it adds to the
-//!   makespan. The validation rows are not trained on.
+//!   loopback for a `state_mb` state, trainer to trainer: the holder
+//!   sending, the receiver decoding and rebuilding the model) plus the
+//!   state crossing a NIC once, into the next trainer's host: each trainer
+//!   receives its own states on its own host's NIC.
+//! - **Validation**: after each epoch of each model, the model's state
+//!   crosses the runner's NIC once (the runner's copy, which validation
+//!   and the checkpoint use), every trainer evaluates its share of
+//!   `validation` × rows at `eval_rps` rows/s, and the runner sends the
+//!   model's weights (a third of an Adam state) to every trainer; no unit
+//!   runs on a trainer meanwhile, so it adds to the makespan. The
+//!   validation rows are not trained on.
 //! - MOP: `models` models × `epochs` epochs over `trainers` partitions, the
 //!   runner's reproducible policy, played by `mop_core::simulate`. With
 //!   `cache = memory` the partitions are read once (the fill, at the
@@ -105,7 +108,8 @@ struct Args {
     #[arg(long, default_value_t = 93.7)]
     state_mb: f64,
     /// Seconds one hop of that state costs beyond training, on loopback
-    /// (measured by `hops`: encoding, decoding, rebuilding the model).
+    /// (measured by `hops`, trainer to trainer: sending, decoding,
+    /// rebuilding the model).
     #[arg(long, default_value_t = HOP_S)]
     hop_s: f64,
     /// Fraction of the rows held out for validation.
@@ -119,10 +123,10 @@ struct Args {
 
 /// `hops`' confA hop, seconds: the median of its release run in
 /// BENCHMARKS.md ("Hops").
-const HOP_S: f64 = 0.680;
+const HOP_S: f64 = 0.141;
 /// `hops`' confA validation pass over 15 000 rows, rows/s (the same run;
 /// its round trip includes sending the weights once over loopback).
-const EVAL_RPS: f64 = 38_856.0;
+const EVAL_RPS: f64 = 44_793.0;
 
 /// Which inputs were measured, by what, and which are assumed.
 fn inputs(a: &Args) -> Vec<(&'static str, String, &'static str)> {
@@ -143,7 +147,7 @@ fn inputs(a: &Args) -> Vec<(&'static str, String, &'static str)> {
         ("hosts, segments, cores, NIC Gbit/s", format!("{}, {}, {}, {}", a.hosts, a.segments, a.cores, a.nic_gbit), "assumed"),
         ("one stream = single-threaded stages", "1 core per stage".into(), "assumed"),
         ("CPU work spreads over a host's cores", "perfectly, up to the streams' cap".into(), "assumed"),
-        ("all trainers hop at once over the runner's NIC", "yes".into(), "assumed"),
+        ("a hop crosses one NIC, the receiving host's", "yes".into(), "assumed"),
     ]
 }
 
@@ -248,12 +252,14 @@ fn main() -> Result<()> {
     }
     let rows_per_trainer = a.rows as f64 * (1.0 - a.validation) / w as f64;
     let nic = a.nic_gbit * 1e9 / 8.0;
-    // A hop: its cost on loopback, plus the state out and back over the
-    // runner's NIC, shared by every trainer at once.
-    let hop = a.hop_s + 2.0 * a.state_mb * 1e6 * w as f64 / nic;
-    // Validation of one model-epoch: each trainer's share of the held-out
-    // rows, after the weights (a third of an Adam state) reach every trainer.
+    // A hop: its cost on loopback, plus the state over the receiving
+    // host's NIC, once.
+    let hop = a.hop_s + a.state_mb * 1e6 / nic;
+    // Validation of one model-epoch: the runner's copy of the state in over
+    // its NIC, then each trainer's share of the held-out rows, after the
+    // weights (a third of an Adam state) reach every trainer.
     let validate = a.rows as f64 * a.validation / w as f64 / a.eval_rps
+        + a.state_mb * 1e6 / nic
         + a.state_mb / 3.0 * 1e6 * w as f64 / nic;
     let validation_total = (a.models * a.epochs) as f64 * validate;
     println!(
@@ -267,7 +273,7 @@ fn main() -> Result<()> {
         println!("| {what} | {value} | {source} |");
     }
     println!(
-        "\nper unit: one hop {} (of which {} on the runner's NIC); per model-epoch: validation {} on every trainer",
+        "\nper unit: one hop {} (of which {} on a NIC); per model-epoch: validation {} on every trainer",
         human(hop),
         human(hop - a.hop_s),
         human(validate)

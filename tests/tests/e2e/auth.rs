@@ -598,3 +598,108 @@ dir = "{out}"
         "remote TLS trainers train the same model as spawned ones"
     );
 }
+
+/// Trainers that cannot reach each other still train the same models.
+/// Here trainer 0 serves TLS under a CA only the runner trusts, so trainer 1
+/// cannot fetch the states trainer 0 keeps: such a unit fails once, saying
+/// what to set, the runner fetches the state itself, and from then on
+/// states go through the runner. The weights equal those of a run whose
+/// states hopped trainer to trainer.
+#[tokio::test]
+async fn trainers_that_cannot_reach_each_other_train_the_same_models_through_the_runner() {
+    let c = segments().await;
+    devcluster::load_criteo(&c, "criteo", 1200, 3)
+        .await
+        .unwrap();
+    let fs = segments_server(&c, "none", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let config = |name: &str| {
+        format!(
+            r#"
+[source]
+flight = "{url}"
+table = "criteo"
+
+[train]
+epochs = 2
+seed = 5
+threads = 1
+
+[grid]
+arch = [{{ kind = "log_reg" }}]
+lr = [1e-2, 1e-3]
+batch_size = [64]
+input = {{ kind = "criteo", sparse = true }}
+
+[output]
+dir = "{out}"
+"#,
+            url = fs.url,
+            out = dir.path().join(name).display()
+        )
+    };
+    // Neither trainer has HOPPER_TLS_CA (TrainerProcess passes on only what
+    // it is given): trainer 1 cannot verify trainer 0.
+    let tls = [
+        "--tls-cert".as_ref(),
+        certs.server_cert.as_os_str(),
+        "--tls-key".as_ref(),
+        certs.server_key.as_os_str(),
+    ];
+    let trainers = [
+        TrainerProcess::start("127.0.0.1:0", &tls, &[]).unwrap(),
+        TrainerProcess::start("127.0.0.1:0", &[], &[]).unwrap(),
+    ];
+    assert!(trainers[0].address.starts_with("https://"));
+    let apart = dir.path().join("apart.toml");
+    std::fs::write(&apart, with_trainers(&config("apart"), &trainers)).unwrap();
+    let run = std::process::Command::new(binary("mop").unwrap())
+        .args(["train", "--progress", "json", "--config"])
+        .arg(&apart)
+        .env("HOPPER_TLS_CA", &certs.ca)
+        .env(TRAINER_KEY_ENV, trainer_key_file().unwrap())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let event = |name: &'static str| events.iter().filter(move |v| v["event"] == name);
+    let failed: Vec<_> = event("unit_failed").collect();
+    assert!(
+        failed
+            .iter()
+            .any(|v| v["error"].as_str().unwrap().contains("HOPPER_TLS_CA")),
+        "a unit failed saying what trainer 1 lacks: {failed:?}"
+    );
+    assert_eq!(event("states_through_runner").count(), 1, "{stderr}");
+    let states = event("states")
+        .next()
+        .expect("the run says how states moved");
+    assert!(states["sent"].as_u64().unwrap() > 0, "{states}");
+    assert_eq!(event("unit").count(), 2 * 2 * 2, "every unit once");
+
+    // The same run with trainers that reach each other: states hop directly.
+    let spawned = dir.path().join("spawned.toml");
+    std::fs::write(&spawned, config("spawned")).unwrap();
+    let run = std::process::Command::new(binary("mop").unwrap())
+        .args(["train", "--progress", "quiet", "--config"])
+        .arg(&spawned)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    hopper_tests::run::assert_same_models(
+        &dir.path().join("apart"),
+        &dir.path().join("spawned"),
+        2,
+    );
+}
