@@ -543,6 +543,17 @@ async fn run(
         .map(|(state, &units)| StateCopy { state, units })
         .collect();
     let mut book = StateBook::new(copies, true, config.train.checkpoint);
+    // The run's records of trained units, lent to what sends a model back
+    // to the runner's copy of its state.
+    macro_rules! trained {
+        () => {
+            Trained {
+                units_done: &mut units_done,
+                metrics: &mut metrics,
+                timeline: &mut timeline,
+            }
+        };
+    }
 
     // Trainers.
     let binary = match &opts.trainer_binary {
@@ -893,12 +904,7 @@ async fn run(
                             }
                         }
                         None => {
-                            let trained = Trained {
-                                units_done: &mut units_done,
-                                metrics: &mut metrics,
-                                timeline: &mut timeline,
-                            };
-                            rewind(&mut sched, &mut book, trained, m, &reporter)?;
+                            rewind(&mut sched, &mut book, trained!(), m, &reporter)?;
                         }
                     }
                     dirty = true;
@@ -923,16 +929,11 @@ async fn run(
                 }
                 // States a replaced trainer kept are gone (this one's, or an
                 // earlier one's whose model was handed out then).
-                let trained = Trained {
-                    units_done: &mut units_done,
-                    metrics: &mut metrics,
-                    timeline: &mut timeline,
-                };
                 states_lost(
                     &trainers.addresses,
                     &mut sched,
                     &mut book,
-                    trained,
+                    trained!(),
                     &reporter,
                 )?;
                 dirty = true;
@@ -1029,16 +1030,11 @@ async fn run(
                 for worker in 0..w {
                     if trainers.replace_if_dead(worker, &reporter).await? {
                         replaced = true;
-                        let trained = Trained {
-                            units_done: &mut units_done,
-                            metrics: &mut metrics,
-                            timeline: &mut timeline,
-                        };
                         states_lost(
                             &trainers.addresses,
                             &mut sched,
                             &mut book,
-                            trained,
+                            trained!(),
                             &reporter,
                         )?;
                         dirty = true;

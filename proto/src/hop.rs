@@ -135,14 +135,7 @@ impl std::fmt::Debug for StateSource {
         f.debug_struct("StateSource")
             .field("key", &self.key)
             .field("peer", &self.peer)
-            .field(
-                "proof",
-                &if self.proof.is_empty() {
-                    "none"
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("proof", &crate::redacted(&self.proof))
             .finish()
     }
 }

@@ -44,15 +44,16 @@ impl std::fmt::Debug for FlightEndpoint {
         f.debug_struct("FlightEndpoint")
             .field("location", &self.location)
             .field("ticket", &format_args!("<{} bytes>", self.ticket.len()))
-            .field(
-                "bearer",
-                &if self.bearer.is_empty() {
-                    "none"
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("bearer", &redacted(&self.bearer))
             .finish()
+    }
+}
+
+/// How a credential shows in `Debug`: whether there is one, never what.
+pub(crate) fn redacted(secret: &str) -> &'static str {
+    match secret.is_empty() {
+        true => "none",
+        false => "<redacted>",
     }
 }
 
