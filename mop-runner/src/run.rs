@@ -899,6 +899,9 @@ async fn run(
                     };
                     match fetched {
                         Some((holder, state)) => {
+                            if let Some((_, key)) = book.kept_on(m) {
+                                release(&trainers.clients[holder], key);
+                            }
                             if book.through_runner(m, state) {
                                 reporter.states_through_runner(worker, holder);
                             }

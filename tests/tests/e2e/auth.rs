@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::TryStreamExt;
-use hopper_tests::run::with_trainers;
+use hopper_tests::run::{mop_train, spawn_mop_train, with_trainers, RUN_TIMEOUT};
 use hopper_tests::{
     binary, cluster, handshake_on, python_json, python_script, segments_server, trainer_key_file,
     FlightServer, TrainerProcess, TRAINER_KEY_ENV,
@@ -654,20 +654,15 @@ dir = "{out}"
     assert!(trainers[0].address.starts_with("https://"));
     let apart = dir.path().join("apart.toml");
     std::fs::write(&apart, with_trainers(&config("apart"), &trainers)).unwrap();
-    let run = std::process::Command::new(binary("mop").unwrap())
-        .args(["train", "--progress", "json", "--config"])
-        .arg(&apart)
-        .env("HOPPER_TLS_CA", &certs.ca)
-        .env(TRAINER_KEY_ENV, trainer_key_file().unwrap())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let key = trainer_key_file().unwrap();
+    let env = [
+        ("HOPPER_TLS_CA", certs.ca.to_str().unwrap()),
+        (TRAINER_KEY_ENV, key.to_str().unwrap()),
+    ];
+    let (mut mop, rx) = spawn_mop_train(&apart, &[], &env);
+    let status = mop.wait_timeout(RUN_TIMEOUT).unwrap();
+    assert!(status.success(), "mop train over trainers apart: {status}");
+    let events: Vec<serde_json::Value> = rx.iter().collect();
     let event = |name: &'static str| events.iter().filter(move |v| v["event"] == name);
     let failed: Vec<_> = event("unit_failed").collect();
     assert!(
@@ -676,7 +671,7 @@ dir = "{out}"
             .any(|v| v["error"].as_str().unwrap().contains("HOPPER_TLS_CA")),
         "a unit failed saying what trainer 1 lacks: {failed:?}"
     );
-    assert_eq!(event("states_through_runner").count(), 1, "{stderr}");
+    assert_eq!(event("states_through_runner").count(), 1);
     let states = event("states")
         .next()
         .expect("the run says how states moved");
@@ -686,17 +681,7 @@ dir = "{out}"
     // The same run with trainers that reach each other: states hop directly.
     let spawned = dir.path().join("spawned.toml");
     std::fs::write(&spawned, config("spawned")).unwrap();
-    let run = std::process::Command::new(binary("mop").unwrap())
-        .args(["train", "--progress", "quiet", "--config"])
-        .arg(&spawned)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    mop_train(&spawned, &[]);
     hopper_tests::run::assert_same_models(
         &dir.path().join("apart"),
         &dir.path().join("spawned"),
