@@ -39,7 +39,10 @@
 //! A unit whose trainer fails is requeued: it runs again from the model's
 //! state before it, so a failure changes no weights (the reproducible
 //! policy fixes every model's visit order up front). A spawned trainer that
-//! died is replaced by a new process that re-opens the same partition.
+//! died is replaced by a new process that re-opens the same partition; the
+//! states it kept for other models' next units are gone with it, so those
+//! models go back to the runner's copy of their state (their epoch's start)
+//! and run the units since again, to the same weights ([`crate::hops`]).
 //! Trainers run with `--exit-with-parent`, so a runner killed outright
 //! leaves none behind. Validation passes in flight are checkpointed with
 //! the states they validate, so `--resume` still validates every epoch.
