@@ -105,8 +105,9 @@ pub struct StateBook {
 
 impl StateBook {
     /// The states of a run that starts from `copies` (fresh, or resumed
-    /// from a checkpoint), with hops from trainer to trainer if `direct`.
-    pub fn new(copies: Vec<StateCopy>, direct: bool, checkpoints: Checkpoints) -> Self {
+    /// from a checkpoint). States hop trainer to trainer until a trainer
+    /// cannot reach another ([`through_runner`](Self::through_runner)).
+    pub fn new(copies: Vec<StateCopy>, checkpoints: Checkpoints) -> Self {
         let latest = copies
             .iter()
             .map(|c| match &c.state {
@@ -123,7 +124,7 @@ impl StateBook {
             latest,
             copies,
             next_version: base,
-            direct,
+            direct: true,
             checkpoints,
             traffic: Traffic::default(),
         }
@@ -295,7 +296,7 @@ mod tests {
     }
 
     fn fresh(models: usize, checkpoints: Checkpoints) -> StateBook {
-        StateBook::new(vec![StateCopy::default(); models], true, checkpoints)
+        StateBook::new(vec![StateCopy::default(); models], checkpoints)
     }
 
     #[test]

@@ -545,7 +545,7 @@ async fn run(
         .zip(&units_done)
         .map(|(state, &units)| StateCopy { state, units })
         .collect();
-    let mut book = StateBook::new(copies, true, config.train.checkpoint);
+    let mut book = StateBook::new(copies, config.train.checkpoint);
     // The run's records of trained units, lent to what sends a model back
     // to the runner's copy of its state.
     macro_rules! trained {
