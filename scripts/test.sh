@@ -41,6 +41,11 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# The build below reuses every dependency the demo's build compiled, and the
+# tests' build every crate of the build below: a feature turned on in one
+# and not the other compiles a crate, and all built on it, twice.
+echo "== the builds share their crates"
+scripts/build-features.sh
 
 # README's first command's build, exactly as scripts/demo.sh runs it (before
 # the wrapper below, which would make it another build): a no-op after the
