@@ -28,9 +28,6 @@
 //! `--smoke` runs every read once on two tiny tables (seconds; CI's check
 //! that the benchmark still works): its numbers are not figures.
 
-mod procstat;
-mod readers;
-
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,8 +40,8 @@ use futures::FutureExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use devcluster::{load_criteo, ClusterOptions, LocalCluster};
-use procstat::CpuSnapshot;
-use readers::{CopyFormat, Stage, Volume};
+use hopper_bench::procstat::{self, CpuSnapshot};
+use hopper_bench::readers::{self, CopyFormat, Stage, Volume};
 
 /// Benchmarks flight-server `DoGet` against PostgreSQL's binary COPY.
 #[derive(Debug, Parser)]

@@ -4,8 +4,6 @@
 //! On a shared 2-core machine one run of a leg moves by 10 % or more from
 //! the next; a figure is its median over several samples, printed with the
 //! smallest and largest sample so the reader sees how far to trust it.
-//! Included by the binaries that use it (`#[path = "../samples.rs"] mod
-//! samples;`): the package has no library target.
 
 /// Figures of one quantity over samples.
 #[derive(Debug, Clone, Default)]

@@ -37,12 +37,6 @@
 //! standalone on one thread (seconds; CI's check that the benchmark still
 //! works): its numbers are not figures.
 
-#[path = "../flight_server.rs"]
-mod flight_server;
-#[allow(dead_code)] // each binary uses its part
-#[path = "../samples.rs"]
-mod samples;
-
 use std::io::{BufRead, BufReader as StdBufReader, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -56,7 +50,8 @@ use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
 use flight_client::read::spawn_reader;
 use flight_client::FlightSlice;
-use flight_server::Server;
+use hopper_bench::samples::Samples;
+use hopper_bench::server::{self, Server};
 use mop_core::config::Arch;
 use mop_core::run_config::RunConfig;
 use mop_core::schedule::visit_order;
@@ -65,7 +60,6 @@ use mop_trainer::featurize::{Featurized, Featurizer};
 use mop_trainer::model::Model;
 use mop_trainer::shuffle::{shuffled, unit_seed, WINDOW};
 use mop_trainer::train::{evaluate, train_partition};
-use samples::Samples;
 use tch::Tensor;
 
 /// hopper end to end against standalone, task-parallel and PyTorch training.
@@ -789,7 +783,7 @@ async fn run() -> Result<()> {
         bail!("--samples must be at least 1");
     }
     let (server_bin, mop_bin) =
-        flight_server::binaries("cargo build --release -p flight-server -p mop --bins")?;
+        server::binaries("cargo build --release -p flight-server -p mop --bins")?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "# hopper end to end: {} rows, {} epochs, {} segments, {}, {} samples per leg (load average {})",

@@ -35,15 +35,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-#[path = "../procstat.rs"]
-#[allow(dead_code)]
-mod procstat;
-#[path = "../samples.rs"]
-#[allow(dead_code)]
-mod samples;
 use clap::Parser;
 use futures::StreamExt;
-use samples::Samples;
+use hopper_bench::procstat;
+use hopper_bench::samples::Samples;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 

@@ -40,19 +40,14 @@
 //! --release -p flight-server -p mop --bins`); `--smoke` runs every step
 //! once on a tiny table (seconds; its numbers are not figures).
 
-#[path = "../flight_server.rs"]
-mod flight_server;
-#[allow(dead_code)] // each binary uses its part
-#[path = "../samples.rs"]
-mod samples;
-
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
-use flight_server::Server;
+use hopper_bench::samples::Samples;
+use hopper_bench::server::{self, Server};
 use hopper_proto::{
     train_event, CacheMode, EvaluateRequest, FlightEndpoint, OpenPartitionRequest, StateKey,
     StateSource, TrainUnitRequest, UnitResult,
@@ -61,7 +56,6 @@ use mop_core::config::ModelConfig;
 use mop_core::model_state::weights_only;
 use mop_core::run_config::RunConfig;
 use mop_runner::trainers::{connect, Client, LocalTrainer};
-use samples::Samples;
 
 /// One hop's cost against a unit's training time.
 #[derive(Parser, Debug)]
@@ -224,7 +218,7 @@ async fn run() -> Result<()> {
         bail!("--samples must be at least 1");
     }
     let (server_bin, mop_bin) =
-        flight_server::binaries("cargo build --release -p flight-server -p mop --bins")?;
+        server::binaries("cargo build --release -p flight-server -p mop --bins")?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "# hops: one trainer process (1 thread) on loopback, {} rows, {} samples per figure (load average {})",

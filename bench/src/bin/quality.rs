@@ -43,14 +43,11 @@
 //! target/debug/quality --smoke   # seconds, hopper leg only: its numbers are not figures
 //! ```
 
-#[path = "../flight_server.rs"]
-mod flight_server;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use flight_server::Server;
+use hopper_bench::server::{self, Server};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -672,7 +669,7 @@ async fn main() -> Result<()> {
         "HOPPER_TORCH_PYTHON is unset; HOPPER_TORCH_PYTHON=\"$(bench/torch-venv.sh)\" runs the PyTorch leg"
     });
     let (server_bin, mop_bin) =
-        flight_server::binaries("cargo build --workspace --bins --features mop/demo")?;
+        server::binaries("cargo build --workspace --bins --features mop/demo")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the bench crate's parent")?
