@@ -268,6 +268,35 @@ fn state_round_trip_is_bit_exact_and_training_continues_identically() {
     }
 }
 
+/// `to_state` writes each tensor straight into its place in the blob; the
+/// blob must be, byte for byte, what `safetensors::serialize` makes of the
+/// same tensors and metadata (any reader of safetensors reads it, and a
+/// state encodes to the same bytes whichever way it is written).
+#[test]
+fn a_state_is_the_blob_safetensors_would_write() {
+    let config = criteo_config(Arch::Mlp { hidden: vec![8] }, OptimizerKind::Adam, true);
+    let data = Featurizer::new(&config)
+        .featurize(&planted_criteo(32, 5))
+        .unwrap();
+    let mut model = Model::new_on(config, 3, Device::Cpu).unwrap();
+    let mut opt = model.optimizer().unwrap();
+    train_partition(&mut model, &mut opt, [Ok(data)], 16, |_| {}).unwrap();
+    let blob = model.to_state(&opt).unwrap();
+
+    let (_, header) = SafeTensors::read_metadata(&blob).unwrap();
+    let parsed = SafeTensors::deserialize(&blob).unwrap();
+    let tensors = parsed.tensors();
+    assert!(tensors.iter().any(|(n, _)| n.starts_with("opt.")));
+    assert!(tensors.iter().any(|(n, _)| n.starts_with("w.")));
+    let metadata = header.metadata().clone();
+    assert_eq!(metadata.as_ref().map(|m| m.len()), Some(1));
+    let again = safetensors::serialize(tensors, metadata).unwrap();
+    assert!(
+        again == blob,
+        "the blob differs from safetensors::serialize's"
+    );
+}
+
 #[test]
 fn state_of_another_architecture_is_rejected() {
     let model = Model::new_on(small_mlp(true), 1, Device::Cpu).unwrap();
