@@ -33,6 +33,8 @@
 //! validation together) at batch sizes 32, 256 and 512, and one
 //! validation pass of confA over the same rows (`Evaluate`, the weights
 //! sent as the runner sends them: the round trip, on the runner's clock).
+//! And what encoding each state costs in this process: hopper's encoder
+//! against the safetensors crate's over the same tensors.
 //! Every figure is the median over `--samples` with the spread (min–max),
 //! after one warm-up.
 //!
@@ -56,6 +58,8 @@ use mop_core::config::ModelConfig;
 use mop_core::model_state::weights_only;
 use mop_core::run_config::RunConfig;
 use mop_runner::trainers::{connect, Client, LocalTrainer};
+use mop_trainer::model::Model;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// One hop's cost against a unit's training time.
 #[derive(Parser, Debug)]
@@ -79,6 +83,77 @@ const STATES: [(&str, &str); 3] = [
     ("about 10 MB: MLP 7306 → 112 → 64 → 2", "[112, 64]"),
     ("about 100 MB: confA, 7306 → 1000 → 500 → 2", "[1000, 500]"),
 ];
+
+/// Encoding each state in this process on one thread, samples of both ways
+/// interleaved: `Model::to_state` against `safetensors::serialize` over a
+/// host copy of every tensor (how a state is encoded with the safetensors
+/// crate, and how `to_state` encoded it before it wrote each tensor straight
+/// into its place). Both must give the same bytes.
+fn encoding(samples: usize) -> Result<()> {
+    println!("\n## encoding a state (this process, 1 thread; both ways interleaved)");
+    println!("| state | `to_state` s | `safetensors::serialize` over host copies s | to_state / serialize |");
+    println!("|---|---|---|---:|");
+    tch::set_num_threads(1);
+    for (what, hidden) in STATES {
+        let built = Model::new_on(model(hidden, 256)?, 1, tch::Device::Cpu)?;
+        let opt = built.optimizer()?;
+        let blob = built.to_state(&opt)?;
+        let parsed = SafeTensors::deserialize(&blob)?;
+        let (_, header) = SafeTensors::read_metadata(&blob)?;
+        let tensors = parsed
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let kind = match view.dtype() {
+                    Dtype::F32 => tch::Kind::Float,
+                    Dtype::I64 => tch::Kind::Int64,
+                    other => bail!("{name}: a state of {other:?} tensors"),
+                };
+                let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+                Ok((
+                    name,
+                    view.dtype(),
+                    tch::Tensor::f_from_data_size(view.data(), &shape, kind)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let serialize = || -> Result<Vec<u8>> {
+            let mut host = Vec::new();
+            for (name, dtype, t) in &tensors {
+                let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+                t.f_copy_data_u8(&mut bytes, t.numel())?;
+                let shape = t.size().iter().map(|&d| d as usize).collect::<Vec<_>>();
+                host.push((name.as_str(), *dtype, shape, bytes));
+            }
+            let views = host
+                .iter()
+                .map(|(name, dtype, shape, bytes)| {
+                    Ok((*name, TensorView::new(*dtype, shape.clone(), bytes)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(safetensors::serialize(views, header.metadata().clone())?)
+        };
+        if serialize()? != blob {
+            bail!("{what}: to_state and safetensors::serialize encode different bytes");
+        }
+        let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+        for _ in 0..samples {
+            let start = Instant::now();
+            std::hint::black_box(built.to_state(&opt)?);
+            ours.push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            std::hint::black_box(serialize()?);
+            theirs.push(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "| {what} | {} | {} | {:.2} |",
+            ours.show(3),
+            theirs.show(3),
+            ours.median() / theirs.median()
+        );
+    }
+    Ok(())
+}
 
 /// A model of the Criteo input with `hidden` layers, Adam, as a grid of
 /// one builds it.
@@ -290,6 +365,8 @@ async fn run() -> Result<()> {
         hops.push((what, direct));
     }
     let mut client = clients.swap_remove(0);
+
+    encoding(args.samples)?;
 
     // What a hop hides behind: confA units over the whole table.
     let all = endpoints(&server.url, "SELECT * FROM criteo").await?;
