@@ -158,3 +158,65 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 pub fn reset_peak_rss(pid: u32) -> bool {
     fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
+
+/// `root` and every process below it, as `/proc` lists them now.
+fn tree(root: u32) -> Vec<u32> {
+    let mut all = vec![root];
+    let mut at = 0;
+    while at < all.len() {
+        all.extend(children_of(all[at]));
+        at += 1;
+    }
+    all
+}
+
+/// The peak resident memory of each process of a tree while it runs:
+/// every `every`, each process's `VmHWM` (its own peak so far). A process's
+/// peak is gone with it, so what counts for one that exits is its last
+/// reading: a peak reached in its last `every` can be missed.
+pub struct TreePeaks {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watcher: std::thread::JoinHandle<std::collections::BTreeMap<u32, u64>>,
+}
+
+impl TreePeaks {
+    /// Starts watching `root` and its descendants.
+    pub fn watch(root: u32, every: std::time::Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let watcher = std::thread::spawn(move || {
+            let mut peaks = std::collections::BTreeMap::new();
+            loop {
+                // One more reading after the stop, for the end state.
+                let last = flag.load(Ordering::Relaxed);
+                for pid in tree(root) {
+                    if let Ok(kib) = peak_rss_kib(pid) {
+                        let peak = peaks.entry(pid).or_insert(0);
+                        *peak = kib.max(*peak);
+                    }
+                }
+                if last {
+                    return peaks;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        TreePeaks { stop, watcher }
+    }
+
+    /// Stops watching: the peak (KiB) of `root`, and the largest of the
+    /// processes below it (0 if none was seen).
+    pub fn finish(self, root: u32) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peaks = self.watcher.join().unwrap_or_default();
+        let own = peaks.get(&root).copied().unwrap_or(0);
+        let below = peaks
+            .iter()
+            .filter(|(pid, _)| **pid != root)
+            .map(|(_, kib)| *kib)
+            .max()
+            .unwrap_or(0);
+        (own, below)
+    }
+}

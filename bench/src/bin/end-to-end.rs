@@ -23,6 +23,10 @@
 //! must agree (exactly for task-parallel, one thread like the trainers; to
 //! rounding for the standalone's W threads, whose reductions change order).
 //!
+//! Memory is read too: the peak resident memory of hopper's runner and of
+//! its largest trainer (which keeps the states of the models it trained
+//! last for their next units), against task-parallel's largest worker.
+//!
 //! Every leg runs `--samples` times (default 3), interleaved: sample s runs
 //! the legs round-robin, starting with leg s (rotated), so slow drift of a
 //! shared machine's load falls on every leg alike. Each leg prints its
@@ -50,6 +54,7 @@ use devcluster::{load_criteo, ClusterOptions, LocalCluster};
 use flight_client::plan::plan;
 use flight_client::read::spawn_reader;
 use flight_client::FlightSlice;
+use hopper_bench::procstat::TreePeaks;
 use hopper_bench::samples::Samples;
 use hopper_bench::server::{self, Server};
 use mop_core::config::Arch;
@@ -223,7 +228,15 @@ struct Outcome {
     breakdown: Option<Breakdown>,
     /// Seconds spent evaluating (standalone, task-parallel: summed over processes).
     eval_seconds: f64,
+    /// Peak resident memory, MiB: hopper's runner and its largest trainer;
+    /// task-parallel's largest worker (as the second). None for the legs
+    /// that run in this process.
+    peak_mib: Option<(f64, f64)>,
 }
+
+/// How often the memory of hopper's processes and the task-parallel
+/// workers is read ([`TreePeaks`]).
+const PEAK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Every batch of the endpoints `slices` names.
 async fn read(slices: Vec<FlightSlice>) -> Result<Vec<RecordBatch>> {
@@ -336,13 +349,17 @@ fn breakdown(out: &Path, wall: f64, busy: f64) -> Result<Breakdown> {
 async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
     let cpu0 = children_cpu();
     let start = Instant::now();
-    let run = Command::new(mop)
+    let child = Command::new(mop)
         .args(["train", "--config"])
         .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()?;
+        .spawn()?;
+    let pid = child.id();
+    let peaks = TreePeaks::watch(pid, PEAK_EVERY);
+    let run = child.wait_with_output()?;
     let wall = start.elapsed().as_secs_f64();
+    let (runner_kib, trainer_kib) = peaks.finish(pid);
     if !run.status.success() {
         let stderr = String::from_utf8_lossy(&run.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
@@ -391,6 +408,7 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
         ),
         breakdown: Some(breakdown(out, wall, busy)?),
         eval_seconds: 0.0,
+        peak_mib: Some((runner_kib as f64 / 1024.0, trainer_kib as f64 / 1024.0)),
     })
 }
 
@@ -515,6 +533,7 @@ fn pytorch(python: &Path, manifest: &Path, threads: usize) -> Result<Outcome> {
         ),
         breakdown: None,
         eval_seconds: f64::NAN,
+        peak_mib: None,
     })
 }
 
@@ -580,6 +599,7 @@ fn standalone(config: &RunConfig, data: &InMemory, threads: usize) -> Result<Out
         note: format!("{threads} threads"),
         breakdown: None,
         eval_seconds: t.eval_seconds,
+        peak_mib: None,
     })
 }
 
@@ -648,20 +668,24 @@ fn task_parallel(config_path: &Path, w: usize, n: usize) -> Result<Outcome> {
         if line.trim() != "ready" {
             bail!("task-parallel worker {k} printed {line:?} instead of `ready`");
         }
-        children.push((child, out));
+        let peaks = TreePeaks::watch(child.id(), PEAK_EVERY);
+        children.push((child, out, peaks));
     }
     let start = Instant::now();
-    for (child, _) in &mut children {
+    for (child, _, _) in &mut children {
         let stdin = child.stdin.as_mut().context("no stdin")?;
         writeln!(stdin, "go")?;
         stdin.flush()?;
     }
     let mut accuracies = vec![f64::NAN; n];
     let (mut cpu, mut samples, mut eval_seconds) = (0.0, 0, 0.0);
-    for (k, (mut child, mut out)) in children.into_iter().enumerate() {
+    let mut worker_kib = 0;
+    for (k, (mut child, mut out, peaks)) in children.into_iter().enumerate() {
         let mut line = String::new();
         out.read_line(&mut line)?;
+        let pid = child.id();
         let status = child.wait()?;
+        worker_kib = worker_kib.max(peaks.finish(pid).0);
         if !status.success() {
             bail!("task-parallel worker {k} failed ({status})");
         }
@@ -685,6 +709,7 @@ fn task_parallel(config_path: &Path, w: usize, n: usize) -> Result<Outcome> {
         note: format!("the {n} models split {w} ways"),
         breakdown: None,
         eval_seconds,
+        peak_mib: Some((0.0, worker_kib as f64 / 1024.0)),
     })
 }
 
@@ -881,6 +906,31 @@ async fn run() -> Result<()> {
             cpu.median(),
             best,
             os[0].note
+        );
+    }
+
+    // Memory: the states a trainer keeps for its models' next units, and
+    // the runner's copies, against a worker holding only its own models.
+    let peak = |leg: Leg, which: fn(&(f64, f64)) -> f64| {
+        Samples(
+            of(leg)
+                .iter()
+                .filter_map(|o| o.peak_mib.as_ref().map(which))
+                .collect(),
+        )
+    };
+    let (runner, trainer, worker) = (
+        peak(Leg::Hopper, |p| p.0),
+        peak(Leg::Hopper, |p| p.1),
+        peak(Leg::TaskParallel, |p| p.1),
+    );
+    if !runner.is_empty() && !worker.is_empty() {
+        println!(
+            "\npeak resident memory, MiB (VmHWM every {} ms; median [min–max]): hopper's runner {}, its largest trainer {}; task-parallel's largest worker {}",
+            PEAK_EVERY.as_millis(),
+            runner.show(0),
+            trainer.show(0),
+            worker.show(0)
         );
     }
 
