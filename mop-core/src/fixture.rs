@@ -3,12 +3,11 @@
 //! cannot drift from what `mop train` writes.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::run_config::RunConfig;
 use crate::run_dir::checkpoint::{Checkpoint, CheckpointDir, EpochMetrics, UnitRecord};
 use crate::run_dir::partitions::PartitionRecord;
-use crate::run_dir::results::{self, ModelResult};
+use crate::run_dir::results::{self, ModelResult, StateBlob};
 use crate::run_dir::RunOutcome;
 use crate::schedule::{Policy, Scheduler};
 use crate::simulate::{simulate, Curves, EventKind, SimOptions, SimReport, UnitTimes};
@@ -132,7 +131,7 @@ pub fn finished_run(dir: &Path, validation: bool) -> RunOutcome {
                 id,
                 config: c,
                 metrics: metrics(id, EPOCHS, validation),
-                state: Some(Arc::new(vec![id as u8; 16])),
+                state: Some(StateBlob::new(vec![id as u8; 16])),
                 kept: None,
                 stop: None,
             })
@@ -242,7 +241,7 @@ pub fn searched_run(dir: &Path) -> RunOutcome {
                     id,
                     config: c,
                     metrics,
-                    state: Some(Arc::new(vec![id as u8; 16])),
+                    state: Some(StateBlob::new(vec![id as u8; 16])),
                     kept: None,
                     stop: stops[id],
                 }

@@ -109,7 +109,7 @@ pub async fn write_tables(
         };
         let cfg = serde_json::to_string(&m.config)?;
         let arch = arch_name(&m.config.arch);
-        let state: Option<&[u8]> = m.state.as_ref().map(|s| s.as_slice());
+        let state: Option<&[u8]> = m.state_bytes();
         tx.execute(
             &ins,
             &[

@@ -1080,7 +1080,7 @@ async fn run(
                 Some((e, state)) if keep_best => (Some(*e), Some(state)),
                 _ => (None, book.copy(i).state.as_ref()),
             };
-            let state = state.map(|s| Arc::new(s.to_vec()));
+            let state = state.map(|s| results::StateBlob::new(s.clone()));
             results::ModelResult {
                 id: i,
                 config: c.clone(),

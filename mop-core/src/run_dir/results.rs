@@ -33,6 +33,30 @@ pub const RESULTS_FILE: &str = "results.json";
 /// Name of the timeline file (every unit's start and end).
 pub const TIMELINE_FILE: &str = "timeline.json";
 
+/// A model's state blob, shared with whoever else holds it: the runner's
+/// copies are written out as they are, not copied again (16 confA states
+/// are 1.5 GB).
+#[derive(Clone)]
+pub struct StateBlob(std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl StateBlob {
+    /// Shares `bytes` (a `Vec<u8>`, a `bytes::Bytes`, …) without copying it.
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        StateBlob(std::sync::Arc::new(bytes))
+    }
+
+    /// The blob.
+    pub fn bytes(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl std::fmt::Debug for StateBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateBlob({} bytes)", self.bytes().len())
+    }
+}
+
 /// One model's result, as the runner holds it at the end of a run.
 #[derive(Debug, Clone)]
 pub struct ModelResult {
@@ -44,7 +68,7 @@ pub struct ModelResult {
     pub metrics: Vec<EpochMetrics>,
     /// The model file's weights and optimizer state (safetensors): the
     /// last epoch's, or the `kept` one's.
-    pub state: Option<std::sync::Arc<Vec<u8>>>,
+    pub state: Option<StateBlob>,
     /// The epoch (0-based) whose state `state` is, when it is not the last
     /// (`[train] keep = "best"`).
     pub kept: Option<usize>,
@@ -54,6 +78,11 @@ pub struct ModelResult {
 }
 
 impl ModelResult {
+    /// The bytes of [`state`](Self::state), if it has one.
+    pub fn state_bytes(&self) -> Option<&[u8]> {
+        self.state.as_ref().map(StateBlob::bytes)
+    }
+
     /// The last epoch's metrics.
     pub fn last(&self) -> EpochMetrics {
         self.metrics.last().cloned().unwrap_or_default()
@@ -484,10 +513,10 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
          val_auc,val_log_loss,val_rmse,val_mae,val_r2,kept_epoch\n",
     );
     for m in &outcome.models {
-        let file = match &m.state {
+        let file = match m.state_bytes() {
             Some(state) => {
                 let name = format!("model-{}.safetensors", m.id);
-                std::fs::write(models_dir.join(&name), state.as_slice())?;
+                std::fs::write(models_dir.join(&name), state)?;
                 Some(format!("models/{name}"))
             }
             None => None,

@@ -4,12 +4,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use hopper_tests::{binary, cluster};
 use mop_core::run_config::RunConfig;
 use mop_core::run_dir::checkpoint::{EpochMetrics, UnitRecord};
-use mop_core::run_dir::results::{self, ModelResult};
+use mop_core::run_dir::results::{self, ModelResult, StateBlob};
 use mop_core::run_dir::RunOutcome;
 
 fn mop(args: &[&str]) -> Output {
@@ -64,7 +63,7 @@ fn finished_run(dir: &Path) -> (RunOutcome, RunConfig) {
                     seconds: 2.0,
                     ..EpochMetrics::default()
                 }],
-                state: Some(Arc::new(vec![7u8; 32])),
+                state: Some(StateBlob::new(vec![7u8; 32])),
                 kept: None,
                 stop: None,
             })
