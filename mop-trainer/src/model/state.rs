@@ -86,8 +86,8 @@ fn encode(tensors: Vec<(String, Tensor)>, metadata: HashMap<String, String>) -> 
     // that follows the 8-byte length is aligned.
     header.resize(header.len().next_multiple_of(8), b' ');
     let data_at = 8 + header.len();
-    // Zeroing costs less than the copy through a buffer of each tensor's
-    // own it replaces (and nothing where calloc maps fresh pages).
+    // Zeroed first: cheaper than copying each tensor through a buffer of
+    // its own, and free where calloc maps fresh pages.
     let mut blob = vec![0u8; data_at + offset];
     blob[..8].copy_from_slice(&(header.len() as u64).to_le_bytes());
     blob[8..data_at].copy_from_slice(&header);
