@@ -12,16 +12,15 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use devcluster::{ClusterOptions, LocalCluster};
+use hopper_bench::server::{self, Server};
 use mop_core::run_config::RunConfig;
 use mop_core::run_dir::results::{leaderboard, Ranked};
 use mop_runner::run::{train, TrainOptions};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Parser)]
 struct Args {
@@ -80,44 +79,6 @@ const SEARCHES: [(&str, &str); 3] = [
     ("hyperband", "[search]\nkind = \"hyperband\"\neta = 3"),
 ];
 
-/// A flight-server process, killed on drop.
-struct Server {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-async fn flight_server(cluster: &LocalCluster) -> Result<Server> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("no executable dir")?
-        .join("flight-server");
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.args(["--bind", "127.0.0.1:0", "--auth", "none"]);
-    for url in cluster.segment_urls() {
-        cmd.args(["--segment", &url]);
-    }
-    let mut child = cmd
-        .env("RUST_LOG", "flight_server=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let out = child.stdout.take().context("no stdout")?;
-    let line = BufReader::new(out)
-        .lines()
-        .next_line()
-        .await?
-        .unwrap_or_default();
-    let Some(url) = line.strip_prefix("flight-server listening on ") else {
-        bail!("flight-server did not start: {line:?}");
-    };
-    Ok(Server {
-        url: url.to_string(),
-        _child: child,
-    })
-}
-
 fn config(d: &DataSet, search: &str, flight: &str, epochs: usize, out: &Path) -> Result<RunConfig> {
     Ok(RunConfig::parse(&format!(
         "[source]\nflight = \"{flight}\"\ntable = \"{}\"\n\
@@ -142,10 +103,8 @@ async fn main() -> Result<()> {
         );
     }
     let tmp = tempfile_dir(args.dir.as_deref())?;
-    let mop = std::env::current_exe()?
-        .parent()
-        .context("no executable dir")?
-        .join("mop");
+    let (server_bin, mop) =
+        server::binaries("cargo build --release -p flight-server -p mop --bins")?;
     let cluster = LocalCluster::start(args.segments, ClusterOptions::default()).await?;
     let rows = [args.criteo_rows, args.image_rows];
     println!(
@@ -160,7 +119,7 @@ async fn main() -> Result<()> {
             "criteo" => devcluster::load_criteo(&cluster, d.table, n, 7).await?,
             _ => devcluster::load_images(&cluster, d.table, n, 7).await?,
         };
-        let server = flight_server(&cluster).await?;
+        let server = Server::start(&server_bin, &cluster).await?;
         let mut grid_epochs = 0;
         for (name, search) in SEARCHES {
             let out = tmp.join(format!("{}-{name}", d.name));

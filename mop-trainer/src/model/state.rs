@@ -63,21 +63,23 @@ fn host(t: &Tensor) -> Result<Tensor> {
 fn encode(tensors: Vec<(String, Tensor)>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     let mut typed = tensors
         .into_iter()
-        .map(|(name, t)| Ok((dtype(t.kind())?, name, t)))
+        .map(|(name, t)| {
+            let len = t.numel() * t.kind().elt_size_in_bytes();
+            Ok((dtype(t.kind())?, name, t, len))
+        })
         .collect::<Result<Vec<_>>>()?;
     // safetensors::serialize's order: descending dtype (its alignment), then name.
-    typed.sort_by(|(ld, ln, _), (rd, rn, _)| rd.cmp(ld).then(ln.cmp(rn)));
+    typed.sort_by(|(ld, ln, ..), (rd, rn, ..)| rd.cmp(ld).then(ln.cmp(rn)));
     let mut infos = Vec::with_capacity(typed.len());
     let mut offset = 0;
-    for (dtype, name, t) in &typed {
-        let len = t.numel() * t.kind().elt_size_in_bytes();
+    for (dtype, name, t, len) in &typed {
         let info = TensorInfo {
             dtype: *dtype,
             shape: t.size().iter().map(|&d| d as usize).collect(),
-            data_offsets: (offset, offset + len),
+            data_offsets: (offset, offset + *len),
         };
         infos.push((name.clone(), info));
-        offset += len;
+        offset += *len;
     }
     let bad = |e: &dyn std::fmt::Display| Error::State(format!("cannot encode the state: {e}"));
     let header = Metadata::new(Some(metadata), infos).map_err(|e| bad(&e))?;
@@ -92,10 +94,9 @@ fn encode(tensors: Vec<(String, Tensor)>, metadata: HashMap<String, String>) -> 
     blob[..8].copy_from_slice(&(header.len() as u64).to_le_bytes());
     blob[8..data_at].copy_from_slice(&header);
     let mut at = data_at;
-    for (_, _, t) in &typed {
-        let len = t.numel() * t.kind().elt_size_in_bytes();
-        t.f_copy_data_u8(&mut blob[at..at + len], t.numel())?;
-        at += len;
+    for (_, _, t, len) in &typed {
+        t.f_copy_data_u8(&mut blob[at..at + *len], t.numel())?;
+        at += *len;
     }
     Ok(blob)
 }
