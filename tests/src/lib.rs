@@ -147,6 +147,32 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The loopback address where tests pick ports ahead of the process that
+/// binds them (`--metrics`, a server on an agreed port, an MLflow server).
+/// No test binds port 0 or dials from it, so between the pick and the bind
+/// no other server's listener or client socket can take the port; other
+/// addresses are shared with servers that bind port 0.
+pub const PICKED_PORTS_IP: &str = "127.0.0.9";
+
+/// `N` distinct ports on `ip` that were free a moment ago: each is held
+/// until all are chosen, so no two are the same.
+pub fn free_ports<const N: usize>(ip: &str) -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind((ip, 0)).expect("a free port on a loopback address"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
+/// A port on `ip` that was free a moment ago.
+pub fn free_port(ip: &str) -> u16 {
+    free_ports::<1>(ip)[0]
+}
+
+/// An address for a server's `--metrics`, on [`PICKED_PORTS_IP`].
+pub fn metrics_addr() -> String {
+    format!("{PICKED_PORTS_IP}:{}", free_port(PICKED_PORTS_IP))
+}
+
 /// A running `flight-server` process.
 pub struct FlightServer {
     /// The process.

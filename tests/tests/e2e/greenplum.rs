@@ -24,8 +24,8 @@ use flight_server::types::{arrow_schema, CopyDecoder};
 use futures::StreamExt;
 use hopper_tests::run::{assert_same_models, spawn_mop_train, with_trainers, RUN_TIMEOUT};
 use hopper_tests::{
-    binary, flight_client, python_json, python_script, status_of, trainer_key_file, FlightServer,
-    TrainerProcess, TRAINER_KEY_ENV,
+    binary, flight_client, free_ports, metrics_addr, python_json, python_script, status_of,
+    trainer_key_file, FlightServer, TrainerProcess, PICKED_PORTS_IP, TRAINER_KEY_ENV,
 };
 use mop_core::run_config::RunConfig;
 use mop_core::schedule::visit_order;
@@ -659,14 +659,6 @@ async fn pyarrow_reads_as_analyst(
     read
 }
 
-/// A port on `ip` that was free a moment ago.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
 /// `GET /metrics` of a flight-server.
 fn metrics_text(metrics: &str) -> String {
     use std::io::{Read, Write};
@@ -743,7 +735,7 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
     std::fs::write(&key, "a key both servers share, 32 bytes or more").unwrap();
     let key = key.to_str().unwrap().to_string();
     let bare = bare_url();
-    let metrics_b = format!("127.0.0.3:{}", free_port("127.0.0.3"));
+    let metrics_b = metrics_addr();
     let b = FlightServer::start_on(
         "127.0.0.3:0",
         &[
@@ -758,7 +750,7 @@ async fn greenplum_a_server_beside_each_segment_sends_only_its_segments_rows() {
         ],
     )
     .unwrap();
-    let metrics_a = format!("127.0.0.2:{}", free_port("127.0.0.2"));
+    let metrics_a = metrics_addr();
     let beside = format!("1={}", b.url);
     let a = FlightServer::start_on(
         "127.0.0.2:0",
@@ -892,15 +884,16 @@ async fn greenplum_a_port_convention_locates_every_segment_at_the_server_on_its_
         "the shared cluster runs its primaries on one host"
     );
 
-    // The segment host is "at" 127.0.0.3, where a server listens on the
-    // agreed port; the server clients plan at (127.0.0.2) names no segment.
+    // The segment host is "at" PICKED_PORTS_IP, where a server listens on
+    // the agreed port; the server clients plan at (127.0.0.2) names no
+    // segment.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("ticket.key");
     std::fs::write(&key, "one key for the cluster, 32 bytes or more").unwrap();
     let key = key.to_str().unwrap().to_string();
     let bare = bare_url();
-    let port = free_port("127.0.0.3");
-    let metrics_b = format!("127.0.0.3:{}", free_port("127.0.0.3"));
+    let [port, metrics_port] = free_ports::<2>(PICKED_PORTS_IP);
+    let metrics_b = format!("{PICKED_PORTS_IP}:{metrics_port}");
     let common = [
         "--greenplum",
         bare.as_str(),
@@ -911,9 +904,9 @@ async fn greenplum_a_port_convention_locates_every_segment_at_the_server_on_its_
     ];
     let mut args_b = common.to_vec();
     args_b.extend(["--metrics", metrics_b.as_str()]);
-    let b = FlightServer::start_on(&format!("127.0.0.3:{port}"), &args_b).unwrap();
+    let b = FlightServer::start_on(&format!("{PICKED_PORTS_IP}:{port}"), &args_b).unwrap();
     let port_arg = port.to_string();
-    let host_map = format!("{}=127.0.0.3", hosts[0]);
+    let host_map = format!("{}={PICKED_PORTS_IP}", hosts[0]);
     let mut args_a = common.to_vec();
     args_a.extend([
         "--segment-flight-port",
@@ -973,7 +966,7 @@ async fn eventually(secs: u64, what: &str, mut done: impl AsyncFnMut() -> bool) 
 async fn greenplum_cursors_left_unread_or_by_a_vanished_client_are_released() {
     let admin = admin().await;
     let table = criteo_table(&admin, "hopper_leave", 60_000, 9).await;
-    let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let metrics = metrics_addr();
     // Small batches: the stream is far from done when its client vanishes.
     let server = server(&[
         "--cursor-idle-timeout",
@@ -1230,7 +1223,7 @@ async fn greenplum_a_run_reads_every_endpoint_it_plans_and_one_snapshot_while_ro
     let admin = admin().await;
     let table = criteo_table(&admin, "hopper_moving", 2000, 9).await;
     let segments = primaries(&admin).await as u64;
-    let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let metrics = metrics_addr();
     let server = server(&["--metrics", &metrics]);
     let dir = tempfile::tempdir().unwrap();
     let key = trainer_key_file().unwrap();

@@ -5,7 +5,6 @@
 //! epoch's metrics, its stop reason and its model file, byte for byte. And
 //! a tracking server that is not there fails nothing.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use devcluster::load_criteo;
 use hopper_tests::run::{mop_train, results};
-use hopper_tests::{cluster, segment_args, ChildGuard, FlightServer};
+use hopper_tests::{cluster, free_port, segment_args, ChildGuard, FlightServer, PICKED_PORTS_IP};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -27,14 +26,6 @@ fn mlflow_python() -> PathBuf {
             "HOPPER_MLFLOW_PYTHON is not set: run the tests through scripts/test.sh, or \
              export HOPPER_MLFLOW_PYTHON=$(scripts/mlflow-venv.sh)",
         )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `mlflow server` and the workers it forks (uvicorn, huey consumers), in
@@ -57,9 +48,18 @@ impl Drop for MlflowServer {
 fn mlflow_server(dir: &Path) -> (MlflowServer, String) {
     let python = mlflow_python();
     let mlflow = python.with_file_name("mlflow");
-    let port = free_port();
+    let port = free_port(PICKED_PORTS_IP);
     let child = Command::new(&mlflow)
-        .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "server",
+            "--host",
+            PICKED_PORTS_IP,
+            "--port",
+            &port.to_string(),
+        ])
+        // Its default allows the Host headers of 127.0.0.1 and localhost only.
+        .arg("--allowed-hosts")
+        .arg(format!("{PICKED_PORTS_IP},{PICKED_PORTS_IP}:{port}"))
         .arg("--backend-store-uri")
         .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
         .arg("--artifacts-destination")
@@ -74,7 +74,7 @@ fn mlflow_server(dir: &Path) -> (MlflowServer, String) {
     let guard = MlflowServer {
         server: ChildGuard::new("mlflow server", child),
     };
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://{PICKED_PORTS_IP}:{port}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let health = Command::new(&python)
@@ -265,7 +265,7 @@ async fn a_tracking_server_that_is_down_fails_nothing_and_says_so() {
     let server = FlightServer::start(&args).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens there.
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://{PICKED_PORTS_IP}:{}", free_port(PICKED_PORTS_IP));
     let path = config(dir.path(), &server.url, "down", None);
     let out = Command::new(hopper_tests::binary("mop").unwrap())
         .args(["train", "--progress", "quiet", "--config"])

@@ -2,8 +2,8 @@
 //! fresh directory, with `HOME` an empty directory and no `LIBTORCH` or
 //! `LD_LIBRARY_PATH`, runs `bin/mop demo` and `bin/flight-server`, whose
 //! health a Python gRPC client reads; rolled out by its own `rollout.sh`
-//! over ssh and scp (to an sshd of the test's own on 127.0.0.2 and
-//! 127.0.0.3, each "host" laid out under a scratch root), the command
+//! over ssh and scp (to an sshd of the test's own on 127.0.0.20 and
+//! 127.0.0.21, each "host" laid out under a scratch root), the command
 //! lines of its systemd units start a flight-server and a trainer that
 //! report SERVING; the units pass `systemd-analyze verify`;
 //! `rollout.sh --dry-run` gives every host of a host file its commands
@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hopper_tests::{binary, cluster, python_json, ChildGuard};
+use hopper_tests::{binary, cluster, free_port, free_ports, python_json, ChildGuard};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -149,15 +149,6 @@ fn exec_start(unit: &Path, port: u16, env: &[(String, String)], root: &Path) -> 
                 .replace("/etc/hopper/", &format!("{root}/etc/hopper/"))
         })
         .collect()
-}
-
-/// A free TCP port on `ip`.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Spawns `argv` bare and waits for its first stdout line.
@@ -341,20 +332,20 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
     );
 
     // Rolled out by the release's own rollout.sh over ssh to two "hosts"
-    // (127.0.0.2 and 127.0.0.3: an sshd of the test's own), each laid out
+    // (127.0.0.20 and 127.0.0.21: an sshd of the test's own), each laid out
     // under a scratch root of its own (the services are not started: there
     // is no systemd here).
     let db = cluster(1).await.unwrap();
-    let sshd = Sshd::start(tmp.path(), &["127.0.0.2", "127.0.0.3"]);
+    let sshd = Sshd::start(tmp.path(), &["127.0.0.20", "127.0.0.21"]);
     let admin = tmp.path().join("admin");
     std::fs::create_dir_all(&admin).unwrap();
-    std::fs::write(admin.join("hostfile"), "127.0.0.2\n127.0.0.3\n").unwrap();
+    std::fs::write(admin.join("hostfile"), "127.0.0.20\n127.0.0.21\n").unwrap();
     std::fs::write(
         admin.join("ticket.key"),
         b"package-test ticket key, 32 bytes or more",
     )
     .unwrap();
-    let (flight_port, trainer_port) = (free_port("127.0.0.2"), free_port("127.0.0.2"));
+    let [flight_port, trainer_port] = free_ports::<2>("127.0.0.20");
     let coordinator = format!("postgresql://127.0.0.1:{}/hopper", db.port(0));
     let hosts = tmp.path().join("hosts");
     let rolled = Command::new(release.join("greenplum/rollout.sh"))
@@ -385,7 +376,7 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
     ok("rollout.sh", &rolled);
     let said = String::from_utf8_lossy(&rolled.stderr);
     assert!(said.contains("made the trainer key"), "{said}");
-    for host in ["127.0.0.2", "127.0.0.3"] {
+    for host in ["127.0.0.20", "127.0.0.21"] {
         let log = std::fs::read_to_string(admin.join(format!("rollout-logs/{host}.log"))).unwrap();
         assert!(log.contains("installed, not started"), "{host}: {log}");
         assert_eq!(
@@ -406,7 +397,7 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     drop(sshd);
-    let host_root = hosts.join("127.0.0.2");
+    let host_root = hosts.join("127.0.0.20");
     let keys = admin.clone();
     let etc = host_root.join("etc/hopper");
     {
@@ -428,7 +419,7 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
         .1;
     assert!(
         args.contains(&format!("--segment-flight-port {flight_port}"))
-            && args.contains(&format!("--advertise grpc+tcp://127.0.0.2:{flight_port}"))
+            && args.contains(&format!("--advertise grpc+tcp://127.0.0.20:{flight_port}"))
             && args.contains("--auth database")
             && args.ends_with("--max-connections 4"),
         "{args}"
@@ -467,7 +458,7 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
     // address over the database, and a trainer; both report SERVING.
     let mut flight_env = flight_env;
     flight_env.retain(|(k, _)| k != "HOPPER_BIND_HOST");
-    flight_env.push(("HOPPER_BIND_HOST".into(), "127.0.0.2".into()));
+    flight_env.push(("HOPPER_BIND_HOST".into(), "127.0.0.20".into()));
     let argv = exec_start(
         &units.join("flight-server@.service"),
         flight_port,
@@ -477,13 +468,13 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
     let (_server, line) = spawn_bare(&argv, &home, &[]);
     assert_eq!(
         line.trim(),
-        format!("flight-server listening on grpc+tcp://127.0.0.2:{flight_port}")
+        format!("flight-server listening on grpc+tcp://127.0.0.20:{flight_port}")
     );
-    serving(&format!("127.0.0.2:{flight_port}"), "");
+    serving(&format!("127.0.0.20:{flight_port}"), "");
 
     let mut trainer_env = env_file(&etc.join(format!("{trainer_port}.env")));
     trainer_env.retain(|(k, _)| k != "HOPPER_BIND_HOST");
-    trainer_env.push(("HOPPER_BIND_HOST".into(), "127.0.0.2".into()));
+    trainer_env.push(("HOPPER_BIND_HOST".into(), "127.0.0.20".into()));
     let argv = exec_start(
         &units.join("mop-trainer@.service"),
         trainer_port,
@@ -493,10 +484,10 @@ async fn the_release_runs_unpacked_anywhere_and_installs_as_services() {
     let key = etc.join("trainer.key").display().to_string();
     let (_trainer, line) = spawn_bare(&argv, &home, &[("HOPPER_TRAINER_KEY_FILE", &key)]);
     assert!(
-        line.contains(&format!("127.0.0.2:{trainer_port}")),
+        line.contains(&format!("127.0.0.20:{trainer_port}")),
         "{line}"
     );
-    serving(&format!("127.0.0.2:{trainer_port}"), "hopper.v1.Trainer");
+    serving(&format!("127.0.0.20:{trainer_port}"), "hopper.v1.Trainer");
 }
 
 #[test]
@@ -505,7 +496,7 @@ fn rollout_dry_run_gives_every_host_its_commands_once_on_the_port_convention() {
     let hosts = tmp.path().join("hostfile");
     std::fs::write(
         &hosts,
-        "# segment hosts\n127.0.0.2\n\n127.0.0.3  # sdw2\n127.0.0.2\n",
+        "# segment hosts\n127.0.0.20\n\n127.0.0.21  # sdw2\n127.0.0.20\n",
     )
     .unwrap();
     let release = tmp.path().join("hopper-0.0.0-linux-x86_64.tar.gz");
@@ -531,7 +522,7 @@ fn rollout_dry_run_gives_every_host_its_commands_once_on_the_port_convention() {
     let plan = ok("rollout.sh --dry-run", &out);
     let lines: Vec<&str> = plan.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines.len(), 6, "three commands per host, once: {plan}");
-    for (i, host) in ["127.0.0.2", "127.0.0.3"].iter().enumerate() {
+    for (i, host) in ["127.0.0.20", "127.0.0.21"].iter().enumerate() {
         let [mkdir, scp, install] = [lines[3 * i], lines[3 * i + 1], lines[3 * i + 2]];
         assert!(mkdir.starts_with(&format!("ssh -oBatchMode=yes {host} mkdir\\ -m\\ 0700")));
         assert!(scp.starts_with("scp ") && scp.contains(&format!(" {host}:/tmp/hopper-rollout-")));
