@@ -60,6 +60,16 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl Error {
+    /// Trainer `w` failed in the way `message` says.
+    pub fn trainer(w: usize, message: impl std::fmt::Display) -> Self {
+        Error::Trainer {
+            trainer: w.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
 impl From<flight_client::Error> for Error {
     fn from(e: flight_client::Error) -> Self {
         use flight_client::Error as F;

@@ -13,6 +13,7 @@
 //!  run (mop train)                                        trainer (mop trainer, one per partition)
 //!   ├ plan: flight_client::plan → slices per partition     │
 //!   ├ mop_core::schedule: next (model, partition) unit ──► │ TrainUnit(config, state) → state', metrics
+//!   ├ run_state: unit done, failed, scored ─► what to do (pure: events in, actions out)
 //!   ├ trainers: spawn / dial, replace the dead             │
 //!   ├ locality: which trainer reads which partition        │
 //!   ├ checkpoint after every unit; at the end results.json, result_tables, report
@@ -24,6 +25,7 @@
 //! exactly as it would sequentially; the partitions never move. Flight is
 //! spoken through `flight-client` only: `mop` links no part of the server.
 
+mod checkpoint;
 pub mod error;
 pub mod hops;
 pub mod locality;
@@ -35,6 +37,7 @@ pub mod plan;
 pub mod progress;
 pub mod result_tables;
 pub mod run;
+mod run_state;
 pub mod status;
 pub mod table_stats;
 pub mod torchscript;

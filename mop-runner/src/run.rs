@@ -18,6 +18,13 @@
 //!  end: model files, results.json/csv, result tables in the database
 //! ```
 //!
+//! The loop here is a shell: what a unit's end, a failure or a score means
+//! for the run — the scheduler, where each state is, the figures, what to
+//! do next — is [`crate::run_state::RunState`], which takes events and
+//! answers with actions, and touches neither the network nor the clock.
+//! The shell runs the units and passes, carries out the actions, and
+//! writes checkpoints ([`crate::checkpoint`]) off the loop.
+//!
 //! # Search
 //! With `[search]` (see [`mop_core::search`]) a model that reaches a decision
 //! point waits, handed to no trainer, until its validation pass for that
@@ -59,7 +66,7 @@
 //! unit finished before — or, with `[source] on_change = "warn"`, is
 //! reported, kept in the checkpoint and results.json, and the run goes on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -78,23 +85,20 @@ use crate::mlflow::{End, Tracker};
 use crate::pins::Pins;
 use crate::plan::Plan;
 use crate::progress::{ProgressMode, Reporter};
+use crate::run_state::{
+    merge_stats, rows_read, Action, EvalTotals, Event, Note, PendingEval, Records, RunState,
+    Settings, Trained,
+};
 use crate::trainers;
 use crate::trainers::{Client, LocalTrainer};
 use hopper_proto::auth::TrainerKey;
-use mop_core::metrics::{Metric, RegressionSums, ScoreCounts};
-use mop_core::run_config::{Cache, Keep, OnChange, RunConfig};
-use mop_core::run_dir::checkpoint::{
-    BestRecord, Checkpoint, CheckpointDir, EpochMetrics, EvalRecord, Split, UnitRecord,
-};
+use mop_core::run_config::{Cache, Keep, RunConfig};
+use mop_core::run_dir::checkpoint::{CheckpointDir, Split};
 use mop_core::run_dir::partitions::PartitionRecord;
-use mop_core::run_dir::reads::{Checked, Read, ReadKind, RowsRead, SourceReads};
+use mop_core::run_dir::reads::{Read, ReadKind, SourceReads};
 use mop_core::run_dir::results;
 pub use mop_core::run_dir::RunOutcome;
-use mop_core::schedule::{Decision, Policy, Scheduler, Unit};
-use mop_core::search::Reason;
-
-/// How many times a unit may fail in a row on one trainer before the run stops.
-const MAX_RETRIES: u32 = 5;
+use mop_core::schedule::{Policy, Scheduler, Unit};
 
 /// Options of one `mop train` invocation (beyond the run configuration).
 pub struct TrainOptions {
@@ -134,54 +138,6 @@ enum Done {
         eval: PendingEval,
         result: Result<EvalTotals>,
     },
-}
-
-/// A model's best validated epoch so far and the state it ended it with
-/// (`[train] keep = "best"`).
-type Best = (usize, Bytes);
-
-/// A validation pass's statistics, merged over every trainer's rows.
-#[derive(Default)]
-struct EvalTotals {
-    samples: u64,
-    loss_sum: f64,
-    correct: u64,
-    scores: Option<ScoreCounts>,
-    regression: Option<RegressionSums>,
-    /// What each trainer's pass read over Flight (cache mode none), by
-    /// partition.
-    reads: Vec<(usize, hopper_proto::RowsRead)>,
-}
-
-/// Adds a pass's optional statistics into a running total.
-fn merge_stats(
-    scores: &mut Option<ScoreCounts>,
-    regression: &mut Option<RegressionSums>,
-    more_scores: Option<hopper_proto::ScoreCounts>,
-    more_regression: Option<hopper_proto::RegressionSums>,
-) -> mop_core::Result<()> {
-    if let Some(more) = more_scores {
-        let more = ScoreCounts::try_from(more)?;
-        *scores = Some(match scores.take() {
-            Some(s) => s.merge(&more),
-            None => more,
-        });
-    }
-    if let Some(more) = more_regression {
-        let more = RegressionSums::from(more);
-        *regression = Some(regression.map_or(more, |r| r.merge(&more)));
-    }
-    Ok(())
-}
-
-/// A validation pass of one model after one epoch, with the state it ended
-/// the epoch with (the model itself may already be training the next one).
-#[derive(Clone)]
-struct PendingEval {
-    model: usize,
-    epoch: usize,
-    state: Bytes,
-    attempts: u32,
 }
 
 /// The trainers of a run: their clients, and the processes of the ones this
@@ -351,13 +307,6 @@ fn run_name(out: &std::path::Path) -> String {
     format!("{dir} {}", chrono::Local::now().format("%Y-%m-%d %H:%M:%S"))
 }
 
-fn trainer_err(w: usize, m: impl std::fmt::Display) -> Error {
-    Error::Trainer {
-        trainer: w.to_string(),
-        message: m.to_string(),
-    }
-}
-
 /// A trainer's refusal as an error, `what` naming the call (empty for a
 /// unit); a flight-server's refusal of a ticket that the trainer passes on
 /// becomes [`Error::TicketRefused`].
@@ -371,7 +320,7 @@ fn trainer_status(w: usize, what: &str, s: tonic::Status) -> Error {
     } else if hopper_proto::hop::is_state_source_failed(&s) {
         Error::StateSource(format!("trainer {w}: {message}"))
     } else {
-        trainer_err(w, message)
+        Error::trainer(w, message)
     }
 }
 
@@ -462,101 +411,96 @@ async fn run(
 
     // Resume or start fresh.
     let existing = ckdir.load()?;
-    let metric = config.metric();
-    let keep_best = config.train.keep == Keep::Best;
-    let mut best: Vec<Option<Best>> = vec![None; models.len()];
-    // What every partition's rows were at their reads (kept in the
-    // checkpoint, so a resumed run compares with the reads before it).
-    let mut reads = SourceReads::default();
     let on_change = config.source.on_change;
-    let (mut sched, states, mut units_done, mut metrics, mut timeline, elapsed0, resumed_evals) =
-        match (opts.resume, existing) {
-            (true, Some(c)) => {
-                if c.config_fingerprint != fp {
-                    return Err(Error::Config(format!(
-                        "the checkpoint in {} belongs to a different run configuration; \
-                         use another output.dir or delete the checkpoint",
-                        out.display()
-                    )));
-                }
-                if c.scheduler.partitions() != w {
-                    return Err(Error::Config(format!(
-                        "the checkpoint was made with {} trainers, this run has {w}",
-                        c.scheduler.partitions()
-                    )));
-                }
-                let mut states = Vec::with_capacity(models.len());
-                for s in &c.states {
-                    states.push(match s {
-                        Some(name) => Some(Bytes::from(ckdir.read_state(name)?)),
-                        None => None,
-                    });
-                }
-                for (m, b) in c.best.iter().enumerate().take(models.len()) {
-                    if let Some(b) = b {
-                        best[m] = Some((b.epoch, Bytes::from(ckdir.read_state(&b.state)?)));
-                    }
-                }
-                reads = c.reads;
-                (
-                    c.scheduler,
-                    states,
-                    c.units_done,
-                    c.metrics,
-                    c.timeline,
-                    c.elapsed,
-                    c.pending_evals,
-                )
-            }
-            (false, Some(_)) => {
+    let (sched, states, records, elapsed0) = match (opts.resume, existing) {
+        (true, Some(c)) => {
+            if c.config_fingerprint != fp {
                 return Err(Error::Config(format!(
-                    "{} already holds a run's checkpoint: pass --resume to continue it, \
-                     or choose another output directory",
+                    "the checkpoint in {} belongs to a different run configuration; \
+                     use another output.dir or delete the checkpoint",
                     out.display()
-                )))
+                )));
             }
-            (_, None) => {
-                let s = Scheduler::with_stopping(
-                    models.len(),
-                    w,
-                    config.epochs(),
-                    config.train.seed,
-                    Policy::Reproducible,
-                    config.rule()?,
-                    config.train.patience,
-                )?;
-                (
-                    s,
-                    vec![None; models.len()],
-                    vec![0; models.len()],
-                    vec![Vec::new(); models.len()],
-                    Vec::new(),
-                    0.0,
-                    Vec::new(),
-                )
+            if c.scheduler.partitions() != w {
+                return Err(Error::Config(format!(
+                    "the checkpoint was made with {} trainers, this run has {w}",
+                    c.scheduler.partitions()
+                )));
             }
-        };
+            let mut states = Vec::with_capacity(models.len());
+            for s in &c.states {
+                states.push(match s {
+                    Some(name) => Some(Bytes::from(ckdir.read_state(name)?)),
+                    None => None,
+                });
+            }
+            let mut best = vec![None; models.len()];
+            for (m, b) in c.best.iter().enumerate().take(models.len()) {
+                if let Some(b) = b {
+                    best[m] = Some((b.epoch, Bytes::from(ckdir.read_state(&b.state)?)));
+                }
+            }
+            // Validation passes in flight were checkpointed with their
+            // states: a resumed run still validates every epoch.
+            let mut evals = BTreeMap::new();
+            for e in &c.pending_evals {
+                evals.insert((e.model, e.epoch), Bytes::from(ckdir.read_state(&e.state)?));
+            }
+            let records = Records {
+                trained: Trained {
+                    units_done: c.units_done,
+                    metrics: c.metrics,
+                    timeline: c.timeline,
+                },
+                best,
+                evals,
+                reads: c.reads,
+            };
+            (c.scheduler, states, records, c.elapsed)
+        }
+        (false, Some(_)) => {
+            return Err(Error::Config(format!(
+                "{} already holds a run's checkpoint: pass --resume to continue it, \
+                 or choose another output directory",
+                out.display()
+            )))
+        }
+        (_, None) => {
+            let s = Scheduler::with_stopping(
+                models.len(),
+                w,
+                config.epochs(),
+                config.train.seed,
+                Policy::Reproducible,
+                config.rule()?,
+                config.train.patience,
+            )?;
+            let records = Records {
+                trained: Trained {
+                    units_done: vec![0; models.len()],
+                    metrics: vec![Vec::new(); models.len()],
+                    timeline: Vec::new(),
+                },
+                best: vec![None; models.len()],
+                evals: BTreeMap::new(),
+                // What every partition's rows were at their reads (kept in
+                // the checkpoint, so a resumed run compares with the reads
+                // before it).
+                reads: SourceReads::default(),
+            };
+            (s, vec![None; models.len()], records, 0.0)
+        }
+    };
 
     // Where every model's state is: the runner holds a copy of each at its
     // epochs' ends (or after every unit); between, the trainer that trained
     // a model last keeps it, and the model's next trainer fetches it.
     let copies = states
         .into_iter()
-        .zip(&units_done)
+        .zip(&records.trained.units_done)
         .map(|(state, &units)| StateCopy { state, units })
         .collect();
-    let mut book = StateBook::new(copies, config.train.checkpoint);
-    // The run's records of trained units, lent to what sends a model back
-    // to the runner's copy of its state.
-    macro_rules! trained {
-        () => {
-            Trained {
-                units_done: &mut units_done,
-                metrics: &mut metrics,
-                timeline: &mut timeline,
-            }
-        };
-    }
+    let book = StateBook::new(copies, config.train.checkpoint);
 
     // Trainers.
     let binary = match &opts.trainer_binary {
@@ -593,13 +537,21 @@ async fn run(
     let local: Vec<bool> = (0..w)
         .map(|p| locality::is_local(&trainer_hosts[p], &partition_hosts[p]))
         .collect();
+    let settings = Settings {
+        metric: config.metric(),
+        keep_best: config.train.keep == Keep::Best,
+        on_change,
+        has_validation: plan.has_validation(),
+        local: local.clone(),
+    };
+    let mut state = RunState::new(settings, sched, book, records);
     let cache = match config.source.cache {
         Cache::Memory => ProtoCache::Memory,
         Cache::Disk => ProtoCache::Disk,
         Cache::None => ProtoCache::None,
     };
     let threads = config.train.threads as u32;
-    let open_req = |plan: &Plan, p: usize| hopper_proto::OpenPartitionRequest {
+    let open_req = move |plan: &Plan, p: usize| hopper_proto::OpenPartitionRequest {
         partition: p as u32,
         train: plan.train_part(p, w),
         validation: plan.validation_part(p, w),
@@ -627,13 +579,21 @@ async fn run(
         })
         .collect();
     while let Some(r) = opens.join_next().await {
-        let (p, r) = r.map_err(|e| trainer_err(0, e))?;
+        let (p, r) = r.map_err(|e| Error::trainer(0, e))?;
         let opened = r
             .map_err(|s| trainer_status(p, "opening its partition", s))?
             .into_inner();
         partitions[p].rows = opened.train_rows;
         partitions[p].open_bytes = opened.train_bytes + opened.validation_bytes;
-        check_open(&mut reads, on_change, &plan, w, p, opened, &reporter)?;
+        let reads = open_reads(&plan, w, p, opened);
+        for a in state
+            .on(Event::Opened { reads })
+            .inspect_err(|_| reporter.finish())?
+        {
+            if let Action::Note(note) = a {
+                show(&reporter, note);
+            }
+        }
     }
     for r in partitions.iter().filter(|r| !r.local) {
         reporter.println(format!(
@@ -644,7 +604,6 @@ async fn run(
         ));
     }
 
-    let has_validation = plan.has_validation();
     // Units and validation passes read with the runner's tickets only
     // without a cache; with one, tickets matter when a partition is opened.
     let reads_every_pass = config.source.cache == Cache::None;
@@ -654,55 +613,30 @@ async fn run(
     crate::torchscript::check_models(&trainers.clients[0], &models, &wire_configs).await?;
     let started = Instant::now();
     let now = |started: &Instant| elapsed0 + started.elapsed().as_secs_f64();
-    let mut failures = vec![0u32; w];
     let mut set: JoinSet<Done> = JoinSet::new();
     let mut interrupt = opts.interrupt.take();
-    // Validation passes in flight, by (model, epoch): checkpointed with their
-    // states so that a resumed run still validates every epoch.
-    let mut evals: BTreeMap<(usize, usize), Bytes> = BTreeMap::new();
-    for e in resumed_evals {
-        let state = Bytes::from(ckdir.read_state(&e.state)?);
-        evals.insert((e.model, e.epoch), state.clone());
-        spawn_eval(
-            &mut set,
-            &trainers.clients,
-            plan.validation_for(w).await?,
-            wire_configs[e.model].clone(),
-            PendingEval {
-                model: e.model,
-                epoch: e.epoch,
-                state,
-                attempts: 0,
-            },
-        );
+    let mut shell = Shell {
+        trainers: &mut trainers,
+        plan: &mut plan,
+        set: &mut set,
+        reporter: &reporter,
+        wire_configs: &wire_configs,
+        open_req: &open_req,
+        w,
+    };
+    for eval in state.pending_evals() {
+        shell.validate(eval).await?;
     }
 
-    let mut dirty = false;
     let mut writing: Option<tokio::task::JoinHandle<Result<()>>> = None;
     loop {
-        if reads_every_pass && plan.expiring() {
-            plan.refresh().await?;
-            reporter.replanned("expiring", plan.replans);
+        if reads_every_pass && shell.plan.expiring() {
+            shell.plan.refresh().await?;
+            reporter.replanned("expiring", shell.plan.replans);
         }
-        for (worker, &failed) in failures.iter().enumerate() {
-            // An idle trainer gets a unit; a busy one, the unit it runs
-            // next, so the model's state travels while it trains. Not after
-            // a failure, until a unit succeeds there again; and not where
-            // every unit reads endpoints that can be read once: those are
-            // planned as the unit is handed out, and one queued behind a
-            // long unit would leave its cursor unread past the server's
-            // idle limit.
-            let unit = match sched.held(worker) {
-                0 => sched.next_unit(worker),
-                _ if failed == 0 && !plan.by_round() => sched.queue_unit(worker),
-                _ => None,
-            };
-            let Some(unit) = unit else {
-                continue;
-            };
-            let directive = book.directive(unit.model, worker, sched.ends_epoch(unit), |t| {
-                trainers.proof(t)
-            });
+        let by_round = shell.plan.by_round();
+        for d in state.dispatch(by_round, |t| shell.trainers.proof(t)) {
+            let (worker, unit, directive) = (d.worker, d.unit, d.directive);
             let hop = directive.hop;
             let req = TrainUnitRequest {
                 model: unit.model as u32,
@@ -710,16 +644,16 @@ async fn run(
                 state: directive.state,
                 epoch: unit.epoch as u32,
                 seed: config.train.seed.wrapping_add(unit.model as u64),
-                train: plan.train_for(worker, w).await?,
+                train: shell.plan.train_for(worker, w).await?,
                 from: directive.from,
                 hold: hop.hold,
                 version: hop.version,
                 return_state: hop.return_state(),
             };
-            let client = trainers.clients[worker].clone();
-            let address = trainers.addresses[worker].clone();
+            let client = shell.trainers.clients[worker].clone();
+            let address = shell.trainers.addresses[worker].clone();
             let rep = reporter.clone();
-            set.spawn(async move {
+            shell.set.spawn(async move {
                 let (began, result) = run_unit(client, req, unit, rep).await;
                 let start = elapsed0 + began.saturating_duration_since(started).as_secs_f64();
                 Done::Unit {
@@ -740,362 +674,106 @@ async fn run(
         if writing.as_ref().is_some_and(|t| t.is_finished()) {
             finish_write(&mut writing).await?;
         }
-        if dirty && writing.is_none() {
-            let job = CheckpointJob {
-                sched: sched.clone(),
-                copies: book.copies().to_vec(),
-                units_done: units_done.clone(),
-                metrics: metrics.clone(),
-                timeline: timeline.clone(),
-                evals: evals.clone(),
-                best: best.clone(),
-                reads: reads.clone(),
-                elapsed: now(&started),
-                fingerprint: fp.clone(),
-            };
-            let ckdir = ckdir.clone();
-            writing = Some(tokio::task::spawn_blocking(move || job.write(&ckdir)));
-            dirty = false;
+        if writing.is_none() {
+            if let Some(snapshot) = state.checkpoint()? {
+                let (ckdir, fp, elapsed) = (ckdir.clone(), fp.clone(), now(&started));
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    crate::checkpoint::write(snapshot, elapsed, fp, &ckdir)
+                }));
+            }
         }
-        if sched.is_done() && set.is_empty() {
+        if state.is_done() && shell.set.is_empty() {
             finish_write(&mut writing).await?;
-            if !dirty {
+            if !state.dirty() {
                 break;
             }
             continue;
         }
         let done = match interrupt.as_mut() {
             Some(stop) => tokio::select! {
-                d = set.join_next() => d,
+                d = shell.set.join_next() => d,
                 _ = stop => {
-                    set.abort_all();
+                    shell.set.abort_all();
                     finish_write(&mut writing).await?;
                     reporter.finish();
                     // Kept for `--resume` (until the servers' idle limit).
-                    plan.pins.keep();
+                    shell.plan.pins.keep();
                     return Err(Error::Interrupted(format!(
                         "stopped with {} of {} units done; `--resume` continues from {}",
-                        sched.progress().done, sched.progress().total, ckdir.file().display()
+                        state.progress().done, state.progress().total, ckdir.file().display()
                     )));
                 }
             },
-            None => set.join_next().await,
+            None => shell.set.join_next().await,
         };
         let Some(done) = done else {
             return Err(Error::Schedule(
                 "no unit is runnable and none is running; the schedule is stuck".into(),
             ));
         };
-        match done.map_err(|e| Error::Schedule(format!("unit task: {e}")))? {
+        let event = match done.map_err(|e| Error::Schedule(format!("unit task: {e}")))? {
             Done::Unit {
                 worker,
                 unit,
                 start,
                 hop,
                 address,
-                result: Ok(r),
-            } => {
-                // Rows that changed since the partition's earlier reads stop
-                // the run before the unit counts (or, warned, are recorded).
-                if let Some(got) = r.read.clone() {
-                    let from = source_of(&plan, Split::Train, unit.partition, w);
-                    let read = Read {
-                        partition: unit.partition,
-                        split: Split::Train,
-                        kind: ReadKind::Unit,
-                        model: Some(unit.model),
-                        epoch: Some(unit.epoch),
-                        from,
-                        got: rows_read(got),
-                    };
-                    check_read(&mut reads, on_change, read, &reporter)?;
-                }
-                failures[worker] = 0;
-                let m = unit.model;
-                if hop.copy && r.state.is_empty() {
-                    return Err(trainer_err(
-                        worker,
-                        "the unit's result carries no state though the runner asked for it; \
-                         is the trainer older than the runner?",
-                    ));
-                }
-                sched.complete(unit)?;
-                units_done[m] += 1;
-                // Kept as received: the buffer the message was decoded into,
-                // shared with evaluations and the checkpoint.
-                let superseded = book.unit_done(m, worker, &address, hop, r.state, units_done[m]);
-                if let Some((holder, key)) = superseded {
-                    release(&trainers.clients[holder], key);
-                }
-                release_if_trained_out(&sched, &book, &trainers.clients, m)?;
-                let em = epoch_slot(&mut metrics[m], unit.epoch);
-                em.train_samples += r.samples;
-                em.train_loss_sum += r.loss_sum;
-                em.train_correct += r.correct;
-                em.seconds += r.seconds;
-                em.wait_seconds += r.wait_seconds;
-                merge_stats(
-                    &mut em.train_scores,
-                    &mut em.train_regression,
-                    r.scores,
-                    r.regression,
-                )
-                .map_err(|e| trainer_err(worker, format!("its metrics: {e}")))?;
-                if sched.model_epoch(m)? > unit.epoch {
-                    // The epoch visited every partition: its AUC is final.
-                    if let Some(scores) = em.train_scores.take() {
-                        em.train_auc = Some(scores.auc());
-                    }
-                }
-                let end = now(&started);
-                timeline.push(UnitRecord {
-                    model: m,
-                    partition: unit.partition,
-                    epoch: unit.epoch,
-                    start,
-                    end,
-                    samples: r.samples,
-                    wait_seconds: r.wait_seconds,
-                    bytes_read: r.bytes_read,
-                    local: Some(local[unit.partition]),
-                });
-                reporter.unit_done(unit, r.samples, r.seconds);
-                if sched.model_epoch(m)? > unit.epoch {
-                    if has_validation {
-                        let state = book.copy(m).state.clone().unwrap_or_default();
-                        evals.insert((m, unit.epoch), state.clone());
-                        spawn_eval(
-                            &mut set,
-                            &trainers.clients,
-                            plan.validation_for(w).await?,
-                            wire_configs[m].clone(),
-                            PendingEval {
-                                model: m,
-                                epoch: unit.epoch,
-                                state,
-                                attempts: 0,
-                            },
-                        );
-                    } else {
-                        reporter.epoch_done(m, unit.epoch, &metrics[m][unit.epoch]);
-                    }
-                }
-                dirty = true;
-            }
+                result: Ok(result),
+            } => Event::UnitDone {
+                worker,
+                unit,
+                start,
+                end: now(&started),
+                hop,
+                address,
+                result,
+                from: source_of(shell.plan, Split::Train, unit.partition, w),
+            },
             Done::Unit {
                 worker,
                 unit,
-                result: Err(e),
+                result: Err(error),
                 ..
-            } => {
-                sched.requeue(unit)?;
-                reporter.unit_failed(unit, &e.to_string());
-                if matches!(e, Error::StateSource(_)) {
-                    // Not the trainer's fault: where the state was.
-                    let m = unit.model;
-                    let fetched = match book.kept_on(m) {
-                        Some((holder, key)) => fetch_state(&trainers.clients[holder], key)
-                            .await
-                            .ok()
-                            .map(|s| (holder, s)),
-                        None => None,
-                    };
-                    match fetched {
-                        Some((holder, state)) => {
-                            if let Some((_, key)) = book.kept_on(m) {
-                                release(&trainers.clients[holder], key);
-                            }
-                            if book.through_runner(m, state) {
-                                reporter.states_through_runner(worker, holder);
-                            }
-                        }
-                        None => {
-                            rewind(&mut sched, &mut book, trained!(), m, &reporter)?;
-                        }
-                    }
-                    dirty = true;
-                    continue;
-                }
-                failures[worker] += 1;
-                if matches!(e, Error::TicketRefused(_)) {
-                    replan(&mut plan, &reporter).await?;
-                }
-                if failures[worker] > MAX_RETRIES {
-                    reporter.finish();
-                    return Err(trainer_err(worker, format!(
-                        "{MAX_RETRIES} units failed in a row; last error: {e}; the checkpoint is kept, fix the trainer and `--resume`"
-                    )));
-                }
-                // A local trainer that died is replaced; the unit then runs
-                // again from the model's state before it. A trainer that is
-                // alive but failed gets a pause before its next unit.
-                if !trainers.replace_if_dead(worker, &reporter).await? {
-                    let backoff = std::time::Duration::from_millis(100 << failures[worker].min(6));
-                    tokio::time::sleep(backoff).await;
-                }
-                // States a replaced trainer kept are gone (this one's, or an
-                // earlier one's whose model was handed out then).
-                states_lost(
-                    &trainers.addresses,
-                    &mut sched,
-                    &mut book,
-                    trained!(),
-                    &reporter,
-                )?;
-                dirty = true;
-                if let Some(opened) =
-                    reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
-                {
-                    check_open(&mut reads, on_change, &plan, w, worker, opened, &reporter)?;
-                }
-            }
+            } => Event::UnitFailed {
+                worker,
+                unit,
+                error,
+            },
             Done::Eval {
                 eval,
                 result: Ok(totals),
-            } => {
-                let (model, epoch) = (eval.model, eval.epoch);
-                for (p, got) in &totals.reads {
-                    let read = Read {
-                        partition: *p,
-                        split: Split::Validation,
-                        kind: ReadKind::Validation,
-                        model: Some(model),
-                        epoch: Some(epoch),
-                        from: source_of(&plan, Split::Validation, *p, w),
-                        got: rows_read(got.clone()),
-                    };
-                    check_read(&mut reads, on_change, read, &reporter)?;
-                }
-                evals.remove(&(model, epoch));
-                let em = epoch_slot(&mut metrics[model], epoch);
-                em.val_samples = totals.samples;
-                em.val_loss_sum = totals.loss_sum;
-                em.val_correct = totals.correct;
-                em.val_regression = totals.regression;
-                em.val_auc = totals.scores.map(|s| s.auc());
-                reporter.epoch_done(model, epoch, &metrics[model][epoch]);
-                // The search decides from the validation metric, computed
-                // from statistics that merge exactly: the same on every run
-                // of the same weights.
-                let score = signed_score(&metrics[model][epoch], metric);
-                if keep_best {
-                    let better = match &best[model] {
-                        None => true,
-                        Some((e, _)) => {
-                            let held = signed_score(&metrics[model][*e], metric);
-                            score > held || (score == held && epoch < *e)
-                        }
-                    };
-                    if better {
-                        best[model] = Some((epoch, eval.state.clone()));
-                    }
-                }
-                // Early stopping moves every model on one epoch at a time:
-                // only its stops are news; a budget that ends is no news.
-                let patient = sched.search().and_then(|p| p.patience()).is_some();
-                for d in sched.record_score(model, epoch, score)? {
-                    if let Decision::Stop { model, .. } = d {
-                        release_if_trained_out(&sched, &book, &trainers.clients, model)?;
-                    }
-                    match d {
-                        Decision::Stop { stop, .. } if stop.reason == Reason::Finished => {}
-                        Decision::Continue { .. } if patient => {}
-                        d => reporter.decided(&d),
-                    }
-                }
-                reporter.set_total(sched.progress().total);
-                dirty = true;
-            }
+            } => Event::EvalDone {
+                eval,
+                totals,
+                sources: (0..w)
+                    .map(|p| source_of(shell.plan, Split::Validation, p, w))
+                    .collect(),
+            },
             Done::Eval {
-                mut eval,
-                result: Err(e),
-            } => {
-                eval.attempts += 1;
-                if eval.attempts > MAX_RETRIES {
-                    reporter.finish();
-                    return Err(Error::Trainer {
-                        trainer: "validation".into(),
-                        message: format!(
-                            "validating model {} after epoch {} failed {MAX_RETRIES} times; last error: {e}; \
-                             the checkpoint is kept, fix the trainers and `--resume`",
-                            eval.model, eval.epoch + 1
-                        ),
-                    });
-                }
-                reporter.println(format!(
-                    "validating model {} after epoch {} failed, will run again: {e}",
-                    eval.model,
-                    eval.epoch + 1
-                ));
-                if matches!(e, Error::TicketRefused(_)) {
-                    replan(&mut plan, &reporter).await?;
-                }
-                // Replace whichever trainer died (a busy one's unit fails
-                // too and is rerun), reopen it, then validate again.
-                let mut replaced = false;
-                for worker in 0..w {
-                    if trainers.replace_if_dead(worker, &reporter).await? {
-                        replaced = true;
-                        states_lost(
-                            &trainers.addresses,
-                            &mut sched,
-                            &mut book,
-                            trained!(),
-                            &reporter,
-                        )?;
-                        dirty = true;
-                        if let Some(opened) =
-                            reopen(&mut trainers, &mut plan, worker, &open_req, &reporter).await?
-                        {
-                            check_open(&mut reads, on_change, &plan, w, worker, opened, &reporter)?;
-                        }
-                    }
-                }
-                if !replaced {
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        100 << eval.attempts.min(6),
-                    ))
-                    .await;
-                }
-                spawn_eval(
-                    &mut set,
-                    &trainers.clients,
-                    plan.validation_for(w).await?,
-                    wire_configs[eval.model].clone(),
-                    eval,
-                );
+                eval,
+                result: Err(error),
+            } => Event::EvalFailed { eval, error },
+        };
+        // What an action brings back (a fetched state, new trainers, a
+        // partition opened again) is taken in before the next dispatch.
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            for action in state.on(event).inspect_err(|_| reporter.finish())? {
+                shell.act(action, &mut events).await?;
             }
         }
     }
     reporter.finish();
-    reporter.states_moved(&book.traffic());
+    let seconds = now(&started);
+    let finished = state.finish(&models);
+    reporter.states_moved(&finished.traffic);
     plan.pins.release().await;
     let _ = std::fs::remove_file(ckdir.dir().join(crate::pins::PINS_FILE));
-    let seconds = now(&started);
-    let model_results = models
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let (kept, state) = match &best[i] {
-                Some((e, state)) if keep_best => (Some(*e), Some(state)),
-                _ => (None, book.copy(i).state.as_ref()),
-            };
-            let state = state.map(|s| results::StateBlob::new(s.clone()));
-            results::ModelResult {
-                id: i,
-                config: c.clone(),
-                metrics: metrics[i].clone(),
-                state,
-                kept,
-                stop: sched.fate(i).ok().flatten(),
-            }
-        })
-        .collect();
     let outcome = RunOutcome {
-        models: model_results,
-        timeline,
+        models: finished.models,
+        timeline: finished.timeline,
         partitions,
-        source_changes: reads.changes.clone(),
+        source_changes: finished.source_changes,
         seconds,
         trainers: w,
         dir: out,
@@ -1117,25 +795,119 @@ async fn run(
     Ok(outcome)
 }
 
-fn signed_score(m: &EpochMetrics, metric: Metric) -> f64 {
-    let v = metric.signed(m.value(metric, Split::Validation));
-    if m.val_samples == 0 || v.is_finite() {
-        v
-    } else if v == f64::INFINITY {
-        f64::MAX
-    } else {
-        f64::MIN
+/// What the control loop acts with: the trainers, the plan, the units and
+/// validation passes running.
+struct Shell<'a> {
+    trainers: &'a mut Trainers,
+    plan: &'a mut Plan,
+    set: &'a mut JoinSet<Done>,
+    reporter: &'a Reporter,
+    wire_configs: &'a [Arc<hopper_proto::ModelConfig>],
+    open_req: &'a (dyn Fn(&Plan, usize) -> hopper_proto::OpenPartitionRequest + Sync),
+    w: usize,
+}
+
+impl Shell<'_> {
+    /// Does what `action` says; what it brings back goes to `events`.
+    async fn act(&mut self, action: Action, events: &mut VecDeque<Event>) -> Result<()> {
+        match action {
+            Action::Note(note) => show(self.reporter, note),
+            Action::Release { holder, key } => release(&self.trainers.clients[holder], key),
+            Action::Validate(eval) => self.validate(eval).await?,
+            Action::Fetch {
+                model,
+                holder,
+                worker,
+                key,
+            } => {
+                let state = fetch_state(&self.trainers.clients[holder], key).await.ok();
+                events.push_back(Event::StateFetched {
+                    model,
+                    holder,
+                    worker,
+                    state,
+                });
+            }
+            Action::Replan => replan(self.plan, self.reporter).await?,
+            Action::Recover { worker, backoff } => {
+                if !self.trainers.replace_if_dead(worker, self.reporter).await? {
+                    tokio::time::sleep(backoff).await;
+                }
+                // States a replaced trainer kept are gone (this one's, or an
+                // earlier one's whose model was handed out then).
+                self.recovered(worker, events).await?;
+            }
+            Action::RetryEval { eval, backoff } => {
+                // Replace whichever trainer died (a busy one's unit fails
+                // too and is rerun), reopen it, then validate again.
+                let mut replaced = false;
+                for worker in 0..self.w {
+                    if self.trainers.replace_if_dead(worker, self.reporter).await? {
+                        replaced = true;
+                        self.recovered(worker, events).await?;
+                    }
+                }
+                if !replaced {
+                    tokio::time::sleep(backoff).await;
+                }
+                self.validate(eval).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After trainer `worker` was recovered: where the trainers are now,
+    /// and what its partition read when opened again.
+    async fn recovered(&mut self, worker: usize, events: &mut VecDeque<Event>) -> Result<()> {
+        events.push_back(Event::TrainersAt {
+            addresses: self.trainers.addresses.clone(),
+        });
+        let (w, open_req) = (self.w, self.open_req);
+        if let Some(opened) =
+            reopen(self.trainers, self.plan, worker, open_req, self.reporter).await?
+        {
+            let reads = open_reads(self.plan, w, worker, opened);
+            events.push_back(Event::Opened { reads });
+        }
+        Ok(())
+    }
+
+    /// Starts `eval` on every trainer.
+    async fn validate(&mut self, eval: PendingEval) -> Result<()> {
+        let validation = self.plan.validation_for(self.w).await?;
+        spawn_eval(
+            self.set,
+            &self.trainers.clients,
+            validation,
+            self.wire_configs[eval.model].clone(),
+            eval,
+        );
+        Ok(())
     }
 }
 
-fn epoch_slot(v: &mut Vec<EpochMetrics>, epoch: usize) -> &mut EpochMetrics {
-    if v.len() <= epoch {
-        v.resize(epoch + 1, EpochMetrics::default());
+/// Shows `note` as progress.
+fn show(reporter: &Reporter, note: Note) {
+    match note {
+        Note::UnitDone {
+            unit,
+            samples,
+            seconds,
+        } => reporter.unit_done(unit, samples, seconds),
+        Note::UnitFailed { unit, error } => reporter.unit_failed(unit, &error),
+        Note::EpochDone {
+            model,
+            epoch,
+            metrics,
+        } => reporter.epoch_done(model, epoch, &metrics),
+        Note::Decided(d) => reporter.decided(&d),
+        Note::Total(total) => reporter.set_total(total),
+        Note::Rewound { model, units } => reporter.rewound(model, units),
+        Note::ThroughRunner { worker, holder } => reporter.states_through_runner(worker, holder),
+        Note::Line(line) => reporter.println(line),
     }
-    &mut v[epoch]
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Waits for the checkpoint being written, if one is.
 async fn finish_write(writing: &mut Option<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
     match writing.take() {
@@ -1146,220 +918,17 @@ async fn finish_write(writing: &mut Option<tokio::task::JoinHandle<Result<()>>>)
     }
 }
 
-/// A checkpoint as the control loop took it: owned, so that it is written
-/// while the loop goes on (states are shared, not copied).
-struct CheckpointJob {
-    sched: Scheduler,
-    copies: Vec<StateCopy>,
-    units_done: Vec<u64>,
-    metrics: Vec<Vec<EpochMetrics>>,
-    timeline: Vec<UnitRecord>,
-    evals: BTreeMap<(usize, usize), Bytes>,
-    best: Vec<Option<Best>>,
-    reads: SourceReads,
-    elapsed: f64,
-    fingerprint: String,
-}
-
-impl CheckpointJob {
-    /// Writes the states the checkpoint names that are not on disk yet,
-    /// then the checkpoint itself (atomically: a kill leaves the one before).
-    fn write(self, ckdir: &CheckpointDir) -> Result<()> {
-        let CheckpointJob {
-            sched: mut snapshot,
-            copies,
-            mut units_done,
-            mut metrics,
-            mut timeline,
-            evals,
-            best,
-            reads,
-            elapsed,
-            fingerprint: fp,
-        } = self;
-        // The checkpoint holds no running unit: what runs now runs again on
-        // resume.
-        for u in snapshot.running() {
-            snapshot.requeue(u)?;
-        }
-        // It holds the states the runner has copies of: a model that went on
-        // since (its state kept by a trainer) starts that epoch again.
-        for (m, c) in copies.iter().enumerate() {
-            let t = Trained {
-                units_done: &mut units_done,
-                metrics: &mut metrics,
-                timeline: &mut timeline,
-            };
-            undo_to_copy(&mut snapshot, m, c.units, t)?;
-        }
-        let mut names = Vec::with_capacity(copies.len());
-        for (m, s) in copies.iter().map(|c| &c.state).enumerate() {
-            names.push(match s {
-                Some(bytes) => {
-                    let name = format!("model-{m}.u{}.safetensors", units_done[m]);
-                    if !ckdir_has(ckdir, &name) {
-                        ckdir.write_state(m, units_done[m], bytes)?;
-                    }
-                    Some(name)
-                }
-                None => None,
-            });
-        }
-        let mut pending_evals = Vec::with_capacity(evals.len());
-        for (&(model, epoch), bytes) in &evals {
-            let name = format!("model-{model}.e{epoch}.safetensors");
-            if !ckdir_has(ckdir, &name) {
-                mop_core::run_dir::checkpoint::write_atomic(
-                    &ckdir.file().with_file_name(&name),
-                    bytes,
-                )?;
-            }
-            pending_evals.push(EvalRecord {
-                model,
-                epoch,
-                state: name,
-            });
-        }
-        let mut best_records = Vec::new();
-        if best.iter().any(Option::is_some) {
-            for (model, b) in best.iter().enumerate() {
-                best_records.push(match b {
-                    Some((epoch, bytes)) => {
-                        let name = format!("model-{model}.best{epoch}.safetensors");
-                        if !ckdir_has(ckdir, &name) {
-                            mop_core::run_dir::checkpoint::write_atomic(
-                                &ckdir.file().with_file_name(&name),
-                                bytes,
-                            )?;
-                        }
-                        Some(BestRecord {
-                            epoch: *epoch,
-                            state: name,
-                        })
-                    }
-                    None => None,
-                });
-            }
-        }
-        Ok(ckdir.commit(&Checkpoint {
-            format_version: mop_core::run_dir::checkpoint::CHECKPOINT_FORMAT,
-            scheduler: snapshot,
-            states: names,
-            units_done,
-            metrics,
-            timeline,
-            elapsed,
-            config_fingerprint: fp,
-            pending_evals,
-            best: best_records,
-            reads,
-        })?)
-    }
-}
-
-/// What the run recorded of every model's units, which a model sent back
-/// to the state the runner holds forgets.
-struct Trained<'a> {
-    units_done: &'a mut [u64],
-    metrics: &'a mut [Vec<EpochMetrics>],
-    timeline: &'a mut Vec<UnitRecord>,
-}
-
-/// Sends model `m` back to the start of its epoch, where the runner's copy
-/// of its state (after `to` units) is: the scheduler, the unit count, the
-/// epoch's training figures and its units on the timeline. Returns how many
-/// units it undid.
-fn undo_to_copy(sched: &mut Scheduler, m: usize, to: u64, t: Trained<'_>) -> Result<u64> {
-    if t.units_done[m] == to {
-        return Ok(0);
-    }
-    let epoch = sched.model_epoch(m)?;
-    let undone = sched.restart_epoch(m)? as u64;
-    if t.units_done[m].checked_sub(undone) != Some(to) {
-        return Err(Error::Schedule(format!(
-            "model {m}: the runner holds its state after {to} units, but its epoch began after {}",
-            t.units_done[m].saturating_sub(undone)
-        )));
-    }
-    t.units_done[m] = to;
-    if let Some(v) = t.metrics.get_mut(m) {
-        v.truncate(epoch);
-    }
-    t.timeline.retain(|u| u.model != m || u.epoch < epoch);
-    Ok(undone)
-}
-
-/// Model `m`'s latest state is lost (the trainer that kept it died): it
-/// goes back to the runner's copy, and the units since run again.
-fn rewind(
-    sched: &mut Scheduler,
-    book: &mut StateBook,
-    t: Trained<'_>,
-    m: usize,
-    reporter: &Reporter,
-) -> Result<()> {
-    let undone = undo_to_copy(sched, m, book.copy(m).units, t)?;
-    book.rewind(m);
-    if undone > 0 {
-        reporter.rewound(m, undone);
-    }
-    Ok(())
-}
-
-/// States kept by trainers since replaced (now at `addresses`) are gone.
-/// Models not handed out go back to the runner's copies now; a handed-out
-/// one goes back once its unit fails (it fails if its trainer had not
-/// fetched the state yet).
-fn states_lost(
-    addresses: &[String],
-    sched: &mut Scheduler,
-    book: &mut StateBook,
-    t: Trained<'_>,
-    reporter: &Reporter,
-) -> Result<()> {
-    let handed: Vec<usize> = sched.running().iter().map(|u| u.model).collect();
-    for m in 0..t.units_done.len() {
-        if book.lost(m, addresses) && !handed.contains(&m) {
-            let again = Trained {
-                units_done: &mut *t.units_done,
-                metrics: &mut *t.metrics,
-                timeline: &mut *t.timeline,
-            };
-            rewind(sched, book, again, m, reporter)?;
-        }
-    }
-    Ok(())
-}
-
 /// Fetches the state of `key` from the trainer `client` reaches.
 async fn fetch_state(client: &Client, key: hopper_proto::StateKey) -> Result<Bytes> {
     let mut stream = client
         .clone()
         .fetch_state(hopper_proto::FetchStateRequest { key: Some(key) })
         .await
-        .map_err(|s| trainer_err(0, s.message()))?
+        .map_err(|s| Error::trainer(0, s.message()))?
         .into_inner();
     hopper_proto::hop::collect(&mut stream, &key)
         .await
-        .map_err(|s| trainer_err(0, s.message()))
-}
-
-/// Tells the trainer that keeps model `m`'s state to forget it once the
-/// model trains no more (the runner holds its last state).
-fn release_if_trained_out(
-    sched: &Scheduler,
-    book: &StateBook,
-    clients: &[Client],
-    m: usize,
-) -> Result<()> {
-    let out = match sched.fate(m)? {
-        Some(fate) => sched.model_epoch(m)? >= fate.epochs,
-        None => false,
-    };
-    if let Some((holder, key)) = book.kept_on(m).filter(|_| out) {
-        release(&clients[holder], key);
-    }
-    Ok(())
+        .map_err(|s| Error::trainer(0, s.message()))
 }
 
 /// Tells the trainer `client` reaches to forget the state of `key`, in the
@@ -1372,10 +941,6 @@ fn release(client: &Client, key: hopper_proto::StateKey) {
             .release_states(hopper_proto::ReleaseStatesRequest { keys: vec![key] })
             .await;
     });
-}
-
-fn ckdir_has(ckdir: &CheckpointDir, name: &str) -> bool {
-    ckdir.file().with_file_name(name).exists()
 }
 
 /// Runs `unit` on its trainer. Returns when it started there (the trainer
@@ -1416,7 +981,7 @@ async fn unit_result(
                 Some(train_event::Event::Result(r)) => return Ok(r),
                 None => {}
             },
-            Ok(None) => return Err(trainer_err(w, "the unit ended without a result")),
+            Ok(None) => return Err(Error::trainer(w, "the unit ended without a result")),
             Err(s) => return Err(trainer_status(w, "", s)),
         }
     }
@@ -1436,7 +1001,7 @@ async fn reopen(
     trainers: &mut Trainers,
     plan: &mut Plan,
     w: usize,
-    open_req: &impl Fn(&Plan, usize) -> hopper_proto::OpenPartitionRequest,
+    open_req: &dyn Fn(&Plan, usize) -> hopper_proto::OpenPartitionRequest,
     reporter: &Reporter,
 ) -> Result<Option<hopper_proto::OpenPartitionResponse>> {
     if plan.expiring() {
@@ -1500,7 +1065,7 @@ async fn evaluate_everywhere(
     }
     let mut t = EvalTotals::default();
     while let Some(r) = set.join_next().await {
-        let (w, r) = r.map_err(|e| trainer_err(0, e))?;
+        let (w, r) = r.map_err(|e| Error::trainer(0, e))?;
         let r = r
             .map_err(|s| trainer_status(w, "evaluating", s))?
             .into_inner();
@@ -1511,18 +1076,9 @@ async fn evaluate_everywhere(
             t.reads.push((w, read));
         }
         merge_stats(&mut t.scores, &mut t.regression, r.scores, r.regression)
-            .map_err(|e| trainer_err(w, format!("its metrics: {e}")))?;
+            .map_err(|e| Error::trainer(w, format!("its metrics: {e}")))?;
     }
     Ok(t)
-}
-
-/// The figures of a read as the run directory keeps them.
-fn rows_read(r: hopper_proto::RowsRead) -> RowsRead {
-    RowsRead {
-        rows: r.rows,
-        checksum: r.checksum,
-        scheme: r.scheme,
-    }
 }
 
 /// Where partition `p`'s rows of `split` come from, for messages: its
@@ -1544,71 +1100,31 @@ fn source_of(plan: &Plan, split: Split, p: usize, w: usize) -> String {
     )
 }
 
-/// Compares a read with the partition's earlier reads
-/// (`mop_core::run_dir::reads`): different rows stop the run with an error
-/// naming the partition, or with `[source] on_change = "warn"` are
-/// reported and recorded, and the run goes on.
-fn check_read(
-    reads: &mut SourceReads,
-    on_change: OnChange,
-    read: Read,
-    reporter: &Reporter,
-) -> Result<()> {
-    match reads.check(&read) {
-        Checked::First | Checked::Same => Ok(()),
-        Checked::NewScheme { was } => {
-            reporter.println(format!(
-                "partition {}: the trainer checksums rows as {} where the run's earlier reads                  used {was}; its figures are the ones later reads must match",
-                read.partition, read.got.scheme
-            ));
-            Ok(())
-        }
-        Checked::Changed(change) => match on_change {
-            OnChange::Stop => {
-                reporter.finish();
-                Err(Error::RowsChanged(change.stop_message()))
-            }
-            OnChange::Warn => {
-                let what = change.describe();
-                tracing::warn!("{what}");
-                reporter.println(format!(
-                    "warning: {what}; going on over the new rows (on_change = \"warn\"), \
-                     recorded in results.json"
-                ));
-                reads.accept(change);
-                Ok(())
-            }
-        },
-    }
-}
-
-/// [`check_read`] for what trainer `p` read when it filled its cache.
-fn check_open(
-    reads: &mut SourceReads,
-    on_change: OnChange,
+/// What trainer `p` read when it filled its cache, to compare with the
+/// partition's earlier reads.
+fn open_reads(
     plan: &Plan,
     w: usize,
     p: usize,
     opened: hopper_proto::OpenPartitionResponse,
-    reporter: &Reporter,
-) -> Result<()> {
-    for (split, got) in [
+) -> Vec<Read> {
+    [
         (Split::Train, opened.train_read),
         (Split::Validation, opened.validation_read),
-    ] {
-        let Some(got) = got else { continue };
-        let read = Read {
+    ]
+    .into_iter()
+    .filter_map(|(split, got)| {
+        Some(Read {
             partition: p,
             split,
             kind: ReadKind::Open,
             model: None,
             epoch: None,
             from: source_of(plan, split, p, w),
-            got: rows_read(got),
-        };
-        check_read(reads, on_change, read, reporter)?;
-    }
-    Ok(())
+            got: rows_read(got?),
+        })
+    })
+    .collect()
 }
 
 /// One line naming the trainers' devices: `devices: cpu (2 trainers)`, or
