@@ -628,7 +628,8 @@ async fn run(
         shell.validate(eval).await?;
     }
 
-    let mut writing: Option<tokio::task::JoinHandle<Result<()>>> = None;
+    let mut writing: Writing = None;
+    let mut files = crate::checkpoint::Files::default();
     loop {
         if reads_every_pass && shell.plan.expiring() {
             shell.plan.refresh().await?;
@@ -672,7 +673,7 @@ async fn run(
         // run. It holds no running unit, so units dispatched just now run
         // again on resume.
         if writing.as_ref().is_some_and(|t| t.is_finished()) {
-            finish_write(&mut writing).await?;
+            finish_write(&mut writing, &mut files).await?;
         }
         if writing.is_none() {
             if let Some(snapshot) = state.checkpoint()? {
@@ -683,7 +684,7 @@ async fn run(
             }
         }
         if state.is_done() && shell.set.is_empty() {
-            finish_write(&mut writing).await?;
+            finish_write(&mut writing, &mut files).await?;
             if !state.dirty() {
                 break;
             }
@@ -694,7 +695,7 @@ async fn run(
                 d = shell.set.join_next() => d,
                 _ = stop => {
                     shell.set.abort_all();
-                    finish_write(&mut writing).await?;
+                    finish_write(&mut writing, &mut files).await?;
                     reporter.finish();
                     // Kept for `--resume` (until the servers' idle limit).
                     shell.plan.pins.keep();
@@ -765,7 +766,9 @@ async fn run(
     }
     reporter.finish();
     let seconds = now(&started);
-    let finished = state.finish(&models);
+    // The last checkpoint holds every model's final state: the model files
+    // link to its files rather than writing 94 MB (confA) each again.
+    let finished = state.finish(&models, |bytes| files.of(bytes));
     reporter.states_moved(&finished.traffic);
     plan.pins.release().await;
     let _ = std::fs::remove_file(ckdir.dir().join(crate::pins::PINS_FILE));
@@ -908,14 +911,18 @@ fn show(reporter: &Reporter, note: Note) {
     }
 }
 
-/// Waits for the checkpoint being written, if one is.
-async fn finish_write(writing: &mut Option<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
-    match writing.take() {
-        Some(task) => task
+/// A checkpoint being written.
+type Writing = Option<tokio::task::JoinHandle<Result<crate::checkpoint::Files>>>;
+
+/// Waits for the checkpoint being written, if one is; keeps where its
+/// states are in `files`.
+async fn finish_write(writing: &mut Writing, files: &mut crate::checkpoint::Files) -> Result<()> {
+    if let Some(task) = writing.take() {
+        *files = task
             .await
-            .map_err(|e| Error::Schedule(format!("checkpoint writer: {e}")))?,
-        None => Ok(()),
+            .map_err(|e| Error::Schedule(format!("checkpoint writer: {e}")))??;
     }
+    Ok(())
 }
 
 /// Fetches the state of `key` from the trainer `client` reaches.

@@ -458,7 +458,12 @@ impl RunState {
 
     /// What the run ended with: each model's figures and state (its best
     /// epoch's with `keep = "best"`), the units, the changes its reads saw.
-    pub fn finish(self, models: &[ModelConfig]) -> Finished {
+    /// `file_of` says which file already holds a state, if one does.
+    pub fn finish(
+        self,
+        models: &[ModelConfig],
+        file_of: impl Fn(&Bytes) -> Option<std::path::PathBuf>,
+    ) -> Finished {
         let traffic = self.book.traffic();
         let results = models
             .iter()
@@ -472,7 +477,13 @@ impl RunState {
                     id: i,
                     config: c.clone(),
                     metrics: self.trained.metrics[i].clone(),
-                    state: state.map(|s| StateBlob::new(s.clone())),
+                    state: state.map(|s| {
+                        let blob = StateBlob::new(s.clone());
+                        match file_of(s) {
+                            Some(file) => blob.in_file(file),
+                            None => blob,
+                        }
+                    }),
                     kept,
                     stop: self.sched.fate(i).ok().flatten(),
                 }

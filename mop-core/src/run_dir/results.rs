@@ -12,7 +12,7 @@
 //! each model's `kept_epoch` and `best_epoch`; older files read as
 //! multiclass runs ranked by accuracy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,17 +37,48 @@ pub const TIMELINE_FILE: &str = "timeline.json";
 /// copies are written out as they are, not copied again (16 confA states
 /// are 1.5 GB).
 #[derive(Clone)]
-pub struct StateBlob(std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>);
+pub struct StateBlob {
+    bytes: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>,
+    file: Option<PathBuf>,
+}
 
 impl StateBlob {
     /// Shares `bytes` (a `Vec<u8>`, a `bytes::Bytes`, …) without copying it.
     pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
-        StateBlob(std::sync::Arc::new(bytes))
+        StateBlob {
+            bytes: std::sync::Arc::new(bytes),
+            file: None,
+        }
+    }
+
+    /// The same bytes are in `file`, which is never written again (a
+    /// checkpoint's state): the model file becomes a link to it instead of
+    /// another copy.
+    pub fn in_file(mut self, file: PathBuf) -> Self {
+        self.file = Some(file);
+        self
     }
 
     /// The blob.
     pub fn bytes(&self) -> &[u8] {
-        (*self.0).as_ref()
+        (*self.bytes).as_ref()
+    }
+
+    /// Writes the blob to `dest`: a hard link to its [`in_file`](Self::in_file)
+    /// where that works (same file system, the file still there), else a
+    /// copy.
+    fn write_to(&self, dest: &Path) -> std::io::Result<()> {
+        if let Some(file) = &self.file {
+            let same_size =
+                std::fs::metadata(file).is_ok_and(|m| m.len() == self.bytes().len() as u64);
+            if same_size {
+                let _ = std::fs::remove_file(dest);
+                if std::fs::hard_link(file, dest).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        std::fs::write(dest, self.bytes())
     }
 }
 
@@ -513,10 +544,10 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
          val_auc,val_log_loss,val_rmse,val_mae,val_r2,kept_epoch\n",
     );
     for m in &outcome.models {
-        let file = match m.state_bytes() {
+        let file = match &m.state {
             Some(state) => {
                 let name = format!("model-{}.safetensors", m.id);
-                std::fs::write(models_dir.join(&name), state)?;
+                state.write_to(&models_dir.join(&name))?;
                 Some(format!("models/{name}"))
             }
             None => None,
@@ -588,4 +619,37 @@ pub fn write_files(outcome: &RunOutcome, config: &RunConfig) -> Result<()> {
         serde_json::to_vec::<[UnitRecord]>(&outcome.timeline)?,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn a_state_already_in_a_file_is_linked_and_one_that_is_not_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = dir.path().join("model-0.u4.safetensors");
+        std::fs::write(&held, [1u8; 64]).unwrap();
+        let linked = dir.path().join("linked.safetensors");
+        StateBlob::new(vec![1u8; 64])
+            .in_file(held.clone())
+            .write_to(&linked)
+            .unwrap();
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&linked), ino(&held), "a link, not a copy");
+
+        // Its file gone, or of another size: the bytes are written.
+        for file in [dir.path().join("gone"), held.clone()] {
+            let out = dir.path().join("written.safetensors");
+            StateBlob::new(vec![2u8; 32])
+                .in_file(file)
+                .write_to(&out)
+                .unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), [2u8; 32]);
+            assert_ne!(ino(&out), ino(&held));
+        }
+        assert_eq!(std::fs::read(&held).unwrap(), [1u8; 64], "left as it was");
+    }
 }

@@ -197,7 +197,7 @@ impl Sim {
                 );
                 std::mem::swap(&mut last, &mut self.state);
                 let models = configs(last.sched.models());
-                return (last.finish(&models), self);
+                return (last.finish(&models, |_| None), self);
             }
             assert!(
                 !busy.is_empty() || !self.evals.is_empty(),
@@ -567,7 +567,7 @@ fn validated_run(epochs: usize, losses: &[f64], keep_best: bool) -> Result<Finis
             sources: Vec::new(),
         })?;
     }
-    Ok(state.finish(&configs(1)))
+    Ok(state.finish(&configs(1), |_| None))
 }
 
 #[test]
@@ -730,7 +730,7 @@ fn rows_that_changed_stop_the_run_or_with_warn_are_recorded() {
                     matches!(&actions[..], [Action::Note(Note::Line(l))] if l.starts_with("warning")),
                     "{actions:?}"
                 );
-                let f = state.finish(&configs(1));
+                let f = state.finish(&configs(1), |_| None);
                 assert_eq!(f.source_changes.len(), 1);
             }
         }
