@@ -170,13 +170,25 @@ fn tree(root: u32) -> Vec<u32> {
     all
 }
 
-/// The peak resident memory of each process of a tree while it runs:
-/// every `every`, each process's `VmHWM` (its own peak so far). A process's
-/// peak is gone with it, so what counts for one that exits is its last
-/// reading: a peak reached in its last `every` can be missed.
+/// The peak resident memory and the CPU time of each process of a tree
+/// while it runs: every `every`, each process's `VmHWM` (its own peak so
+/// far) and `utime + stime`. Both are gone with the process, so what counts
+/// for one that exits is its last reading: a peak reached, or CPU spent,
+/// in its last `every` can be missed.
 pub struct TreePeaks {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    watcher: std::thread::JoinHandle<std::collections::BTreeMap<u32, u64>>,
+    watcher: std::thread::JoinHandle<std::collections::BTreeMap<u32, (u64, u64)>>,
+}
+
+/// What [`TreePeaks`] saw of a tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TreeUse {
+    /// The root's peak resident memory, KiB.
+    pub root_kib: u64,
+    /// The largest peak of the processes below it, KiB (0 if none was seen).
+    pub below_kib: u64,
+    /// The CPU seconds of the processes below it, summed.
+    pub below_cpu: f64,
 }
 
 impl TreePeaks {
@@ -186,18 +198,19 @@ impl TreePeaks {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let watcher = std::thread::spawn(move || {
-            let mut peaks = std::collections::BTreeMap::new();
+            let mut seen = std::collections::BTreeMap::new();
             loop {
                 // One more reading after the stop, for the end state.
                 let last = flag.load(Ordering::Relaxed);
                 for pid in tree(root) {
                     if let Ok(kib) = peak_rss_kib(pid) {
-                        let peak = peaks.entry(pid).or_insert(0);
+                        let (peak, cpu) = seen.entry(pid).or_insert((0, 0));
                         *peak = kib.max(*peak);
+                        *cpu = cpu_ticks(pid, false).max(*cpu);
                     }
                 }
                 if last {
-                    return peaks;
+                    return seen;
                 }
                 std::thread::sleep(every);
             }
@@ -205,18 +218,19 @@ impl TreePeaks {
         TreePeaks { stop, watcher }
     }
 
-    /// Stops watching: the peak (KiB) of `root`, and the largest of the
-    /// processes below it (0 if none was seen).
-    pub fn finish(self, root: u32) -> (u64, u64) {
+    /// Stops watching; what the tree used.
+    pub fn finish(self, root: u32) -> TreeUse {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let peaks = self.watcher.join().unwrap_or_default();
-        let own = peaks.get(&root).copied().unwrap_or(0);
-        let below = peaks
-            .iter()
-            .filter(|(pid, _)| **pid != root)
-            .map(|(_, kib)| *kib)
-            .max()
-            .unwrap_or(0);
-        (own, below)
+        let seen = self.watcher.join().unwrap_or_default();
+        let below = || {
+            seen.iter()
+                .filter(|(pid, _)| **pid != root)
+                .map(|(_, v)| *v)
+        };
+        TreeUse {
+            root_kib: seen.get(&root).map_or(0, |v| v.0),
+            below_kib: below().map(|v| v.0).max().unwrap_or(0),
+            below_cpu: below().map(|v| v.1).sum::<u64>() as f64 / clock_ticks(),
+        }
     }
 }

@@ -25,7 +25,9 @@
 //!
 //! Memory is read too: the peak resident memory of hopper's runner and of
 //! its largest trainer (which keeps the states of the models it trained
-//! last for their next units), against task-parallel's largest worker.
+//! last for their next units), against task-parallel's largest worker; and
+//! hopper's CPU split between its runner and its trainers, against the
+//! task-parallel workers', which do the trainers' training.
 //!
 //! Every leg runs `--samples` times (default 3), interleaved: sample s runs
 //! the legs round-robin, starting with leg s (rotated), so slow drift of a
@@ -232,6 +234,8 @@ struct Outcome {
     /// task-parallel's largest worker (as the second). None for the legs
     /// that run in this process.
     peak_mib: Option<(f64, f64)>,
+    /// hopper only: CPU seconds of the runner and of its trainers together.
+    cpu_split: Option<(f64, f64)>,
 }
 
 /// How often the memory of hopper's processes and the task-parallel
@@ -359,7 +363,7 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
     let peaks = TreePeaks::watch(pid, PEAK_EVERY);
     let run = child.wait_with_output()?;
     let wall = start.elapsed().as_secs_f64();
-    let (runner_kib, trainer_kib) = peaks.finish(pid);
+    let used = peaks.finish(pid);
     if !run.status.success() {
         let stderr = String::from_utf8_lossy(&run.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
@@ -395,9 +399,10 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
             .map(|a| a.iter().filter_map(|v| v.as_f64()).sum::<f64>())
             .unwrap_or(0.0);
     }
+    let cpu = children_cpu() - cpu0;
     Ok(Outcome {
         wall,
-        cpu: children_cpu() - cpu0,
+        cpu,
         samples: 0,
         accuracies,
         // cache = "memory": units train from the trainers' memory, so no
@@ -408,7 +413,9 @@ async fn hopper(mop: &Path, config: &Path, out: &Path) -> Result<Outcome> {
         ),
         breakdown: Some(breakdown(out, wall, busy)?),
         eval_seconds: 0.0,
-        peak_mib: Some((runner_kib as f64 / 1024.0, trainer_kib as f64 / 1024.0)),
+        peak_mib: Some((used.root_kib as f64 / 1024.0, used.below_kib as f64 / 1024.0)),
+        // The runner's own: the tree's less what its trainers were seen using.
+        cpu_split: Some((cpu - used.below_cpu, used.below_cpu)),
     })
 }
 
@@ -534,6 +541,7 @@ fn pytorch(python: &Path, manifest: &Path, threads: usize) -> Result<Outcome> {
         breakdown: None,
         eval_seconds: f64::NAN,
         peak_mib: None,
+        cpu_split: None,
     })
 }
 
@@ -600,6 +608,7 @@ fn standalone(config: &RunConfig, data: &InMemory, threads: usize) -> Result<Out
         breakdown: None,
         eval_seconds: t.eval_seconds,
         peak_mib: None,
+        cpu_split: None,
     })
 }
 
@@ -685,7 +694,7 @@ fn task_parallel(config_path: &Path, w: usize, n: usize) -> Result<Outcome> {
         out.read_line(&mut line)?;
         let pid = child.id();
         let status = child.wait()?;
-        worker_kib = worker_kib.max(peaks.finish(pid).0);
+        worker_kib = worker_kib.max(peaks.finish(pid).root_kib);
         if !status.success() {
             bail!("task-parallel worker {k} failed ({status})");
         }
@@ -710,6 +719,7 @@ fn task_parallel(config_path: &Path, w: usize, n: usize) -> Result<Outcome> {
         breakdown: None,
         eval_seconds,
         peak_mib: Some((0.0, worker_kib as f64 / 1024.0)),
+        cpu_split: None,
     })
 }
 
@@ -931,6 +941,26 @@ async fn run() -> Result<()> {
             runner.show(0),
             trainer.show(0),
             worker.show(0)
+        );
+    }
+    // Where hopper's CPU goes: its runner, and its trainers against the
+    // task-parallel workers doing the same training.
+    let split = |which: fn(&(f64, f64)) -> f64| {
+        Samples(
+            of(Leg::Hopper)
+                .iter()
+                .filter_map(|o| o.cpu_split.as_ref().map(which))
+                .collect(),
+        )
+    };
+    let (runner_cpu, trainers_cpu) = (split(|c| c.0), split(|c| c.1));
+    let workers_cpu = Samples(of(Leg::TaskParallel).iter().map(|o| o.cpu).collect());
+    if !runner_cpu.is_empty() && !workers_cpu.is_empty() {
+        println!(
+            "CPU s (median [min–max]): hopper's runner {}, its trainers together {}; task-parallel's workers together {}",
+            runner_cpu.show(1),
+            trainers_cpu.show(1),
+            workers_cpu.show(1)
         );
     }
 
