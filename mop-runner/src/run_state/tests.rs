@@ -530,26 +530,40 @@ proptest! {
     }
 }
 
+/// `d` ended on its trainer (at address "a"), its result carrying `state`.
+fn done(d: &Dispatch, state: Bytes) -> Event {
+    Event::UnitDone {
+        worker: d.worker,
+        unit: d.unit,
+        start: 0.0,
+        end: 0.0,
+        hop: d.directive.hop,
+        address: "a".into(),
+        result: hopper_proto::UnitResult {
+            state,
+            samples: 1,
+            ..Default::default()
+        },
+        from: String::new(),
+    }
+}
+
+/// `d` failed on its trainer with `error`.
+fn failed(d: &Dispatch, error: Error) -> Event {
+    Event::UnitFailed {
+        worker: d.worker,
+        unit: d.unit,
+        error,
+    }
+}
+
 /// One model, one trainer, `epochs` epochs, validated with `losses`.
 fn validated_run(epochs: usize, losses: &[f64], keep_best: bool) -> Result<Finished> {
     let sched = Scheduler::new(1, 1, epochs, 7, Policy::Reproducible).unwrap();
     let mut state = fresh_state(sched, Checkpoints::Epoch, settings(1, true, keep_best));
     for &loss in losses {
         let d = state.dispatch(false, |_| String::new()).pop().unwrap();
-        let actions = state.on(Event::UnitDone {
-            worker: 0,
-            unit: d.unit,
-            start: 0.0,
-            end: 0.0,
-            hop: d.directive.hop,
-            address: "a".into(),
-            result: hopper_proto::UnitResult {
-                state: Bytes::from(vec![d.unit.epoch as u8]),
-                samples: 1,
-                ..Default::default()
-            },
-            from: String::new(),
-        })?;
+        let actions = state.on(done(&d, Bytes::from(vec![d.unit.epoch as u8])))?;
         let eval = actions
             .into_iter()
             .find_map(|a| match a {
@@ -596,11 +610,7 @@ fn a_trainer_failing_too_often_stops_the_run_naming_it_and_what_to_do() {
             let more = state.dispatch(false, |_| String::new());
             assert!(more.iter().all(|d| d.worker != 1));
         }
-        outcome = state.on(Event::UnitFailed {
-            worker: 1,
-            unit: d.unit,
-            error: Error::trainer(1, format!("boom {attempt}")),
-        });
+        outcome = state.on(failed(&d, Error::trainer(1, format!("boom {attempt}"))));
         if attempt < MAX_RETRIES {
             let actions = outcome.as_ref().unwrap();
             assert!(
@@ -624,40 +634,18 @@ fn a_refused_ticket_plans_again_and_a_lost_state_is_fetched_by_the_runner() {
     let mut state = fresh_state(sched, Checkpoints::Epoch, settings(2, false, false));
     let d = state.dispatch(false, |_| String::new()).pop().unwrap();
     let actions = state
-        .on(Event::UnitFailed {
-            worker: d.worker,
-            unit: d.unit,
-            error: Error::TicketRefused("expired".into()),
-        })
+        .on(failed(&d, Error::TicketRefused("expired".into())))
         .unwrap();
     assert!(matches!(actions[1], Action::Replan), "{actions:?}");
 
     // The first unit ends, kept where it ran; the next trainer cannot get
     // the state: the runner fetches it and from then on states go through it.
     let d = state.dispatch(false, |_| String::new()).pop().unwrap();
-    state
-        .on(Event::UnitDone {
-            worker: d.worker,
-            unit: d.unit,
-            start: 0.0,
-            end: 0.0,
-            hop: d.directive.hop,
-            address: "a".into(),
-            result: hopper_proto::UnitResult {
-                samples: 1,
-                ..Default::default()
-            },
-            from: String::new(),
-        })
-        .unwrap();
+    state.on(done(&d, Bytes::new())).unwrap();
     let next = state.dispatch(false, |_| "p".into()).pop().unwrap();
     assert!(next.directive.from.is_some());
     let actions = state
-        .on(Event::UnitFailed {
-            worker: next.worker,
-            unit: next.unit,
-            error: Error::StateSource("unreachable".into()),
-        })
+        .on(failed(&next, Error::StateSource("unreachable".into())))
         .unwrap();
     let Some(Action::Fetch { holder, model, .. }) =
         actions.iter().find(|a| matches!(a, Action::Fetch { .. }))
