@@ -6,9 +6,9 @@
 //! `COPY (<query>) TO STDOUT (FORMAT binary)` is the fastest way out of a
 //! PostgreSQL backend; going through `tokio_postgres` rows instead costs an
 //! allocation per row and a `FromSql` dispatch per value. [`CopyDecoder`]
-//! walks the COPY bytes once and appends every value to a typed Arrow
-//! builder: no per-value allocation, and text is validated as UTF-8 once per
-//! batch rather than once per value.
+//! walks the COPY bytes once and appends every value to its column's Arrow
+//! buffers ([`crate::binary_column`]): no per-value allocation or call, and
+//! text is validated as UTF-8 once per batch rather than once per value.
 //!
 //! # The mapping
 //!
@@ -34,33 +34,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, ListBuilder, PrimitiveBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
-};
-use arrow_array::types::{
-    ArrowPrimitiveType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-};
-use arrow_array::{
-    Array, ArrayRef, BinaryArray, PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
-};
+use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use postgres_types::Type;
 
 use crate::batch_limits::BatchLimits;
+use crate::binary_column::BinaryColumn;
 use crate::error::{Error, Result};
 
 /// Field metadata key of Arrow extension types.
 const EXTENSION_NAME: &str = "ARROW:extension:name";
 /// The canonical Arrow extension type for UUIDs.
 const UUID_EXTENSION: &str = "arrow.uuid";
-
-/// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL's epoch).
-const PG_EPOCH_DAYS: i32 = 10_957;
-/// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Largest precision a `Decimal128` holds.
 const MAX_DECIMAL128_PRECISION: i32 = 38;
@@ -158,7 +143,7 @@ enum State {
 /// Batches close as soon as either of the [`BatchLimits`] is reached.
 pub struct CopyDecoder {
     schema: SchemaRef,
-    cols: Vec<Column>,
+    cols: Vec<BinaryColumn>,
     limits: BatchLimits,
     state: State,
     /// Bytes of a row (or of the header) that straddles a chunk boundary.
@@ -193,7 +178,7 @@ impl CopyDecoder {
             .fields()
             .iter()
             .zip(types)
-            .map(|(f, t)| Column::new(f, t))
+            .map(|(f, t)| BinaryColumn::new(f, t))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             schema,
@@ -249,10 +234,24 @@ impl CopyDecoder {
                 format!("row has {nfields} fields, the query {ncols} columns"),
             ));
         }
-        // One pass: the body is a whole message, so its fields are appended
-        // as they are checked (a COPY chunk must be scanned for a whole row
-        // first; a message need not be).
-        self.append_row(body)
+        match self.append_tuple(body)? {
+            Some(len) if len == body.len() => self.end_row(len),
+            Some(len) => {
+                self.take_back(self.cols.len());
+                self.state = State::Failed;
+                Err(decode_error(
+                    "DataRow",
+                    format!("{} bytes after the row's {len}", body.len() - len),
+                ))
+            }
+            None => {
+                self.state = State::Failed;
+                Err(decode_error(
+                    "DataRow",
+                    format!("fields run past the row's {} bytes", body.len()),
+                ))
+            }
+        }
     }
 
     /// The schema of the batches this decoder produces.
@@ -363,12 +362,12 @@ impl CopyDecoder {
                     format!("row has {nfields} fields, the query {ncols} columns"),
                 ));
             }
-            // First pass: is the whole row here? Builders must never see
-            // half a row.
-            let Some(row_len) = complete_row(rest, ncols)? else {
+            // One pass: a row cut off at the end of `buf` is taken back
+            // and waits for the next chunk.
+            let Some(row_len) = self.append_tuple(rest)? else {
                 break;
             };
-            self.append_row(&rest[..row_len])?;
+            self.end_row(row_len)?;
             pos += row_len;
         }
         if self.state == State::Done && pos < buf.len() {
@@ -380,25 +379,35 @@ impl CopyDecoder {
         Ok(pos)
     }
 
-    /// Appends the tuple `row` (its field count already checked; it must be
-    /// all of `row`) and closes the batch at the limits. Field lengths are
-    /// checked as they are read: a value that is malformed or runs past
-    /// `row` leaves the columns of unequal lengths, so it fails the decoder
-    /// for good ([`State::Failed`]), before the row counts in a batch.
-    fn append_row(&mut self, row: &[u8]) -> Result<()> {
+    /// Appends the values of the tuple at the start of `buf` (its field
+    /// count already checked): `Some(length)` of the tuple, which
+    /// [`end_row`](Self::end_row) then counts, or `None` if it does not end
+    /// within `buf` (nothing of it is kept). A value that is malformed
+    /// fails the decoder for good ([`State::Failed`]): the stream it came
+    /// from cannot be trusted.
+    #[inline]
+    fn append_tuple(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         let mut p = 2;
-        for (i, col) in self.cols.iter_mut().enumerate() {
-            let value = match field_at(row, p) {
-                Ok((value, next)) => {
-                    p = next;
-                    value
-                }
-                Err(message) => {
-                    self.state = State::Failed;
-                    return Err(decode_error("row", message));
-                }
+        for i in 0..self.cols.len() {
+            let Some(word) = buf.get(p..p + 4) else {
+                return Ok(self.take_back(i));
             };
-            if let Err(message) = col.append(value) {
+            let len = i32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+            p += 4;
+            let value = if len >= 0 {
+                let end = p + len as usize;
+                let Some(value) = buf.get(p..end) else {
+                    return Ok(self.take_back(i));
+                };
+                p = end;
+                Some(value)
+            } else if len == -1 {
+                None
+            } else {
+                self.state = State::Failed;
+                return Err(decode_error("row", format!("field length {len}")));
+            };
+            if let Err(message) = self.cols[i].append(value) {
                 self.state = State::Failed;
                 return Err(decode_error(
                     &format!("column \"{}\"", self.schema.field(i).name()),
@@ -406,19 +415,29 @@ impl CopyDecoder {
                 ));
             }
         }
-        if p != row.len() {
-            self.state = State::Failed;
-            return Err(decode_error(
-                "row",
-                format!("{} bytes after the row's {p}", row.len() - p),
-            ));
-        }
+        Ok(Some(p))
+    }
+
+    /// Counts the row just appended, of `len` bytes, and closes the batch
+    /// at the limits.
+    #[inline]
+    fn end_row(&mut self, len: usize) -> Result<()> {
         self.rows += 1;
-        self.bytes += p;
+        self.bytes += len;
         if self.rows >= self.limits.rows || self.bytes >= self.limits.bytes {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Takes back the values the first `appended` columns took of a row
+    /// that does not end in the bytes at hand.
+    #[cold]
+    fn take_back(&mut self, appended: usize) -> Option<usize> {
+        for col in &mut self.cols[..appended] {
+            col.truncate(self.rows);
+        }
+        None
     }
 
     /// Closes the current batch and queues it.
@@ -427,7 +446,7 @@ impl CopyDecoder {
             .cols
             .iter_mut()
             .zip(self.schema.fields())
-            .map(|(c, f)| c.finish(f.name()))
+            .map(|(c, f)| c.finish(f))
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)?;
@@ -438,55 +457,10 @@ impl CopyDecoder {
     }
 }
 
-/// The field whose length word starts at `p` in `row` (`None` = NULL), and
-/// where the next field starts; a message if the field is malformed or runs
-/// past `row`.
-#[inline]
-fn field_at(row: &[u8], p: usize) -> std::result::Result<(Option<&[u8]>, usize), String> {
-    let Some(word) = row.get(p..p + 4) else {
-        return Err(format!("fields run past the row's {} bytes", row.len()));
-    };
-    let len = i32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-    let start = p + 4;
-    if len < 0 {
-        return if len == -1 {
-            Ok((None, start))
-        } else {
-            Err(format!("field length {len}"))
-        };
-    }
-    let end = start + len as usize;
-    match row.get(start..end) {
-        Some(v) => Ok((Some(v), end)),
-        None => Err(format!("fields run past the row's {} bytes", row.len())),
-    }
-}
-
 /// The error of a decoder used after a row failed.
 #[cold]
 fn failed() -> Error {
     Error::Internal("the decoder failed on an earlier row; its stream cannot go on".into())
-}
-
-/// The length of the row at the start of `buf` if all of it is there.
-fn complete_row(buf: &[u8], ncols: usize) -> Result<Option<usize>> {
-    let mut p = 2;
-    for _ in 0..ncols {
-        if buf.len() < p + 4 {
-            return Ok(None);
-        }
-        let len = i32::from_be_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]);
-        p += 4;
-        if len >= 0 {
-            p += len as usize;
-            if buf.len() < p {
-                return Ok(None);
-            }
-        } else if len != -1 {
-            return Err(decode_error("COPY row", format!("field length {len}")));
-        }
-    }
-    Ok(Some(p))
 }
 
 #[cold]
@@ -501,369 +475,13 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// `b` as a fixed-size array, or a message naming the size mismatch.
-#[inline]
-fn exact<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-    b.try_into()
-        .map_err(|_| format!("expected {N} bytes, got {}", b.len()))
-}
-
-/// One column's Arrow builder, chosen by the column's PostgreSQL type.
-enum Column {
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Bool(BooleanBuilder),
-    /// `text` and friends; UTF-8 is checked once per batch in `finish`.
-    Text(BinaryBuilder),
-    /// `jsonb`: a version byte (1), then the JSON text.
-    Jsonb(BinaryBuilder),
-    Bytea(BinaryBuilder),
-    Numeric(Decimal128Builder, i32),
-    Date(Date32Builder),
-    Time(Time64MicrosecondBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Uuid(FixedSizeBinaryBuilder),
-    ListInt16(ListBuilder<Int16Builder>),
-    ListInt32(ListBuilder<Int32Builder>),
-    ListInt64(ListBuilder<Int64Builder>),
-    ListFloat32(ListBuilder<Float32Builder>),
-    ListFloat64(ListBuilder<Float64Builder>),
-}
-
-impl Column {
-    fn new(field: &Field, ty: &Type) -> Result<Self> {
-        let mismatch = || {
-            Error::Internal(format!(
-                "field \"{}\" of type {} does not match PostgreSQL type {}",
-                field.name(),
-                field.data_type(),
-                ty.name()
-            ))
-        };
-        let dt = field.data_type();
-        let col = match (ty, dt) {
-            (&Type::INT2, DataType::Int16) => Column::Int16(Int16Builder::new()),
-            (&Type::INT4, DataType::Int32) => Column::Int32(Int32Builder::new()),
-            (&Type::INT8, DataType::Int64) => Column::Int64(Int64Builder::new()),
-            (&Type::FLOAT4, DataType::Float32) => Column::Float32(Float32Builder::new()),
-            (&Type::FLOAT8, DataType::Float64) => Column::Float64(Float64Builder::new()),
-            (&Type::BOOL, DataType::Boolean) => Column::Bool(BooleanBuilder::new()),
-            (&Type::JSONB, DataType::Utf8) => Column::Jsonb(BinaryBuilder::new()),
-            (
-                &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::JSON,
-                DataType::Utf8,
-            ) => Column::Text(BinaryBuilder::new()),
-            (&Type::BYTEA, DataType::Binary) => Column::Bytea(BinaryBuilder::new()),
-            (&Type::NUMERIC, DataType::Decimal128(p, s)) => Column::Numeric(
-                Decimal128Builder::new().with_precision_and_scale(*p, *s)?,
-                i32::from(*s),
-            ),
-            (&Type::DATE, DataType::Date32) => Column::Date(Date32Builder::new()),
-            (&Type::TIME, DataType::Time64(TimeUnit::Microsecond)) => {
-                Column::Time(Time64MicrosecondBuilder::new())
-            }
-            (
-                &Type::TIMESTAMP | &Type::TIMESTAMPTZ,
-                DataType::Timestamp(TimeUnit::Microsecond, tz),
-            ) => {
-                Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
-            }
-            (&Type::UUID, DataType::FixedSizeBinary(16)) => {
-                Column::Uuid(FixedSizeBinaryBuilder::new(16))
-            }
-            (&Type::INT2_ARRAY, DataType::List(_)) => {
-                Column::ListInt16(ListBuilder::new(Int16Builder::new()))
-            }
-            (&Type::INT4_ARRAY, DataType::List(_)) => {
-                Column::ListInt32(ListBuilder::new(Int32Builder::new()))
-            }
-            (&Type::INT8_ARRAY, DataType::List(_)) => {
-                Column::ListInt64(ListBuilder::new(Int64Builder::new()))
-            }
-            (&Type::FLOAT4_ARRAY, DataType::List(_)) => {
-                Column::ListFloat32(ListBuilder::new(Float32Builder::new()))
-            }
-            (&Type::FLOAT8_ARRAY, DataType::List(_)) => {
-                Column::ListFloat64(ListBuilder::new(Float64Builder::new()))
-            }
-            _ => return Err(mismatch()),
-        };
-        Ok(col)
-    }
-
-    /// Appends one value (`None` = NULL). Errors are plain messages; the
-    /// caller adds the column name (kept off the hot path).
-    #[inline]
-    fn append(&mut self, value: Option<&[u8]>) -> Result<(), String> {
-        let Some(v) = value else {
-            self.append_null();
-            return Ok(());
-        };
-        match self {
-            Column::Int16(b) => b.append_value(i16::from_be_bytes(exact(v)?)),
-            Column::Int32(b) => b.append_value(i32::from_be_bytes(exact(v)?)),
-            Column::Int64(b) => b.append_value(i64::from_be_bytes(exact(v)?)),
-            Column::Float32(b) => b.append_value(f32::from_be_bytes(exact(v)?)),
-            Column::Float64(b) => b.append_value(f64::from_be_bytes(exact(v)?)),
-            Column::Bool(b) => b.append_value(exact::<1>(v)?[0] != 0),
-            Column::Text(b) | Column::Bytea(b) => b.append_value(v),
-            Column::Jsonb(b) => match v.split_first() {
-                Some((1, json)) => b.append_value(json),
-                Some((version, _)) => return Err(format!("unknown jsonb version {version}")),
-                None => return Err("empty jsonb value".into()),
-            },
-            Column::Numeric(b, scale) => b.append_value(numeric_to_i128(v, *scale)?),
-            Column::Date(b) => {
-                let days = i32::from_be_bytes(exact(v)?);
-                if days == i32::MAX || days == i32::MIN {
-                    return Err(infinity("date"));
-                }
-                let days = days
-                    .checked_add(PG_EPOCH_DAYS)
-                    .ok_or_else(|| format!("date {days} days from 2000-01-01 is out of range"))?;
-                b.append_value(days)
-            }
-            Column::Time(b) => b.append_value(i64::from_be_bytes(exact(v)?)),
-            Column::Timestamp(b) => {
-                let us = i64::from_be_bytes(exact(v)?);
-                if us == i64::MAX || us == i64::MIN {
-                    return Err(infinity("timestamp"));
-                }
-                let us = us
-                    .checked_add(PG_EPOCH_MICROS)
-                    .ok_or_else(|| format!("timestamp {us} µs from 2000-01-01 is out of range"))?;
-                b.append_value(us)
-            }
-            Column::Uuid(b) => b.append_value(exact::<16>(v)?).map_err(|e| e.to_string())?,
-            Column::ListInt16(b) => {
-                decode_array::<Int16Type, 2>(b, v, Type::INT2.oid(), i16::from_be_bytes)?
-            }
-            Column::ListInt32(b) => {
-                decode_array::<Int32Type, 4>(b, v, Type::INT4.oid(), i32::from_be_bytes)?
-            }
-            Column::ListInt64(b) => {
-                decode_array::<Int64Type, 8>(b, v, Type::INT8.oid(), i64::from_be_bytes)?
-            }
-            Column::ListFloat32(b) => {
-                decode_array::<Float32Type, 4>(b, v, Type::FLOAT4.oid(), f32::from_be_bytes)?
-            }
-            Column::ListFloat64(b) => {
-                decode_array::<Float64Type, 8>(b, v, Type::FLOAT8.oid(), f64::from_be_bytes)?
-            }
-        }
-        Ok(())
-    }
-
-    fn append_null(&mut self) {
-        match self {
-            Column::Int16(b) => b.append_null(),
-            Column::Int32(b) => b.append_null(),
-            Column::Int64(b) => b.append_null(),
-            Column::Float32(b) => b.append_null(),
-            Column::Float64(b) => b.append_null(),
-            Column::Bool(b) => b.append_null(),
-            Column::Text(b) | Column::Jsonb(b) | Column::Bytea(b) => b.append_null(),
-            Column::Numeric(b, _) => b.append_null(),
-            Column::Date(b) => b.append_null(),
-            Column::Time(b) => b.append_null(),
-            Column::Timestamp(b) => b.append_null(),
-            Column::Uuid(b) => b.append_null(),
-            Column::ListInt16(b) => b.append_null(),
-            Column::ListInt32(b) => b.append_null(),
-            Column::ListInt64(b) => b.append_null(),
-            Column::ListFloat32(b) => b.append_null(),
-            Column::ListFloat64(b) => b.append_null(),
-        }
-    }
-
-    /// The values appended since the last call, as one array. The
-    /// builders of fixed-width and byte columns start again with room for
-    /// as many values (and bytes) as this batch took: the next batch is
-    /// most likely alike, and a builder grown from empty copies its
-    /// buffers at every doubling.
-    fn finish(&mut self, name: &str) -> Result<ArrayRef> {
-        let array: ArrayRef = match self {
-            Column::Int16(b) => Arc::new(renew_primitive(b)),
-            Column::Int32(b) => Arc::new(renew_primitive(b)),
-            Column::Int64(b) => Arc::new(renew_primitive(b)),
-            Column::Float32(b) => Arc::new(renew_primitive(b)),
-            Column::Float64(b) => Arc::new(renew_primitive(b)),
-            Column::Bool(b) => {
-                let n = b.len();
-                Arc::new(std::mem::replace(b, BooleanBuilder::with_capacity(n)).finish())
-            }
-            Column::Text(b) | Column::Jsonb(b) => {
-                let text = StringArray::try_from_binary(renew_bytes(b)).map_err(|e| {
-                    decode_error(
-                        &format!("column \"{name}\""),
-                        format!("text is not UTF-8: {e}"),
-                    )
-                })?;
-                Arc::new(text)
-            }
-            Column::Bytea(b) => Arc::new(renew_bytes(b)),
-            Column::Numeric(b, _) => Arc::new(renew_primitive(b)),
-            Column::Date(b) => Arc::new(renew_primitive(b)),
-            Column::Time(b) => Arc::new(renew_primitive(b)),
-            Column::Timestamp(b) => Arc::new(renew_primitive(b)),
-            Column::Uuid(b) => Arc::new(b.finish()),
-            Column::ListInt16(b) => Arc::new(b.finish()),
-            Column::ListInt32(b) => Arc::new(b.finish()),
-            Column::ListInt64(b) => Arc::new(b.finish()),
-            Column::ListFloat32(b) => Arc::new(b.finish()),
-            Column::ListFloat64(b) => Arc::new(b.finish()),
-        };
-        debug_assert!(array.len() <= i32::MAX as usize);
-        Ok(array)
-    }
-}
-
-/// `b`'s values as an array; `b` starts again with room for as many, of
-/// the same data type (a timestamp's zone, a decimal's precision and scale).
-fn renew_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> PrimitiveArray<T> {
-    let array = b.finish();
-    *b = PrimitiveBuilder::with_capacity(array.len()).with_data_type(array.data_type().clone());
-    array
-}
-
-/// `b`'s values as an array; `b` starts again with room for as many values
-/// and bytes.
-fn renew_bytes(b: &mut BinaryBuilder) -> BinaryArray {
-    let next = BinaryBuilder::with_capacity(b.len(), b.values_slice().len());
-    std::mem::replace(b, next).finish()
-}
-
-#[cold]
-fn infinity(what: &str) -> String {
-    format!("{what} 'infinity' has no Arrow representation; filter it out or cast the column")
-}
-
-/// Appends one binary-format PostgreSQL array of fixed-width elements.
-///
-/// Wire form: ndim, has-nulls flag, element type oid (i32 each), then per
-/// dimension size and lower bound (i32 each), then per element an i32
-/// length (-1 = NULL) and the element's bytes.
-fn decode_array<T: ArrowPrimitiveType, const N: usize>(
-    b: &mut ListBuilder<PrimitiveBuilder<T>>,
-    v: &[u8],
-    elem_oid: u32,
-    from_be: fn([u8; N]) -> T::Native,
-) -> Result<(), String> {
-    let word = |at: usize| -> Result<i32, String> {
-        v.get(at..at + 4)
-            .map(|w| i32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-            .ok_or_else(|| format!("array value truncated at byte {at}"))
-    };
-    let ndim = word(0)?;
-    let oid = word(8)? as u32;
-    if oid != elem_oid {
-        return Err(format!("array element type oid {oid}, expected {elem_oid}"));
-    }
-    if ndim == 0 {
-        b.append(true);
-        return Ok(());
-    }
-    if ndim != 1 {
-        return Err(format!(
-            "{ndim}-dimensional arrays are not supported; hopper streams one-dimensional \
-             arrays only (flatten it in the query, e.g. ARRAY(SELECT unnest(col)))"
-        ));
-    }
-    let size = word(12)?;
-    let mut p = 20;
-    let values = b.values();
-    for _ in 0..size.max(0) {
-        let len = word(p)?;
-        p += 4;
-        if len == -1 {
-            values.append_null();
-        } else {
-            let bytes = v
-                .get(p..p + N)
-                .filter(|_| len as usize == N)
-                .ok_or_else(|| format!("array element of {len} bytes, expected {N}"))?;
-            values.append_value(from_be(exact(bytes)?));
-            p += N;
-        }
-    }
-    if p != v.len() {
-        return Err(format!("array value has {} trailing bytes", v.len() - p));
-    }
-    b.append(true);
-    Ok(())
-}
-
-/// Powers of ten that fit an `i128`.
-const POW10: [i128; 39] = {
-    let mut t = [1i128; 39];
-    let mut i = 1;
-    while i < 39 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
-
-/// A binary-format `numeric` as the unscaled integer of a decimal with
-/// `scale` digits after the point, exactly.
-///
-/// Wire form: ndigits, weight (i16), sign (u16), dscale (i16), then
-/// `ndigits` base-10000 digits (i16); the value is
-/// Σ digit\[i\] · 10000^(weight − i).
-fn numeric_to_i128(v: &[u8], scale: i32) -> Result<i128, String> {
-    if v.len() < 8 {
-        return Err(format!("numeric value of {} bytes", v.len()));
-    }
-    let ndigits = i16::from_be_bytes([v[0], v[1]]) as usize;
-    let weight = i32::from(i16::from_be_bytes([v[2], v[3]]));
-    let sign = u16::from_be_bytes([v[4], v[5]]);
-    match sign {
-        0x0000 | 0x4000 => {}
-        0xC000 => return Err("NaN has no decimal representation; filter it out".into()),
-        0xD000 | 0xF000 => {
-            return Err("infinity has no decimal representation; filter it out".into())
-        }
-        _ => return Err(format!("numeric sign word {sign:#x}")),
-    }
-    if v.len() != 8 + 2 * ndigits {
-        return Err(format!(
-            "numeric with {ndigits} digits in {} bytes",
-            v.len()
-        ));
-    }
-    let overflow = || format!("numeric does not fit Decimal128 at scale {scale}");
-    let mut acc: i128 = 0;
-    for (i, d) in v[8..].chunks_exact(2).enumerate() {
-        let digit = i128::from(i16::from_be_bytes([d[0], d[1]]));
-        if digit == 0 {
-            continue;
-        }
-        // This digit's power of ten in the unscaled integer.
-        let e = 4 * (weight - i as i32) + scale;
-        let term = if e >= 0 {
-            let pow = *POW10.get(e as usize).ok_or_else(overflow)?;
-            digit.checked_mul(pow).ok_or_else(overflow)?
-        } else {
-            // Digits below the scale: only zeros may fall off, anything
-            // else would silently round.
-            let pow = POW10.get((-e) as usize).copied().unwrap_or(i128::MAX);
-            if digit % pow != 0 {
-                return Err(format!("numeric has more than {scale} fractional digits"));
-            }
-            digit / pow
-        };
-        acc = acc.checked_add(term).ok_or_else(overflow)?;
-    }
-    Ok(if sign == 0x4000 { -acc } else { acc })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::binary_column::{numeric_to_i128, PG_EPOCH_DAYS, PG_EPOCH_MICROS, POW10};
     use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+    use arrow_array::Array;
     use arrow_array::types::{Date32Type, Decimal128Type, TimestampMicrosecondType};
     use arrow_schema::Schema;
 
@@ -900,6 +518,16 @@ mod tests {
             v.extend_from_slice(&d.to_be_bytes());
         }
         v
+    }
+
+    /// The length of the (whole, well-formed) tuple at the start of `buf`.
+    fn tuple_len(buf: &[u8], ncols: usize) -> usize {
+        let mut p = 2;
+        for _ in 0..ncols {
+            let len = i32::from_be_bytes(buf[p..p + 4].try_into().unwrap());
+            p += 4 + len.max(0) as usize;
+        }
+        p
     }
 
     fn typmod(p: i32, s: i32) -> i32 {
@@ -1039,7 +667,7 @@ mod tests {
         // the trailer, one DataRow body each.
         let mut rest = &bytes[HEADER_LEN + 4..bytes.len() - 2];
         while !rest.is_empty() {
-            let len = complete_row(rest, cols.len()).unwrap().unwrap();
+            let len = tuple_len(rest, cols.len());
             d.push_data_row(&rest[..len]).unwrap();
             rest = &rest[len..];
         }
@@ -1054,7 +682,7 @@ mod tests {
         // A body that is not one whole row says so; COPY bytes are refused.
         let mut d = CopyDecoder::for_data_rows(schema.clone(), &types, limits).unwrap();
         let row = &bytes[HEADER_LEN + 4..];
-        let first = complete_row(row, cols.len()).unwrap().unwrap();
+        let first = tuple_len(row, cols.len());
         let short = d.push_data_row(&row[..first - 1]).unwrap_err().to_string();
         assert!(short.contains("run past"), "{short}");
         // Columns filled part way: the decoder takes nothing more.
@@ -1151,6 +779,88 @@ mod tests {
             e.to_string().contains("\"price\"") && e.to_string().contains("NaN"),
             "{e}"
         );
+    }
+
+    /// Rows of every column kind, NULLs among them, so that a row cut off
+    /// at any byte is taken back from every kind of column, its validity
+    /// bitmap included.
+    fn every_kind_input() -> (Vec<(&'static str, Type, i32)>, Vec<u8>) {
+        let cols = vec![
+            ("b", Type::BOOL, -1),
+            ("s", Type::INT2, -1),
+            ("t", Type::TEXT, -1),
+            ("u", Type::UUID, -1),
+            ("y", Type::BYTEA, -1),
+            ("d", Type::DATE, -1),
+            ("f", Type::FLOAT4_ARRAY, -1),
+            ("n", Type::NUMERIC, typmod(6, 2)),
+        ];
+        let value_row = |k: u8| {
+            vec![
+                Some(vec![k % 2]),
+                Some(i16::from(k).to_be_bytes().to_vec()),
+                Some(format!("ü{k}").into_bytes()),
+                Some(vec![k; 16]),
+                Some(vec![0, k, 255]),
+                Some(i32::from(k).to_be_bytes().to_vec()),
+                Some(array(
+                    Type::FLOAT4.oid(),
+                    &[None, Some(f32::from(k).to_be_bytes().to_vec())],
+                )),
+                Some(numeric(false, 0, 2, &[i16::from(k), 5000])),
+            ]
+        };
+        let rows = vec![value_row(1), vec![None; 8], value_row(2), value_row(3)];
+        (cols, copy_bytes(&rows))
+    }
+
+    #[test]
+    fn every_kind_of_column_decodes_the_same_wherever_the_chunks_end() {
+        let (cols, bytes) = every_kind_input();
+        let whole = decode_all(&mut decoder(&cols, BatchLimits::default()), &[&bytes]).unwrap();
+        assert_eq!(whole.len(), 1);
+        let want = &whole[0];
+        assert_eq!(want.num_rows(), 4);
+        assert_eq!(want.column(2).as_string::<i32>().value(3), "ü3");
+        assert_eq!(want.column(4).as_binary::<i32>().value(2), &[0, 2, 255]);
+        assert!(want.columns().iter().all(|c| c.is_null(1)));
+        for cut in 0..=bytes.len() {
+            let mut d = decoder(&cols, BatchLimits::default());
+            let got = decode_all(&mut d, &[&bytes[..cut], &bytes[cut..]]).unwrap();
+            let got = arrow::compute::concat_batches(&want.schema(), &got).unwrap();
+            assert_eq!(&got, want, "cut at byte {cut}");
+        }
+        // Batches of one row each, cut one byte at a time.
+        let mut d = decoder(
+            &cols,
+            BatchLimits {
+                rows: 1,
+                bytes: usize::MAX,
+            },
+        );
+        let got = decode_all(&mut d, &bytes.chunks(1).collect::<Vec<_>>()).unwrap();
+        assert_eq!(got.len(), 4);
+        let got = arrow::compute::concat_batches(&want.schema(), &got).unwrap();
+        assert_eq!(&got, want);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_names_its_column() {
+        let cols = [("i", Type::INT4, -1), ("t", Type::TEXT, -1)];
+        for bad in [&b"\xff"[..], b"ok\xc3", b"\xc3\xa9\xe9"] {
+            let rows = vec![
+                vec![Some(1i32.to_be_bytes().to_vec()), Some(b"fine".to_vec())],
+                vec![Some(2i32.to_be_bytes().to_vec()), Some(bad.to_vec())],
+            ];
+            let mut d = decoder(&cols, BatchLimits::default());
+            let err = decode_all(&mut d, &[&copy_bytes(&rows)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("column \"t\"") && err.contains("not UTF-8"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

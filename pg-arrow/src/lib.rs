@@ -33,6 +33,8 @@
 #[cfg(feature = "codec")]
 pub mod batch_limits;
 #[cfg(feature = "codec")]
+mod binary_column;
+#[cfg(feature = "codec")]
 pub mod data_row;
 #[cfg(feature = "codec")]
 pub mod decode;
