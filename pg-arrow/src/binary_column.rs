@@ -9,9 +9,10 @@
 //! beside a segment costs. Arrow's `GenericByteBuilder::append_value` is a
 //! call per value (a fifth of a flight-server's CPU on the binary COPY
 //! route, profiled), and no builder can take a value back. A
-//! [`BinaryColumn`] is plain vectors — values, offsets, and a validity
-//! bitmap made only once a NULL arrives — whose pushes inline into the row
-//! loop and whose finished arrays take the vectors without copying them.
+//! [`BinaryColumn`] is plain vectors — values, offsets, and the rows that
+//! are NULL, from which the validity bitmap is made per batch — whose
+//! pushes inline into the row loop and whose finished arrays take the
+//! vectors without copying them.
 //! It can also [`truncate`](BinaryColumn::truncate) to a row count, so a
 //! row cut off at the end of a chunk is appended in the same single pass
 //! and taken back, instead of every row being scanned twice.
@@ -36,7 +37,9 @@ use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, ListArray, PrimitiveArray,
     StringArray,
 };
-use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{
+    BooleanBufferBuilder, Buffer, NullBuffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer,
+};
 use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
 use postgres_types::Type;
 
@@ -50,7 +53,10 @@ pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// A column's values and validity since its last [`finish`](Self::finish).
 pub(crate) struct BinaryColumn {
     values: Values,
-    nulls: NullBufferBuilder,
+    /// The rows that are NULL, in order. Most columns have few or none, so
+    /// a value costs nothing here (a bitmap would cost a bit per value);
+    /// the bitmap is made at `finish`, and only if there is a NULL.
+    null_rows: Vec<usize>,
     /// Rows appended since the last `finish`.
     len: usize,
 }
@@ -171,7 +177,7 @@ impl BinaryColumn {
         };
         Ok(Self {
             values,
-            nulls: NullBufferBuilder::new(0),
+            null_rows: Vec::new(),
             len: 0,
         })
     }
@@ -182,13 +188,10 @@ impl BinaryColumn {
     #[inline]
     pub(crate) fn append(&mut self, value: Option<&[u8]>) -> Result<(), String> {
         match value {
-            Some(v) => {
-                self.values.push(v)?;
-                self.nulls.append_non_null();
-            }
+            Some(v) => self.values.push(v)?,
             None => {
                 self.values.push_null();
-                self.nulls.append_null();
+                self.null_rows.push(self.len);
             }
         }
         self.len += 1;
@@ -201,7 +204,9 @@ impl BinaryColumn {
             return;
         }
         self.values.truncate(len);
-        self.nulls.truncate(len);
+        while self.null_rows.last().is_some_and(|&row| row >= len) {
+            self.null_rows.pop();
+        }
         self.len = len;
     }
 
@@ -210,9 +215,8 @@ impl BinaryColumn {
     /// bytes): the next batch is most likely alike, and a vector grown
     /// from empty copies itself at every doubling.
     pub(crate) fn finish(&mut self, field: &Field) -> Result<ArrayRef> {
-        let nulls = self.nulls.finish();
         let n = std::mem::take(&mut self.len);
-        self.nulls = NullBufferBuilder::new(n);
+        let nulls = validity(n, &mut self.null_rows);
         let dt = field.data_type();
         let array: ArrayRef = match &mut self.values {
             Values::Int16(v) => primitive::<Int16Type>(v, nulls, dt),
@@ -264,11 +268,25 @@ impl BinaryColumn {
     }
 }
 
+/// The validity of `rows` rows of which `null_rows` are NULL (`None` if
+/// none is); empties `null_rows`.
+fn validity(rows: usize, null_rows: &mut Vec<usize>) -> Option<NullBuffer> {
+    if null_rows.is_empty() {
+        return None;
+    }
+    let mut bits = BooleanBufferBuilder::new(rows);
+    bits.append_n(rows, true);
+    for row in null_rows.drain(..) {
+        bits.set_bit(row, false);
+    }
+    Some(NullBuffer::new(bits.finish()))
+}
+
 /// `values` as an array of `data_type` (a timestamp's zone, a decimal's
 /// precision and scale); `values` starts again with room for as many.
 fn primitive<T: ArrowPrimitiveType>(
     values: &mut Vec<T::Native>,
-    nulls: Option<arrow_buffer::NullBuffer>,
+    nulls: Option<NullBuffer>,
     data_type: &DataType,
 ) -> ArrayRef {
     let taken = std::mem::replace(values, Vec::with_capacity(values.len()));
@@ -439,7 +457,7 @@ impl ListValues {
         Ok(())
     }
 
-    fn finish(&mut self, nulls: Option<arrow_buffer::NullBuffer>, rows: usize) -> Result<ArrayRef> {
+    fn finish(&mut self, nulls: Option<NullBuffer>, rows: usize) -> Result<ArrayRef> {
         let item_nulls = self.item_nulls.finish();
         let items = self.items.len();
         self.item_nulls = NullBufferBuilder::new(items);
