@@ -70,12 +70,21 @@ pub fn tls_config(location: &str) -> Result<ClientTlsConfig> {
     .config()
 }
 
+/// The largest HTTP/2 frame this client accepts. A server may send a
+/// stream's data in frames no larger than its client allows, and HTTP/2's
+/// default is 16 KiB: a 2 MiB Flight message then takes 128 frames and as
+/// many socket writes on the server and reads here. With 1 MiB frames the
+/// client spent a third less CPU per row reading a segment (`data-plane`,
+/// 0.29 → 0.19 µs), and the server a little less.
+const MAX_FRAME_SIZE: u32 = 1024 * 1024;
+
 /// A channel to a flight-server.
 pub async fn channel(location: &str) -> Result<Channel> {
     let uri = grpc_uri(location)?;
     let mut endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| Error::Flight(format!("bad location {location}: {e}")))?
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .max_frame_size(MAX_FRAME_SIZE);
     if uri.starts_with("https://") {
         endpoint = endpoint
             .tls_config(tls_config(location)?)
