@@ -18,7 +18,8 @@
 //! ```
 //!
 //! - [`decode`]: the PostgreSQL → Arrow type mapping ([`arrow_field`]) and
-//!   the binary COPY decoder;
+//!   the binary COPY decoder, whose columns (`binary_column`) fill Arrow's
+//!   buffers straight from binary values;
 //! - [`data_row`]: a `DataRow` message's fields, read in place;
 //! - [`text`] and [`text_copy`]: the same Arrow values from PostgreSQL's
 //!   text output, and text COPY's line format around it;
