@@ -30,8 +30,8 @@
 use std::sync::Arc;
 
 use arrow_array::types::{
-    ArrowPrimitiveType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type,
-    Int32Type, Int64Type, Time64MicrosecondType, TimestampMicrosecondType,
+    ArrowPrimitiveType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, ListArray, PrimitiveArray,
@@ -246,12 +246,14 @@ impl BinaryColumn {
                         // byte of it starts a character.
                         Arc::new(unsafe { StringArray::new_unchecked(offsets, data, nulls) })
                     }
-                    ByteKind::Text | ByteKind::Jsonb => Arc::new(
-                        StringArray::try_new(offsets, data, nulls).map_err(|e| Error::Decode {
-                            context: format!("column \"{}\"", field.name()),
-                            message: format!("text is not UTF-8: {e}"),
-                        })?,
-                    ),
+                    ByteKind::Text | ByteKind::Jsonb => {
+                        Arc::new(StringArray::try_new(offsets, data, nulls).map_err(|e| {
+                            Error::Decode {
+                                context: format!("column \"{}\"", field.name()),
+                                message: format!("text is not UTF-8: {e}"),
+                            }
+                        })?)
+                    }
                 }
             }
             Values::Uuid(v) => {
@@ -290,7 +292,10 @@ fn primitive<T: ArrowPrimitiveType>(
     data_type: &DataType,
 ) -> ArrayRef {
     let taken = std::mem::replace(values, Vec::with_capacity(values.len()));
-    Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(taken), nulls).with_data_type(data_type.clone()))
+    Arc::new(
+        PrimitiveArray::<T>::new(ScalarBuffer::from(taken), nulls)
+            .with_data_type(data_type.clone()),
+    )
 }
 
 impl Values {
@@ -421,30 +426,13 @@ impl ListValues {
     /// appends nothing.
     fn push(&mut self, v: &[u8]) -> Result<(), String> {
         let before = self.items.len();
+        let nulls = &mut self.item_nulls;
         let pushed = match &mut self.items {
-            Items::Int16(out) => {
-                push_array(v, Type::INT2.oid(), out, &mut self.item_nulls, i16::from_be_bytes)
-            }
-            Items::Int32(out) => {
-                push_array(v, Type::INT4.oid(), out, &mut self.item_nulls, i32::from_be_bytes)
-            }
-            Items::Int64(out) => {
-                push_array(v, Type::INT8.oid(), out, &mut self.item_nulls, i64::from_be_bytes)
-            }
-            Items::Float32(out) => push_array(
-                v,
-                Type::FLOAT4.oid(),
-                out,
-                &mut self.item_nulls,
-                f32::from_be_bytes,
-            ),
-            Items::Float64(out) => push_array(
-                v,
-                Type::FLOAT8.oid(),
-                out,
-                &mut self.item_nulls,
-                f64::from_be_bytes,
-            ),
+            Items::Int16(out) => push_array(v, &Type::INT2, out, nulls, i16::from_be_bytes),
+            Items::Int32(out) => push_array(v, &Type::INT4, out, nulls, i32::from_be_bytes),
+            Items::Int64(out) => push_array(v, &Type::INT8, out, nulls, i64::from_be_bytes),
+            Items::Float32(out) => push_array(v, &Type::FLOAT4, out, nulls, f32::from_be_bytes),
+            Items::Float64(out) => push_array(v, &Type::FLOAT8, out, nulls, f64::from_be_bytes),
         };
         if let Err(message) = pushed {
             self.items.truncate(before);
@@ -506,11 +494,11 @@ impl Items {
 }
 
 /// The elements of the one-dimensional binary array `v`, whose element
-/// type must be `elem_oid`, onto `out` and `nulls`. On error, part of the
+/// type must be `elem`, onto `out` and `nulls`. On error, part of the
 /// array may have been pushed; the caller takes it back.
 fn push_array<T: Default, const N: usize>(
     v: &[u8],
-    elem_oid: u32,
+    elem: &Type,
     out: &mut Vec<T>,
     nulls: &mut NullBufferBuilder,
     from_be: fn([u8; N]) -> T,
@@ -520,7 +508,7 @@ fn push_array<T: Default, const N: usize>(
             .map(|w| i32::from_be_bytes([w[0], w[1], w[2], w[3]]))
             .ok_or_else(|| format!("array value truncated at byte {at}"))
     };
-    let ndim = word(0)?;
+    let (ndim, elem_oid) = (word(0)?, elem.oid());
     let oid = word(8)? as u32;
     if oid != elem_oid {
         return Err(format!("array element type oid {oid}, expected {elem_oid}"));

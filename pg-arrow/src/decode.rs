@@ -7,7 +7,7 @@
 //! PostgreSQL backend; going through `tokio_postgres` rows instead costs an
 //! allocation per row and a `FromSql` dispatch per value. [`CopyDecoder`]
 //! walks the COPY bytes once and appends every value to its column's Arrow
-//! buffers ([`crate::binary_column`]): no per-value allocation or call, and
+//! buffers (`binary_column`): no per-value allocation or call, and
 //! text is validated as UTF-8 once per batch rather than once per value.
 //!
 //! # The mapping
@@ -480,9 +480,9 @@ mod tests {
     use super::*;
     use crate::binary_column::{numeric_to_i128, PG_EPOCH_DAYS, PG_EPOCH_MICROS, POW10};
     use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Decimal128Type, TimestampMicrosecondType};
     use arrow_array::types::{Float64Type, Int32Type, Int64Type};
     use arrow_array::Array;
-    use arrow_array::types::{Date32Type, Decimal128Type, TimestampMicrosecondType};
     use arrow_schema::Schema;
 
     /// Builds binary COPY bytes from rows of optional raw field values.
