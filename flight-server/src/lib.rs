@@ -21,7 +21,7 @@
 //! [`source::Catalog`] and a [`source::Writer`]:
 //! - [`source::postgres`]: one or more PostgreSQL instances, each a segment,
 //!   read with `COPY (…) TO STDOUT (FORMAT binary)` — the database's own
-//!   fastest export path — decoded straight into Arrow builders by the
+//!   fastest export path — decoded straight into Arrow buffers by the
 //!   `pg-arrow` crate, which holds the whole type mapping ([`types`]);
 //! - [`source::greenplum`]: a Greenplum coordinator; endpoints are the
 //!   segments' endpoints of a parallel retrieve cursor, and a ticket carries

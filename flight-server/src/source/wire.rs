@@ -9,7 +9,7 @@
 //! Here the socket is read into one large buffer (reads of up to
 //! [`READ_SIZE`]), the messages are framed in place, and every `DataRow`
 //! body (or `CopyData` payload) is handed as a slice of that buffer to the
-//! caller's decoder, which appends its fields straight into Arrow builders.
+//! caller's decoder, which appends its fields straight into Arrow buffers.
 //! Nothing is allocated per row, and backpressure is the socket's: a
 //! session not read stops the segment from sending.
 //!
