@@ -434,15 +434,22 @@ impl ListValues {
             Items::Float32(out) => push_array(v, &Type::FLOAT4, out, nulls, f32::from_be_bytes),
             Items::Float64(out) => push_array(v, &Type::FLOAT8, out, nulls, f64::from_be_bytes),
         };
-        if let Err(message) = pushed {
-            self.items.truncate(before);
-            self.item_nulls.truncate(before);
-            return Err(message);
+        let end = pushed.and_then(|()| {
+            i32::try_from(self.items.len()).map_err(|_| {
+                "a batch's array elements exceed 2^31; lower the batch size".to_owned()
+            })
+        });
+        match end {
+            Ok(end) => {
+                self.offsets.push(end);
+                Ok(())
+            }
+            Err(message) => {
+                self.items.truncate(before);
+                self.item_nulls.truncate(before);
+                Err(message)
+            }
         }
-        let end = i32::try_from(self.items.len())
-            .map_err(|_| "a batch's array elements exceed 2^31; lower the batch size".to_owned())?;
-        self.offsets.push(end);
-        Ok(())
     }
 
     fn finish(&mut self, nulls: Option<NullBuffer>, rows: usize) -> Result<ArrayRef> {

@@ -440,16 +440,31 @@ impl CopyDecoder {
         None
     }
 
-    /// Closes the current batch and queues it.
+    /// Closes the current batch and queues it. A batch that cannot be
+    /// made (text that is not UTF-8) fails the decoder: its columns were
+    /// emptied part way.
     fn flush(&mut self) -> Result<()> {
         let arrays = self
             .cols
             .iter_mut()
             .zip(self.schema.fields())
             .map(|(c, f)| c.finish(f))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>();
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
-        let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)?;
+        let batch = arrays.and_then(|arrays| {
+            Ok(RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                arrays,
+                &options,
+            )?)
+        });
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.state = State::Failed;
+                return Err(e);
+            }
+        };
         self.done.push_back(batch);
         self.rows = 0;
         self.bytes = 0;
@@ -860,6 +875,8 @@ mod tests {
                 err.contains("column \"t\"") && err.contains("not UTF-8"),
                 "{err}"
             );
+            let after = d.push(&copy_bytes(&rows)[..20]).unwrap_err().to_string();
+            assert!(after.contains("failed on an earlier row"), "{after}");
         }
     }
 
