@@ -65,6 +65,11 @@ struct Args {
     /// Seed of the generated table.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The largest HTTP/2 frame the Flight reads accept, in bytes (default:
+    /// HTTP/2's 16 KiB, as a plain Flight client; hopper's own client
+    /// takes 1048576).
+    #[arg(long, value_name = "BYTES")]
+    client_frame_size: Option<u32>,
     /// A smoke run in seconds: 2 000 and 1 000 rows, one repeat (overrides
     /// --rows, --rows-large and --repeats); the numbers are not figures.
     #[arg(long)]
@@ -626,6 +631,12 @@ async fn main() -> Result<()> {
     }
     if args.segments == 0 || args.rows == 0 {
         bail!("--segments and --rows must be at least 1");
+    }
+    if let Some(bytes) = args.client_frame_size {
+        if !(16_384..=16_777_215).contains(&bytes) {
+            bail!("--client-frame-size must be between 16384 and 16777215 (HTTP/2's limits)");
+        }
+        readers::set_client_frame_size(bytes);
     }
     let server_bin = locate_server(args.flight_server.clone())?;
     let started = Instant::now();

@@ -269,10 +269,22 @@ pub fn arrow_bytes(batch: &RecordBatch) -> u64 {
         .sum()
 }
 
+/// The largest HTTP/2 frame the Flight clients of [`flight_client`]
+/// accept; unset, HTTP/2's default (16 KiB), what a plain Flight client
+/// asks for.
+static CLIENT_FRAME_SIZE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Makes every later [`flight_client`] accept HTTP/2 frames of up to
+/// `bytes`, as hopper's own client does (`data-plane --client-frame-size`).
+pub fn set_client_frame_size(bytes: u32) {
+    let _ = CLIENT_FRAME_SIZE.set(bytes);
+}
+
 /// A Flight client connected to `url` (`grpc+tcp://host:port`).
 pub async fn flight_client(url: &str) -> Result<FlightClient> {
     let http = url.replace("grpc+tcp://", "http://");
     let channel = tonic::transport::Endpoint::from_shared(http)?
+        .max_frame_size(CLIENT_FRAME_SIZE.get().copied())
         .connect()
         .await
         .with_context(|| format!("connecting to {url}"))?;
