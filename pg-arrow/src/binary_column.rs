@@ -264,7 +264,7 @@ impl BinaryColumn {
                     nulls,
                 )?)
             }
-            Values::List(l) => l.finish(nulls, n)?,
+            Values::List(l) => l.finish(nulls)?,
         };
         Ok(array)
     }
@@ -404,17 +404,23 @@ impl ByteValues {
 
     /// The offsets and bytes so far; starts again with room for as many.
     fn take(&mut self) -> (OffsetBuffer<i32>, Buffer) {
-        let mut next = Vec::with_capacity(self.offsets.len());
-        next.push(0);
-        let offsets = std::mem::replace(&mut self.offsets, next);
+        let offsets = take_offsets(&mut self.offsets);
         let bytes = self.data.len();
         let data = std::mem::replace(&mut self.data, Vec::with_capacity(bytes));
-        // SAFETY: the first offset is 0 and each next one is the data's
-        // length after a push (or a NULL's), so they never decrease;
-        // truncation keeps a prefix.
-        let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
         (offsets, Buffer::from_vec(data))
     }
+}
+
+/// The offsets so far, as Arrow's; `offsets` starts again at `[0]` with
+/// room for as many.
+fn take_offsets(offsets: &mut Vec<i32>) -> OffsetBuffer<i32> {
+    let mut next = Vec::with_capacity(offsets.len());
+    next.push(0);
+    let taken = std::mem::replace(offsets, next);
+    // SAFETY: the first offset is 0 and each next one is the length of the
+    // data (or the elements) after a push or a NULL's, so they never
+    // decrease; truncation keeps a prefix.
+    unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(taken)) }
 }
 
 impl ListValues {
@@ -452,7 +458,7 @@ impl ListValues {
         }
     }
 
-    fn finish(&mut self, nulls: Option<NullBuffer>, rows: usize) -> Result<ArrayRef> {
+    fn finish(&mut self, nulls: Option<NullBuffer>) -> Result<ArrayRef> {
         let item_nulls = self.item_nulls.finish();
         let items = self.items.len();
         self.item_nulls = NullBufferBuilder::new(items);
@@ -464,14 +470,9 @@ impl ListValues {
             Items::Float32(v) => primitive::<Float32Type>(v, item_nulls, dt),
             Items::Float64(v) => primitive::<Float64Type>(v, item_nulls, dt),
         };
-        let mut next = Vec::with_capacity(rows + 1);
-        next.push(0);
-        let offsets = std::mem::replace(&mut self.offsets, next);
-        // SAFETY: as for `ByteValues::take`, into the elements.
-        let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
         Ok(Arc::new(ListArray::try_new(
             self.item_field.clone(),
-            offsets,
+            take_offsets(&mut self.offsets),
             values,
             nulls,
         )?))
