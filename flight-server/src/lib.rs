@@ -38,6 +38,7 @@
 pub mod auth;
 pub mod cli;
 pub mod core;
+pub mod do_get;
 pub mod error;
 pub mod health;
 pub mod listener;
