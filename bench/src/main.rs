@@ -62,6 +62,12 @@ struct Args {
     /// The flight-server binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
     flight_server: Option<PathBuf>,
+    /// Another flight-server binary (e.g. a build before a change) whose
+    /// binary-COPY reads of one and two endpoints are measured in the same
+    /// run, right after this build's, for a comparison the machine's load
+    /// does not skew.
+    #[arg(long, value_name = "PATH")]
+    compare_server: Option<PathBuf>,
     /// Seed of the generated table.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -313,6 +319,7 @@ async fn run_suite(
     bench: &mut Bench,
     cluster: &LocalCluster,
     server_bin: &Path,
+    compare_bin: Option<&Path>,
     table: &str,
     suite: Suite,
 ) -> Result<usize> {
@@ -512,39 +519,45 @@ async fn run_suite(
         let log = cluster
             .base_dir()
             .join(format!("flight-server-{table}-{format}.log"));
-        let server = Server::start(server_bin, &seg_args, &log).await?;
-        eprintln!(
-            "{table}: flight-server {} (pid {}, {tag}), idle RSS {} KiB",
-            server.url, server.pid, server.idle_rss_kib
-        );
-        let tickets = readers::plan(&server.url, &sql).await?;
-        if tickets.len() != urls.len() {
-            bail!("expected one endpoint per segment, got {}", tickets.len());
+        let mut builds = vec![(server_bin, "")];
+        if let (Some(compare), "binary") = (compare_bin, format) {
+            builds.push((compare, " (--compare-server build)"));
         }
-        let name = format!("Flight DoGet, 1 endpoint (seg 0), {tag}");
-        let i = bench
-            .measure(&name, "Arrow", Some(&server), Some(copy1), || {
-                parallel(vec![flight_job(&server.url, &tickets[0])])
-            })
-            .await?;
-        check_rows("endpoint 0", bench.rows[i].vol.rows, seg_rows[0])?;
-        if let Some(copy2) = copy2 {
-            let name = format!("Flight DoGet, 2 endpoints (seg 0 ∥ seg 1), {tag}");
+        for (bin, label) in builds {
+            let server = Server::start(bin, &seg_args, &log).await?;
+            eprintln!(
+                "{table}: flight-server {} (pid {}, {tag}{label}), idle RSS {} KiB",
+                server.url, server.pid, server.idle_rss_kib
+            );
+            let tickets = readers::plan(&server.url, &sql).await?;
+            if tickets.len() != urls.len() {
+                bail!("expected one endpoint per segment, got {}", tickets.len());
+            }
+            let name = format!("Flight DoGet, 1 endpoint (seg 0), {tag}{label}");
             let i = bench
-                .measure(&name, "Arrow", Some(&server), Some(copy2), || {
-                    parallel(vec![
-                        flight_job(&server.url, &tickets[0]),
-                        flight_job(&server.url, &tickets[1]),
-                    ])
+                .measure(&name, "Arrow", Some(&server), Some(copy1), || {
+                    parallel(vec![flight_job(&server.url, &tickets[0])])
                 })
                 .await?;
-            check_rows(
-                "endpoints 0 and 1",
-                bench.rows[i].vol.rows,
-                seg_rows[0] + seg_rows[1],
-            )?;
+            check_rows("endpoint 0", bench.rows[i].vol.rows, seg_rows[0])?;
+            if let Some(copy2) = copy2 {
+                let name = format!("Flight DoGet, 2 endpoints (seg 0 ∥ seg 1), {tag}{label}");
+                let i = bench
+                    .measure(&name, "Arrow", Some(&server), Some(copy2), || {
+                        parallel(vec![
+                            flight_job(&server.url, &tickets[0]),
+                            flight_job(&server.url, &tickets[1]),
+                        ])
+                    })
+                    .await?;
+                check_rows(
+                    "endpoints 0 and 1",
+                    bench.rows[i].vol.rows,
+                    seg_rows[0] + seg_rows[1],
+                )?;
+            }
+            server.stop().await;
         }
-        server.stop().await;
 
         let mut split_args = vec!["--segment".to_string(), urls[0].clone()];
         split_args.extend(["--split".to_string(), "2".to_string()]);
@@ -639,6 +652,11 @@ async fn main() -> Result<()> {
         readers::set_client_frame_size(bytes);
     }
     let server_bin = locate_server(args.flight_server.clone())?;
+    let compare_bin = args
+        .compare_server
+        .clone()
+        .map(|p| locate_server(Some(p)))
+        .transpose()?;
     let started = Instant::now();
     let machine = machine();
     eprintln!("machine: {machine}");
@@ -683,7 +701,15 @@ async fn main() -> Result<()> {
             stats.elapsed.as_secs_f64()
         );
         eprintln!("{header}");
-        let first = run_suite(&mut bench, &cluster, &server_bin, table, suite).await?;
+        let first = run_suite(
+            &mut bench,
+            &cluster,
+            &server_bin,
+            compare_bin.as_deref(),
+            table,
+            suite,
+        )
+        .await?;
         sections.push((header, first));
         if table == "criteo" && args.rows_large > 0 {
             // Keep the disk footprint to one table at a time.
