@@ -10,14 +10,21 @@
 //!
 //! [`FastDoGet`] routes the `DoGet` method around tonic's codec. The
 //! request is decoded and the service called as tonic would; the response
-//! body then yields each `FlightData` as two HTTP/2 data chunks: a small
-//! head (the gRPC length prefix, the protobuf fields before the body, and
-//! the body's key and length) and the IPC body itself, handed to hyper as
-//! the same reference-counted [`Bytes`] the encoder made. The bytes on the
-//! wire are exactly what tonic would have sent (prost writes fields in tag
-//! order, and the body, field 1000, comes last), so every Flight client
-//! reads them unchanged. Every other method goes to tonic's generated
-//! server.
+//! body then yields each `FlightData` as two HTTP/2 data chunks: the head
+//! (the gRPC length prefix, the protobuf fields before the body, the
+//! body's key and length) with the body's first bytes, [`FIRST_CHUNK`] in
+//! all, and the rest of the IPC body, handed to hyper as the same
+//! reference-counted [`Bytes`] the encoder made. The bytes on the wire are
+//! exactly what tonic would have sent (prost writes fields in tag order,
+//! and the body, field 1000, comes last), so every Flight client reads
+//! them unchanged. Every other method goes to tonic's generated server.
+//!
+//! Why the first chunk carries body bytes: a chunk of a few hundred bytes
+//! becomes an HTTP/2 frame and a socket write of its own. Measured with
+//! hopper's client (1 MiB frames, `data-plane --compare-server`), a head
+//! sent alone cost the server more kernel time than the copy it saved;
+//! a first chunk of 64 KiB (a whole number of HTTP/2's default 16 KiB
+//! frames) costs a copy of 3 % of a 2 MiB message and no small frame.
 //!
 //! Errors keep gRPC's shape: a call refused before its first message is a
 //! trailers-only response, a stream that fails later ends with the error
@@ -48,6 +55,10 @@ const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
 /// The largest message either way, as tonic's limits are set for the
 /// other methods.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The size of a message's first chunk: its head and as much of its body
+/// as fits (copied); the rest of the body follows without a copy.
+pub const FIRST_CHUNK: usize = 64 * 1024;
 
 /// The protobuf field number of `FlightData.data_body`.
 const DATA_BODY_FIELD: u32 = 1000;
@@ -119,10 +130,24 @@ async fn do_get(
         None,
         Some(MAX_MESSAGE),
     ));
+    // A request that is not one `Ticket` is the caller's mistake, not the
+    // server's (tonic's decoder would call it an internal error).
+    let not_a_ticket = |e: Status| {
+        Status::invalid_argument(format!(
+            "DoGet's request is not a Flight Ticket: {}",
+            e.message()
+        ))
+    };
     let ticket = messages
         .try_next()
-        .await?
+        .await
+        .map_err(not_a_ticket)?
         .ok_or_else(|| Status::invalid_argument("DoGet sent no ticket"))?;
+    if messages.try_next().await.map_err(not_a_ticket)?.is_some() {
+        return Err(Status::invalid_argument(
+            "DoGet takes one ticket; the request held more than one message",
+        ));
+    }
     let request = Request::from_http(http::Request::from_parts(parts, ticket));
     let response = service.do_get(request).await?;
     let (metadata, stream, extensions) = response.into_parts();
@@ -206,8 +231,9 @@ where
 }
 
 /// One message as gRPC frames it, in two parts: everything up to the IPC
-/// body, and the body. Their concatenation is the length-prefixed protobuf
-/// encoding of `message`.
+/// body with the body's first bytes, [`FIRST_CHUNK`] in all (or the whole
+/// message if it is smaller), and the rest of the body, not copied. Their
+/// concatenation is the length-prefixed protobuf encoding of `message`.
 fn split(mut message: FlightData) -> Result<(Bytes, Bytes), Status> {
     let body = std::mem::take(&mut message.data_body);
     let mut tail_len = 0;
@@ -222,7 +248,7 @@ fn split(mut message: FlightData) -> Result<(Bytes, Bytes), Status> {
              lower the server's --batch-bytes"
         )));
     }
-    let mut head = BytesMut::with_capacity(5 + len - body.len());
+    let mut head = BytesMut::with_capacity(FIRST_CHUNK.min(5 + len));
     head.put_u8(0); // not compressed
     head.put_u32(len as u32);
     message
@@ -236,7 +262,9 @@ fn split(mut message: FlightData) -> Result<(Bytes, Bytes), Status> {
         );
         prost::encoding::encode_varint(body.len() as u64, &mut head);
     }
-    Ok((head.freeze(), body))
+    let copied = FIRST_CHUNK.saturating_sub(head.len()).min(body.len());
+    head.extend_from_slice(&body[..copied]);
+    Ok((head.freeze(), body.slice(copied..)))
 }
 
 #[cfg(test)]
@@ -285,10 +313,14 @@ mod tests {
     fn the_split_message_is_exactly_what_tonic_sends() {
         for message in messages() {
             let expected = tonic_framing(&message);
-            let (head, body) = split(message.clone()).unwrap();
-            assert_eq!([&head[..], &body[..]].concat(), expected);
-            // The body is the encoder's buffer itself, not a copy.
-            assert_eq!(body.as_ptr(), message.data_body.as_ptr());
+            let (head, rest) = split(message.clone()).unwrap();
+            assert_eq!([&head[..], &rest[..]].concat(), expected);
+            assert_eq!(head.len(), FIRST_CHUNK.min(expected.len()));
+            // The rest of the body is the encoder's buffer itself.
+            if !rest.is_empty() {
+                let copied = message.data_body.len() - rest.len();
+                assert_eq!(rest.as_ptr(), message.data_body[copied..].as_ptr());
+            }
         }
     }
 

@@ -14,7 +14,8 @@
 //!         ◄── FlightInfo: schema + one endpoint per partition (ticket = sealed Partition,
 //!             location = this server, or the server beside the segment: --segment-flight)
 //!  client ── DoGet(ticket) ───────► Service ── Reader::read ──► RecordBatchStream (schema + bounded channel)
-//!         ◄── FlightData stream (FlightDataEncoder, sized for the wire; counted in metrics)
+//!         ◄── FlightData stream (FlightDataEncoder, sized for the wire; counted in metrics;
+//!             each IPC body handed to HTTP/2 as it is, not copied: [`do_get`])
 //! ```
 //!
 //! Three sources implement [`source::Source`] — a [`source::Reader`], a
