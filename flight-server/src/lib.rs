@@ -14,8 +14,7 @@
 //!         ◄── FlightInfo: schema + one endpoint per partition (ticket = sealed Partition,
 //!             location = this server, or the server beside the segment: --segment-flight)
 //!  client ── DoGet(ticket) ───────► Service ── Reader::read ──► RecordBatchStream (schema + bounded channel)
-//!         ◄── FlightData stream (FlightDataEncoder, sized for the wire; counted in metrics;
-//!             each IPC body handed to HTTP/2 as it is, not copied: [`do_get`])
+//!         ◄── FlightData stream (FlightDataEncoder, sized for the wire; counted in metrics)
 //! ```
 //!
 //! Three sources implement [`source::Source`] — a [`source::Reader`], a
@@ -39,7 +38,6 @@
 pub mod auth;
 pub mod cli;
 pub mod core;
-pub mod do_get;
 pub mod error;
 pub mod health;
 pub mod listener;

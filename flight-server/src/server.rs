@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthMode, TokenStore, DEFAULT_TOKEN_TTL};
@@ -311,7 +312,9 @@ pub async fn serve(
             .with_auth(Arc::new(TokenStore::new(key, config.token_ttl)))
             .with_login_gate(LoginGate::new(config.allow_superuser));
     }
-    let server = crate::do_get::FastDoGet::new(service);
+    let server = FlightServiceServer::new(service)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
     // Bounds on what one client can hold: streams per connection, a peer
     // that stops answering pings is dropped, a TLS handshake has a deadline.
     let mut builder = tonic::transport::Server::builder()

@@ -28,8 +28,6 @@ enum Request {
     Query(&'static str),
     /// `DoGet` of raw ticket bytes.
     DoGet(Vec<u8>),
-    /// `DoGet` whose request messages are these bytes, not `Ticket`s.
-    RawDoGet(Vec<Vec<u8>>),
     /// `DoAction` of this type.
     Action(&'static str),
     /// `mop train --config` with this run configuration.
@@ -72,66 +70,6 @@ async fn query(client: &mut FlightClient, sql: &str) -> Result<(usize, usize), t
         }
     }
     Ok((rows, max))
-}
-
-/// Sends `messages` as `DoGet`'s request messages, whatever they hold, and
-/// counts the response's messages.
-async fn raw_do_get(url: &str, messages: Vec<Vec<u8>>) -> Result<(usize, usize), tonic::Status> {
-    let channel = hopper_tests::channel(url)
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/arrow.flight.protocol.FlightService/DoGet",
-    );
-    let request = tonic::Request::new(futures::stream::iter(messages));
-    let response = grpc.streaming(request, path, RawCodec).await?;
-    let messages: Vec<Vec<u8>> = response.into_inner().try_collect().await?;
-    Ok((messages.len(), 0))
-}
-
-/// Messages as raw bytes both ways.
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let n = bytes::Buf::remaining(src);
-        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
-    }
 }
 
 /// A run configuration over `table`, with `edit` applied to its text.
@@ -371,27 +309,6 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
             fragment: "not a hopper ticket",
         },
         Case {
-            name: "DoGet whose request is not a Ticket message",
-            // Field 1 as a length-delimited value 255 bytes long, of which
-            // there are 2.
-            request: Request::RawDoGet(vec![vec![0x0a, 0xff, 0x01, 0x00, 0x00]]),
-            expect: Expect::Status(Code::InvalidArgument),
-            fragment: "DoGet's request is not a Flight Ticket",
-        },
-        Case {
-            name: "DoGet without a request message",
-            request: Request::RawDoGet(vec![]),
-            expect: Expect::Status(Code::InvalidArgument),
-            fragment: "DoGet sent no ticket",
-        },
-        Case {
-            name: "DoGet with two request messages",
-            // Two empty messages: two valid (empty) `Ticket`s.
-            request: Request::RawDoGet(vec![vec![], vec![]]),
-            expect: Expect::Status(Code::InvalidArgument),
-            fragment: "DoGet takes one ticket",
-        },
-        Case {
             name: "altered ticket",
             request: Request::DoGet(altered),
             expect: Expect::Status(Code::InvalidArgument),
@@ -512,13 +429,7 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
     for case in cases {
         let name = case.name;
         let outcome: Result<(), String> = match (case.request, case.expect) {
-            (
-                request @ (Request::Query(_)
-                | Request::DoGet(_)
-                | Request::RawDoGet(_)
-                | Request::Action(_)),
-                expect,
-            ) => {
+            (request @ (Request::Query(_) | Request::DoGet(_) | Request::Action(_)), expect) => {
                 let got = match request {
                     Request::Query(sql) => query(&mut client, sql).await,
                     Request::DoGet(t) => match client.do_get(Ticket::new(t)).await {
@@ -532,7 +443,6 @@ async fn every_bad_input_gets_its_code_and_a_message_and_leaves_nothing_open() {
                             .map_err(status_of),
                         Err(e) => Err(status_of(e)),
                     },
-                    Request::RawDoGet(messages) => raw_do_get(&server.url, messages).await,
                     Request::Action(a) => match client.do_action(Action::new(a, "")).await {
                         Ok(s) => s
                             .try_collect::<Vec<_>>()
