@@ -519,11 +519,14 @@ async fn run_suite(
         let log = cluster
             .base_dir()
             .join(format!("flight-server-{table}-{format}.log"));
-        let mut builds = vec![(server_bin, "")];
+        let mut builds = vec![(server_bin, "", log)];
         if let (Some(compare), "binary") = (compare_bin, format) {
-            builds.push((compare, " (--compare-server build)"));
+            let log = cluster
+                .base_dir()
+                .join(format!("flight-server-{table}-{format}-compare.log"));
+            builds.push((compare, " (--compare-server build)", log));
         }
-        for (bin, label) in builds {
+        for (bin, label, log) in builds {
             let server = Server::start(bin, &seg_args, &log).await?;
             eprintln!(
                 "{table}: flight-server {} (pid {}, {tag}{label}), idle RSS {} KiB",
