@@ -545,19 +545,8 @@ async fn run_suite(
             check_rows("endpoint 0", bench.rows[i].vol.rows, seg_rows[0])?;
             if let Some(copy2) = copy2 {
                 let name = format!("Flight DoGet, 2 endpoints (seg 0 ∥ seg 1), {tag}{label}");
-                let i = bench
-                    .measure(&name, "Arrow", Some(&server), Some(copy2), || {
-                        parallel(vec![
-                            flight_job(&server.url, &tickets[0]),
-                            flight_job(&server.url, &tickets[1]),
-                        ])
-                    })
-                    .await?;
-                check_rows(
-                    "endpoints 0 and 1",
-                    bench.rows[i].vol.rows,
-                    seg_rows[0] + seg_rows[1],
-                )?;
+                let want = ("endpoints 0 and 1", seg_rows[0] + seg_rows[1]);
+                read_two(bench, &name, &server, &tickets, copy2, want).await?;
             }
             server.stop().await;
         }
@@ -574,18 +563,33 @@ async fn run_suite(
             bail!("--split 2 planned {} endpoints, expected 2", tickets.len());
         }
         let name = format!("Flight DoGet, --split 2 (2 ctid ranges of seg 0), {tag}");
-        let i = bench
-            .measure(&name, "Arrow", Some(&server), Some(copy_halves), || {
-                parallel(vec![
-                    flight_job(&server.url, &tickets[0]),
-                    flight_job(&server.url, &tickets[1]),
-                ])
-            })
-            .await?;
-        check_rows("the split endpoints", bench.rows[i].vol.rows, seg_rows[0])?;
+        let want = ("the split endpoints", seg_rows[0]);
+        read_two(bench, &name, &server, &tickets, copy_halves, want).await?;
         server.stop().await;
     }
     Ok(first)
+}
+
+/// Measures `name`: the first two of `tickets` read in parallel from
+/// `server`, against the `baseline` row; `want` names the endpoints and
+/// the rows they must hold.
+async fn read_two(
+    bench: &mut Bench,
+    name: &str,
+    server: &Server,
+    tickets: &[arrow_flight::Ticket],
+    baseline: usize,
+    want: (&str, u64),
+) -> Result<()> {
+    let i = bench
+        .measure(name, "Arrow", Some(server), Some(baseline), || {
+            parallel(vec![
+                flight_job(&server.url, &tickets[0]),
+                flight_job(&server.url, &tickets[1]),
+            ])
+        })
+        .await?;
+    check_rows(want.0, bench.rows[i].vol.rows, want.1)
 }
 
 /// The flight-server binary: the flag, else next to this executable.
