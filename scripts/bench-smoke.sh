@@ -51,7 +51,7 @@ run() {
     fi
 }
 
-run data-plane --smoke
+run data-plane --smoke --unix-socket
 run end-to-end --smoke
 run hops --smoke
 run search --smoke

@@ -68,6 +68,11 @@ struct Args {
     /// does not skew.
     #[arg(long, value_name = "PATH")]
     compare_server: Option<PathBuf>,
+    /// Also reads through a flight-server that reaches the segments over
+    /// their unix sockets, as a server on the segment's own host can: its
+    /// binary-COPY reads of one and two endpoints, in the same run.
+    #[arg(long)]
+    unix_socket: bool,
     /// Seed of the generated table.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -320,6 +325,7 @@ async fn run_suite(
     cluster: &LocalCluster,
     server_bin: &Path,
     compare_bin: Option<&Path>,
+    unix_socket: bool,
     table: &str,
     suite: Suite,
 ) -> Result<usize> {
@@ -519,14 +525,28 @@ async fn run_suite(
         let log = cluster
             .base_dir()
             .join(format!("flight-server-{table}-{format}.log"));
-        let mut builds = vec![(server_bin, "", log)];
+        let mut builds = vec![(server_bin, "", log, seg_args.clone())];
         if let (Some(compare), "binary") = (compare_bin, format) {
             let log = cluster
                 .base_dir()
                 .join(format!("flight-server-{table}-{format}-compare.log"));
-            builds.push((compare, " (--compare-server build)", log));
+            builds.push((compare, " (--compare-server build)", log, seg_args.clone()));
         }
-        for (bin, label, log) in builds {
+        if unix_socket && format == "binary" {
+            let mut socket_args = Vec::new();
+            for i in 0..cluster.len() {
+                let conninfo = cluster
+                    .socket_conninfo(i)
+                    .context("the cluster's directory is too long a path for a unix socket")?;
+                socket_args.extend(["--segment".to_string(), conninfo]);
+            }
+            socket_args.extend(["--copy-format".to_string(), format.to_string()]);
+            let log = cluster
+                .base_dir()
+                .join(format!("flight-server-{table}-{format}-socket.log"));
+            builds.push((server_bin, ", segments over unix sockets", log, socket_args));
+        }
+        for (bin, label, log, seg_args) in builds {
             let server = Server::start(bin, &seg_args, &log).await?;
             eprintln!(
                 "{table}: flight-server {} (pid {}, {tag}{label}), idle RSS {} KiB",
@@ -713,6 +733,7 @@ async fn main() -> Result<()> {
             &cluster,
             &server_bin,
             compare_bin.as_deref(),
+            args.unix_socket,
             table,
             suite,
         )
