@@ -517,37 +517,38 @@ async fn run_suite(
             "text" => (text1, text2, text_halves),
             _ => (copy1, copy2, copy_halves),
         };
-        let mut seg_args: Vec<String> = urls
-            .iter()
-            .flat_map(|u| ["--segment".to_string(), u.clone()])
-            .collect();
-        seg_args.extend(["--copy-format".to_string(), format.to_string()]);
+        let server_args = |segments: &[String]| {
+            let mut args: Vec<String> = segments
+                .iter()
+                .flat_map(|s| ["--segment".to_string(), s.clone()])
+                .collect();
+            args.extend(["--copy-format".to_string(), format.to_string()]);
+            args
+        };
         let log = cluster
             .base_dir()
             .join(format!("flight-server-{table}-{format}.log"));
-        let mut builds = vec![(server_bin, "", log, seg_args.clone())];
+        let mut builds = vec![(server_bin, "", log, server_args(&urls))];
         if let (Some(compare), "binary") = (compare_bin, format) {
             let log = cluster
                 .base_dir()
                 .join(format!("flight-server-{table}-{format}-compare.log"));
-            builds.push((compare, " (--compare-server build)", log, seg_args.clone()));
+            let args = server_args(&urls);
+            builds.push((compare, " (--compare-server build)", log, args));
         }
         if unix_socket && format == "binary" {
-            let mut socket_args = Vec::new();
-            for i in 0..cluster.len() {
-                let conninfo = cluster
-                    .socket_conninfo(i)
-                    .context("the cluster's directory is too long a path for a unix socket")?;
-                socket_args.extend(["--segment".to_string(), conninfo]);
-            }
-            socket_args.extend(["--copy-format".to_string(), format.to_string()]);
+            let sockets = (0..cluster.len())
+                .map(|i| cluster.socket_conninfo(i))
+                .collect::<Option<Vec<_>>>()
+                .context("the cluster's directory is too long a path for a unix socket")?;
             let log = cluster
                 .base_dir()
                 .join(format!("flight-server-{table}-{format}-socket.log"));
-            builds.push((server_bin, ", segments over unix sockets", log, socket_args));
+            let args = server_args(&sockets);
+            builds.push((server_bin, ", segments over unix sockets", log, args));
         }
-        for (bin, label, log, seg_args) in builds {
-            let server = Server::start(bin, &seg_args, &log).await?;
+        for (bin, label, log, args) in builds {
+            let server = Server::start(bin, &args, &log).await?;
             eprintln!(
                 "{table}: flight-server {} (pid {}, {tag}{label}), idle RSS {} KiB",
                 server.url, server.pid, server.idle_rss_kib
