@@ -2,11 +2,16 @@
 
 use clap::Parser;
 
+/// mimalloc: a server allocates per message as much as per batch (see
+/// hopper_malloc).
+#[global_allocator]
+static GLOBAL: hopper_malloc::MiMalloc = hopper_malloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // Before the runtime's threads start: every batch is built in, encoded
-    // from and freed from buffers of megabytes, which glibc would otherwise
-    // map fresh for each batch (see hopper_malloc).
-    hopper_malloc::keep_freed_memory();
+    // from and freed from buffers of megabytes, which mimalloc would
+    // otherwise give back to the kernel and fault in again.
+    hopper_malloc::keep_freed_mimalloc_memory();
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(serve()),
         Err(e) => {
