@@ -16,8 +16,9 @@
 //! beside each Greenplum segment 0.70–0.74 µs against 0.76–0.90 (four
 //! runs), one server 0.56–0.60 against 0.72–0.80 (three of four runs);
 //! PostgreSQL, two endpoints, 0.72–0.92 against 0.86–1.01 (three runs),
-//! one endpoint alike. The price is memory: a server's peak RSS is
-//! 150–180 MiB instead of 70–110, as flat as before from 2 to 10 M rows.
+//! one endpoint 1.01–1.27 against 1.02–1.15. The price is memory: a
+//! server's peak RSS is 50–90 MiB higher (130–180 MiB), as flat as before
+//! from 2 to 10 M rows.
 
 pub use ::mimalloc::MiMalloc;
 
