@@ -4,10 +4,10 @@
 //! and h2's buffers and frames, prost's messages, the IPC encoder's
 //! vectors, each batch's column buffers of megabytes. mimalloc serves the
 //! small ones from per-thread free lists and reuses the large ones. Freed
-//! memory it *purges* by default (gives back to the kernel a second after
-//! it was freed), and a batch's buffers then fault in page by page again: on the
-//! PostgreSQL route that cost more in the kernel than the allocator
-//! saved. [`keep_freed_mimalloc_memory`] turns purging off, as
+//! memory it *purges* by default (gives back to the kernel a second
+//! after it was freed), and a batch's buffers then fault in page by page
+//! again: on the PostgreSQL route that cost more in the kernel than the
+//! allocator saved. [`keep_freed_mimalloc_memory`] turns purging off, as
 //! [`crate::keep_freed_memory`] does for glibc: the process holds on to
 //! its peak working set.
 //!
